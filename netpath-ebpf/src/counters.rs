@@ -1,0 +1,47 @@
+//! Per-endpoint and per-drop-reason counters, and drop events for `netpath monitor`.
+use aya_ebpf::programs::TcContext;
+use netpath_common::{Counter, DropEvent, StatKey, stat_kind};
+
+use crate::maps::{EVENTS, STATS};
+
+/// Adds one packet to a counter the control plane created when it attached the endpoint.
+#[inline(always)]
+pub fn count(kind: u32, id: u32, bytes: u32) {
+    let key = StatKey { kind, id };
+    if let Some(counter) = STATS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += u64::from(bytes);
+        }
+    }
+}
+
+/// Counts a dropped packet under its reason and reports it; the caller returns TC_ACT_SHOT.
+#[inline(always)]
+pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protocol: u8) {
+    let key = StatKey { kind: stat_kind::DROP, id: reason };
+    let bytes = u64::from(ctx.len());
+    match STATS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value.
+        Some(counter) => unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        },
+        None => {
+            // First drop for this reason on any CPU; a racing insert from another CPU wins and
+            // this packet goes uncounted, which a counter can afford.
+            let _ = STATS.insert(&key, &Counter { packets: 1, bytes }, 0);
+        }
+    }
+    let event = DropEvent {
+        reason,
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        saddr,
+        daddr,
+        protocol,
+        _pad: [0; 3],
+        len: ctx.len(),
+    };
+    let _ = EVENTS.output::<DropEvent>(&event, 0);
+}

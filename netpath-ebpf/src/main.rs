@@ -1,0 +1,20 @@
+//! netpath's eBPF programs: one module per attach point, shared modules for maps, packet
+//! access and counters.
+#![no_std]
+#![no_main]
+
+mod counters;
+mod from_container;
+mod maps;
+mod packet;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this; it only satisfies `no_std`.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,22 @@
+//! The shared maps. Declared `pinned` so the loader pins them by name under the pin root and
+//! every later load (and every other netpath process) reuses the same maps.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuHashMap, RingBuf},
+};
+use netpath_common::{Config, Counter, EndpointInfo, NetworkInfo, StatKey, limits};
+
+#[map]
+pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(limits::MAX_NETWORKS, 0);
+
+#[map]
+pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(limits::MAX_ENDPOINTS, 0);
+
+#[map]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map]
+pub static STATS: PerCpuHashMap<StatKey, Counter> = PerCpuHashMap::pinned(limits::MAX_STATS, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
