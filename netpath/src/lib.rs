@@ -1,0 +1,20 @@
+//! netpath: container bridge networking whose data plane runs in eBPF.
+//!
+//! The library is the control plane: [`controller::Controller`] creates networks and attaches
+//! network namespaces, keeping its state in SQLite ([`store`]) and the eBPF datapath's pinned
+//! maps ([`datapath`]) in step with it.
+pub mod cidr;
+pub mod cli;
+pub mod controller;
+pub mod datapath;
+pub mod error;
+pub mod ipam;
+pub mod link;
+pub mod netns;
+pub mod output;
+pub mod privileges;
+pub mod probe;
+pub mod stats;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,384 @@
+//! The `netpath` command line: argument parsing, and rendering of what the controller returns.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::{
+    controller::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target},
+    error::{Error, Result},
+    netns::{self, Netns},
+    output::{Format, json, table},
+    privileges, probe, stats,
+    store::{EndpointRecord, NetworkRecord},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "netpath", version, about = "Container bridge networking with an eBPF data plane")]
+pub struct Cli {
+    /// Directory of the state database.
+    #[arg(long, env = "NETPATH_STATE_DIR", default_value = "/var/lib/netpath", global = true)]
+    pub state_dir: PathBuf,
+    /// Pin root for the datapath's maps, programs and links (on a bpffs; mounted when missing).
+    #[arg(long = "bpffs", env = "NETPATH_BPFFS", default_value = "/sys/fs/bpf/netpath", global = true)]
+    pub pin_root: PathBuf,
+    /// Run the whole command in this network namespace, as if it were the host's.
+    #[arg(long, env = "NETPATH_HOST_NETNS", global = true)]
+    pub host_netns: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect and remove networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Attach a network namespace to a network.
+    Attach(AttachArgs),
+    /// Detach endpoints, by id or by namespace.
+    Detach(DetachArgs),
+    /// List and inspect endpoints.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Show the datapath's per-endpoint and drop counters.
+    Stats {
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Probe the kernel features netpath needs and verify its eBPF programs.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Manage the pinned datapath.
+    #[command(subcommand)]
+    Datapath(DatapathCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network: a bridge, a subnet and a gateway.
+    Create(CreateArgs),
+    /// List networks.
+    Ls {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a network and its endpoints (JSON unless --format text).
+    Inspect {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Remove a network and its bridge.
+    Rm {
+        name: String,
+        /// Detach the network's endpoints first.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    /// Subnet in CIDR form; without it the first free /22 of 10.200.0.0/13.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Gateway address (the bridge's); defaults to the subnet's first host.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Bridge name; defaults to np-NAME.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// No traffic leaves the network.
+    #[arg(long)]
+    pub internal: bool,
+    /// Route egress without source translation.
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// Interface that reaches the outside; defaults to the device of the default route.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    #[arg(long)]
+    pub network: String,
+    /// Network namespace path: /run/netns/NAME, /var/run/docker/netns/ID, /proc/PID/ns/net.
+    #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+    pub netns: Option<String>,
+    /// The network namespace of this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Endpoint id (a container id); attaching the same id again returns the same endpoint.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// MAC address; derived from the IP when left out.
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Interface name inside the namespace.
+    #[arg(long, default_value = "eth0")]
+    pub ifname: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct DetachArgs {
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Detach every endpoint in this network namespace.
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCmd {
+    /// List endpoints.
+    Ls {
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show one endpoint (JSON unless --format text).
+    Inspect {
+        id: String,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatapathCmd {
+    /// Replace the pinned datapath with this build's and rebuild it from the database.
+    Reload,
+}
+
+/// Runs the parsed command line: checks privileges, enters the host namespace before any
+/// thread exists, then drives the controller on a single-threaded runtime.
+pub fn run(cli: Cli) -> Result<()> {
+    privileges::require()?;
+    if let Some(path) = &cli.host_netns {
+        netns::enter(&Netns::open(path)?)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::system("cannot start the async runtime", e))?;
+    runtime.block_on(execute(cli))
+}
+
+async fn execute(cli: Cli) -> Result<()> {
+    let paths = Paths { state_dir: cli.state_dir, pin_root: cli.pin_root };
+    let mut ctl = Controller::open(paths)?;
+    match cli.command {
+        Command::Network(cmd) => network(&mut ctl, cmd).await,
+        Command::Attach(args) => {
+            let target = match (args.netns, args.pid) {
+                (Some(path), _) => Target::Path(path),
+                (None, Some(pid)) => Target::Pid(pid),
+                (None, None) => return Err(Error::invalid("pass --netns PATH or --pid PID")),
+            };
+            let spec = AttachSpec { network: args.network, target, id: args.id, ip: args.ip, mac: args.mac, ifname: args.ifname };
+            let ep = ctl.attach(&spec).await?;
+            print(args.format, &ep, endpoint_text)
+        }
+        Command::Detach(args) => {
+            let spec = match (args.id, args.netns) {
+                (Some(id), _) => DetachSpec::Id(id),
+                (None, Some(path)) => DetachSpec::Netns(path),
+                (None, None) => return Err(Error::invalid("pass --id ID or --netns PATH")),
+            };
+            for ep in ctl.detach(&spec).await? {
+                println!("detached {} ({}) from {}", ep.id, ep.ip, ep.network);
+            }
+            Ok(())
+        }
+        Command::Endpoint(EndpointCmd::Ls { network, format }) => {
+            let eps = ctl.endpoints(network.as_deref())?;
+            print(format, &eps, |eps| endpoints_table(eps))
+        }
+        Command::Endpoint(EndpointCmd::Inspect { id, format }) => print(format, &ctl.endpoint(&id)?, endpoint_text),
+        Command::Stats { network, format } => {
+            let report = stats::collect(&mut ctl, network.as_deref()).await?;
+            print(format, &report, stats_text)
+        }
+        Command::Status { format } => {
+            let checks = probe::run(&mut ctl).await?;
+            print(format, &checks, |checks| {
+                let rows = checks
+                    .iter()
+                    .map(|c| vec![c.name.to_string(), if c.ok { "ok" } else { "FAIL" }.to_string(), c.detail.clone()])
+                    .collect::<Vec<_>>();
+                table(&["CHECK", "STATUS", "DETAIL"], &rows)
+            })?;
+            match checks.iter().filter(|c| !c.ok).count() {
+                0 => Ok(()),
+                n => Err(Error::invalid(format!("{n} check(s) failed; see above"))),
+            }
+        }
+        Command::Datapath(DatapathCmd::Reload) => {
+            ctl.datapath_reload().await?;
+            println!("datapath reloaded at {}", ctl.datapath()?.dir().display());
+            Ok(())
+        }
+    }
+}
+
+async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let spec = NetworkSpec {
+                name: a.name,
+                subnet: a.subnet,
+                gateway: a.gateway,
+                bridge: a.bridge,
+                mtu: a.mtu,
+                internal: a.internal,
+                no_masquerade: a.no_masquerade,
+                uplink: a.uplink,
+            };
+            let net = ctl.network_create(&spec).await?;
+            print(a.format, &net, |n| {
+                format!("network {} created: bridge {}, subnet {}, gateway {}", n.name, n.bridge, n.subnet, n.gateway)
+            })
+        }
+        NetworkCmd::Ls { format } => {
+            let nets = ctl.store().networks()?;
+            let counts = nets.iter().map(|n| Ok(ctl.store().endpoints(Some(n.id))?.len())).collect::<Result<Vec<_>>>()?;
+            print(format, &nets, |nets| {
+                let rows = nets
+                    .iter()
+                    .zip(&counts)
+                    .map(|(n, count)| {
+                        vec![n.name.clone(), n.bridge.clone(), n.subnet.to_string(), n.gateway.to_string(), count.to_string(), flags(n)]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "FLAGS"], &rows)
+            })
+        }
+        NetworkCmd::Inspect { name, format } => {
+            let network = ctl.store().network(&name)?;
+            let endpoints = ctl.store().endpoints(Some(network.id))?;
+            let view = NetworkView { network, endpoints };
+            print(format, &view, |v| {
+                format!("{}\n\n{}", network_text(&v.network), endpoints_table(&v.endpoints))
+            })
+        }
+        NetworkCmd::Rm { name, force } => {
+            ctl.network_rm(&name, force).await?;
+            println!("network {name} removed");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NetworkView {
+    #[serde(flatten)]
+    network: NetworkRecord,
+    endpoints: Vec<EndpointRecord>,
+}
+
+fn print<T: Serialize + ?Sized>(format: Format, value: &T, text: impl FnOnce(&T) -> String) -> Result<()> {
+    match format {
+        Format::Json => println!("{}", json(value)?),
+        Format::Text => println!("{}", text(value)),
+    }
+    Ok(())
+}
+
+fn flags(n: &NetworkRecord) -> String {
+    let mut flags = Vec::new();
+    if n.internal {
+        flags.push("internal");
+    } else if n.masquerade {
+        flags.push("masquerade");
+    }
+    if n.state != "ready" {
+        flags.push(&n.state);
+    }
+    flags.join(",")
+}
+
+fn network_text(n: &NetworkRecord) -> String {
+    let rows = [
+        ("name", n.name.clone()),
+        ("bridge", n.bridge.clone()),
+        ("subnet", n.subnet.to_string()),
+        ("gateway", n.gateway.to_string()),
+        ("mtu", n.mtu.to_string()),
+        ("flags", flags(n)),
+        ("uplink", n.uplink.clone().unwrap_or_else(|| "(default route)".into())),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<8} {v}")).collect::<Vec<_>>().join("\n")
+}
+
+fn endpoint_text(e: &EndpointRecord) -> String {
+    let rows = [
+        ("id", e.id.clone()),
+        ("network", e.network.clone()),
+        ("ip", format!("{}/{}", e.ip, e.prefix)),
+        ("mac", e.mac.clone()),
+        ("gateway", e.gateway.to_string()),
+        ("ifname", e.ifname.clone()),
+        ("host", e.host_veth.clone()),
+        ("netns", e.netns.clone()),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<8} {v}")).collect::<Vec<_>>().join("\n")
+}
+
+fn endpoints_table(eps: &[EndpointRecord]) -> String {
+    let rows = eps
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.network.clone(),
+                format!("{}/{}", e.ip, e.prefix),
+                e.mac.clone(),
+                e.ifname.clone(),
+                e.host_veth.clone(),
+                e.netns.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NETWORK", "IP", "MAC", "IFNAME", "HOST-VETH", "NETNS"], &rows)
+}
+
+fn stats_text(r: &stats::Report) -> String {
+    let rows = r
+        .endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.network.clone(),
+                e.ip.clone(),
+                e.tx_packets.to_string(),
+                e.tx_bytes.to_string(),
+                e.rx_packets.to_string(),
+                e.rx_bytes.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    let drops = r.drops.iter().map(|d| vec![d.reason.to_string(), d.packets.to_string(), d.bytes.to_string()]).collect::<Vec<_>>();
+    format!(
+        "{}\n\n{}",
+        table(&["ENDPOINT", "NETWORK", "IP", "TX-PKTS", "TX-BYTES", "RX-PKTS", "RX-BYTES"], &rows),
+        table(&["DROP-REASON", "PACKETS", "BYTES"], &drops)
+    )
+}

@@ -1,0 +1,253 @@
+//! The eBPF datapath: loaded once, pinned under the pin root, reused by every later process.
+//!
+//! Layout under the pin root (a bpffs; mounted by netpath when missing):
+//!
+//! ```text
+//! <pin root>/<version>/NETWORKS, ENDPOINTS, CONFIG, STATS, EVENTS   maps
+//! <pin root>/<version>/from_container                              program
+//! <pin root>/<version>/links/<host veth>                           TCX links
+//! ```
+//!
+//! `<version>` is a hash of the embedded object, so a netpath build never mixes its programs
+//! with maps of another layout: it finds the other version and says what to do.
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+use netpath_common::{Counter, EndpointInfo, NetworkInfo, StatKey, names, stat_kind};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Context, Error, Result};
+
+/// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJECT"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Directories `netpath status` loads a throwaway copy into; never a datapath version.
+/// (bpffs refuses names with a dot.)
+pub const PROBE_PREFIX: &str = "probe-";
+
+/// A short, stable name for this build's datapath: FNV-1a over the object.
+pub fn version() -> String {
+    let hash = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+}
+
+/// Makes sure `pin_root` lies on a bpffs: if its parent is not one, mounts one there.
+pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
+    if is_bpffs(pin_root) {
+        return Ok(());
+    }
+    let parent = pin_root
+        .parent()
+        .ok_or_else(|| Error::invalid(format!("pin root '{}' has no parent directory", pin_root.display())))?;
+    if !is_bpffs(parent) {
+        std::fs::create_dir_all(parent).context(|| format!("cannot create {}", parent.display()))?;
+        nix::mount::mount(Some("bpf"), parent, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
+            .context(|| format!("cannot mount bpffs at {}", parent.display()))?;
+    }
+    match std::fs::create_dir(pin_root) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(Error::system(format!("cannot create pin root {}", pin_root.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The pinned datapath, opened from its pins.
+pub struct Datapath {
+    dir: PathBuf,
+    networks: HashMap<MapData, u32, NetworkInfo>,
+    endpoints: HashMap<MapData, u32, EndpointInfo>,
+    stats: PerCpuHashMap<MapData, StatKey, Counter>,
+}
+
+impl Datapath {
+    /// Opens the pinned datapath, loading and pinning it first if this is the first use.
+    /// `lock_dir` holds the lock that keeps concurrent first uses from loading twice.
+    pub fn open(pin_root: &Path, lock_dir: &Path) -> Result<Self> {
+        let dir = pin_root.join(version());
+        let _lock = lock(lock_dir)?;
+        if !dir.join(names::FROM_CONTAINER).exists() {
+            ensure_bpffs(pin_root)?;
+            if let Some(other) = other_version(pin_root)? {
+                return Err(Error::conflict(format!(
+                    "the datapath pinned at {} was loaded by another netpath build; run `netpath datapath reload` to replace it with this one",
+                    pin_root.join(other).display()
+                )));
+            }
+            load(&dir)?;
+        }
+        Self::from_pins(dir)
+    }
+
+    fn from_pins(dir: PathBuf) -> Result<Self> {
+        let map = |name: &str| -> Result<Map> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).context(|| format!("cannot open pinned map {}", path.display()))?;
+            Map::from_map_data(data).context(|| format!("unexpected map type at {}", path.display()))
+        };
+        fn wrong(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+            move |e| Error::system(format!("pinned map {name} has an unexpected layout"), e)
+        }
+        Ok(Self {
+            networks: map(names::NETWORKS)?.try_into().map_err(wrong(names::NETWORKS))?,
+            endpoints: map(names::ENDPOINTS)?.try_into().map_err(wrong(names::ENDPOINTS))?,
+            stats: map(names::STATS)?.try_into().map_err(wrong(names::STATS))?,
+            dir,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn set_network(&mut self, id: u32, info: &NetworkInfo) -> Result<()> {
+        self.networks.insert(id, info, 0).context(|| format!("cannot write network {id} to the NETWORKS map"))
+    }
+
+    pub fn remove_network(&mut self, id: u32) -> Result<()> {
+        ignore_missing(self.networks.remove(&id)).context(|| format!("cannot remove network {id} from the NETWORKS map"))
+    }
+
+    /// Attaches `from_container` to the endpoint's host veth (TCX ingress, pinned link) and
+    /// publishes the endpoint in the maps.
+    pub fn attach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
+        let cpus = possible_cpus()?;
+        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
+            let key = StatKey { kind, id: info.host_ifindex };
+            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
+            self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
+        }
+        self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
+        let mut prog = SchedClassifier::from_pin(self.dir.join(names::FROM_CONTAINER))
+            .context(|| "cannot open the pinned from_container program")?;
+        let link = prog
+            .attach_with_options(host_veth, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .context(|| format!("cannot attach from_container to {host_veth} (TCX ingress)"))?;
+        let link: FdLink = prog.take_link(link).context(|| "cannot take the TCX link")?.try_into().context(|| "TCX link")?;
+        let links = self.dir.join("links");
+        std::fs::create_dir_all(&links).context(|| format!("cannot create {}", links.display()))?;
+        link.pin(links.join(host_veth)).context(|| format!("cannot pin the TCX link of {host_veth}"))?;
+        Ok(())
+    }
+
+    /// Undoes `attach_endpoint`; parts that are already gone are fine.
+    pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
+        if let Ok(link) = PinnedLink::from_pin(self.dir.join("links").join(host_veth)) {
+            link.unpin().context(|| format!("cannot unpin the TCX link of {host_veth}"))?;
+        }
+        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))?;
+        if let Some(ifindex) = host_ifindex {
+            for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
+                ignore_missing(self.stats.remove(&StatKey { kind, id: ifindex }))
+                    .context(|| "cannot remove the endpoint's counters from STATS")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every counter, summed over the CPUs.
+    pub fn counters(&self) -> Result<Vec<(StatKey, Counter)>> {
+        let mut out = Vec::new();
+        for entry in self.stats.iter() {
+            let (key, per_cpu) = entry.context(|| "cannot read the STATS map")?;
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            });
+            out.push((key, sum));
+        }
+        Ok(out)
+    }
+
+    /// The endpoints the datapath knows, by address.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>> {
+        self.endpoints
+            .iter()
+            .map(|e| e.map(|(k, v)| (Ipv4Addr::from(k.to_ne_bytes()), v)).context(|| "cannot read the ENDPOINTS map"))
+            .collect()
+    }
+}
+
+/// Removes every pin of every datapath version under `pin_root`: programs detach from the
+/// veths and the maps go once nothing holds them.
+pub fn unload_all(pin_root: &Path) -> Result<()> {
+    for entry in read_dir(pin_root)? {
+        let path = entry.path();
+        std::fs::remove_dir_all(&path).context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<std::io::Result<_>>().context(|| format!("cannot list {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::system(format!("cannot list {}", dir.display()), e)),
+    }
+}
+
+fn other_version(pin_root: &Path) -> Result<Option<String>> {
+    let mine = version();
+    Ok(read_dir(pin_root)?
+        .into_iter()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| *n != mine && !n.starts_with(PROBE_PREFIX)))
+}
+
+fn load(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .load(OBJECT)
+        .context(|| "cannot load netpath's eBPF object")?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(names::FROM_CONTAINER)
+        .ok_or_else(|| Error::system("eBPF object", "it has no from_container program"))?
+        .try_into()
+        .context(|| "from_container is not a TC program")?;
+    prog.load().context(|| "the kernel rejected from_container")?;
+    prog.pin(dir.join(names::FROM_CONTAINER)).context(|| "cannot pin from_container")?;
+    Ok(())
+}
+
+fn lock(dir: &Path) -> Result<Flock<File>> {
+    std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("datapath.lock");
+    let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::system(format!("cannot lock {}", path.display()), e))
+}
+
+fn possible_cpus() -> Result<usize> {
+    aya::util::nr_cpus().map_err(|(what, e)| Error::system(format!("cannot count CPUs ({what})"), e))
+}
+
+/// Map keys hold addresses as they sit in the packet (network byte order).
+pub fn map_key(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,57 @@
+//! netpath's one error type. Every variant renders as a single line that names the thing and,
+//! where the user can act, what to do.
+use std::fmt::Display;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from the user: a flag, an address, a name.
+    #[error("{0}")]
+    Invalid(String),
+    /// The named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request collides with something that exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The kernel, the filesystem or the database failed underneath an operation.
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(msg: impl Display) -> Self {
+        Self::Invalid(msg.to_string())
+    }
+    pub fn not_found(msg: impl Display) -> Self {
+        Self::NotFound(msg.to_string())
+    }
+    pub fn conflict(msg: impl Display) -> Self {
+        Self::Conflict(msg.to_string())
+    }
+    pub fn system(what: impl Display, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::System { what: what.to_string(), source: source.into() }
+    }
+}
+
+/// Attaches what was being done to a lower-level error.
+pub trait Context<T> {
+    fn context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result::Result<T, E> {
+    fn context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::system(what(), e))
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::system("state database", e)
+    }
+}

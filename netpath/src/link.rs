@@ -1,0 +1,210 @@
+//! Links, addresses and routes through rtnetlink. A `Netlink` talks to the namespace it was
+//! opened in, whatever thread later uses it.
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
+        route::{RouteAddress, RouteAttribute, RouteType},
+    },
+};
+
+use crate::{
+    cidr::Ipv4Net,
+    error::{Context, Error, Result},
+    netns::{self, Netns},
+};
+
+pub const IFNAMSIZ_MAX: usize = 15;
+
+/// Interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+pub fn check_ifname(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= IFNAMSIZ_MAX
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else if name.len() > IFNAMSIZ_MAX {
+        Err(Error::invalid(format!(
+            "{what} '{name}' is {} bytes; interface names are at most {IFNAMSIZ_MAX}",
+            name.len()
+        )))
+    } else {
+        Err(Error::invalid(format!("{what} '{name}' is not a valid interface name")))
+    }
+}
+
+/// The errno of a netlink error, if it is one.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A connection in the current thread's namespace.
+    pub fn connect() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context(|| "cannot open a netlink socket")?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// A connection inside `ns`: the socket is opened on a thread that entered it.
+    pub fn connect_in(ns: &Netns) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::current();
+        let (conn, handle, _) = netns::run_in(ns, move || {
+            let _guard = runtime.enter();
+            rtnetlink::new_connection()
+        })?
+        .context(|| format!("cannot open a netlink socket in '{}'", ns.path))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
+        match self.handle.link().get().match_name(name.to_string()).execute().try_next().await {
+            Ok(link) => Ok(link),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(Error::system(format!("cannot look up interface '{name}'"), e)),
+        }
+    }
+
+    pub async fn index_of(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link_by_name(name).await?.map(|l| l.header.index))
+    }
+
+    pub async fn require_index(&self, name: &str) -> Result<u32> {
+        self.index_of(name).await?.ok_or_else(|| Error::not_found(format!("interface '{name}' does not exist")))
+    }
+
+    pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<u32> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(|e| match errno(&e) {
+                Some(libc::EEXIST) => Error::conflict(format!("interface '{name}' already exists; pass another --bridge")),
+                _ => Error::system(format!("cannot create bridge '{name}'"), e),
+            })?;
+        self.require_index(name).await
+    }
+
+    /// Creates a veth pair whose host end is enslaved to `bridge` and whose peer is created
+    /// directly inside `peer_ns` under its final name, so no temporary name can collide.
+    pub async fn create_veth(&self, host: &str, bridge: u32, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.name.to_string())
+            .mtu(mtu)
+            .address(peer.mac.to_vec())
+            .setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&peer.netns.fd()))
+            .build();
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_string())
+            .mtu(mtu)
+            .controller(bridge)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
+            Some(libc::EEXIST) => Error::conflict(format!(
+                "network namespace '{}' already has an interface named '{}'; pass another --ifname",
+                peer.netns.path, peer.name
+            )),
+            _ => Error::system(format!("cannot create veth '{host}'"), e),
+        })?;
+        self.require_index(host).await
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .context(|| format!("cannot bring up interface {index}"))
+    }
+
+    pub async fn delete(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if errno(&e) != Some(libc::ENODEV) => Err(Error::system(format!("cannot delete interface {index}"), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes the interface by name; a missing one is already what we want.
+    pub async fn delete_by_name(&self, name: &str) -> Result<()> {
+        match self.index_of(name).await? {
+            Some(index) => self.delete(index).await,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .execute()
+            .await
+            .context(|| format!("cannot add address {ip}/{prefix}"))
+    }
+
+    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .context(|| format!("cannot add default route via {gateway}"))
+    }
+
+    /// The destinations of the IPv4 unicast routes in every table but the local one, except
+    /// default routes: what a new subnet must not overlap.
+    pub async fn ipv4_routes(&self) -> Result<Vec<Ipv4Net>> {
+        let mut routes = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let mut out = Vec::new();
+        while let Some(route) = routes.try_next().await.context(|| "cannot list routes")? {
+            let len = route.header.destination_prefix_length;
+            if route.header.kind != RouteType::Unicast || len == 0 {
+                continue;
+            }
+            for attr in &route.attributes {
+                if let RouteAttribute::Destination(RouteAddress::Inet(dst)) = attr {
+                    if let Some(net) = Ipv4Net::from_octets(dst.octets(), len) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The MAC address of an interface.
+    pub async fn mac_of(&self, index: u32) -> Result<Option<[u8; 6]>> {
+        let link = self.handle.link().get().match_index(index).execute().try_next().await;
+        let link = link.context(|| format!("cannot look up interface {index}"))?;
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) if mac.len() == 6 => mac.try_into().ok(),
+                _ => None,
+            })
+        }))
+    }
+}
+
+/// The container end of a veth pair.
+pub struct VethPeer<'a> {
+    pub name: &'a str,
+    pub mac: [u8; 6],
+    pub netns: &'a Netns,
+}

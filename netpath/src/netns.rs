@@ -1,0 +1,73 @@
+//! Network namespaces: opening and validating them, and running code inside one.
+use std::{
+    fs::File,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    os::unix::fs::MetadataExt,
+};
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::error::{Context, Error, Result};
+
+/// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// An open network namespace.
+pub struct Netns {
+    file: File,
+    pub path: String,
+    /// (device, inode) of the nsfs file: the identity of the namespace.
+    pub id: (u64, u64),
+}
+
+impl Netns {
+    /// Opens any nsfs path: `/run/netns/NAME`, `/var/run/docker/netns/ID`, `/proc/PID/ns/net`.
+    pub fn open(path: &str) -> Result<Self> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found(format!("network namespace '{path}' does not exist")),
+            _ => Error::system(format!("cannot open network namespace '{path}'"), e),
+        })?;
+        let ty = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if ty != libc::CLONE_NEWNET {
+            return Err(Error::invalid(format!("'{path}' is not a network namespace")));
+        }
+        let meta = file.metadata().context(|| format!("cannot stat '{path}'"))?;
+        Ok(Self { file, path: path.to_string(), id: (meta.dev(), meta.ino()) })
+    }
+
+    pub fn of_pid(pid: u32) -> Result<Self> {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(Error::not_found(format!("process {pid} does not exist")));
+        }
+        Self::open(&format!("/proc/{pid}/ns/net"))
+    }
+
+    /// The namespace this thread is in.
+    pub fn current() -> Result<Self> {
+        Self::open(&format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()))
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Moves the calling thread into `ns`. Only for a thread that is about to run everything
+/// there (the main thread before any other starts, or a dedicated thread).
+pub fn enter(ns: &Netns) -> Result<()> {
+    setns(ns.fd(), CloneFlags::CLONE_NEWNET).context(|| format!("cannot enter network namespace '{}'", ns.path))
+}
+
+/// Runs `f` on a dedicated thread inside `ns`; the caller's thread never changes namespace,
+/// and sockets `f` opens stay bound to `ns`.
+pub fn run_in<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter(ns)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::system("namespace worker", "thread panicked")))
+    })
+}

@@ -1,0 +1,527 @@
+//! The state database: the source of truth from which every kernel object is derived.
+//!
+//! SQLite in WAL mode with a busy timeout, so many one-shot `netpath` processes can share it.
+//! Every choice that must be unique across processes (a subnet, an address) is made and
+//! recorded inside one `BEGIN IMMEDIATE` transaction.
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::{
+    cidr::Ipv4Net,
+    error::{Context, Error, Result},
+    ipam,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = "
+CREATE TABLE networks (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    bridge      TEXT NOT NULL UNIQUE,
+    subnet      TEXT NOT NULL,
+    gateway     TEXT NOT NULL,
+    mtu         INTEGER NOT NULL,
+    internal    INTEGER NOT NULL,
+    masquerade  INTEGER NOT NULL,
+    uplink      TEXT,
+    state       TEXT NOT NULL,
+    owner_pid   INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE endpoints (
+    id          TEXT PRIMARY KEY,
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    ip          TEXT NOT NULL,
+    mac         TEXT NOT NULL,
+    ifname      TEXT NOT NULL,
+    host_veth   TEXT NOT NULL UNIQUE,
+    netns_path  TEXT NOT NULL,
+    netns_dev   INTEGER NOT NULL,
+    netns_ino   INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    owner_pid   INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (network_id, ip)
+);
+";
+
+/// A row is `creating` from the moment its name or address is reserved until its kernel
+/// objects exist; a `creating` row whose owner process is gone was left by a crash.
+const CREATING: &str = "creating";
+const READY: &str = "ready";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkRecord {
+    pub id: u32,
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub internal: bool,
+    pub masquerade: bool,
+    pub uplink: Option<String>,
+    pub state: String,
+    #[serde(skip)]
+    pub owner_pid: i32,
+    pub created: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network: String,
+    #[serde(skip)]
+    pub network_id: u32,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: String,
+    pub ifname: String,
+    pub host_veth: String,
+    pub netns: String,
+    #[serde(skip)]
+    pub netns_id: (u64, u64),
+    pub state: String,
+    #[serde(skip)]
+    pub owner_pid: i32,
+    pub created: u64,
+}
+
+impl EndpointRecord {
+    pub fn mac_bytes(&self) -> Result<[u8; 6]> {
+        ipam::parse_mac(&self.mac)
+    }
+}
+
+/// What `network create` asks for; unset fields are chosen by the store.
+pub struct NewNetwork {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+    pub internal: bool,
+    pub masquerade: bool,
+    pub uplink: Option<String>,
+}
+
+/// What `attach` asks for.
+pub struct NewEndpoint {
+    pub id: String,
+    pub network: NetworkRecord,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<[u8; 6]>,
+    pub ifname: String,
+    pub host_veth: String,
+    pub netns_path: String,
+    pub netns_id: (u64, u64),
+}
+
+pub enum Reservation {
+    /// The id was attached already: the same endpoint again.
+    Existing(EndpointRecord),
+    /// A new row, `creating`, whose address nobody else can take.
+    New(EndpointRecord),
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn parse_col<T: std::str::FromStr>(row: &Row, idx: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {idx} '{text}'").into())
+    })
+}
+
+const NETWORK_COLS: &str =
+    "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, state, owner_pid, created_at";
+
+fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
+    Ok(NetworkRecord {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        bridge: row.get("bridge")?,
+        subnet: parse_col(row, "subnet")?,
+        gateway: parse_col(row, "gateway")?,
+        mtu: row.get("mtu")?,
+        internal: row.get("internal")?,
+        masquerade: row.get("masquerade")?,
+        uplink: row.get("uplink")?,
+        state: row.get("state")?,
+        owner_pid: row.get("owner_pid")?,
+        created: row.get("created_at")?,
+    })
+}
+
+const ENDPOINT_SELECT: &str = "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
+    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.state, e.owner_pid, e.created_at
+    FROM endpoints e JOIN networks n ON n.id = e.network_id";
+
+fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
+    let subnet: Ipv4Net = parse_col(row, "subnet")?;
+    Ok(EndpointRecord {
+        id: row.get("id")?,
+        network: row.get("network")?,
+        network_id: row.get("network_id")?,
+        ip: parse_col(row, "ip")?,
+        prefix: subnet.prefix(),
+        gateway: parse_col(row, "gateway")?,
+        mac: row.get("mac")?,
+        ifname: row.get("ifname")?,
+        host_veth: row.get("host_veth")?,
+        netns: row.get("netns_path")?,
+        netns_id: (row.get("netns_dev")?, row.get("netns_ino")?),
+        state: row.get("state")?,
+        owner_pid: row.get("owner_pid")?,
+        created: row.get("created_at")?,
+    })
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).context(|| format!("cannot create state directory {}", dir.display()))?;
+        let path = dir.join("netpath.db");
+        let conn = Connection::open(&path).context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mut store = Self { conn };
+        store.migrate(&path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            SCHEMA_VERSION => {}
+            newer => {
+                return Err(Error::invalid(format!(
+                    "state database {} has schema version {newer}, newer than this netpath ({SCHEMA_VERSION}); upgrade netpath",
+                    path.display()
+                )));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reserves the network's name, bridge and subnet. `routes` are the host's routes, which an
+    /// automatic subnet must not overlap either.
+    pub fn create_network(&mut self, req: &NewNetwork, routes: &[Ipv4Net]) -> Result<NetworkRecord> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Vec<NetworkRecord> = {
+            let mut stmt = tx.prepare(&format!("SELECT {NETWORK_COLS} FROM networks"))?;
+            stmt.query_map([], network_row)?.collect::<rusqlite::Result<_>>()?
+        };
+        if existing.iter().any(|n| n.name == req.name) {
+            return Err(Error::conflict(format!("network '{}' already exists; pick another name", req.name)));
+        }
+        if let Some(other) = existing.iter().find(|n| n.bridge == req.bridge) {
+            return Err(Error::conflict(format!(
+                "bridge '{}' already belongs to network '{}'; pass another --bridge",
+                req.bridge, other.name
+            )));
+        }
+        let subnet = match req.subnet {
+            Some(subnet) => {
+                if let Some(other) = existing.iter().find(|n| n.subnet.overlaps(&subnet)) {
+                    return Err(Error::conflict(format!(
+                        "network '{}' already uses {}; pick another --subnet",
+                        other.name, other.subnet
+                    )));
+                }
+                if let Some(route) = routes.iter().find(|r| r.overlaps(&subnet)) {
+                    return Err(Error::conflict(format!(
+                        "subnet {subnet} overlaps the host's route to {route}; pick another --subnet"
+                    )));
+                }
+                subnet
+            }
+            None => {
+                let taken: Vec<Ipv4Net> = existing.iter().map(|n| n.subnet).chain(routes.iter().copied()).collect();
+                ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
+                    Error::conflict(format!(
+                        "no free /{} left in the default pool {}; pass --subnet",
+                        ipam::DEFAULT_PREFIX,
+                        ipam::DEFAULT_POOL
+                    ))
+                })?
+            }
+        };
+        let gateway = ipam::gateway_for(subnet, req.gateway)?;
+        tx.execute(
+            "INSERT INTO networks (name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, state, owner_pid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                req.name,
+                req.bridge,
+                subnet.to_string(),
+                gateway.to_string(),
+                req.mtu,
+                req.internal,
+                req.masquerade,
+                req.uplink,
+                CREATING,
+                std::process::id(),
+                now()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let record = tx.query_row(&format!("SELECT {NETWORK_COLS} FROM networks WHERE id = ?1"), [id], network_row)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    pub fn set_network_ready(&self, id: u32) -> Result<()> {
+        self.conn.execute("UPDATE networks SET state = ?1 WHERE id = ?2", params![READY, id])?;
+        Ok(())
+    }
+
+    pub fn remove_network(&self, id: u32) -> Result<()> {
+        self.conn.execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn find_network(&self, name: &str) -> Result<Option<NetworkRecord>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {NETWORK_COLS} FROM networks WHERE name = ?1"), [name], network_row)
+            .optional()?)
+    }
+
+    /// A network that is ready for use, or an error that names it.
+    pub fn network(&self, name: &str) -> Result<NetworkRecord> {
+        match self.find_network(name)? {
+            Some(n) if n.state == READY => Ok(n),
+            Some(_) => Err(Error::not_found(format!("network '{name}' is still being created; retry"))),
+            None => Err(Error::not_found(format!(
+                "network '{name}' does not exist; see `netpath network ls`"
+            ))),
+        }
+    }
+
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {NETWORK_COLS} FROM networks ORDER BY name"))?;
+        Ok(stmt.query_map([], network_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Reserves an address for a new endpoint, or returns the endpoint this id already has.
+    pub fn reserve_endpoint(&mut self, req: &NewEndpoint) -> Result<Reservation> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing = tx
+            .query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)
+            .optional()?;
+        if let Some(existing) = existing {
+            if existing.network_id != req.network.id {
+                return Err(Error::conflict(format!(
+                    "endpoint '{}' is attached to network '{}'; detach it first",
+                    req.id, existing.network
+                )));
+            }
+            if existing.state != READY {
+                return Err(Error::conflict(format!("endpoint '{}' is being attached by another process; retry", req.id)));
+            }
+            return Ok(Reservation::Existing(existing));
+        }
+        let used: BTreeSet<u32> = {
+            let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
+            let rows = stmt.query_map([req.network.id], |r| r.get::<_, String>(0))?;
+            let mut used = BTreeSet::new();
+            for ip in rows {
+                let ip = ip?;
+                let ip: Ipv4Addr = ip.parse().map_err(|_| Error::system("state database", format!("bad address '{ip}'")))?;
+                used.insert(u32::from(ip));
+            }
+            used
+        };
+        let net = &req.network;
+        let ip = match req.ip {
+            Some(ip) => {
+                ipam::check_requested(net.subnet, net.gateway, ip, &used)?;
+                ip
+            }
+            None => ipam::lowest_free(net.subnet, net.gateway, &used).ok_or_else(|| {
+                Error::conflict(format!("network '{}' has no free address left in {}", net.name, net.subnet))
+            })?,
+        };
+        let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
+        let inserted = tx.execute(
+            "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino, state, owner_pid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                req.id,
+                net.id,
+                ip.to_string(),
+                ipam::format_mac(&mac),
+                req.ifname,
+                req.host_veth,
+                req.netns_path,
+                req.netns_id.0,
+                req.netns_id.1,
+                CREATING,
+                std::process::id(),
+                now()
+            ],
+        );
+        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
+            if e.code == rusqlite::ErrorCode::ConstraintViolation {
+                return Err(Error::conflict(format!(
+                    "host interface name '{}' is taken by another endpoint; pass another --id",
+                    req.host_veth
+                )));
+            }
+        }
+        inserted?;
+        let record = tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)?;
+        tx.commit()?;
+        Ok(Reservation::New(record))
+    }
+
+    pub fn set_endpoint_ready(&self, id: &str) -> Result<()> {
+        self.conn.execute("UPDATE endpoints SET state = ?1 WHERE id = ?2", params![READY, id])?;
+        Ok(())
+    }
+
+    pub fn remove_endpoint(&self, id: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>> {
+        Ok(self.conn.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [id], endpoint_row).optional()?)
+    }
+
+    /// Endpoints, of one network or of all, ordered by network and address.
+    pub fn endpoints(&self, network_id: Option<u32>) -> Result<Vec<EndpointRecord>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{ENDPOINT_SELECT} WHERE ?1 IS NULL OR e.network_id = ?1 ORDER BY n.name, e.created_at, e.id"
+        ))?;
+        Ok(stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Rows left `creating` by a process that no longer runs: a crash between reserving and
+    /// finishing. Their kernel objects, if any, must be removed with them.
+    pub fn abandoned(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
+        let alive = |pid: i32| pid == std::process::id() as i32 || process_alive(pid);
+        let networks = {
+            let mut stmt = self.conn.prepare(&format!("SELECT {NETWORK_COLS} FROM networks WHERE state = ?1"))?;
+            stmt.query_map([CREATING], network_row)?.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let endpoints = {
+            let mut stmt = self.conn.prepare(&format!("{ENDPOINT_SELECT} WHERE e.state = ?1"))?;
+            stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        Ok((
+            networks.into_iter().filter(|n| !alive(n.owner_pid)).collect(),
+            endpoints.into_iter().filter(|e| !alive(e.owner_pid)).collect(),
+        ))
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks existence only; EPERM still means the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("netpath-store-{}-{}", std::process::id(), now_nanos()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn now_nanos() -> u128 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    }
+
+    fn net(name: &str, subnet: Option<&str>) -> NewNetwork {
+        NewNetwork {
+            name: name.into(),
+            bridge: format!("np-{name}"),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            gateway: None,
+            mtu: 1500,
+            internal: false,
+            masquerade: true,
+            uplink: None,
+        }
+    }
+
+    fn endpoint(id: &str, network: &NetworkRecord, ip: Option<&str>) -> NewEndpoint {
+        NewEndpoint {
+            id: id.into(),
+            network: network.clone(),
+            ip: ip.map(|s| s.parse().unwrap()),
+            mac: None,
+            ifname: "eth0".into(),
+            host_veth: format!("npv{id}"),
+            netns_path: "/run/netns/x".into(),
+            netns_id: (1, 2),
+        }
+    }
+
+    #[test]
+    fn networks_get_disjoint_subnets_and_unique_names() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let routes = ["10.200.0.0/24".parse().unwrap()];
+        let a = store.create_network(&net("a", None), &routes).unwrap();
+        let b = store.create_network(&net("b", None), &routes).unwrap();
+        assert_eq!(a.subnet.to_string(), "10.200.4.0/22");
+        assert_eq!(b.subnet.to_string(), "10.200.8.0/22");
+        assert_eq!(a.gateway.to_string(), "10.200.4.1");
+        let err = store.create_network(&net("c", Some("10.200.8.0/24")), &[]).unwrap_err().to_string();
+        assert_eq!(err, "network 'b' already uses 10.200.8.0/22; pick another --subnet");
+        let err = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap_err().to_string();
+        assert!(err.contains("already exists"), "{err}");
+        // A refused request leaves no row.
+        assert_eq!(store.networks().unwrap().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn endpoints_reserve_addresses_once() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let n = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap();
+        store.set_network_ready(n.id).unwrap();
+        let Reservation::New(e1) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e1.ip.to_string(), "10.9.0.2");
+        assert_eq!(e1.mac, "02:4e:0a:09:00:02");
+        store.set_endpoint_ready("e1").unwrap();
+        let Reservation::Existing(again) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(again.ip, e1.ip);
+        let err = store.reserve_endpoint(&endpoint("e2", &n, Some("10.9.0.2"))).err().unwrap().to_string();
+        assert!(err.contains("already in use"), "{err}");
+        let Reservation::New(e2) = store.reserve_endpoint(&endpoint("e2", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e2.ip.to_string(), "10.9.0.3");
+        store.remove_endpoint("e1").unwrap();
+        let Reservation::New(e3) = store.reserve_endpoint(&endpoint("e3", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e3.ip.to_string(), "10.9.0.2", "a freed address is handed out again");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
