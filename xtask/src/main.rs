@@ -1,1 +1,47 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo`.
+mod build;
+mod demo;
+mod setup;
+mod sh;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "netpath's build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks: nightly rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Build the eBPF programs for bpfel-unknown-none (with BTF).
+    BuildEbpf,
+    /// Set up, build, and run every test. Extra arguments go to the test binaries.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and show two containers talking through the eBPF datapath.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => build::ebpf(),
+        Task::Test { args } => {
+            setup::run()?;
+            build::all()?;
+            build::test(&args)
+        }
+        Task::Demo => {
+            setup::run()?;
+            build::all()?;
+            demo::run()
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Installs what netpath's build, tests and demo need, and is quick when all is there.
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::sh::{self, step};
+
+const BPF_LINKER_VERSION: &str = "0.10.1";
+
+/// Debian packages and a binary each provides, to tell whether it is installed.
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("iputils-ping", "ping"),
+    ("bpftool", "bpftool"),
+    ("util-linux", "nsenter"),
+];
+
+pub fn run() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    debian_packages()
+}
+
+fn rust_src() -> Result<()> {
+    let installed = sh::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+        .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        step("installing rust-src for the nightly toolchain");
+        sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = sh::output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !version.contains(BPF_LINKER_VERSION) {
+        step(&format!("installing bpf-linker {BPF_LINKER_VERSION}"));
+        sh::run(Command::new("cargo").args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"]))?;
+    }
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, binary)| !sh::succeeds(Command::new("sh").args(["-c", &format!("command -v {binary}")])))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing {}", missing.join(", ")));
+    sh::run(Command::new("apt-get").arg("update").arg("-q"))?;
+    sh::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
