@@ -112,6 +112,9 @@ impl Controller {
                 return Err(Error::not_found(format!("uplink interface '{uplink}' does not exist in the host network namespace")));
             }
         }
+        if self.store.find_network(&spec.name)?.is_some() {
+            return Err(Error::conflict(format!("network '{}' already exists; pick another name", spec.name)));
+        }
         if self.nl.index_of(&bridge).await?.is_some() {
             return Err(Error::conflict(format!(
                 "interface '{bridge}' already exists in the host network namespace; pass another --bridge"

@@ -1,0 +1,245 @@
+//! Test topologies in throwaway network namespaces.
+//!
+//! Every test builds its own "host" namespace (where netpath's bridges live), container
+//! namespaces, and, where it needs one, an "outside" namespace joined to the host by an uplink
+//! veth. Each has its own state directory and bpffs pin root, so tests run in parallel and
+//! nothing they do reaches the machine's own interfaces, routes or sysctls.
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use serde_json::Value;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The netpath binary under test: `NETPATH_BIN`, or the one next to the test binary's
+/// directory (`cargo xtask test` builds it first).
+pub fn netpath_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NETPATH_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("netpath");
+    assert!(bin.exists(), "{} is missing: run `cargo xtask test`", bin.display());
+    bin
+}
+
+pub struct Topology {
+    /// Prefix of every namespace this topology creates.
+    pub prefix: String,
+    pub run_dir: PathBuf,
+    namespaces: Vec<String>,
+}
+
+impl Topology {
+    /// A host namespace and a private state directory and pin root.
+    pub fn new(tag: &str) -> Self {
+        let prefix = format!("npt{}{}{}", tag, std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let run_dir = PathBuf::from(format!("/run/{prefix}"));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let mut topo = Self { prefix, run_dir, namespaces: Vec::new() };
+        topo.netns("host");
+        topo.exec("host", &["ip", "link", "set", "lo", "up"]);
+        topo
+    }
+
+    /// Creates namespace `<prefix>-<name>` and returns its path.
+    pub fn netns(&mut self, name: &str) -> String {
+        let full = format!("{}-{name}", self.prefix);
+        run(Command::new("ip").args(["netns", "add", &full]));
+        self.namespaces.push(full.clone());
+        format!("/run/netns/{full}")
+    }
+
+    pub fn ns_path(&self, name: &str) -> String {
+        format!("/run/netns/{}-{name}", self.prefix)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.run_dir.join("state")
+    }
+
+    pub fn pin_root(&self) -> PathBuf {
+        self.run_dir.join("bpffs/netpath")
+    }
+
+    /// A netpath command bound to this topology's host namespace, state and pins.
+    pub fn netpath_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(netpath_bin());
+        cmd.arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--bpffs")
+            .arg(self.pin_root())
+            .arg("--host-netns")
+            .arg(self.ns_path("host"))
+            .args(args);
+        cmd
+    }
+
+    pub fn netpath(&self, args: &[&str]) -> Output {
+        self.netpath_cmd(args).output().expect("run netpath")
+    }
+
+    /// Runs netpath, which must succeed; returns stdout.
+    pub fn np(&self, args: &[&str]) -> String {
+        let out = self.netpath(args);
+        assert!(out.status.success(), "netpath {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs netpath with `--format json` appended and parses stdout.
+    pub fn np_json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        serde_json::from_str(&self.np(&args)).expect("netpath JSON")
+    }
+
+    /// Runs netpath, which must fail with one line on stderr; returns that line.
+    pub fn np_err(&self, args: &[&str]) -> String {
+        let out = self.netpath(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success(), "netpath {args:?} succeeded; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(stderr.trim_end().lines().count(), 1, "error is not one line: {stderr}");
+        stderr.trim_end().to_string()
+    }
+
+    /// Runs a command inside namespace `<prefix>-<ns>`.
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> String {
+        let out = self.exec_output(ns, cmd);
+        assert!(out.status.success(), "{cmd:?} in {ns} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn exec_output(&self, ns: &str, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &format!("{}-{ns}", self.prefix)])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Whether `count` pings from `ns` to `ip` all come back.
+    pub fn ping(&self, ns: &str, ip: &str, count: u32) -> bool {
+        self.exec_output(ns, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
+    }
+
+    /// `ip -j link show` of one interface in a namespace.
+    pub fn link(&self, ns: &str, ifname: &str) -> Option<Value> {
+        let out = self.exec_output(ns, &["ip", "-j", "-s", "link", "show", "dev", ifname]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().and_then(|a| a.first().cloned())
+    }
+
+    /// Creates a network with netpath and returns its JSON.
+    pub fn network(&self, name: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["network", "create", name];
+        args.extend(extra);
+        self.np_json(&args)
+    }
+
+    /// Creates container namespace `name` and attaches it; returns the endpoint JSON.
+    pub fn container(&mut self, name: &str, network: &str, extra: &[&str]) -> Value {
+        let path = self.netns(name);
+        self.exec(name, &["ip", "link", "set", "lo", "up"]);
+        let mut args = vec!["attach", "--network", network, "--netns", &path, "--id", name];
+        args.extend(extra);
+        self.np_json(&args)
+    }
+
+    /// Entries of a pinned map, read independently of netpath with bpftool.
+    pub fn map_entries(&self, map: &str) -> Vec<Value> {
+        let dirs: Vec<_> = std::fs::read_dir(self.pin_root()).map(|d| d.flatten().collect()).unwrap_or_default();
+        let Some(dir) = dirs.iter().find(|d| !d.file_name().to_string_lossy().starts_with("probe-")) else {
+            return Vec::new();
+        };
+        let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.path().join(map)).output().unwrap();
+        assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().cloned().unwrap_or_default()
+    }
+
+    /// Removes every network through netpath and checks that no row, link or map entry is
+    /// left; then deletes the namespaces and the pin root.
+    pub fn teardown(mut self) {
+        self.remove_networks();
+        assert_eq!(self.np_json(&["endpoint", "ls"]), Value::Array(vec![]), "endpoint rows left");
+        assert_eq!(self.np_json(&["network", "ls"]), Value::Array(vec![]), "network rows left");
+        let links = self.exec("host", &["ip", "-o", "link", "show"]);
+        let leftover: Vec<&str> = links.lines().filter(|l| l.contains(": np")).collect();
+        assert!(leftover.is_empty(), "links left in the host namespace: {leftover:?}");
+        for map in ["ENDPOINTS", "NETWORKS"] {
+            assert!(self.map_entries(map).is_empty(), "{map} entries left: {:?}", self.map_entries(map));
+        }
+        self.release();
+        self.namespaces.clear();
+    }
+
+    fn remove_networks(&self) {
+        if !self.state_dir().exists() {
+            return;
+        }
+        let out = self.netpath(&["network", "ls", "--format", "json"]);
+        if let Ok(Value::Array(nets)) = serde_json::from_slice::<Value>(&out.stdout) {
+            for n in nets {
+                let _ = self.netpath(&["network", "rm", n["name"].as_str().unwrap(), "--force"]);
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        let bpffs = self.run_dir.join("bpffs");
+        if bpffs.exists() {
+            let _ = Command::new("umount").arg(&bpffs).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+impl Drop for Topology {
+    /// A failed test still leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.namespaces.is_empty() {
+            self.remove_networks();
+            self.release();
+        }
+    }
+}
+
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `f` on a thread inside the namespace at `path`; sockets it opens stay there.
+pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
+    let ns = std::fs::File::open(path).expect("open netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}
+
+pub fn ip_of(endpoint: &Value) -> Ipv4Addr {
+    endpoint["ip"].as_str().expect("endpoint ip").parse().unwrap()
+}
+
+/// A deterministic byte stream, so a receiver can check every byte without storing it.
+pub fn pattern(offset: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let n = offset + i as u64;
+        *b = (n ^ (n >> 8) ^ (n >> 16)).wrapping_mul(31) as u8;
+    }
+}
