@@ -12,9 +12,11 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
     pub const EVENTS: &str = "EVENTS";
+    pub const CT: &str = "CT";
     pub const FROM_CONTAINER: &str = "from_container";
-    /// Every map, in the order `netpath status` lists them.
-    pub const MAPS: [&str; 5] = [NETWORKS, ENDPOINTS, CONFIG, STATS, EVENTS];
+    pub const FROM_UPLINK: &str = "from_uplink";
+    /// The TC programs, each pinned under its name.
+    pub const TC_PROGRAMS: [&str; 2] = [FROM_CONTAINER, FROM_UPLINK];
 }
 
 /// Capacity of the maps; the control plane refuses to create more objects than fit.
@@ -24,6 +26,8 @@ pub mod limits {
     /// Per endpoint two counters (tx, rx) plus the drop reasons.
     pub const MAX_STATS: u32 = 2 * MAX_ENDPOINTS + 64;
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// Two entries per connection (original and reply direction).
+    pub const MAX_CT: u32 = 262_144;
 }
 
 /// A network as the datapath sees it: `NETWORKS[network id]`.
@@ -37,8 +41,14 @@ pub struct NetworkInfo {
     /// Gateway (the bridge's address), network byte order.
     pub gateway: u32,
     pub bridge_ifindex: u32,
+    /// Where egress leaves the host; 0 when the network has none.
+    pub uplink_ifindex: u32,
+    /// The uplink's address, the source of masqueraded traffic. Network byte order.
+    pub snat_addr: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// The bridge's MAC: the source of frames the datapath routes to an endpoint.
+    pub gateway_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// `NetworkInfo::flags`.
@@ -64,8 +74,113 @@ pub struct EndpointInfo {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    pub uplink_ifindex: u32,
-    pub _pad: u32,
+    /// Source ports for masqueraded flows (host byte order); 0 until configured.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    /// Conntrack timeouts in seconds.
+    pub timeout_tcp_established: u32,
+    /// SYN sent, FIN or RST seen.
+    pub timeout_tcp_transient: u32,
+    pub timeout_udp: u32,
+    pub timeout_icmp: u32,
+}
+
+/// A connection-tracking key: the 5-tuple as it appears in packets (network byte order) plus
+/// the direction. ICMP echo uses the identifier as `sport` in the original direction and as
+/// `dport` in the reply direction, so replies find their entry like ports would.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub _pad: [u8; 2],
+}
+
+impl CtKey {
+    /// The key that replies to this original-direction flow, translated to `addr:port`,
+    /// arrive with.
+    #[inline(always)]
+    pub fn reply(&self, addr: u32, port: u16) -> CtKey {
+        CtKey { saddr: self.daddr, daddr: addr, sport: self.dport, dport: port, proto: self.proto, dir: ct_dir::REPLY, _pad: [0; 2] }
+    }
+
+    /// The original-direction key of this reply-direction key, given its entry.
+    #[inline(always)]
+    pub fn original(&self, entry: &CtEntry) -> CtKey {
+        CtKey {
+            saddr: entry.addr,
+            daddr: self.saddr,
+            sport: entry.port,
+            dport: self.sport,
+            proto: self.proto,
+            dir: ct_dir::ORIGINAL,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// `CtKey::dir`.
+pub mod ct_dir {
+    /// As the endpoint sent it, before translation.
+    pub const ORIGINAL: u8 = 0;
+    /// As the answer arrives from the outside, before translation back.
+    pub const REPLY: u8 = 1;
+}
+
+/// A connection-tracking entry. In the original direction, `addr`/`port` are the translated
+/// source, and `state`/`last_seen` are the connection's; in the reply direction they are the
+/// endpoint's own address and port, to translate the destination back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub addr: u32,
+    pub port: u16,
+    pub state: u8,
+    pub _pad: u8,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, either direction.
+    pub last_seen: u64,
+}
+
+/// `CtEntry::state`.
+pub mod ct_state {
+    /// Only the original direction has been seen (TCP: SYN sent).
+    pub const NEW: u8 = 1;
+    /// Both directions have been seen.
+    pub const ESTABLISHED: u8 = 2;
+    /// TCP FIN seen.
+    pub const CLOSING: u8 = 3;
+    /// TCP RST seen.
+    pub const CLOSED: u8 = 4;
+
+    pub fn name(state: u8) -> &'static str {
+        match state {
+            NEW => "new",
+            ESTABLISHED => "established",
+            CLOSING => "closing",
+            CLOSED => "closed",
+            _ => "unknown",
+        }
+    }
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+impl Config {
+    /// Seconds an entry in `state` for `proto` stays valid without traffic.
+    pub fn timeout(&self, proto: u8, state: u8) -> u32 {
+        match proto {
+            IPPROTO_TCP if state == ct_state::ESTABLISHED => self.timeout_tcp_established,
+            IPPROTO_TCP => self.timeout_tcp_transient,
+            IPPROTO_UDP => self.timeout_udp,
+            _ => self.timeout_icmp,
+        }
+    }
 }
 
 /// What a `STATS` entry counts.
@@ -104,8 +219,16 @@ pub mod drop_reason {
     pub const SOURCE_MISMATCH: u32 = 3;
     /// The redirect helper refused the packet (the target device is gone).
     pub const REDIRECT_FAILED: u32 = 4;
+    /// Every source port of the SNAT range is taken for this destination.
+    pub const NAT_EXHAUSTED: u32 = 5;
+    /// Egress from an `--internal` network.
+    pub const EGRESS_DENIED: u32 = 6;
+    /// Egress that masquerading cannot translate (IP fragments, protocols without ports):
+    /// dropped rather than leaked with the endpoint's private source address.
+    pub const NAT_UNSUPPORTED: u32 = 7;
 
-    pub const ALL: [u32; 4] = [MALFORMED, POLICY, SOURCE_MISMATCH, REDIRECT_FAILED];
+    pub const ALL: [u32; 7] =
+        [MALFORMED, POLICY, SOURCE_MISMATCH, REDIRECT_FAILED, NAT_EXHAUSTED, EGRESS_DENIED, NAT_UNSUPPORTED];
 
     pub fn name(reason: u32) -> &'static str {
         match reason {
@@ -113,6 +236,9 @@ pub mod drop_reason {
             POLICY => "policy",
             SOURCE_MISMATCH => "source-mismatch",
             REDIRECT_FAILED => "redirect-failed",
+            NAT_EXHAUSTED => "nat-exhausted",
+            EGRESS_DENIED => "egress-denied",
+            NAT_UNSUPPORTED => "nat-unsupported",
             _ => "unknown",
         }
     }
@@ -145,5 +271,5 @@ mod pod {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(NetworkInfo, EndpointInfo, Config, StatKey, Counter, DropEvent);
+    pod!(NetworkInfo, EndpointInfo, Config, CtKey, CtEntry, StatKey, Counter, DropEvent);
 }

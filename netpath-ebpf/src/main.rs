@@ -3,9 +3,13 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod counters;
+mod forward;
 mod from_container;
+mod from_uplink;
 mod maps;
+mod nat;
 mod packet;
 
 #[cfg(not(test))]

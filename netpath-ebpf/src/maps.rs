@@ -2,9 +2,9 @@
 //! every later load (and every other netpath process) reuses the same maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
-use netpath_common::{Config, Counter, EndpointInfo, NetworkInfo, StatKey, limits};
+use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, StatKey, limits};
 
 #[map]
 pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(limits::MAX_NETWORKS, 0);
@@ -20,3 +20,7 @@ pub static STATS: PerCpuHashMap<StatKey, Counter> = PerCpuHashMap::pinned(limits
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
+
+/// LRU, so a full table evicts the least recently used connection instead of failing.
+#[map]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(limits::MAX_CT, 0);

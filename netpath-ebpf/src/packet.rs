@@ -1,59 +1,165 @@
-//! Bounds-checked access to packet headers: every pointer is checked against `data_end`
-//! before use, which is what the verifier demands and what keeps truncated packets out.
+//! Header parsing. Headers are read into plain values and rewritten by offset, because the
+//! checksum and store helpers invalidate every packet pointer the verifier knew about.
 use aya_ebpf::programs::TcContext;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use netpath_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-/// ETH_P_IP in network byte order, as it sits in `EthHdr::ether_type`.
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+pub const ETH_LEN: usize = 14;
+pub const IP_TTL_OFF: usize = ETH_LEN + 8;
+pub const IP_CSUM_OFF: usize = ETH_LEN + 10;
+pub const IP_SADDR_OFF: usize = ETH_LEN + 12;
+pub const IP_DADDR_OFF: usize = ETH_LEN + 16;
+
+const ETH_P_IP: u16 = 0x0800;
+const IPV4_MIN_LEN: usize = 20;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
-        return None;
-    }
-    Some((start + offset) as *mut T)
+fn load<T>(ctx: &TcContext, offset: usize) -> Option<T> {
+    ctx.load::<T>(offset).ok()
 }
 
-/// What the parser found in a frame.
-pub enum L3<'a> {
+/// An IPv4 header, as values.
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub proto: u8,
+    pub ttl: u8,
+    pub tot_len: u16,
+    /// Offset of the transport header.
+    pub l4_off: usize,
+    /// A fragment other than a whole datagram: only the first carries ports.
+    pub fragment: bool,
+}
+
+pub enum L3 {
     /// Not IPv4 unicast (ARP, IPv6, broadcast, multicast): the bridge handles it.
     Other,
     /// An IPv4 header whose length fields are impossible for this frame.
     Malformed,
-    Ipv4 { eth: &'a mut EthHdr, ip: &'a mut Ipv4Hdr },
+    Ipv4(Ipv4),
 }
 
+/// What the transport header says, as far as NAT needs it. Ports are in network byte order.
+/// ICMP echo carries its identifier as `sport` (request) or `dport` (reply), see `CtKey`.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    /// Where the translated source/destination port lives; 0 when there is none.
+    pub sport_off: usize,
+    pub dport_off: usize,
+    /// Where the transport checksum lives, and how to update it.
+    pub csum_off: usize,
+    pub csum_flags: u64,
+}
+
+/// BPF_F_PSEUDO_HDR: the address is part of the transport checksum's pseudo-header.
+const F_PSEUDO_HDR: u64 = 16;
+/// BPF_F_MARK_MANGLED_0: a zero UDP checksum means "none" and must stay zero.
+const F_MARK_MANGLED_0: u64 = 32;
+
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> L3<'_> {
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+pub fn parse(ctx: &TcContext) -> L3 {
+    let Some(ether_type) = load::<u16>(ctx, 12) else {
         return L3::Other;
     };
-    // SAFETY: `ptr_at` checked the header lies inside the packet.
-    let eth = unsafe { &mut *eth };
-    if eth.ether_type != ETH_P_IP_BE || eth.dst_addr[0] & 1 != 0 {
+    let Some(dst_first) = load::<u8>(ctx, 0) else {
+        return L3::Other;
+    };
+    if u16::from_be(ether_type) != ETH_P_IP || dst_first & 1 != 0 {
         return L3::Other;
     }
-    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
-        return L3::Malformed;
-    };
-    // SAFETY: as above.
-    let ip = unsafe { &mut *ip };
-    let header_len = usize::from(ip.ihl());
-    let total_len = usize::from(ip.tot_len());
-    if ip.version() != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
-        return L3::Malformed;
+    parse_ipv4(ctx, ETH_LEN).map_or(L3::Malformed, L3::Ipv4)
+}
+
+/// Parses the IPv4 header at `off` (the packet's own, or one embedded in an ICMP error).
+#[inline(always)]
+pub fn parse_ipv4(ctx: &TcContext, off: usize) -> Option<Ipv4> {
+    let vihl = load::<u8>(ctx, off)?;
+    let header_len = usize::from(vihl & 0x0f) * 4;
+    let tot_len = u16::from_be(load::<u16>(ctx, off + 2)?);
+    let frags = u16::from_be(load::<u16>(ctx, off + 6)?);
+    if vihl >> 4 != 4 || header_len < IPV4_MIN_LEN || usize::from(tot_len) < header_len {
+        return None;
     }
     // The skb may be non-linear, so compare with its full length, not with `data_end`.
-    if EthHdr::LEN + total_len > ctx.len() as usize {
-        return L3::Malformed;
+    // An embedded header may be truncated, so only the packet's own is checked.
+    if off == ETH_LEN && ETH_LEN + usize::from(tot_len) > ctx.len() as usize {
+        return None;
     }
-    L3::Ipv4 { eth, ip }
+    Some(Ipv4 {
+        saddr: load::<u32>(ctx, off + 12)?,
+        daddr: load::<u32>(ctx, off + 16)?,
+        proto: load::<u8>(ctx, off + 9)?,
+        ttl: load::<u8>(ctx, off + 8)?,
+        tot_len,
+        l4_off: off + header_len,
+        // More-fragments flag or a non-zero offset.
+        fragment: frags & 0x3fff != 0,
+    })
 }
 
-/// An IPv4 address field as the `u32` the maps are keyed by (network byte order).
+/// Parses the transport header NAT can translate: TCP, UDP and ICMP echo. `None` for other
+/// protocols, fragments and ICMP messages that are not echo.
 #[inline(always)]
-pub fn addr(field: [u8; 4]) -> u32 {
-    u32::from_ne_bytes(field)
+pub fn parse_l4(ctx: &TcContext, ip: &Ipv4) -> Option<L4> {
+    if ip.fragment {
+        return None;
+    }
+    let off = ip.l4_off;
+    match ip.proto {
+        IPPROTO_TCP => Some(L4 {
+            sport: load(ctx, off)?,
+            dport: load(ctx, off + 2)?,
+            tcp_flags: load(ctx, off + 13)?,
+            sport_off: off,
+            dport_off: off + 2,
+            csum_off: off + 16,
+            csum_flags: F_PSEUDO_HDR,
+        }),
+        IPPROTO_UDP => Some(L4 {
+            sport: load(ctx, off)?,
+            dport: load(ctx, off + 2)?,
+            tcp_flags: 0,
+            sport_off: off,
+            dport_off: off + 2,
+            csum_off: off + 6,
+            csum_flags: F_PSEUDO_HDR | F_MARK_MANGLED_0,
+        }),
+        IPPROTO_ICMP => {
+            let icmp_type = load::<u8>(ctx, off)?;
+            let id = load::<u16>(ctx, off + 4)?;
+            let (sport, dport, sport_off, dport_off) = match icmp_type {
+                ICMP_ECHO => (id, 0, off + 4, 0),
+                ICMP_ECHO_REPLY => (0, id, 0, off + 4),
+                _ => return None,
+            };
+            Some(L4 { sport, dport, tcp_flags: 0, sport_off, dport_off, csum_off: off + 2, csum_flags: 0 })
+        }
+        _ => None,
+    }
+}
+
+/// The ICMP type of a packet, for error handling; `None` unless ICMP.
+#[inline(always)]
+pub fn icmp_type(ctx: &TcContext, ip: &Ipv4) -> Option<u8> {
+    if ip.proto != IPPROTO_ICMP || ip.fragment {
+        return None;
+    }
+    load::<u8>(ctx, ip.l4_off)
+}
+
+#[inline(always)]
+pub fn load_u16(ctx: &TcContext, off: usize) -> Option<u16> {
+    load(ctx, off)
 }

@@ -5,11 +5,14 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
+    conntrack,
     controller::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target},
     error::{Error, Result},
     netns::{self, Netns},
     output::{Format, json, table},
-    privileges, probe, stats,
+    privileges, probe,
+    settings::{Changes, Settings},
+    stats,
     store::{EndpointRecord, NetworkRecord},
 };
 
@@ -56,6 +59,27 @@ pub enum Command {
     /// Manage the pinned datapath.
     #[command(subcommand)]
     Datapath(DatapathCmd),
+    /// The datapath's connection-tracking table (masqueraded and published flows).
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConntrackCmd {
+    /// List live connections.
+    Ls {
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Forget connections (of one network's endpoints, or all); they restart translated anew.
+    Flush {
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Remove expired entries (the datapath already ignores them).
+    Gc,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +189,26 @@ pub enum EndpointCmd {
 pub enum DatapathCmd {
     /// Replace the pinned datapath with this build's and rebuild it from the database.
     Reload,
+    /// Show the datapath-wide settings.
+    Show {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Change the SNAT port range and the conntrack timeouts (seconds).
+    Configure {
+        /// Source ports for masqueraded flows, FIRST-LAST, outside net.ipv4.ip_local_port_range.
+        #[arg(long)]
+        snat_ports: Option<String>,
+        #[arg(long)]
+        tcp_established_timeout: Option<u32>,
+        /// TCP connections being opened or closed.
+        #[arg(long)]
+        tcp_transient_timeout: Option<u32>,
+        #[arg(long)]
+        udp_timeout: Option<u32>,
+        #[arg(long)]
+        icmp_timeout: Option<u32>,
+    },
 }
 
 /// Runs the parsed command line: checks privileges, enters the host namespace before any
@@ -230,12 +274,71 @@ async fn execute(cli: Cli) -> Result<()> {
                 n => Err(Error::invalid(format!("{n} check(s) failed; see above"))),
             }
         }
-        Command::Datapath(DatapathCmd::Reload) => {
+        Command::Datapath(cmd) => datapath(&mut ctl, cmd).await,
+        Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
+    }
+}
+
+async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
+    match cmd {
+        DatapathCmd::Reload => {
             ctl.datapath_reload().await?;
             println!("datapath reloaded at {}", ctl.datapath()?.dir().display());
             Ok(())
         }
+        DatapathCmd::Show { format } => print(format, &ctl.settings()?, settings_text),
+        DatapathCmd::Configure { snat_ports, tcp_established_timeout, tcp_transient_timeout, udp_timeout, icmp_timeout } => {
+            let changes =
+                Changes { snat_ports, tcp_established_timeout, tcp_transient_timeout, udp_timeout, icmp_timeout };
+            let settings = ctl.configure(&changes)?;
+            println!("{}", settings_text(&settings));
+            Ok(())
+        }
     }
+}
+
+fn conntrack_cmd(ctl: &mut Controller, cmd: ConntrackCmd) -> Result<()> {
+    match cmd {
+        ConntrackCmd::Ls { network, format } => {
+            let conns = conntrack::list(ctl, network.as_deref())?;
+            print(format, &conns, |conns| {
+                let rows = conns
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.proto.to_string(),
+                            c.endpoint.clone().unwrap_or_else(|| "-".into()),
+                            c.source.clone(),
+                            c.destination.clone(),
+                            c.translated.clone(),
+                            c.state.to_string(),
+                            format!("{}s", c.expires_in),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["PROTO", "ENDPOINT", "SOURCE", "DESTINATION", "TRANSLATED", "STATE", "EXPIRES"], &rows)
+            })
+        }
+        ConntrackCmd::Flush { network } => {
+            println!("{} connection(s) flushed", conntrack::flush(ctl, network.as_deref())?);
+            Ok(())
+        }
+        ConntrackCmd::Gc => {
+            println!("{} expired connection(s) removed", conntrack::gc(ctl)?);
+            Ok(())
+        }
+    }
+}
+
+fn settings_text(s: &Settings) -> String {
+    let rows = [
+        ("snat ports", format!("{}-{}", s.snat_port_min, s.snat_port_max)),
+        ("tcp established timeout", format!("{}s", s.tcp_established_timeout)),
+        ("tcp transient timeout", format!("{}s", s.tcp_transient_timeout)),
+        ("udp timeout", format!("{}s", s.udp_timeout)),
+        ("icmp timeout", format!("{}s", s.icmp_timeout)),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<24} {v}")).collect::<Vec<_>>().join("\n")
 }
 
 async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {

@@ -12,6 +12,7 @@ use crate::{
     ipam,
     link::{self, Netlink, VethPeer},
     netns::Netns,
+    settings::{Changes, Settings},
     store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, Store},
 };
 
@@ -85,12 +86,29 @@ impl Controller {
         &self.paths
     }
 
-    /// The pinned datapath, loaded on first use.
+    /// The pinned datapath, loaded on first use; a fresh one gets its settings from the
+    /// database.
     pub fn datapath(&mut self) -> Result<&mut Datapath> {
         if self.datapath.is_none() {
-            self.datapath = Some(Datapath::open(&self.paths.pin_root, &self.paths.state_dir)?);
+            let mut dp = Datapath::open(&self.paths.pin_root, &self.paths.state_dir)?;
+            if dp.config()?.snat_port_min == 0 {
+                dp.set_config(&Settings::load(&self.store)?.to_config())?;
+            }
+            self.datapath = Some(dp);
         }
         Ok(self.datapath.as_mut().expect("just opened"))
+    }
+
+    pub fn settings(&self) -> Result<Settings> {
+        Settings::load(&self.store)
+    }
+
+    /// `netpath datapath configure`: records the settings and applies them at once.
+    pub fn configure(&mut self, changes: &Changes) -> Result<Settings> {
+        let settings = self.settings()?.apply(changes, link::local_port_range()?)?;
+        settings.save(&self.store)?;
+        self.datapath()?.set_config(&settings.to_config())?;
+        Ok(settings)
     }
 
     pub async fn network_create(&mut self, spec: &NetworkSpec) -> Result<NetworkRecord> {
@@ -106,12 +124,7 @@ impl Controller {
         if !(68..=65535).contains(&mtu) {
             return Err(Error::invalid(format!("--mtu {mtu} is out of range (68-65535)")));
         }
-        if let Some(uplink) = &spec.uplink {
-            link::check_ifname("--uplink", uplink)?;
-            if self.nl.index_of(uplink).await?.is_none() {
-                return Err(Error::not_found(format!("uplink interface '{uplink}' does not exist in the host network namespace")));
-            }
-        }
+        let uplink = if spec.internal { None } else { self.resolve_uplink(spec.uplink.as_deref()).await? };
         if self.store.find_network(&spec.name)?.is_some() {
             return Err(Error::conflict(format!("network '{}' already exists; pick another name", spec.name)));
         }
@@ -130,7 +143,7 @@ impl Controller {
             mtu,
             internal: spec.internal,
             masquerade: !spec.no_masquerade && !spec.internal,
-            uplink: spec.uplink.clone(),
+            uplink,
         };
         let record = self.store.create_network(&request, &routes)?;
         match self.build_network(&record).await {
@@ -145,21 +158,95 @@ impl Controller {
         }
     }
 
+    /// The interface `--uplink` names, or the device of the host's default route.
+    async fn resolve_uplink(&self, requested: Option<&str>) -> Result<Option<String>> {
+        match requested {
+            Some(uplink) => {
+                link::check_ifname("--uplink", uplink)?;
+                if self.nl.index_of(uplink).await?.is_none() {
+                    return Err(Error::not_found(format!(
+                        "uplink interface '{uplink}' does not exist in the host network namespace"
+                    )));
+                }
+                Ok(Some(uplink.to_string()))
+            }
+            None => match self.nl.default_route_device().await? {
+                Some(index) => self.nl.name_of(index).await,
+                None => Ok(None),
+            },
+        }
+    }
+
     async fn build_network(&mut self, net: &NetworkRecord) -> Result<()> {
         let index = self.nl.create_bridge(&net.bridge, net.mtu).await?;
         self.nl.add_address(index, net.gateway, net.subnet.prefix()).await?;
         self.nl.set_up(index).await?;
-        let info = network_info(net, index);
+        self.publish_network(net).await
+    }
+
+    /// Writes the network to the datapath and attaches `from_uplink` to its uplink.
+    async fn publish_network(&mut self, net: &NetworkRecord) -> Result<()> {
+        let info = self.network_info(net).await?;
+        if let Some(uplink) = &net.uplink {
+            link::enable_forwarding(&net.bridge)?;
+            self.datapath()?.attach_uplink(uplink)?;
+        }
         self.datapath()?.set_network(net.id, &info)
     }
 
-    /// Removes a network's kernel objects and row; what is already gone is fine.
-    async fn teardown_network(&mut self, net: &NetworkRecord) -> Result<()> {
-        if self.datapath_pinned() {
-            self.datapath()?.remove_network(net.id)?;
+    async fn network_info(&self, net: &NetworkRecord) -> Result<NetworkInfo> {
+        let bridge = self.nl.require_index(&net.bridge).await?;
+        let gateway_mac = self.nl.mac_of(bridge).await?.unwrap_or_default();
+        let (uplink_ifindex, snat_addr) = match &net.uplink {
+            Some(uplink) => {
+                let index = self.nl.require_index(uplink).await?;
+                let addr = self.nl.ipv4_addresses(index).await?.first().copied();
+                let addr = addr.ok_or_else(|| {
+                    Error::invalid(format!("uplink '{uplink}' has no IPv4 address to masquerade with; pass another --uplink"))
+                })?;
+                (index, datapath::map_key(addr))
+            }
+            None => (0, 0),
+        };
+        let mut flags = 0;
+        if net.internal {
+            flags |= network_flags::INTERNAL;
         }
-        self.nl.delete_by_name(&net.bridge).await?;
-        self.store.remove_network(net.id)
+        if net.masquerade {
+            flags |= network_flags::MASQUERADE;
+        }
+        Ok(NetworkInfo {
+            subnet: datapath::map_key(net.subnet.addr()),
+            mask: net.subnet.mask().to_be(),
+            gateway: datapath::map_key(net.gateway),
+            bridge_ifindex: bridge,
+            uplink_ifindex,
+            snat_addr,
+            flags,
+            gateway_mac,
+            _pad: [0; 2],
+        })
+    }
+
+    /// Removes a network's kernel objects and row; what is already gone is fine. Every part
+    /// is attempted even when one fails, so a broken datapath cannot strand a bridge or a row.
+    async fn teardown_network(&mut self, net: &NetworkRecord) -> Result<()> {
+        let datapath = self.forget_network(net);
+        let bridge = self.nl.delete_by_name(&net.bridge).await;
+        self.store.remove_network(net.id)?;
+        datapath.and(bridge)
+    }
+
+    fn forget_network(&mut self, net: &NetworkRecord) -> Result<()> {
+        if !self.datapath_pinned() {
+            return Ok(());
+        }
+        self.datapath()?.remove_network(net.id)?;
+        let shared = self.store.networks()?.iter().any(|n| n.id != net.id && n.uplink == net.uplink);
+        match (&net.uplink, shared) {
+            (Some(uplink), false) => self.datapath()?.detach_uplink(uplink),
+            _ => Ok(()),
+        }
     }
 
     pub async fn network_rm(&mut self, name: &str, force: bool) -> Result<()> {
@@ -252,16 +339,20 @@ impl Controller {
         self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)
     }
 
-    /// Removes an endpoint's datapath entries, its veth pair and its row.
+    /// Removes an endpoint's datapath entries, its veth pair and its row, attempting every
+    /// part even when one fails.
     async fn teardown_endpoint(&mut self, ep: &EndpointRecord) -> Result<()> {
         let ifindex = self.nl.index_of(&ep.host_veth).await?;
-        if self.datapath_pinned() {
-            self.datapath()?.detach_endpoint(&ep.host_veth, ep.ip, ifindex)?;
-        }
-        if let Some(index) = ifindex {
-            self.nl.delete(index).await?;
-        }
-        self.store.remove_endpoint(&ep.id)
+        let datapath = match self.datapath_pinned() {
+            true => self.datapath().and_then(|dp| dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex)),
+            false => Ok(()),
+        };
+        let veth = match ifindex {
+            Some(index) => self.nl.delete(index).await,
+            None => Ok(()),
+        };
+        self.store.remove_endpoint(&ep.id)?;
+        datapath.and(veth)
     }
 
     pub async fn detach(&mut self, spec: &DetachSpec) -> Result<Vec<EndpointRecord>> {
@@ -312,8 +403,8 @@ impl Controller {
         self.datapath = None;
         datapath::unload_all(&self.paths.pin_root)?;
         for net in self.store.networks()? {
-            if let Some(index) = self.nl.index_of(&net.bridge).await? {
-                self.datapath()?.set_network(net.id, &network_info(&net, index))?;
+            if self.nl.index_of(&net.bridge).await?.is_some() {
+                self.publish_network(&net).await?;
             }
         }
         for ep in self.store.endpoints(None)? {
@@ -342,25 +433,7 @@ impl Controller {
     /// Whether this build's datapath is pinned; teardown of objects made before it existed
     /// must not load it just to remove entries that cannot be there.
     fn datapath_pinned(&self) -> bool {
-        self.datapath.is_some() || self.paths.pin_root.join(datapath::version()).exists()
-    }
-}
-
-fn network_info(net: &NetworkRecord, bridge_ifindex: u32) -> NetworkInfo {
-    let mut flags = 0;
-    if net.internal {
-        flags |= network_flags::INTERNAL;
-    }
-    if net.masquerade {
-        flags |= network_flags::MASQUERADE;
-    }
-    NetworkInfo {
-        subnet: datapath::map_key(net.subnet.addr()),
-        mask: net.subnet.mask().to_be(),
-        gateway: datapath::map_key(net.gateway),
-        bridge_ifindex,
-        flags,
-        _pad: 0,
+        self.datapath.is_some() || datapath::is_pinned(&self.paths.pin_root)
     }
 }
 

@@ -3,9 +3,9 @@
 //! Layout under the pin root (a bpffs; mounted by netpath when missing):
 //!
 //! ```text
-//! <pin root>/<version>/NETWORKS, ENDPOINTS, CONFIG, STATS, EVENTS   maps
-//! <pin root>/<version>/from_container                              program
-//! <pin root>/<version>/links/<host veth>                           TCX links
+//! <pin root>/<version>/NETWORKS, ENDPOINTS, CONFIG, STATS, EVENTS, CT   maps
+//! <pin root>/<version>/from_container, from_uplink                     programs
+//! <pin root>/<version>/links/<interface>                               TCX links
 //! ```
 //!
 //! `<version>` is a hash of the embedded object, so a netpath build never mixes its programs
@@ -18,14 +18,14 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
     },
 };
-use netpath_common::{Counter, EndpointInfo, NetworkInfo, StatKey, names, stat_kind};
+use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, StatKey, names, stat_kind};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Context, Error, Result};
@@ -70,12 +70,20 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
     }
 }
 
+/// Whether this build's datapath is loaded and pinned under `pin_root`.
+pub fn is_pinned(pin_root: &Path) -> bool {
+    let dir = pin_root.join(version());
+    names::TC_PROGRAMS.iter().all(|p| dir.join(p).exists())
+}
+
 /// The pinned datapath, opened from its pins.
 pub struct Datapath {
     dir: PathBuf,
     networks: HashMap<MapData, u32, NetworkInfo>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     stats: PerCpuHashMap<MapData, StatKey, Counter>,
+    config: Array<MapData, Config>,
+    ct: HashMap<MapData, CtKey, CtEntry>,
 }
 
 impl Datapath {
@@ -84,7 +92,7 @@ impl Datapath {
     pub fn open(pin_root: &Path, lock_dir: &Path) -> Result<Self> {
         let dir = pin_root.join(version());
         let _lock = lock(lock_dir)?;
-        if !dir.join(names::FROM_CONTAINER).exists() {
+        if !is_pinned(pin_root) {
             ensure_bpffs(pin_root)?;
             if let Some(other) = other_version(pin_root)? {
                 return Err(Error::conflict(format!(
@@ -110,6 +118,8 @@ impl Datapath {
             networks: map(names::NETWORKS)?.try_into().map_err(wrong(names::NETWORKS))?,
             endpoints: map(names::ENDPOINTS)?.try_into().map_err(wrong(names::ENDPOINTS))?,
             stats: map(names::STATS)?.try_into().map_err(wrong(names::STATS))?,
+            config: map(names::CONFIG)?.try_into().map_err(wrong(names::CONFIG))?,
+            ct: map(names::CT)?.try_into().map_err(wrong(names::CT))?,
             dir,
         })
     }
@@ -136,23 +146,12 @@ impl Datapath {
             self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
         }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
-        let mut prog = SchedClassifier::from_pin(self.dir.join(names::FROM_CONTAINER))
-            .context(|| "cannot open the pinned from_container program")?;
-        let link = prog
-            .attach_with_options(host_veth, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
-            .context(|| format!("cannot attach from_container to {host_veth} (TCX ingress)"))?;
-        let link: FdLink = prog.take_link(link).context(|| "cannot take the TCX link")?.try_into().context(|| "TCX link")?;
-        let links = self.dir.join("links");
-        std::fs::create_dir_all(&links).context(|| format!("cannot create {}", links.display()))?;
-        link.pin(links.join(host_veth)).context(|| format!("cannot pin the TCX link of {host_veth}"))?;
-        Ok(())
+        self.attach(names::FROM_CONTAINER, host_veth)
     }
 
     /// Undoes `attach_endpoint`; parts that are already gone are fine.
     pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
-        if let Ok(link) = PinnedLink::from_pin(self.dir.join("links").join(host_veth)) {
-            link.unpin().context(|| format!("cannot unpin the TCX link of {host_veth}"))?;
-        }
+        self.detach(host_veth)?;
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))?;
         if let Some(ifindex) = host_ifindex {
             for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
@@ -161,6 +160,62 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Attaches `from_uplink` to the uplink unless it is there already.
+    pub fn attach_uplink(&mut self, uplink: &str) -> Result<()> {
+        if self.link_pin(uplink).exists() {
+            return Ok(());
+        }
+        self.attach(names::FROM_UPLINK, uplink)
+    }
+
+    pub fn detach_uplink(&mut self, uplink: &str) -> Result<()> {
+        self.detach(uplink)
+    }
+
+    fn link_pin(&self, ifname: &str) -> PathBuf {
+        self.dir.join("links").join(ifname)
+    }
+
+    /// Attaches a pinned program to an interface's TCX ingress and pins the link, so it stays
+    /// attached after this process exits.
+    fn attach(&mut self, program: &str, ifname: &str) -> Result<()> {
+        let mut prog = SchedClassifier::from_pin(self.dir.join(program))
+            .context(|| format!("cannot open the pinned {program} program"))?;
+        let link = prog
+            .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .context(|| format!("cannot attach {program} to {ifname} (TCX ingress)"))?;
+        let link: FdLink = prog.take_link(link).context(|| "cannot take the TCX link")?.try_into().context(|| "TCX link")?;
+        let links = self.dir.join("links");
+        std::fs::create_dir_all(&links).context(|| format!("cannot create {}", links.display()))?;
+        link.pin(self.link_pin(ifname)).context(|| format!("cannot pin the TCX link of {ifname}"))?;
+        Ok(())
+    }
+
+    /// Unpinning the link detaches the program once no process holds the link open.
+    fn detach(&mut self, ifname: &str) -> Result<()> {
+        if let Ok(link) = PinnedLink::from_pin(self.link_pin(ifname)) {
+            link.unpin().context(|| format!("cannot unpin the TCX link of {ifname}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config.get(&0, 0).context(|| "cannot read the CONFIG map")
+    }
+
+    pub fn set_config(&mut self, config: &Config) -> Result<()> {
+        self.config.set(0, config, 0).context(|| "cannot write the CONFIG map")
+    }
+
+    /// Every conntrack entry, both directions.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        self.ct.iter().map(|e| e.context(|| "cannot read the CT map")).collect()
+    }
+
+    pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<()> {
+        ignore_missing(self.ct.remove(key)).context(|| "cannot remove a CT entry")
     }
 
     /// Every counter, summed over the CPUs.
@@ -218,13 +273,19 @@ fn load(dir: &Path) -> Result<()> {
         .default_map_pin_directory(dir)
         .load(OBJECT)
         .context(|| "cannot load netpath's eBPF object")?;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(names::FROM_CONTAINER)
-        .ok_or_else(|| Error::system("eBPF object", "it has no from_container program"))?
-        .try_into()
-        .context(|| "from_container is not a TC program")?;
-    prog.load().context(|| "the kernel rejected from_container")?;
-    prog.pin(dir.join(names::FROM_CONTAINER)).context(|| "cannot pin from_container")?;
+    for name in names::TC_PROGRAMS {
+        // A load interrupted half-way left some pins: keep them.
+        if dir.join(name).exists() {
+            continue;
+        }
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::system("eBPF object", format!("it has no {name} program")))?
+            .try_into()
+            .context(|| format!("{name} is not a TC program"))?;
+        prog.load().context(|| format!("the kernel rejected {name}"))?;
+        prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
+    }
     Ok(())
 }
 

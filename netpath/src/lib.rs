@@ -5,6 +5,7 @@
 //! maps ([`datapath`]) in step with it.
 pub mod cidr;
 pub mod cli;
+pub mod conntrack;
 pub mod controller;
 pub mod datapath;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod netns;
 pub mod output;
 pub mod privileges;
 pub mod probe;
+pub mod settings;
 pub mod stats;
 pub mod store;
 

@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
+        address::AddressAttribute,
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteType},
     },
@@ -189,6 +190,48 @@ impl Netlink {
         Ok(out)
     }
 
+    /// The device of the IPv4 default route in the main table, if there is one.
+    pub async fn default_route_device(&self) -> Result<Option<u32>> {
+        let mut routes = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        while let Some(route) = routes.try_next().await.context(|| "cannot list routes")? {
+            if route.header.destination_prefix_length != 0 || route.header.kind != RouteType::Unicast {
+                continue;
+            }
+            if let Some(oif) = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(index) => Some(*index),
+                _ => None,
+            }) {
+                return Ok(Some(oif));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The interface's IPv4 addresses, primary first.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = addrs.try_next().await.context(|| format!("cannot list addresses of interface {index}"))? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
+                    out.push(*ip);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn name_of(&self, index: u32) -> Result<Option<String>> {
+        let link = self.handle.link().get().match_index(index).execute().try_next().await;
+        let link = link.context(|| format!("cannot look up interface {index}"))?;
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            })
+        }))
+    }
+
     /// The MAC address of an interface.
     pub async fn mac_of(&self, index: u32) -> Result<Option<[u8; 6]>> {
         let link = self.handle.link().get().match_index(index).execute().try_next().await;
@@ -207,4 +250,23 @@ pub struct VethPeer<'a> {
     pub name: &'a str,
     pub mac: [u8; 6],
     pub netns: &'a Netns,
+}
+
+/// Lets the kernel route packets that arrive on `ifname` (a bridge netpath owns). The
+/// datapath's `bpf_fib_lookup` asks as if the packet arrived there, and the kernel answers only
+/// for interfaces that forward. This is the interface's own setting, not the host's ip_forward.
+pub fn enable_forwarding(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
+    std::fs::write(&path, "1").context(|| format!("cannot enable forwarding on {ifname}"))
+}
+
+/// The host's ephemeral port range, which masquerading must stay clear of.
+pub fn local_port_range() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(path).context(|| format!("cannot read {path}"))?;
+    let mut parts = text.split_whitespace().map(str::parse::<u16>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => Ok((lo, hi)),
+        _ => Err(Error::system(format!("cannot parse {path}"), text)),
+    }
 }

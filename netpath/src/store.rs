@@ -50,6 +50,10 @@ CREATE TABLE endpoints (
     created_at  INTEGER NOT NULL,
     UNIQUE (network_id, ip)
 );
+CREATE TABLE settings (
+    key         TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL
+);
 ";
 
 /// A row is `creating` from the moment its name or address is reserved until its kernel
@@ -417,6 +421,18 @@ impl Store {
             "{ENDPOINT_SELECT} WHERE ?1 IS NULL OR e.network_id = ?1 ORDER BY n.name, e.created_at, e.id"
         ))?;
         Ok(stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self.conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![key, value],
+        )?;
+        Ok(())
     }
 
     /// Rows left `creating` by a process that no longer runs: a crash between reserving and
