@@ -1,7 +1,7 @@
 //! Sending packets on: to an endpoint with `bpf_redirect_peer`, to the outside through the
 //! uplink with `bpf_fib_lookup` + `bpf_redirect_neigh`. Neither path runs netfilter.
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, bpf_fib_lookup as FibParams, bpf_redir_neigh},
+    bindings::{BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, bpf_fib_lookup as FibParams, bpf_redir_neigh},
     helpers::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
@@ -14,26 +14,37 @@ use crate::{
 
 const AF_INET: u8 = 2;
 
-/// The next hop when the kernel's routing table sends `ip` out of the network's uplink, as if
-/// it had arrived on the network's bridge. Local destinations and other routes give `None`:
-/// those packets are the host's business.
+/// Where the kernel's routing table sends a packet, asked as if it had arrived on the
+/// network's bridge.
+pub enum Route {
+    /// Out of the network's uplink, to this next hop.
+    Uplink(u32),
+    /// Out of the uplink, but larger than its MTU and not a GSO packet.
+    TooBig,
+    /// Local delivery, another interface, or no route: the host's business.
+    Elsewhere,
+}
+
 #[inline(always)]
-pub fn uplink_next_hop(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> Option<u32> {
+pub fn route(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> Route {
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
     params.l4_protocol = ip.proto;
-    params.__bindgen_anon_1.tot_len = ip.tot_len;
+    // tot_len stays 0: the helper then checks the skb itself against the MTU, which lets GSO
+    // packets through; a tot_len would be compared as is and refuse every GSO packet.
     params.ifindex = net.bridge_ifindex;
     params.__bindgen_anon_3.ipv4_src = ip.saddr;
     params.__bindgen_anon_4.ipv4_dst = ip.daddr;
     let rc = unsafe {
         bpf_fib_lookup(ctx.skb.skb.cast(), &mut params, core::mem::size_of::<FibParams>() as i32, 0)
     } as u32;
-    let routed = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
-    if routed && params.ifindex == net.uplink_ifindex {
-        Some(unsafe { params.__bindgen_anon_4.ipv4_dst })
-    } else {
-        None
+    if params.ifindex != net.uplink_ifindex {
+        return Route::Elsewhere;
+    }
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Route::Uplink(unsafe { params.__bindgen_anon_4.ipv4_dst }),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
+        _ => Route::Elsewhere,
     }
 }
 

@@ -14,7 +14,7 @@ use netpath_common::{NetworkInfo, drop_reason, network_flags, stat_kind};
 use crate::{
     conntrack,
     counters::{count, drop_packet},
-    forward::{to_endpoint, to_next_hop, uplink_next_hop},
+    forward::{Route, route, to_endpoint, to_next_hop},
     maps::{ENDPOINTS, NETWORKS},
     nat::{Side, decrement_ttl, rewrite},
     packet::{Ipv4, L3, parse, parse_l4},
@@ -64,8 +64,13 @@ fn egress(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> i32 {
     if net.uplink_ifindex == 0 || ip.ttl <= 1 {
         return TC_ACT_OK;
     }
-    let Some(next_hop) = uplink_next_hop(ctx, ip, net) else {
-        return TC_ACT_OK;
+    let next_hop = match route(ctx, ip, net) {
+        Route::Uplink(next_hop) => next_hop,
+        // The stack answers with "fragmentation needed"; it would fragment the rest and send
+        // it untranslated, so that is dropped.
+        Route::TooBig if ip.dont_fragment || net.flags & network_flags::MASQUERADE == 0 => return TC_ACT_OK,
+        Route::TooBig => return drop(ctx, ip, drop_reason::NAT_UNSUPPORTED),
+        Route::Elsewhere => return TC_ACT_OK,
     };
     let mut saddr = ip.saddr;
     if net.flags & network_flags::MASQUERADE != 0 {

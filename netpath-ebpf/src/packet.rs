@@ -33,11 +33,11 @@ pub struct Ipv4 {
     pub daddr: u32,
     pub proto: u8,
     pub ttl: u8,
-    pub tot_len: u16,
     /// Offset of the transport header.
     pub l4_off: usize,
     /// A fragment other than a whole datagram: only the first carries ports.
     pub fragment: bool,
+    pub dont_fragment: bool,
 }
 
 pub enum L3 {
@@ -102,10 +102,10 @@ pub fn parse_ipv4(ctx: &TcContext, off: usize) -> Option<Ipv4> {
         daddr: load::<u32>(ctx, off + 16)?,
         proto: load::<u8>(ctx, off + 9)?,
         ttl: load::<u8>(ctx, off + 8)?,
-        tot_len,
         l4_off: off + header_len,
         // More-fragments flag or a non-zero offset.
         fragment: frags & 0x3fff != 0,
+        dont_fragment: frags & 0x4000 != 0,
     })
 }
 

@@ -171,7 +171,7 @@ impl Topology {
         assert_eq!(self.np_json(&["endpoint", "ls"]), Value::Array(vec![]), "endpoint rows left");
         assert_eq!(self.np_json(&["network", "ls"]), Value::Array(vec![]), "network rows left");
         let links = self.exec("host", &["ip", "-o", "link", "show"]);
-        let leftover: Vec<&str> = links.lines().filter(|l| l.contains(": np")).collect();
+        let leftover: Vec<&str> = links.lines().filter(|l| l.contains(": np-") || l.contains(": npv")).collect();
         assert!(leftover.is_empty(), "links left in the host namespace: {leftover:?}");
         for map in ["ENDPOINTS", "NETWORKS"] {
             assert!(self.map_entries(map).is_empty(), "{map} entries left: {:?}", self.map_entries(map));
@@ -241,5 +241,35 @@ pub fn pattern(offset: u64, buf: &mut [u8]) {
     for (i, b) in buf.iter_mut().enumerate() {
         let n = offset + i as u64;
         *b = (n ^ (n >> 8) ^ (n >> 16)).wrapping_mul(31) as u8;
+    }
+}
+
+/// The outside world of a topology: namespace `outside`, joined to the host namespace by the
+/// uplink veth `npup0` (host side, 10.99.0.1/24) and `eth0` (outside, 10.99.0.2/24). The host's
+/// default route points at the outside.
+pub const UPLINK: &str = "npup0";
+pub const UPLINK_ADDR: &str = "10.99.0.1";
+pub const OUTSIDE_ADDR: &str = "10.99.0.2";
+
+impl Topology {
+    pub fn with_outside(tag: &str) -> Self {
+        let mut t = Self::new(tag);
+        t.netns("outside");
+        run(Command::new("ip").args(["link", "add", UPLINK, "netns", &format!("{}-host", t.prefix)]).args([
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &format!("{}-outside", t.prefix),
+        ]));
+        t.exec("host", &["ip", "addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", UPLINK]);
+        t.exec("host", &["ip", "link", "set", UPLINK, "up"]);
+        t.exec("outside", &["ip", "addr", "add", &format!("{OUTSIDE_ADDR}/24"), "dev", "eth0"]);
+        t.exec("outside", &["ip", "link", "set", "eth0", "up"]);
+        t.exec("outside", &["ip", "link", "set", "lo", "up"]);
+        t.exec("host", &["ip", "route", "add", "default", "via", OUTSIDE_ADDR]);
+        t
     }
 }
