@@ -13,10 +13,20 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const EVENTS: &str = "EVENTS";
     pub const CT: &str = "CT";
+    pub const PORTMAP: &str = "PORTMAP";
+    pub const HOST_ADDRS: &str = "HOST_ADDRS";
+    pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const FROM_CONTAINER: &str = "from_container";
     pub const FROM_UPLINK: &str = "from_uplink";
+    pub const XDP_UPLINK: &str = "xdp_uplink";
+    pub const CONNECT4: &str = "connect4";
+    pub const SENDMSG4: &str = "sendmsg4";
+    pub const RECVMSG4: &str = "recvmsg4";
+    pub const GETPEERNAME4: &str = "getpeername4";
     /// The TC programs, each pinned under its name.
     pub const TC_PROGRAMS: [&str; 2] = [FROM_CONTAINER, FROM_UPLINK];
+    /// The cgroup socket programs for host-local access to published ports.
+    pub const SOCK_PROGRAMS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
 }
 
 /// Capacity of the maps; the control plane refuses to create more objects than fit.
@@ -28,6 +38,9 @@ pub mod limits {
     pub const EVENTS_BYTES: u32 = 256 * 1024;
     /// Two entries per connection (original and reply direction).
     pub const MAX_CT: u32 = 262_144;
+    pub const MAX_PORTS: u32 = 65536;
+    pub const MAX_HOST_ADDRS: u32 = 256;
+    pub const MAX_SOCK_REVNAT: u32 = 65536;
 }
 
 /// A network as the datapath sees it: `NETWORKS[network id]`.
@@ -83,11 +96,50 @@ pub struct Config {
     pub timeout_tcp_transient: u32,
     pub timeout_udp: u32,
     pub timeout_icmp: u32,
+    pub _pad: u32,
+    /// The host namespace's cookie: socket programs attached to the cgroup root act only on
+    /// sockets of this namespace.
+    pub host_netns_cookie: u64,
 }
 
-/// A connection-tracking key: the 5-tuple as it appears in packets (network byte order) plus
-/// the direction. ICMP echo uses the identifier as `sport` in the original direction and as
-/// `dport` in the reply direction, so replies find their entry like ports would.
+/// `PORTMAP` key: a published port. `addr` is the host address it is published on, or 0 for
+/// every host address. Network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// `PORTMAP` value: the endpoint address and port a published port leads to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortTarget {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// `SOCK_REVNAT[socket cookie]`: what a host socket dialled before `connect4`/`sendmsg4`
+/// pointed it at the endpoint, so `getpeername4`/`recvmsg4` can show the dialled address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevNat {
+    pub dialled_addr: u32,
+    pub backend_addr: u32,
+    pub dialled_port: u16,
+    pub backend_port: u16,
+    pub _pad: u32,
+}
+
+/// A connection-tracking key: the 5-tuple of a packet as it arrives, before translation
+/// (network byte order). ICMP echo uses the identifier as `sport` in requests and as `dport`
+/// in replies, so a reply finds its entry like a port would.
+///
+/// Keys are looked up where packets enter the datapath: on an endpoint's host veth (source is
+/// an endpoint) or on the uplink (destination is a host address), so the two never collide.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -96,53 +148,66 @@ pub struct CtKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub dir: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
-impl CtKey {
-    /// The key that replies to this original-direction flow, translated to `addr:port`,
-    /// arrive with.
-    #[inline(always)]
-    pub fn reply(&self, addr: u32, port: u16) -> CtKey {
-        CtKey { saddr: self.daddr, daddr: addr, sport: self.dport, dport: port, proto: self.proto, dir: ct_dir::REPLY, _pad: [0; 2] }
-    }
-
-    /// The original-direction key of this reply-direction key, given its entry.
-    #[inline(always)]
-    pub fn original(&self, entry: &CtEntry) -> CtKey {
-        CtKey {
-            saddr: entry.addr,
-            daddr: self.saddr,
-            sport: entry.port,
-            dport: self.sport,
-            proto: self.proto,
-            dir: ct_dir::ORIGINAL,
-            _pad: [0; 2],
-        }
-    }
-}
-
-/// `CtKey::dir`.
-pub mod ct_dir {
-    /// As the endpoint sent it, before translation.
-    pub const ORIGINAL: u8 = 0;
-    /// As the answer arrives from the outside, before translation back.
-    pub const REPLY: u8 = 1;
-}
-
-/// A connection-tracking entry. In the original direction, `addr`/`port` are the translated
-/// source, and `state`/`last_seen` are the connection's; in the reply direction they are the
-/// endpoint's own address and port, to translate the destination back to.
+/// A connection-tracking entry: the tuple a packet with this key is rewritten to. Every
+/// connection has two entries, one per direction; the second is keyed by the reverse of the
+/// first's translated tuple and translates back to the reverse of the first's key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
-    pub addr: u32,
-    pub port: u16,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// `ct_state`, kept up to date on the original-direction entry only.
     pub state: u8,
-    pub _pad: u8,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, either direction.
+    /// `ct_dir`: which of the pair this is.
+    pub dir: u8,
+    pub _pad: [u8; 2],
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, either direction; kept on
+    /// the original-direction entry.
     pub last_seen: u64,
+}
+
+impl CtKey {
+    /// The key of the other direction of the connection whose `dir` entry is `entry`.
+    #[inline(always)]
+    pub fn partner(entry: &CtEntry, proto: u8) -> CtKey {
+        CtKey { saddr: entry.daddr, daddr: entry.saddr, sport: entry.dport, dport: entry.sport, proto, _pad: [0; 3] }
+    }
+}
+
+impl CtEntry {
+    /// The entry that translates the other direction back to the reverse of `key`.
+    #[inline(always)]
+    pub fn reverse_of(key: &CtKey, dir: u8, last_seen: u64) -> CtEntry {
+        CtEntry {
+            saddr: key.daddr,
+            daddr: key.saddr,
+            sport: key.dport,
+            dport: key.sport,
+            state: 0,
+            dir,
+            _pad: [0; 2],
+            last_seen,
+        }
+    }
+
+    /// Whether this entry translates the other direction of `key`'s connection.
+    #[inline(always)]
+    pub fn reverses(&self, key: &CtKey) -> bool {
+        self.saddr == key.daddr && self.daddr == key.saddr && self.sport == key.dport && self.dport == key.sport
+    }
+}
+
+/// `CtEntry::dir`.
+pub mod ct_dir {
+    /// Made by the connection's first packet; holds its state.
+    pub const ORIGINAL: u8 = 0;
+    /// The answer's direction.
+    pub const REPLY: u8 = 1;
 }
 
 /// `CtEntry::state`.
@@ -271,5 +336,5 @@ mod pod {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(NetworkInfo, EndpointInfo, Config, CtKey, CtEntry, StatKey, Counter, DropEvent);
+    pod!(NetworkInfo, EndpointInfo, Config, CtKey, CtEntry, PortKey, PortTarget, SockRevNat, StatKey, Counter, DropEvent);
 }

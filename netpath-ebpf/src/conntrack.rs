@@ -1,8 +1,9 @@
-//! Connection tracking for NAT: one entry per direction in the `CT` LRU map.
+//! Connection tracking for NAT: two entries per connection in the `CT` LRU map, one per
+//! direction, each mapping the tuple a packet arrives with to the tuple it leaves with.
 //!
-//! The original-direction entry holds the translated source and the connection's state and
-//! last-seen time; the reply-direction entry maps the translated destination back to the
-//! endpoint. Both are looked up for every packet, so the LRU keeps or evicts them together.
+//! The original-direction entry holds the connection's state and last-seen time. Both are
+//! looked up for every packet, so the LRU keeps or evicts them together; a reply entry whose
+//! original is gone, expired or translated elsewhere is stale and may be reused.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use netpath_common::{Config, CtEntry, CtKey, IPPROTO_TCP, ct_dir, ct_state, drop_reason};
 
@@ -27,6 +28,11 @@ fn now() -> u64 {
 }
 
 #[inline(always)]
+pub fn key(ip: &Ipv4, l4: &L4) -> CtKey {
+    CtKey { saddr: ip.saddr, daddr: ip.daddr, sport: l4.sport, dport: l4.dport, proto: ip.proto, _pad: [0; 3] }
+}
+
+#[inline(always)]
 fn expired(cfg: &Config, proto: u8, e: &CtEntry, now: u64) -> bool {
     now.saturating_sub(e.last_seen) > u64::from(cfg.timeout(proto, e.state)) * NS_PER_SEC
 }
@@ -34,11 +40,11 @@ fn expired(cfg: &Config, proto: u8, e: &CtEntry, now: u64) -> bool {
 #[inline(always)]
 fn next_state(state: u8, proto: u8, tcp_flags: u8, dir: u8) -> u8 {
     if proto == IPPROTO_TCP {
-        if tcp_flags & TCP_RST != 0 {
+        if tcp_flags & TCP_RST != 0 || state == ct_state::CLOSED {
             return ct_state::CLOSED;
         }
-        if tcp_flags & TCP_FIN != 0 || state == ct_state::CLOSING || state == ct_state::CLOSED {
-            return if state == ct_state::CLOSED { state } else { ct_state::CLOSING };
+        if tcp_flags & TCP_FIN != 0 || state == ct_state::CLOSING {
+            return ct_state::CLOSING;
         }
     }
     if dir == ct_dir::REPLY && state == ct_state::NEW { ct_state::ESTABLISHED } else { state }
@@ -50,104 +56,100 @@ fn initial_state(proto: u8, tcp_flags: u8) -> u8 {
     if proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN { ct_state::ESTABLISHED } else { ct_state::NEW }
 }
 
+/// The live original entry behind a reply entry, if the pair is still valid.
 #[inline(always)]
-fn original_key(ip: &Ipv4, l4: &L4) -> CtKey {
-    CtKey { saddr: ip.saddr, daddr: ip.daddr, sport: l4.sport, dport: l4.dport, proto: ip.proto, dir: ct_dir::ORIGINAL, _pad: [0; 2] }
-}
-
-/// The live original entry a reply entry belongs to, if the pair is still valid.
-#[inline(always)]
-fn live_original(cfg: &Config, reply: &CtKey, entry: &CtEntry, now: u64) -> Option<*mut CtEntry> {
-    let okey = reply.original(entry);
-    let orig = CT.get_ptr_mut(&okey)?;
+fn live_original(cfg: &Config, rkey: &CtKey, reply: &CtEntry, now: u64) -> Option<*mut CtEntry> {
+    let ptr = CT.get_ptr_mut(&CtKey::partner(reply, rkey.proto))?;
     // SAFETY: map value pointer from a successful lookup.
-    let o = unsafe { &*orig };
-    if expired(cfg, reply.proto, o, now) || o.addr != reply.daddr || o.port != reply.dport {
-        return None;
-    }
-    Some(orig)
+    let orig = unsafe { &*ptr };
+    (orig.dir == ct_dir::ORIGINAL && orig.reverses(rkey) && !expired(cfg, rkey.proto, orig, now)).then_some(ptr)
 }
 
-/// Source translation for a packet leaving through the uplink: the existing mapping of its
-/// flow, or a new one with a free port of the SNAT range. `Err` is a drop reason.
+/// The translation for a packet of a tracked connection, either direction; `None` when the
+/// connection is unknown, expired, or being reopened (a new SYN after it closed).
 #[inline(always)]
-pub fn snat(cfg: &Config, ip: &Ipv4, l4: &L4, snat_addr: u32) -> Result<(u32, u16), u32> {
+pub fn lookup(cfg: &Config, key: &CtKey, tcp_flags: u8) -> Option<CtEntry> {
+    let ptr = CT.get_ptr_mut(key)?;
+    // SAFETY: map value pointer from a successful lookup.
+    let entry = unsafe { *ptr };
     let now = now();
-    let okey = original_key(ip, l4);
-    if let Some(ptr) = CT.get_ptr_mut(&okey) {
-        // SAFETY: map value pointer from a successful lookup.
-        let e = unsafe { &mut *ptr };
-        let reopened = l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && e.state >= ct_state::CLOSING;
-        if e.addr == snat_addr && !expired(cfg, ip.proto, e, now) && !reopened {
-            let rkey = okey.reply(e.addr, e.port);
-            if CT.get_ptr(&rkey).is_none() {
-                // The LRU evicted the reply half alone: restore it.
-                let back = CtEntry { addr: okey.saddr, port: okey.sport, state: 0, _pad: 0, last_seen: now };
-                let _ = CT.insert(&rkey, &back, 0);
-            }
-            e.state = next_state(e.state, ip.proto, l4.tcp_flags, ct_dir::ORIGINAL);
-            e.last_seen = now;
-            return Ok((e.addr, e.port));
+    let holder = if entry.dir == ct_dir::ORIGINAL {
+        let reopened = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && entry.state >= ct_state::CLOSING;
+        if reopened || expired(cfg, key.proto, &entry, now) {
+            return None;
         }
-    }
-    let port = allocate_port(cfg, &okey, snat_addr, now)?;
-    let entry = CtEntry { addr: snat_addr, port, state: initial_state(ip.proto, l4.tcp_flags), _pad: 0, last_seen: now };
-    if CT.insert(&okey, &entry, 0).is_err() {
-        let _ = CT.remove(&okey.reply(snat_addr, port));
-        return Err(drop_reason::NAT_EXHAUSTED);
-    }
-    Ok((snat_addr, port))
+        let rkey = CtKey::partner(&entry, key.proto);
+        if CT.get_ptr(&rkey).is_none() {
+            // The LRU evicted the reply half alone: restore it.
+            let _ = CT.insert(&rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now), 0);
+        }
+        ptr
+    } else {
+        live_original(cfg, key, &entry, now)?
+    };
+    // SAFETY: map value pointer from a successful lookup; racing CPUs only move it forward.
+    let h = unsafe { &mut *holder };
+    h.state = next_state(h.state, key.proto, tcp_flags, entry.dir);
+    h.last_seen = now;
+    Some(entry)
 }
 
-/// Claims a source port for `okey` by creating its reply entry; a port is free when no live
-/// connection's reply entry holds it.
+/// Starts tracking a connection whose first packet has `key` and leaves as `out`. With
+/// `pick_sport`, the source port of `out` is chosen from the SNAT range so that the reply
+/// tuple is unique. Returns the translation to apply, or a drop reason.
 #[inline(always)]
-fn allocate_port(cfg: &Config, okey: &CtKey, snat_addr: u32, now: u64) -> Result<u16, u32> {
-    let min = u32::from(cfg.snat_port_min);
-    let span = u32::from(cfg.snat_port_max).wrapping_sub(min).wrapping_add(1);
-    // Also proves to the compiler that `%` below cannot divide by zero (no panic path).
-    if cfg.snat_port_min == 0 || span == 0 || span > 65536 {
-        return Err(drop_reason::NAT_EXHAUSTED);
-    }
-    let start = unsafe { bpf_get_prandom_u32() } % span;
-    let back = CtEntry { addr: okey.saddr, port: okey.sport, state: 0, _pad: 0, last_seen: now };
+pub fn create(cfg: &Config, key: &CtKey, mut out: CtEntry, tcp_flags: u8, pick_sport: bool) -> Result<CtEntry, u32> {
+    let now = now();
+    out.dir = ct_dir::ORIGINAL;
+    out.state = initial_state(key.proto, tcp_flags);
+    out.last_seen = now;
+    let back = CtEntry::reverse_of(key, ct_dir::REPLY, now);
+    let (start, span, tries) = if pick_sport {
+        let min = u32::from(cfg.snat_port_min);
+        let span = u32::from(cfg.snat_port_max).wrapping_sub(min).wrapping_add(1);
+        // Also proves to the compiler that `%` below cannot divide by zero (no panic path).
+        if min == 0 || span == 0 || span > 65536 {
+            return Err(drop_reason::NAT_EXHAUSTED);
+        }
+        (unsafe { bpf_get_prandom_u32() } % span, span, PORT_TRIES)
+    } else {
+        (0, 1, 1)
+    };
     let mut i = 0;
-    while i < PORT_TRIES {
-        let port = ((min + (start + i) % span) as u16).to_be();
-        let rkey = okey.reply(snat_addr, port);
+    while i < tries {
+        if pick_sport {
+            out.sport = ((u32::from(cfg.snat_port_min) + (start + i) % span) as u16).to_be();
+        }
+        let rkey = CtKey::partner(&out, key.proto);
         let claimed = match unsafe { CT.get(&rkey) } {
             None => CT.insert(&rkey, &back, BPF_NOEXIST).is_ok(),
-            Some(held) => live_original(cfg, &rkey, held, now).is_none() && CT.insert(&rkey, &back, 0).is_ok(),
+            Some(held) => {
+                held.dir == ct_dir::REPLY && live_original(cfg, &rkey, held, now).is_none() && CT.insert(&rkey, &back, 0).is_ok()
+            }
         };
         if claimed {
-            return Ok(port);
+            if CT.insert(key, &out, 0).is_err() {
+                let _ = CT.remove(&rkey);
+                return Err(drop_reason::NAT_EXHAUSTED);
+            }
+            return Ok(out);
         }
         i += 1;
     }
     Err(drop_reason::NAT_EXHAUSTED)
 }
 
-/// For a packet arriving from outside: the endpoint address and port its destination
-/// translates back to, if it belongs to a live translated connection.
+/// For an ICMP error about a packet we sent (`inner`, as it left): the translation its
+/// connection's answers get, found through the embedded header.
 #[inline(always)]
-pub fn reverse(cfg: &Config, ip: &Ipv4, l4: &L4) -> Option<(u32, u16)> {
+pub fn lookup_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Option<CtEntry> {
+    let rkey = CtKey { saddr: inner.daddr, daddr: inner.saddr, sport: dport, dport: sport, proto: inner.proto, _pad: [0; 3] };
+    let entry = unsafe { *CT.get(&rkey)? };
     let now = now();
-    let rkey = CtKey { saddr: ip.saddr, daddr: ip.daddr, sport: l4.sport, dport: l4.dport, proto: ip.proto, dir: ct_dir::REPLY, _pad: [0; 2] };
-    let back = unsafe { CT.get(&rkey) }?;
-    let orig = live_original(cfg, &rkey, back, now)?;
-    // SAFETY: map value pointer from a successful lookup.
-    let o = unsafe { &mut *orig };
-    o.state = next_state(o.state, ip.proto, l4.tcp_flags, ct_dir::REPLY);
-    o.last_seen = now;
-    Some((back.addr, back.port))
-}
-
-/// For an ICMP error about a packet we translated: the endpoint address and port of the
-/// connection, found from the embedded header (`inner`, as it left: our address as source).
-#[inline(always)]
-pub fn reverse_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Option<(u32, u16)> {
-    let rkey = CtKey { saddr: inner.daddr, daddr: inner.saddr, sport: dport, dport: sport, proto: inner.proto, dir: ct_dir::REPLY, _pad: [0; 2] };
-    let back = unsafe { CT.get(&rkey) }?;
-    live_original(cfg, &rkey, back, now())?;
-    Some((back.addr, back.port))
+    let valid = if entry.dir == ct_dir::ORIGINAL {
+        !expired(cfg, rkey.proto, &entry, now)
+    } else {
+        live_original(cfg, &rkey, &entry, now).is_some()
+    };
+    valid.then_some(entry)
 }

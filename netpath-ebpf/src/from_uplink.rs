@@ -1,16 +1,19 @@
-//! TCX ingress on the uplink, shared by every network that uses it: replies to masqueraded
-//! connections are translated back and handed to their endpoint; so are ICMP errors about
-//! them, through their embedded headers. Routed (`--no-masquerade`) endpoints are reached
-//! directly. Everything else is the host's own traffic and passes untouched.
+//! TCX ingress on the uplink, shared by every network that uses it: packets of tracked
+//! connections (replies to masqueraded ones, further packets to published ports) are
+//! translated and handed to their endpoint; so are ICMP errors about them, through their
+//! embedded headers. A first packet to a published port starts a connection to its endpoint.
+//! Routed (`--no-masquerade`) endpoints are reached directly. Everything else is the host's
+//! own traffic and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{Config, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, network_flags};
+use netpath_common::{Config, CtEntry, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, network_flags};
 
 use crate::{
     conntrack,
     forward::to_endpoint,
     maps::{ENDPOINTS, NETWORKS},
-    nat::{Side, decrement_ttl, rewrite, rewrite_covered},
+    nat::{apply, decrement_ttl, rewrite_covered},
     packet::{ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_DADDR_OFF, Ipv4, L3, icmp_type, load_u16, parse, parse_ipv4, parse_l4},
+    portmap::published,
 };
 
 #[classifier]
@@ -25,14 +28,22 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
         return icmp_error(&ctx, cfg, &ip);
     }
     if let Some(l4) = parse_l4(&ctx, &ip) {
-        if let Some((addr, port)) = conntrack::reverse(cfg, &ip, &l4) {
-            let Some(ep) = (unsafe { ENDPOINTS.get(&addr) }) else {
+        let key = conntrack::key(&ip, &l4);
+        let to = match conntrack::lookup(cfg, &key, l4.tcp_flags) {
+            Some(to) => Some(to),
+            None => published(&ip, &l4).and_then(|target| {
+                let out = CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
+                conntrack::create(cfg, &key, out, l4.tcp_flags, false).ok()
+            }),
+        };
+        if let Some(to) = to {
+            let Some(ep) = (unsafe { ENDPOINTS.get(&to.daddr) }) else {
                 return TC_ACT_OK;
             };
-            if rewrite(&ctx, &ip, &l4, Side::Destination, addr, port).is_err() {
+            if apply(&ctx, &ip, &l4, &to).is_err() {
                 return TC_ACT_OK;
             }
-            return deliver(&ctx, &ip, ep, addr);
+            return deliver(&ctx, &ip, ep, to.daddr);
         }
     }
     routed(&ctx, &ip)
@@ -81,9 +92,10 @@ fn icmp_error(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
     let (Some(sport), Some(dport)) = (load_u16(ctx, sport_off), load_inner_dport(ctx, &inner)) else {
         return TC_ACT_OK;
     };
-    let Some((addr, port)) = conntrack::reverse_embedded(cfg, &inner, sport, dport) else {
+    let Some(to) = conntrack::lookup_embedded(cfg, &inner, sport, dport) else {
         return TC_ACT_OK;
     };
+    let (addr, port) = (to.daddr, to.dport);
     let Some(ep) = (unsafe { ENDPOINTS.get(&addr) }) else {
         return TC_ACT_OK;
     };

@@ -11,6 +11,7 @@ mod from_uplink;
 mod maps;
 mod nat;
 mod packet;
+mod portmap;
 
 #[cfg(not(test))]
 #[panic_handler]

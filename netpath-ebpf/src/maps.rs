@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
-use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, StatKey, limits};
+use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, limits};
 
 #[map]
 pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(limits::MAX_NETWORKS, 0);
@@ -24,3 +24,10 @@ pub static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
 /// LRU, so a full table evicts the least recently used connection instead of failing.
 #[map]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(limits::MAX_CT, 0);
+
+#[map]
+pub static PORTMAP: HashMap<PortKey, PortTarget> = HashMap::pinned(limits::MAX_PORTS, 0);
+
+/// The host namespace's IPv4 addresses: where ports published on "every address" listen.
+#[map]
+pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::pinned(limits::MAX_HOST_ADDRS, 0);

@@ -1,6 +1,7 @@
 //! Address and port rewriting with incremental checksum updates (RFC 1624 through the
 //! kernel's csum helpers, which also handle CHECKSUM_PARTIAL skbs from veths).
 use aya_ebpf::programs::TcContext;
+use netpath_common::CtEntry;
 
 use crate::packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, L4};
 
@@ -31,6 +32,13 @@ pub fn rewrite(ctx: &TcContext, ip: &Ipv4, l4: &L4, side: Side, addr: u32, port:
         ctx.store(port_off, &port, 0)?;
     }
     Ok(())
+}
+
+/// Rewrites the packet to the tuple a conntrack entry gives.
+#[inline(always)]
+pub fn apply(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry) -> Result<(), i64> {
+    rewrite(ctx, ip, l4, Side::Source, to.saddr, to.sport)?;
+    rewrite(ctx, ip, l4, Side::Destination, to.daddr, to.dport)
 }
 
 /// Decrements the TTL as a router must; `false` when it would reach zero (the kernel then

@@ -10,6 +10,7 @@ use crate::{
     error::{Error, Result},
     netns::{self, Netns},
     output::{Format, json, table},
+    ports::Port,
     privileges, probe,
     settings::{Changes, Settings},
     stats,
@@ -62,6 +63,27 @@ pub enum Command {
     /// The datapath's connection-tracking table (masqueraded and published flows).
     #[command(subcommand)]
     Conntrack(ConntrackCmd),
+    /// Published ports.
+    #[command(subcommand)]
+    Port(PortCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// List published ports.
+    Ls {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Serialize)]
+struct PortView {
+    endpoint: String,
+    network: String,
+    #[serde(flatten)]
+    port: Port,
+    container_ip: std::net::Ipv4Addr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +176,9 @@ pub struct AttachArgs {
     /// Interface name inside the namespace.
     #[arg(long, default_value = "eth0")]
     pub ifname: String,
+    /// Publish a port: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp] (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -236,7 +261,15 @@ async fn execute(cli: Cli) -> Result<()> {
                 (None, Some(pid)) => Target::Pid(pid),
                 (None, None) => return Err(Error::invalid("pass --netns PATH or --pid PID")),
             };
-            let spec = AttachSpec { network: args.network, target, id: args.id, ip: args.ip, mac: args.mac, ifname: args.ifname };
+            let spec = AttachSpec {
+                network: args.network,
+                target,
+                id: args.id,
+                ip: args.ip,
+                mac: args.mac,
+                ifname: args.ifname,
+                publish: args.publish,
+            };
             let ep = ctl.attach(&spec).await?;
             print(args.format, &ep, endpoint_text)
         }
@@ -276,6 +309,29 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Datapath(cmd) => datapath(&mut ctl, cmd).await,
         Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
+        Command::Port(PortCmd::Ls { format }) => {
+            let ports: Vec<PortView> = ctl
+                .ports()?
+                .into_iter()
+                .map(|(ep, port)| PortView { endpoint: ep.id, network: ep.network, port, container_ip: ep.ip })
+                .collect();
+            print(format, &ports, |ports| {
+                let rows = ports
+                    .iter()
+                    .map(|p| {
+                        let host = p.port.host_ip.map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string());
+                        vec![
+                            p.port.proto.to_string(),
+                            format!("{host}:{}", p.port.host_port),
+                            format!("{}:{}", p.container_ip, p.port.container_port),
+                            p.endpoint.clone(),
+                            p.network.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["PROTO", "HOST", "CONTAINER", "ENDPOINT", "NETWORK"], &rows)
+            })
+        }
     }
 }
 
@@ -310,13 +366,14 @@ fn conntrack_cmd(ctl: &mut Controller, cmd: ConntrackCmd) -> Result<()> {
                             c.endpoint.clone().unwrap_or_else(|| "-".into()),
                             c.source.clone(),
                             c.destination.clone(),
-                            c.translated.clone(),
+                            c.translated_source.clone(),
+                            c.translated_destination.clone(),
                             c.state.to_string(),
                             format!("{}s", c.expires_in),
                         ]
                     })
                     .collect::<Vec<_>>();
-                table(&["PROTO", "ENDPOINT", "SOURCE", "DESTINATION", "TRANSLATED", "STATE", "EXPIRES"], &rows)
+                table(&["PROTO", "ENDPOINT", "SOURCE", "DESTINATION", "AS-SOURCE", "AS-DESTINATION", "STATE", "EXPIRES"], &rows)
             })
         }
         ConntrackCmd::Flush { network } => {
@@ -440,6 +497,7 @@ fn endpoint_text(e: &EndpointRecord) -> String {
         ("ifname", e.ifname.clone()),
         ("host", e.host_veth.clone()),
         ("netns", e.netns.clone()),
+        ("ports", e.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
     ];
     rows.iter().map(|(k, v)| format!("{k:<8} {v}")).collect::<Vec<_>>().join("\n")
 }

@@ -11,10 +11,12 @@ pub struct Connection {
     pub proto: &'static str,
     pub endpoint: Option<String>,
     pub network: Option<String>,
+    /// The first packet's source and destination, as it arrived.
     pub source: String,
     pub destination: String,
-    /// The source as the outside sees it.
-    pub translated: String,
+    /// What they were translated to.
+    pub translated_source: String,
+    pub translated_destination: String,
     pub state: &'static str,
     /// Seconds until the entry expires without traffic.
     pub expires_in: u64,
@@ -42,42 +44,47 @@ fn proto_name(proto: u8) -> &'static str {
     }
 }
 
+/// An address and port as people write them; ICMP echo has an identifier, or nothing where
+/// the key holds 0 for it.
 fn endpoint(addr: u32, port: u16, proto: u8) -> String {
     let ip = Ipv4Addr::from(addr.to_ne_bytes());
-    if proto == IPPROTO_ICMP { format!("{ip} id {}", u16::from_be(port)) } else { format!("{ip}:{}", u16::from_be(port)) }
+    match (proto, u16::from_be(port)) {
+        (IPPROTO_ICMP, 0) => ip.to_string(),
+        (IPPROTO_ICMP, id) => format!("{ip} id {id}"),
+        (_, port) => format!("{ip}:{port}"),
+    }
 }
 
 /// Live connections, optionally of one network's endpoints.
 pub fn list(ctl: &mut Controller, network: Option<&str>) -> Result<Vec<Connection>> {
     let owners: HashMap<Ipv4Addr, (String, String)> =
         ctl.endpoints(network)?.into_iter().map(|e| (e.ip, (e.id, e.network))).collect();
+    let owner_of = |key: &CtKey, entry: &CtEntry| {
+        [key.saddr, entry.daddr].into_iter().find_map(|a| owners.get(&Ipv4Addr::from(a.to_ne_bytes())))
+    };
     let dp = ctl.datapath()?;
     let cfg = dp.config()?;
     let now = monotonic_ns();
     let mut out = Vec::new();
     for (key, entry) in dp.conntrack()? {
-        if key.dir != ct_dir::ORIGINAL {
+        if entry.dir != ct_dir::ORIGINAL {
             continue;
         }
         let Some(expires_in) = remaining(&cfg, &key, &entry, now) else {
             continue;
         };
-        let owner = owners.get(&Ipv4Addr::from(key.saddr.to_ne_bytes()));
+        let owner = owner_of(&key, &entry);
         if network.is_some() && owner.is_none() {
             continue;
         }
-        let icmp_dst_port = if key.proto == IPPROTO_ICMP { key.sport } else { key.dport };
         out.push(Connection {
             proto: proto_name(key.proto),
             endpoint: owner.map(|o| o.0.clone()),
             network: owner.map(|o| o.1.clone()),
             source: endpoint(key.saddr, key.sport, key.proto),
-            destination: if key.proto == IPPROTO_ICMP {
-                Ipv4Addr::from(key.daddr.to_ne_bytes()).to_string()
-            } else {
-                endpoint(key.daddr, icmp_dst_port, key.proto)
-            },
-            translated: endpoint(entry.addr, entry.port, key.proto),
+            destination: endpoint(key.daddr, key.dport, key.proto),
+            translated_source: endpoint(entry.saddr, entry.sport, key.proto),
+            translated_destination: endpoint(entry.daddr, entry.dport, key.proto),
             state: ct_state::name(entry.state),
             expires_in,
         });
@@ -95,10 +102,10 @@ pub fn flush(ctl: &mut Controller, network: Option<&str>) -> Result<usize> {
     let dp = ctl.datapath()?;
     let mut removed = 0;
     for (key, entry) in dp.conntrack()? {
-        let owner = if key.dir == ct_dir::ORIGINAL { key.saddr } else { entry.addr };
-        if addrs.as_ref().is_none_or(|a| a.contains(&owner)) {
+        let involved = addrs.as_ref().is_none_or(|a| [key.saddr, key.daddr, entry.saddr, entry.daddr].iter().any(|x| a.contains(x)));
+        if involved {
             dp.remove_conntrack(&key)?;
-            removed += usize::from(key.dir == ct_dir::ORIGINAL);
+            removed += usize::from(entry.dir == ct_dir::ORIGINAL);
         }
     }
     Ok(removed)
@@ -114,15 +121,15 @@ pub fn gc(ctl: &mut Controller) -> Result<usize> {
     let live = |key: &CtKey, entry: &CtEntry| remaining(&cfg, key, entry, now).is_some();
     let mut removed = 0;
     for (key, entry) in &entries {
-        let dead = if key.dir == ct_dir::ORIGINAL {
+        let dead = if entry.dir == ct_dir::ORIGINAL {
             !live(key, entry)
         } else {
-            let okey = key.original(entry);
-            entries.get(&okey).is_none_or(|o| !live(&okey, o) || o.addr != key.daddr || o.port != key.dport)
+            let okey = CtKey::partner(entry, key.proto);
+            entries.get(&okey).is_none_or(|o| o.dir != ct_dir::ORIGINAL || !o.reverses(key) || !live(&okey, o))
         };
         if dead {
             dp.remove_conntrack(key)?;
-            removed += usize::from(key.dir == ct_dir::ORIGINAL);
+            removed += usize::from(entry.dir == ct_dir::ORIGINAL);
         }
     }
     Ok(removed)

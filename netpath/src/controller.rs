@@ -11,7 +11,8 @@ use crate::{
     error::{Error, Result},
     ipam,
     link::{self, Netlink, VethPeer},
-    netns::Netns,
+    netns::{self, Netns},
+    ports::{self, Port},
     settings::{Changes, Settings},
     store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, Store},
 };
@@ -52,6 +53,8 @@ pub struct AttachSpec {
     pub ip: Option<String>,
     pub mac: Option<String>,
     pub ifname: String,
+    /// `--publish` values, Docker's syntax.
+    pub publish: Vec<String>,
 }
 
 /// `netpath detach`.
@@ -92,7 +95,7 @@ impl Controller {
         if self.datapath.is_none() {
             let mut dp = Datapath::open(&self.paths.pin_root, &self.paths.state_dir)?;
             if dp.config()?.snat_port_min == 0 {
-                dp.set_config(&Settings::load(&self.store)?.to_config())?;
+                dp.set_config(&Settings::load(&self.store)?.to_config(netns::cookie()?))?;
             }
             self.datapath = Some(dp);
         }
@@ -107,7 +110,7 @@ impl Controller {
     pub fn configure(&mut self, changes: &Changes) -> Result<Settings> {
         let settings = self.settings()?.apply(changes, link::local_port_range()?)?;
         settings.save(&self.store)?;
-        self.datapath()?.set_config(&settings.to_config())?;
+        self.datapath()?.set_config(&settings.to_config(netns::cookie()?))?;
         Ok(settings)
     }
 
@@ -272,6 +275,7 @@ impl Controller {
         link::check_ifname("--ifname", &spec.ifname)?;
         let ip = spec.ip.as_deref().map(|s| cidr::parse_ip("--ip", s)).transpose()?;
         let mac = spec.mac.as_deref().map(ipam::parse_mac).transpose()?;
+        let ports = spec.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?.concat();
         let id = match &spec.id {
             Some(id) => {
                 check_name("endpoint id", id)?;
@@ -299,6 +303,7 @@ impl Controller {
             ifname: spec.ifname.clone(),
             netns_path: ns.path.clone(),
             netns_id: ns.id,
+            ports,
         };
         let record = match self.store.reserve_endpoint(&request)? {
             Reservation::Existing(record) => return Ok(record),
@@ -336,7 +341,25 @@ impl Controller {
         inside.add_default_route(ep.gateway).await?;
 
         let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: [0; 2] };
-        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)
+        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
+        self.publish(ep).await
+    }
+
+    /// Publishes the endpoint's ports, with the host addresses they answer on.
+    async fn publish(&mut self, ep: &EndpointRecord) -> Result<()> {
+        if ep.ports.is_empty() {
+            return Ok(());
+        }
+        let addrs = self.nl.all_ipv4_addresses().await?;
+        let dp = self.datapath()?;
+        dp.set_host_addrs(&addrs)?;
+        dp.publish(ep.ip, &ep.ports)
+    }
+
+    /// Every published port, with its endpoint.
+    pub fn ports(&self) -> Result<Vec<(EndpointRecord, Port)>> {
+        let endpoints = self.store.endpoints(None)?;
+        Ok(endpoints.into_iter().flat_map(|ep| ep.ports.clone().into_iter().map(move |p| (ep.clone(), p))).collect())
     }
 
     /// Removes an endpoint's datapath entries, its veth pair and its row, attempting every
@@ -344,7 +367,9 @@ impl Controller {
     async fn teardown_endpoint(&mut self, ep: &EndpointRecord) -> Result<()> {
         let ifindex = self.nl.index_of(&ep.host_veth).await?;
         let datapath = match self.datapath_pinned() {
-            true => self.datapath().and_then(|dp| dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex)),
+            true => self
+                .datapath()
+                .and_then(|dp| dp.unpublish(&ep.ports).and(dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex))),
             false => Ok(()),
         };
         let veth = match ifindex {
@@ -411,6 +436,7 @@ impl Controller {
             if let Some(host_ifindex) = self.nl.index_of(&ep.host_veth).await? {
                 let info = EndpointInfo { host_ifindex, network_id: ep.network_id, mac: ep.mac_bytes()?, _pad: [0; 2] };
                 self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
+                self.publish(&ep).await?;
             }
         }
         Ok(())

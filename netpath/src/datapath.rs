@@ -25,10 +25,13 @@ use aya::{
         tc::TcAttachOptions,
     },
 };
-use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, StatKey, names, stat_kind};
+use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, names, stat_kind};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::{Context, Error, Result};
+use crate::{
+    error::{Context, Error, Result},
+    ports::Port,
+};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJECT"));
@@ -84,6 +87,8 @@ pub struct Datapath {
     stats: PerCpuHashMap<MapData, StatKey, Counter>,
     config: Array<MapData, Config>,
     ct: HashMap<MapData, CtKey, CtEntry>,
+    portmap: HashMap<MapData, PortKey, PortTarget>,
+    host_addrs: HashMap<MapData, u32, u32>,
 }
 
 impl Datapath {
@@ -120,6 +125,8 @@ impl Datapath {
             stats: map(names::STATS)?.try_into().map_err(wrong(names::STATS))?,
             config: map(names::CONFIG)?.try_into().map_err(wrong(names::CONFIG))?,
             ct: map(names::CT)?.try_into().map_err(wrong(names::CT))?,
+            portmap: map(names::PORTMAP)?.try_into().map_err(wrong(names::PORTMAP))?,
+            host_addrs: map(names::HOST_ADDRS)?.try_into().map_err(wrong(names::HOST_ADDRS))?,
             dir,
         })
     }
@@ -197,6 +204,47 @@ impl Datapath {
     fn detach(&mut self, ifname: &str) -> Result<()> {
         if let Ok(link) = PinnedLink::from_pin(self.link_pin(ifname)) {
             link.unpin().context(|| format!("cannot unpin the TCX link of {ifname}"))?;
+        }
+        Ok(())
+    }
+
+    /// Points the endpoint's published ports at it.
+    pub fn publish(&mut self, ip: Ipv4Addr, ports: &[Port]) -> Result<()> {
+        for port in ports {
+            let target = PortTarget { addr: map_key(ip), port: port.container_port.to_be(), _pad: [0; 2] };
+            self.portmap.insert(port_key(port), target, 0).context(|| format!("cannot publish {port}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn unpublish(&mut self, ports: &[Port]) -> Result<()> {
+        for port in ports {
+            ignore_missing(self.portmap.remove(&port_key(port))).context(|| format!("cannot unpublish {port}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every published port the datapath knows.
+    pub fn published(&self) -> Result<Vec<(PortKey, PortTarget)>> {
+        self.portmap.iter().map(|e| e.context(|| "cannot read the PORTMAP map")).collect()
+    }
+
+    /// Replaces the set of host addresses ports published on "every address" answer on.
+    pub fn set_host_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let wanted: Vec<u32> = addrs.iter().map(|a| map_key(*a)).collect();
+        let stale: Vec<u32> = self
+            .host_addrs
+            .keys()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .context(|| "cannot read the HOST_ADDRS map")?
+            .into_iter()
+            .filter(|a| !wanted.contains(a))
+            .collect();
+        for addr in stale {
+            ignore_missing(self.host_addrs.remove(&addr)).context(|| "cannot update HOST_ADDRS")?;
+        }
+        for addr in wanted {
+            self.host_addrs.insert(addr, 1, 0).context(|| "cannot update HOST_ADDRS")?;
         }
         Ok(())
     }
@@ -298,6 +346,15 @@ fn lock(dir: &Path) -> Result<Flock<File>> {
 
 fn possible_cpus() -> Result<usize> {
     aya::util::nr_cpus().map_err(|(what, e)| Error::system(format!("cannot count CPUs ({what})"), e))
+}
+
+fn port_key(port: &Port) -> PortKey {
+    PortKey {
+        addr: port.host_ip.map_or(0, map_key),
+        port: port.host_port.to_be(),
+        proto: port.proto.number(),
+        _pad: 0,
+    }
 }
 
 /// Map keys hold addresses as they sit in the packet (network byte order).

@@ -13,6 +13,7 @@ pub mod ipam;
 pub mod link;
 pub mod netns;
 pub mod output;
+pub mod ports;
 pub mod privileges;
 pub mod probe;
 pub mod settings;

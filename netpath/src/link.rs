@@ -207,11 +207,20 @@ impl Netlink {
         Ok(None)
     }
 
+    /// Every IPv4 address of the namespace.
+    pub async fn all_ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>> {
+        self.addresses(self.handle.address().get()).await
+    }
+
     /// The interface's IPv4 addresses, primary first.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
-        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
+        self.addresses(self.handle.address().get().set_link_index_filter(index)).await
+    }
+
+    async fn addresses(&self, request: rtnetlink::AddressGetRequest) -> Result<Vec<Ipv4Addr>> {
+        let mut addrs = request.execute();
         let mut out = Vec::new();
-        while let Some(msg) = addrs.try_next().await.context(|| format!("cannot list addresses of interface {index}"))? {
+        while let Some(msg) = addrs.try_next().await.context(|| "cannot list addresses")? {
             for attr in &msg.attributes {
                 if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
                     out.push(*ip);

@@ -71,3 +71,20 @@ pub fn run_in<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
             .unwrap_or_else(|_| Err(Error::system("namespace worker", "thread panicked")))
     })
 }
+
+/// `SO_NETNS_COOKIE` from asm-generic/socket.h (Linux 5.14).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the current thread's network namespace, as `bpf_get_netns_cookie` reports it.
+pub fn cookie() -> Result<u64> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").context(|| "cannot open a socket to read the netns cookie")?;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, SO_NETNS_COOKIE, (&mut cookie as *mut u64).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(Error::system("cannot read the network namespace cookie", std::io::Error::last_os_error()));
+    }
+    Ok(cookie)
+}

@@ -109,7 +109,8 @@ impl Settings {
         Ok(self)
     }
 
-    pub fn to_config(self) -> Config {
+    /// The `CONFIG` value; `host_netns_cookie` identifies the namespace netpath serves.
+    pub fn to_config(self, host_netns_cookie: u64) -> Config {
         Config {
             snat_port_min: self.snat_port_min,
             snat_port_max: self.snat_port_max,
@@ -117,6 +118,8 @@ impl Settings {
             timeout_tcp_transient: self.tcp_transient_timeout,
             timeout_udp: self.udp_timeout,
             timeout_icmp: self.icmp_timeout,
+            _pad: 0,
+            host_netns_cookie,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     cidr::Ipv4Net,
     error::{Context, Error, Result},
     ipam,
+    ports::{Port, Proto},
 };
 
 const SCHEMA_VERSION: i64 = 1;
@@ -49,6 +50,14 @@ CREATE TABLE endpoints (
     owner_pid   INTEGER NOT NULL,
     created_at  INTEGER NOT NULL,
     UNIQUE (network_id, ip)
+);
+CREATE TABLE ports (
+    endpoint_id     TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    proto           TEXT NOT NULL,
+    host_ip         TEXT NOT NULL,
+    host_port       INTEGER NOT NULL,
+    container_port  INTEGER NOT NULL,
+    UNIQUE (proto, host_ip, host_port)
 );
 CREATE TABLE settings (
     key         TEXT PRIMARY KEY,
@@ -97,6 +106,7 @@ pub struct EndpointRecord {
     #[serde(skip)]
     pub owner_pid: i32,
     pub created: u64,
+    pub ports: Vec<Port>,
 }
 
 impl EndpointRecord {
@@ -127,6 +137,7 @@ pub struct NewEndpoint {
     pub host_veth: String,
     pub netns_path: String,
     pub netns_id: (u64, u64),
+    pub ports: Vec<Port>,
 }
 
 pub enum Reservation {
@@ -192,7 +203,54 @@ fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
+        ports: Vec::new(),
     })
+}
+
+fn port_row(row: &Row) -> rusqlite::Result<Port> {
+    let proto: String = row.get("proto")?;
+    let host_ip: String = row.get("host_ip")?;
+    Ok(Port {
+        proto: Proto::parse(&proto).unwrap_or(Proto::Tcp),
+        host_ip: host_ip.parse().ok(),
+        host_port: row.get("host_port")?,
+        container_port: row.get("container_port")?,
+    })
+}
+
+fn ports_of(conn: &Connection, endpoint: &str) -> rusqlite::Result<Vec<Port>> {
+    let mut stmt = conn.prepare(
+        "SELECT proto, host_ip, host_port, container_port FROM ports WHERE endpoint_id = ?1 ORDER BY proto, host_port",
+    )?;
+    stmt.query_map([endpoint], port_row)?.collect()
+}
+
+/// Fills in each endpoint's published ports.
+fn with_ports(conn: &Connection, mut endpoints: Vec<EndpointRecord>) -> rusqlite::Result<Vec<EndpointRecord>> {
+    for ep in &mut endpoints {
+        ep.ports = ports_of(conn, &ep.id)?;
+    }
+    Ok(endpoints)
+}
+
+/// Refuses ports that another endpoint, or the request itself, publishes already.
+fn check_ports(conn: &Connection, requested: &[Port]) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT endpoint_id, proto, host_ip, host_port, container_port FROM ports")?;
+    let taken = stmt
+        .query_map([], |r| Ok((r.get::<_, String>("endpoint_id")?, port_row(r)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (i, port) in requested.iter().enumerate() {
+        if let Some((owner, _)) = taken.iter().find(|(_, t)| t.collides(port)) {
+            return Err(Error::conflict(format!(
+                "host port {}/{} is already published by endpoint '{owner}'; pick another",
+                port.host_port, port.proto
+            )));
+        }
+        if requested[..i].iter().any(|p| p.collides(port)) {
+            return Err(Error::invalid(format!("host port {}/{} is published twice", port.host_port, port.proto)));
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -345,7 +403,8 @@ impl Store {
             if existing.state != READY {
                 return Err(Error::conflict(format!("endpoint '{}' is being attached by another process; retry", req.id)));
             }
-            return Ok(Reservation::Existing(existing));
+            let ports = ports_of(&tx, &existing.id)?;
+            return Ok(Reservation::Existing(EndpointRecord { ports, ..existing }));
         }
         let used: BTreeSet<u32> = {
             let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
@@ -358,6 +417,7 @@ impl Store {
             }
             used
         };
+        check_ports(&tx, &req.ports)?;
         let net = &req.network;
         let ip = match req.ip {
             Some(ip) => {
@@ -396,7 +456,20 @@ impl Store {
             }
         }
         inserted?;
-        let record = tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)?;
+        for port in &req.ports {
+            tx.execute(
+                "INSERT INTO ports (endpoint_id, proto, host_ip, host_port, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    req.id,
+                    port.proto.to_string(),
+                    port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    port.host_port,
+                    port.container_port
+                ],
+            )?;
+        }
+        let mut record = tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)?;
+        record.ports = ports_of(&tx, &req.id)?;
         tx.commit()?;
         Ok(Reservation::New(record))
     }
@@ -412,7 +485,8 @@ impl Store {
     }
 
     pub fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>> {
-        Ok(self.conn.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [id], endpoint_row).optional()?)
+        let found = self.conn.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [id], endpoint_row).optional()?;
+        Ok(with_ports(&self.conn, found.into_iter().collect())?.pop())
     }
 
     /// Endpoints, of one network or of all, ordered by network and address.
@@ -420,7 +494,7 @@ impl Store {
         let mut stmt = self.conn.prepare(&format!(
             "{ENDPOINT_SELECT} WHERE ?1 IS NULL OR e.network_id = ?1 ORDER BY n.name, e.created_at, e.id"
         ))?;
-        Ok(stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)
+        Ok(with_ports(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<i64>> {
@@ -445,7 +519,7 @@ impl Store {
         };
         let endpoints = {
             let mut stmt = self.conn.prepare(&format!("{ENDPOINT_SELECT} WHERE e.state = ?1"))?;
-            stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?
+            with_ports(&self.conn, stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?)?
         };
         Ok((
             networks.into_iter().filter(|n| !alive(n.owner_pid)).collect(),
@@ -497,6 +571,7 @@ mod tests {
             host_veth: format!("npv{id}"),
             netns_path: "/run/netns/x".into(),
             netns_id: (1, 2),
+            ports: Vec::new(),
         }
     }
 

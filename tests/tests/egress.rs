@@ -75,7 +75,7 @@ fn tcp_udp_and_ping_reach_the_outside_from_the_uplink_address() {
     for proto in ["tcp", "udp", "icmp"] {
         assert!(protos.contains(&proto), "no {proto} connection in {conns}");
     }
-    assert!(conns.as_array().unwrap().iter().all(|c| c["translated"].as_str().unwrap().starts_with(UPLINK_ADDR)));
+    assert!(conns.as_array().unwrap().iter().all(|c| c["translated_source"].as_str().unwrap().starts_with(UPLINK_ADDR)));
     assert_eq!(nf_conntrack_count(&t), nf_before, "the kernel's conntrack was used");
     t.teardown();
 }
@@ -160,7 +160,7 @@ fn conntrack_entries_are_listed_and_expire() {
     assert_eq!(entry["endpoint"], "a");
     assert_eq!(entry["source"], format!("{}:5555", ip_of(&a)));
     assert_eq!(entry["destination"], format!("{OUTSIDE_ADDR}:7200"));
-    assert!(entry["translated"].as_str().unwrap().starts_with(&format!("{UPLINK_ADDR}:")));
+    assert!(entry["translated_source"].as_str().unwrap().starts_with(&format!("{UPLINK_ADDR}:")));
     assert_eq!(t.map_entries("CT").len(), 2, "one entry per direction");
 
     std::thread::sleep(Duration::from_millis(3500));
