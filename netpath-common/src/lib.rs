@@ -122,16 +122,16 @@ pub struct PortTarget {
     pub _pad: [u8; 2],
 }
 
-/// `SOCK_REVNAT[socket cookie]`: what a host socket dialled before `connect4`/`sendmsg4`
-/// pointed it at the endpoint, so `getpeername4`/`recvmsg4` can show the dialled address.
+/// `SOCK_REVNAT` key: a host socket (by cookie) and the endpoint address `connect4` or
+/// `sendmsg4` pointed it at, so `getpeername4`/`recvmsg4` can show what was dialled instead.
+/// The value is a `PortTarget` holding the dialled address and port.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockRevNat {
-    pub dialled_addr: u32,
-    pub backend_addr: u32,
-    pub dialled_port: u16,
-    pub backend_port: u16,
-    pub _pad: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevNatKey {
+    pub cookie: u64,
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
 }
 
 /// A connection-tracking key: the 5-tuple of a packet as it arrives, before translation
@@ -336,5 +336,5 @@ mod pod {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(NetworkInfo, EndpointInfo, Config, CtKey, CtEntry, PortKey, PortTarget, SockRevNat, StatKey, Counter, DropEvent);
+    pod!(NetworkInfo, EndpointInfo, Config, CtKey, CtEntry, PortKey, PortTarget, SockRevNatKey, StatKey, Counter, DropEvent);
 }

@@ -12,6 +12,7 @@ mod maps;
 mod nat;
 mod packet;
 mod portmap;
+mod sock;
 
 #[cfg(not(test))]
 #[panic_handler]

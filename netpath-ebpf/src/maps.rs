@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
-use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, limits};
+use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, limits};
 
 #[map]
 pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(limits::MAX_NETWORKS, 0);
@@ -31,3 +31,7 @@ pub static PORTMAP: HashMap<PortKey, PortTarget> = HashMap::pinned(limits::MAX_P
 /// The host namespace's IPv4 addresses: where ports published on "every address" listen.
 #[map]
 pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::pinned(limits::MAX_HOST_ADDRS, 0);
+
+/// LRU: entries of closed sockets age out on their own.
+#[map]
+pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, PortTarget> = LruHashMap::pinned(limits::MAX_SOCK_REVNAT, 0);

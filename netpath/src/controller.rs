@@ -353,7 +353,8 @@ impl Controller {
         let addrs = self.nl.all_ipv4_addresses().await?;
         let dp = self.datapath()?;
         dp.set_host_addrs(&addrs)?;
-        dp.publish(ep.ip, &ep.ports)
+        dp.publish(ep.ip, &ep.ports)?;
+        dp.attach_sock_programs()
     }
 
     /// Every published port, with its endpoint.
@@ -377,7 +378,12 @@ impl Controller {
             None => Ok(()),
         };
         self.store.remove_endpoint(&ep.id)?;
-        datapath.and(veth)
+        let sock = match self.datapath_pinned() && self.ports()?.is_empty() {
+            // The socket programs see every connect() on the machine: none without a reason.
+            true => self.datapath().and_then(|dp| dp.detach_sock_programs()),
+            false => Ok(()),
+        };
+        datapath.and(veth).and(sock)
     }
 
     pub async fn detach(&mut self, spec: &DetachSpec) -> Result<Vec<EndpointRecord>> {

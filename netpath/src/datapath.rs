@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! <pin root>/<version>/NETWORKS, ENDPOINTS, CONFIG, STATS, EVENTS, CT   maps
-//! <pin root>/<version>/from_container, from_uplink                     programs
+//! <pin root>/<version>/NETWORKS, ..., PORTMAP, HOST_ADDRS, SOCK_REVNAT    (more maps)
+//! <pin root>/<version>/from_container, from_uplink                     TC programs
+//! <pin root>/<version>/connect4, sendmsg4, recvmsg4, getpeername4      cgroup programs
 //! <pin root>/<version>/links/<interface>                               TCX links
+//! <pin root>/<version>/links/cgroup-<program>                          cgroup links
 //! ```
 //!
 //! `<version>` is a hash of the embedded object, so a netpath build never mixes its programs
@@ -20,7 +23,8 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
+        cgroup_sock_addr::CgroupSockAddrAttachType,
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
     },
@@ -76,7 +80,28 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
 /// Whether this build's datapath is loaded and pinned under `pin_root`.
 pub fn is_pinned(pin_root: &Path) -> bool {
     let dir = pin_root.join(version());
-    names::TC_PROGRAMS.iter().all(|p| dir.join(p).exists())
+    names::TC_PROGRAMS.iter().chain(&names::SOCK_PROGRAMS).all(|p| dir.join(p).exists())
+}
+
+fn sock_attach_type(program: &str) -> CgroupSockAddrAttachType {
+    match program {
+        names::CONNECT4 => CgroupSockAddrAttachType::Connect4,
+        names::SENDMSG4 => CgroupSockAddrAttachType::UDPSendMsg4,
+        names::RECVMSG4 => CgroupSockAddrAttachType::UDPRecvMsg4,
+        _ => CgroupSockAddrAttachType::GetPeerName4,
+    }
+}
+
+/// The cgroup v2 mount (the root of the unified hierarchy), from /proc/self/mountinfo.
+pub fn cgroup2_root() -> Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context(|| "cannot read /proc/self/mountinfo")?;
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .ok_or_else(|| Error::not_found("no cgroup v2 hierarchy is mounted; mount one to publish ports to the host"))
 }
 
 /// The pinned datapath, opened from its pins.
@@ -179,6 +204,33 @@ impl Datapath {
 
     pub fn detach_uplink(&mut self, uplink: &str) -> Result<()> {
         self.detach(uplink)
+    }
+
+    /// Attaches the socket programs to the cgroup v2 root unless they are there already.
+    pub fn attach_sock_programs(&mut self) -> Result<()> {
+        let root = cgroup2_root()?;
+        for name in names::SOCK_PROGRAMS {
+            let pin = self.link_pin(&format!("cgroup-{name}"));
+            if pin.exists() {
+                continue;
+            }
+            let cgroup = File::open(&root).context(|| format!("cannot open cgroup {}", root.display()))?;
+            let mut prog = CgroupSockAddr::from_pin(self.dir.join(name), sock_attach_type(name))
+                .context(|| format!("cannot open the pinned {name} program"))?;
+            // A link attachment: the kernel wants no mode flags, and links always coexist with
+            // other programs on the same cgroup.
+            let link = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .context(|| format!("cannot attach {name} to cgroup {}", root.display()))?;
+            let link: FdLink = prog.take_link(link).context(|| "cannot take the cgroup link")?.try_into().context(|| "cgroup link")?;
+            std::fs::create_dir_all(self.dir.join("links")).context(|| "cannot create the links directory")?;
+            link.pin(&pin).context(|| format!("cannot pin the cgroup link of {name}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn detach_sock_programs(&mut self) -> Result<()> {
+        names::SOCK_PROGRAMS.iter().try_for_each(|name| self.detach(&format!("cgroup-{name}")))
     }
 
     fn link_pin(&self, ifname: &str) -> PathBuf {
@@ -331,6 +383,18 @@ fn load(dir: &Path) -> Result<()> {
             .ok_or_else(|| Error::system("eBPF object", format!("it has no {name} program")))?
             .try_into()
             .context(|| format!("{name} is not a TC program"))?;
+        prog.load().context(|| format!("the kernel rejected {name}"))?;
+        prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
+    }
+    for name in names::SOCK_PROGRAMS {
+        if dir.join(name).exists() {
+            continue;
+        }
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::system("eBPF object", format!("it has no {name} program")))?
+            .try_into()
+            .context(|| format!("{name} is not a cgroup socket program"))?;
         prog.load().context(|| format!("the kernel rejected {name}"))?;
         prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
     }

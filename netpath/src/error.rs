@@ -14,7 +14,7 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// The kernel, the filesystem or the database failed underneath an operation.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", chain(source.as_ref()))]
     System {
         what: String,
         #[source]
@@ -23,6 +23,20 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, so the errno under a library's message is not lost.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
 
 impl Error {
     pub fn invalid(msg: impl Display) -> Self {

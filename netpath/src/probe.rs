@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::{
     EbpfLoader,
-    programs::{ProgramType, SchedClassifier, TcAttachType},
+    programs::{Program, ProgramType, SchedClassifier, TcAttachType},
     sys::{BpfHelper, is_helper_supported},
 };
 use serde::Serialize;
@@ -67,17 +67,9 @@ fn helper(helper: BpfHelper) -> std::result::Result<String, String> {
     }
 }
 
-/// The cgroup v2 mount, as the socket programs for published ports will need it.
+/// The cgroup v2 mount the socket programs for published ports attach to.
 fn cgroup2() -> std::result::Result<String, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(str::to_string))?
-        })
-        .map(|path| format!("mounted at {path}"))
-        .ok_or_else(|| "no cgroup2 mount".into())
+    datapath::cgroup2_root().map(|p| format!("mounted at {}", p.display())).map_err(|e| e.to_string())
 }
 
 /// Loads every program of the embedded object into a throwaway pin directory.
@@ -88,8 +80,13 @@ fn verify_object(pin_root: &Path) -> std::result::Result<String, String> {
         let mut ebpf = EbpfLoader::new().default_map_pin_directory(&dir).load(datapath::OBJECT).map_err(|e| e.to_string())?;
         let mut names = Vec::new();
         for (name, prog) in ebpf.programs_mut() {
-            let prog: &mut SchedClassifier = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
-            prog.load().map_err(|e| format!("{name}: {e}"))?;
+            let loaded = match prog {
+                Program::SchedClassifier(p) => p.load(),
+                Program::CgroupSockAddr(p) => p.load(),
+                Program::Xdp(p) => p.load(),
+                _ => return Err(format!("{name}: unexpected program type")),
+            };
+            loaded.map_err(|e| format!("{name}: {e}"))?;
             names.push(name.to_string());
         }
         names.sort();
