@@ -1,0 +1,192 @@
+//! Published ports (`-p`), reached from every direction with no iptables and no proxy: from
+//! the outside (DNAT on the uplink), from the host (cgroup socket programs), and from
+//! containers through the host address (hairpin), including the published container itself.
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use netpath_tests::{Topology, UPLINK_ADDR, in_netns};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn host(port: u16) -> SocketAddr {
+    SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), port))
+}
+
+/// Echoes `conns` TCP connections, prefixing each reply with the server's port.
+fn tcp_echo(listener: TcpListener, conns: usize) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let port = listener.local_addr().unwrap().port();
+        for _ in 0..conns {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let n = conn.read(&mut buf).unwrap();
+            conn.write_all(format!("{port}:").as_bytes()).unwrap();
+            conn.write_all(&buf[..n]).unwrap();
+        }
+    })
+}
+
+/// Echoes `datagrams` UDP datagrams, prefixed with the server's port.
+fn udp_echo(sock: UdpSocket, datagrams: usize) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let port = sock.local_addr().unwrap().port();
+        let mut buf = [0u8; 256];
+        for _ in 0..datagrams {
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            let mut reply = format!("{port}:").into_bytes();
+            reply.extend_from_slice(&buf[..n]);
+            sock.send_to(&reply, from).unwrap();
+        }
+    })
+}
+
+/// A TCP exchange from namespace `ns` to `to`; returns the reply and the peer address the
+/// client's socket reports.
+fn tcp_request(t: &Topology, ns: &str, to: SocketAddr, msg: &str) -> (String, SocketAddr) {
+    let mut conn = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&to, TIMEOUT))
+        .unwrap_or_else(|e| panic!("{ns} -> {to}: {e}"));
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(msg.as_bytes()).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    (reply, conn.peer_addr().unwrap())
+}
+
+fn udp_request(t: &Topology, ns: &str, to: SocketAddr, msg: &str) -> (String, SocketAddr) {
+    let sock = in_netns(&t.ns_path(ns), || UdpSocket::bind("0.0.0.0:0").unwrap());
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    sock.send_to(msg.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 256];
+    let (n, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{ns} -> {to} udp: {e}"));
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+}
+
+#[test]
+fn published_ports_answer_from_every_direction() {
+    let mut t = Topology::with_outside("pub");
+    t.network("web", &["--subnet", "10.70.0.0/24"]);
+    let srv = t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
+    t.container("cli", "web", &[]);
+    assert_eq!(srv["ports"].as_array().unwrap().len(), 2);
+    let any = Ipv4Addr::UNSPECIFIED;
+    let listener = in_netns(&t.ns_path("srv"), || TcpListener::bind((any, 80)).unwrap());
+    let udp = in_netns(&t.ns_path("srv"), || UdpSocket::bind((any, 53)).unwrap());
+    let paths = [
+        ("outside", host(8080), host(5353)),
+        ("host", "127.0.0.1:8080".parse().unwrap(), "127.0.0.1:5353".parse().unwrap()),
+        ("host", host(8080), host(5353)),
+        ("cli", host(8080), host(5353)),
+        ("srv", host(8080), host(5353)),
+    ];
+    let tcp_server = tcp_echo(listener, paths.len());
+    let udp_server = udp_echo(udp, paths.len());
+    for (ns, tcp_to, udp_to) in paths {
+        let msg = format!("hello from {ns} to {tcp_to}");
+        let (reply, peer) = tcp_request(&t, ns, tcp_to, &msg);
+        assert_eq!(reply, format!("80:{msg}"), "tcp {ns} -> {tcp_to}");
+        assert_eq!(peer, tcp_to, "the client sees the address it dialled");
+        let (reply, from) = udp_request(&t, ns, udp_to, &msg);
+        assert_eq!(reply, format!("53:{msg}"), "udp {ns} -> {udp_to}");
+        assert_eq!(from, udp_to, "the reply comes from the address the client sent to");
+    }
+    tcp_server.join().unwrap();
+    udp_server.join().unwrap();
+
+    let ports = t.np_json(&["port", "ls"]);
+    let listed: Vec<String> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}:{}->{}", p["proto"].as_str().unwrap(), p["host_port"], p["container_port"]))
+        .collect();
+    assert_eq!(listed, ["tcp:8080->80", "udp:5353->53"]);
+    assert_eq!(t.map_entries("PORTMAP").len(), 2);
+    t.teardown();
+}
+
+#[test]
+fn a_port_range_works_end_to_end() {
+    let mut t = Topology::with_outside("rng");
+    t.network("web", &["--subnet", "10.71.0.0/24"]);
+    t.container("srv", "web", &["-p", "9000-9009:80-89"]);
+    let servers: Vec<_> = (80..90)
+        .map(|port| tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()), 1))
+        .collect();
+    for i in 0..10u16 {
+        let (reply, _) = tcp_request(&t, "outside", host(9000 + i), "ping");
+        assert_eq!(reply, format!("{}:ping", 80 + i));
+    }
+    servers.into_iter().for_each(|s| s.join().unwrap());
+    assert_eq!(t.np_json(&["port", "ls"]).as_array().unwrap().len(), 10);
+    t.teardown();
+}
+
+#[test]
+fn publishing_a_taken_port_fails_and_changes_nothing() {
+    let mut t = Topology::with_outside("tkn");
+    t.network("web", &["--subnet", "10.72.0.0/24"]);
+    t.container("srv", "web", &["-p", "8080:80", "-p", "127.0.0.1:7000:70"]);
+    let before = (t.np(&["port", "ls", "--format", "json"]), t.np(&["endpoint", "ls", "--format", "json"]));
+    let other = t.netns("other");
+    for (spec, msg) in [
+        ("8080:81", "host port 8080/tcp is already published by endpoint 'srv'; pick another"),
+        ("10.99.0.1:8080:81", "host port 8080/tcp is already published by endpoint 'srv'"),
+        ("7000:70", "host port 7000/tcp is already published by endpoint 'srv'"),
+        ("8081-8082:80", "differ in length"),
+    ] {
+        let err = t.np_err(&["attach", "--network", "web", "--netns", &other, "--id", "other", "-p", spec]);
+        assert!(err.contains(msg), "{spec}: {err}");
+        assert_eq!((t.np(&["port", "ls", "--format", "json"]), t.np(&["endpoint", "ls", "--format", "json"])), before);
+        assert!(t.link("other", "eth0").is_none(), "{spec} left an interface behind");
+    }
+    // The same port over another protocol, or on another address than a specific one, is free.
+    t.np(&["attach", "--network", "web", "--netns", &other, "--id", "other", "-p", "8080:80/udp", "-p", "10.99.0.1:7000:70"]);
+    t.teardown();
+}
+
+#[test]
+fn after_detach_the_port_answers_nothing() {
+    let mut t = Topology::with_outside("gone");
+    t.network("web", &["--subnet", "10.73.0.0/24"]);
+    t.container("srv", "web", &["-p", "8080:80"]);
+    let server = tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap()), 1);
+    assert_eq!(tcp_request(&t, "outside", host(8080), "x").0, "80:x");
+    server.join().unwrap();
+    // No process but this test's own is in any of the topology's namespaces: netpath is
+    // one-shot and there is no proxy carrying the traffic.
+    for ns in ["host", "srv", "outside"] {
+        assert_eq!(processes_in(&t.ns_path(ns)), Vec::<u32>::new(), "processes in {ns}");
+    }
+    assert!(!std::process::Command::new("sh").args(["-c", "command -v iptables || command -v nft"]).status().unwrap().success(),
+        "an iptables or nft binary is installed");
+
+    t.np(&["detach", "--id", "srv"]);
+    assert_eq!(t.np_json(&["port", "ls"]), Value::Array(vec![]));
+    assert!(t.map_entries("PORTMAP").is_empty());
+    for ns in ["outside", "host"] {
+        let err = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&host(8080), Duration::from_secs(2))).unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut), "{ns}: {err:?}");
+    }
+    let version = std::fs::read_dir(t.pin_root()).unwrap().flatten().next().unwrap().path();
+    let cgroup_links = std::fs::read_dir(version.join("links")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("cgroup-")).count();
+    assert_eq!(cgroup_links, 0, "the socket programs stay attached with no port published");
+    t.teardown();
+}
+
+/// Pids of the processes, other than this one, whose network namespace is `ns_path`.
+fn processes_in(ns_path: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(ns_path).unwrap().ino();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == target))
+        .collect()
+}
