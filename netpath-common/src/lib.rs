@@ -256,6 +256,8 @@ pub mod stat_kind {
     pub const ENDPOINT_RX: u32 = 2;
     /// Packets dropped, `id` is the reason.
     pub const DROP: u32 = 3;
+    /// Packets `xdp_uplink` redirected to an endpoint (`id` 0).
+    pub const XDP_REDIRECT: u32 = 4;
 }
 
 /// `STATS` key: per-endpoint counters use the host veth ifindex as `id`, drops the reason.

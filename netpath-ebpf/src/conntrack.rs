@@ -10,6 +10,7 @@ use netpath_common::{Config, CtEntry, CtKey, IPPROTO_TCP, ct_dir, ct_state, drop
 use crate::{
     maps::{CONFIG, CT},
     packet::{Ipv4, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    portmap::published,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -152,4 +153,17 @@ pub fn lookup_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Op
         live_original(cfg, &rkey, &entry, now).is_some()
     };
     valid.then_some(entry)
+}
+
+/// The translation for a packet arriving from outside: its tracked connection's, or a new
+/// connection's when it opens one to a published port.
+#[inline(always)]
+pub fn inbound(cfg: &Config, ip: &Ipv4, l4: &L4) -> Option<CtEntry> {
+    let key = key(ip, l4);
+    if let Some(to) = lookup(cfg, &key, l4.tcp_flags) {
+        return Some(to);
+    }
+    let target = published(ip, l4)?;
+    let out = CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
+    create(cfg, &key, out, l4.tcp_flags, false).ok()
 }

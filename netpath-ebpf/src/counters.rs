@@ -17,11 +17,11 @@ pub fn count(kind: u32, id: u32, bytes: u32) {
     }
 }
 
-/// Counts a dropped packet under its reason and reports it; the caller returns TC_ACT_SHOT.
+/// Adds one packet to a counter that is created on first use (drop reasons, XDP).
 #[inline(always)]
-pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protocol: u8) {
-    let key = StatKey { kind: stat_kind::DROP, id: reason };
-    let bytes = u64::from(ctx.len());
+pub fn bump(kind: u32, id: u32, bytes: u32) {
+    let key = StatKey { kind, id };
+    let bytes = u64::from(bytes);
     match STATS.get_ptr_mut(&key) {
         // SAFETY: per-CPU value.
         Some(counter) => unsafe {
@@ -29,11 +29,17 @@ pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protoco
             (*counter).bytes += bytes;
         },
         None => {
-            // First drop for this reason on any CPU; a racing insert from another CPU wins and
-            // this packet goes uncounted, which a counter can afford.
+            // First use on any CPU; a racing insert from another CPU wins and this packet
+            // goes uncounted, which a counter can afford.
             let _ = STATS.insert(&key, &Counter { packets: 1, bytes }, 0);
         }
     }
+}
+
+/// Counts a dropped packet under its reason and reports it; the caller returns TC_ACT_SHOT.
+#[inline(always)]
+pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protocol: u8) {
+    bump(stat_kind::DROP, reason, ctx.len());
     let event = DropEvent {
         reason,
         ifindex: unsafe { (*ctx.skb.skb).ifindex },

@@ -97,7 +97,7 @@ fn hairpin(ctx: &TcContext, cfg: &Config, ip: &Ipv4, l4: &L4, target: &PortTarge
 /// endpoint, or the outside through the uplink.
 #[inline(always)]
 fn send_translated(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry, net: &NetworkInfo) -> i32 {
-    if apply(ctx, ip, l4, to).is_err() {
+    if apply(ctx, ip, l4, to).is_none() {
         return drop(ctx, ip, drop_reason::MALFORMED);
     }
     if let Some(ep) = unsafe { ENDPOINTS.get(&to.daddr) } {
@@ -141,7 +141,7 @@ fn egress(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, net: &NetworkInfo) -> i32
             Ok(to) => to,
             Err(reason) => return drop(ctx, ip, reason),
         };
-        if apply(ctx, ip, l4, &to).is_err() {
+        if apply(ctx, ip, l4, &to).is_none() {
             return drop(ctx, ip, drop_reason::MALFORMED);
         }
         saddr = to.saddr;

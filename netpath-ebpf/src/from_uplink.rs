@@ -5,15 +5,15 @@
 //! Routed (`--no-masquerade`) endpoints are reached directly. Everything else is the host's
 //! own traffic and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{Config, CtEntry, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, network_flags};
+use netpath_common::{Config, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, network_flags};
 
 use crate::{
     conntrack,
+    frame::Frame,
     forward::to_endpoint,
     maps::{ENDPOINTS, NETWORKS},
     nat::{apply, decrement_ttl, rewrite_covered},
     packet::{ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_DADDR_OFF, Ipv4, L3, icmp_type, load_u16, parse, parse_ipv4, parse_l4},
-    portmap::published,
 };
 
 #[classifier]
@@ -28,19 +28,11 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
         return icmp_error(&ctx, cfg, &ip);
     }
     if let Some(l4) = parse_l4(&ctx, &ip) {
-        let key = conntrack::key(&ip, &l4);
-        let to = match conntrack::lookup(cfg, &key, l4.tcp_flags) {
-            Some(to) => Some(to),
-            None => published(&ip, &l4).and_then(|target| {
-                let out = CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
-                conntrack::create(cfg, &key, out, l4.tcp_flags, false).ok()
-            }),
-        };
-        if let Some(to) = to {
+        if let Some(to) = conntrack::inbound(cfg, &ip, &l4) {
             let Some(ep) = (unsafe { ENDPOINTS.get(&to.daddr) }) else {
                 return TC_ACT_OK;
             };
-            if apply(&ctx, &ip, &l4, &to).is_err() {
+            if apply(&ctx, &ip, &l4, &to).is_none() {
                 return TC_ACT_OK;
             }
             return deliver(&ctx, &ip, ep, to.daddr);
@@ -101,20 +93,17 @@ fn icmp_error(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
     };
     let icmp_csum = ip.l4_off + 2;
     let inner_csum = inner_off + 10;
-    let (Some(old_inner_csum), Ok(())) = (
-        load_u16(ctx, inner_csum),
-        ctx.l3_csum_replace(inner_csum, u64::from(inner.saddr), u64::from(addr), 4),
-    ) else {
+    let (Some(old_inner_csum), Some(())) = (load_u16(ctx, inner_csum), ctx.l3_csum(inner_csum, inner.saddr, addr, 4)) else {
         return TC_ACT_OK;
     };
     let Some(new_inner_csum) = load_u16(ctx, inner_csum) else {
         return TC_ACT_OK;
     };
-    let rewritten = ctx.l4_csum_replace(icmp_csum, old_inner_csum.into(), new_inner_csum.into(), 2).is_ok()
-        && rewrite_covered(ctx, icmp_csum, inner_off + 12, inner.saddr, addr).is_ok()
-        && rewrite_covered(ctx, icmp_csum, sport_off, sport, port).is_ok()
-        && ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(ip.daddr), u64::from(addr), 4).is_ok()
-        && ctx.store(IP_DADDR_OFF, &addr, 0).is_ok();
+    let rewritten = ctx.l4_csum(icmp_csum, old_inner_csum.into(), new_inner_csum.into(), 2).is_some()
+        && rewrite_covered(ctx, icmp_csum, inner_off + 12, inner.saddr, addr).is_some()
+        && rewrite_covered(ctx, icmp_csum, sport_off, sport, port).is_some()
+        && ctx.l3_csum(IP_CSUM_OFF, ip.daddr, addr, 4).is_some()
+        && Frame::store(ctx, IP_DADDR_OFF, &addr).is_some();
     if !rewritten {
         return TC_ACT_OK;
     }

@@ -6,6 +6,7 @@
 mod conntrack;
 mod counters;
 mod forward;
+mod frame;
 mod from_container;
 mod from_uplink;
 mod maps;
@@ -13,6 +14,7 @@ mod nat;
 mod packet;
 mod portmap;
 mod sock;
+mod xdp_uplink;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,7 +1,8 @@
 //! Header parsing. Headers are read into plain values and rewritten by offset, because the
 //! checksum and store helpers invalidate every packet pointer the verifier knew about.
-use aya_ebpf::programs::TcContext;
 use netpath_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::frame::{CSUM_MANGLED_0, CSUM_PSEUDO_HDR, Frame};
 
 pub const ETH_LEN: usize = 14;
 pub const IP_TTL_OFF: usize = ETH_LEN + 8;
@@ -22,8 +23,8 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 #[inline(always)]
-fn load<T>(ctx: &TcContext, offset: usize) -> Option<T> {
-    ctx.load::<T>(offset).ok()
+fn load<T: Copy>(ctx: &impl Frame, offset: usize) -> Option<T> {
+    ctx.load::<T>(offset)
 }
 
 /// An IPv4 header, as values.
@@ -63,45 +64,40 @@ pub struct L4 {
     pub csum_flags: u64,
 }
 
-/// BPF_F_PSEUDO_HDR: the address is part of the transport checksum's pseudo-header.
-const F_PSEUDO_HDR: u64 = 16;
-/// BPF_F_MARK_MANGLED_0: a zero UDP checksum means "none" and must stay zero.
-const F_MARK_MANGLED_0: u64 = 32;
 
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> L3 {
-    let Some(ether_type) = load::<u16>(ctx, 12) else {
+pub fn parse<F: Frame>(ctx: &F) -> L3 {
+    let Some(eth) = load::<[u8; ETH_LEN]>(ctx, 0) else {
         return L3::Other;
     };
-    let Some(dst_first) = load::<u8>(ctx, 0) else {
-        return L3::Other;
-    };
-    if u16::from_be(ether_type) != ETH_P_IP || dst_first & 1 != 0 {
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP || eth[0] & 1 != 0 {
         return L3::Other;
     }
     parse_ipv4(ctx, ETH_LEN).map_or(L3::Malformed, L3::Ipv4)
 }
 
 /// Parses the IPv4 header at `off` (the packet's own, or one embedded in an ICMP error).
+/// Each header is read whole, in one bounds check, which keeps the compiler from reordering
+/// reads ahead of their checks in XDP (the verifier rejects that).
 #[inline(always)]
-pub fn parse_ipv4(ctx: &TcContext, off: usize) -> Option<Ipv4> {
-    let vihl = load::<u8>(ctx, off)?;
-    let header_len = usize::from(vihl & 0x0f) * 4;
-    let tot_len = u16::from_be(load::<u16>(ctx, off + 2)?);
-    let frags = u16::from_be(load::<u16>(ctx, off + 6)?);
-    if vihl >> 4 != 4 || header_len < IPV4_MIN_LEN || usize::from(tot_len) < header_len {
+pub fn parse_ipv4<F: Frame>(ctx: &F, off: usize) -> Option<Ipv4> {
+    let h = load::<[u8; IPV4_MIN_LEN]>(ctx, off)?;
+    let header_len = usize::from(h[0] & 0x0f) * 4;
+    let tot_len = u16::from_be_bytes([h[2], h[3]]);
+    let frags = u16::from_be_bytes([h[6], h[7]]);
+    if h[0] >> 4 != 4 || header_len < IPV4_MIN_LEN || usize::from(tot_len) < header_len {
         return None;
     }
     // The skb may be non-linear, so compare with its full length, not with `data_end`.
     // An embedded header may be truncated, so only the packet's own is checked.
-    if off == ETH_LEN && ETH_LEN + usize::from(tot_len) > ctx.len() as usize {
+    if off == ETH_LEN && ETH_LEN + usize::from(tot_len) > ctx.len() {
         return None;
     }
     Some(Ipv4 {
-        saddr: load::<u32>(ctx, off + 12)?,
-        daddr: load::<u32>(ctx, off + 16)?,
-        proto: load::<u8>(ctx, off + 9)?,
-        ttl: load::<u8>(ctx, off + 8)?,
+        saddr: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+        daddr: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
+        proto: h[9],
+        ttl: h[8],
         l4_off: off + header_len,
         // More-fragments flag or a non-zero offset.
         fragment: frags & 0x3fff != 0,
@@ -112,34 +108,41 @@ pub fn parse_ipv4(ctx: &TcContext, off: usize) -> Option<Ipv4> {
 /// Parses the transport header NAT can translate: TCP, UDP and ICMP echo. `None` for other
 /// protocols, fragments and ICMP messages that are not echo.
 #[inline(always)]
-pub fn parse_l4(ctx: &TcContext, ip: &Ipv4) -> Option<L4> {
+pub fn parse_l4<F: Frame>(ctx: &F, ip: &Ipv4) -> Option<L4> {
     if ip.fragment {
         return None;
     }
     let off = ip.l4_off;
+    let port = |h: &[u8], i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
     match ip.proto {
-        IPPROTO_TCP => Some(L4 {
-            sport: load(ctx, off)?,
-            dport: load(ctx, off + 2)?,
-            tcp_flags: load(ctx, off + 13)?,
-            sport_off: off,
-            dport_off: off + 2,
-            csum_off: off + 16,
-            csum_flags: F_PSEUDO_HDR,
-        }),
-        IPPROTO_UDP => Some(L4 {
-            sport: load(ctx, off)?,
-            dport: load(ctx, off + 2)?,
-            tcp_flags: 0,
-            sport_off: off,
-            dport_off: off + 2,
-            csum_off: off + 6,
-            csum_flags: F_PSEUDO_HDR | F_MARK_MANGLED_0,
-        }),
+        IPPROTO_TCP => {
+            let h = load::<[u8; 14]>(ctx, off)?;
+            Some(L4 {
+                sport: port(&h, 0),
+                dport: port(&h, 2),
+                tcp_flags: h[13],
+                sport_off: off,
+                dport_off: off + 2,
+                csum_off: off + 16,
+                csum_flags: CSUM_PSEUDO_HDR,
+            })
+        }
+        IPPROTO_UDP => {
+            let h = load::<[u8; 8]>(ctx, off)?;
+            Some(L4 {
+                sport: port(&h, 0),
+                dport: port(&h, 2),
+                tcp_flags: 0,
+                sport_off: off,
+                dport_off: off + 2,
+                csum_off: off + 6,
+                csum_flags: CSUM_PSEUDO_HDR | CSUM_MANGLED_0,
+            })
+        }
         IPPROTO_ICMP => {
-            let icmp_type = load::<u8>(ctx, off)?;
-            let id = load::<u16>(ctx, off + 4)?;
-            let (sport, dport, sport_off, dport_off) = match icmp_type {
+            let h = load::<[u8; 8]>(ctx, off)?;
+            let id = port(&h, 4);
+            let (sport, dport, sport_off, dport_off) = match h[0] {
                 ICMP_ECHO => (id, 0, off + 4, 0),
                 ICMP_ECHO_REPLY => (0, id, 0, off + 4),
                 _ => return None,
@@ -152,7 +155,7 @@ pub fn parse_l4(ctx: &TcContext, ip: &Ipv4) -> Option<L4> {
 
 /// The ICMP type of a packet, for error handling; `None` unless ICMP.
 #[inline(always)]
-pub fn icmp_type(ctx: &TcContext, ip: &Ipv4) -> Option<u8> {
+pub fn icmp_type<F: Frame>(ctx: &F, ip: &Ipv4) -> Option<u8> {
     if ip.proto != IPPROTO_ICMP || ip.fragment {
         return None;
     }
@@ -160,6 +163,6 @@ pub fn icmp_type(ctx: &TcContext, ip: &Ipv4) -> Option<u8> {
 }
 
 #[inline(always)]
-pub fn load_u16(ctx: &TcContext, off: usize) -> Option<u16> {
+pub fn load_u16<F: Frame>(ctx: &F, off: usize) -> Option<u16> {
     load(ctx, off)
 }

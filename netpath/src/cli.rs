@@ -151,6 +151,10 @@ pub struct CreateArgs {
     /// Interface that reaches the outside; defaults to the device of the default route.
     #[arg(long)]
     pub uplink: Option<String>,
+    /// Also serve inbound published ports with XDP on the uplink (the accelerated variant;
+    /// expects fully checksummed frames, as a NIC delivers them).
+    #[arg(long)]
+    pub xdp: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -410,6 +414,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
                 internal: a.internal,
                 no_masquerade: a.no_masquerade,
                 uplink: a.uplink,
+                xdp: a.xdp,
             };
             let net = ctl.network_create(&spec).await?;
             print(a.format, &net, |n| {
@@ -467,6 +472,9 @@ fn flags(n: &NetworkRecord) -> String {
         flags.push("internal");
     } else if n.masquerade {
         flags.push("masquerade");
+    }
+    if n.xdp {
+        flags.push("xdp");
     }
     if n.state != "ready" {
         flags.push(&n.state);
@@ -538,8 +546,10 @@ fn stats_text(r: &stats::Report) -> String {
         .collect::<Vec<_>>();
     let drops = r.drops.iter().map(|d| vec![d.reason.to_string(), d.packets.to_string(), d.bytes.to_string()]).collect::<Vec<_>>();
     format!(
-        "{}\n\n{}",
+        "{}\n\n{}\n\nxdp redirected {} packets, {} bytes",
         table(&["ENDPOINT", "NETWORK", "IP", "TX-PKTS", "TX-BYTES", "RX-PKTS", "RX-BYTES"], &rows),
-        table(&["DROP-REASON", "PACKETS", "BYTES"], &drops)
+        table(&["DROP-REASON", "PACKETS", "BYTES"], &drops),
+        r.xdp_redirected.packets,
+        r.xdp_redirected.bytes
     )
 }

@@ -35,6 +35,8 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub no_masquerade: bool,
     pub uplink: Option<String>,
+    /// Serve inbound published ports with XDP on the uplink as well.
+    pub xdp: bool,
 }
 
 /// Which namespace `netpath attach` wires.
@@ -128,6 +130,9 @@ impl Controller {
             return Err(Error::invalid(format!("--mtu {mtu} is out of range (68-65535)")));
         }
         let uplink = if spec.internal { None } else { self.resolve_uplink(spec.uplink.as_deref()).await? };
+        if spec.xdp && uplink.is_none() {
+            return Err(Error::invalid("--xdp needs an uplink; the network is internal or the host has no default route"));
+        }
         if self.store.find_network(&spec.name)?.is_some() {
             return Err(Error::conflict(format!("network '{}' already exists; pick another name", spec.name)));
         }
@@ -147,6 +152,7 @@ impl Controller {
             internal: spec.internal,
             masquerade: !spec.no_masquerade && !spec.internal,
             uplink,
+            xdp: spec.xdp,
         };
         let record = self.store.create_network(&request, &routes)?;
         match self.build_network(&record).await {
@@ -193,6 +199,9 @@ impl Controller {
         if let Some(uplink) = &net.uplink {
             link::enable_forwarding(&net.bridge)?;
             self.datapath()?.attach_uplink(uplink)?;
+            if net.xdp {
+                self.datapath()?.attach_xdp(uplink)?;
+            }
         }
         self.datapath()?.set_network(net.id, &info)
     }
@@ -245,11 +254,18 @@ impl Controller {
             return Ok(());
         }
         self.datapath()?.remove_network(net.id)?;
-        let shared = self.store.networks()?.iter().any(|n| n.id != net.id && n.uplink == net.uplink);
-        match (&net.uplink, shared) {
-            (Some(uplink), false) => self.datapath()?.detach_uplink(uplink),
-            _ => Ok(()),
+        let Some(uplink) = &net.uplink else {
+            return Ok(());
+        };
+        let others: Vec<NetworkRecord> =
+            self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
+        if !others.iter().any(|n| n.xdp) {
+            self.datapath()?.detach_xdp(uplink)?;
         }
+        if others.is_empty() {
+            self.datapath()?.detach_uplink(uplink)?;
+        }
+        Ok(())
     }
 
     pub async fn network_rm(&mut self, name: &str, force: bool) -> Result<()> {

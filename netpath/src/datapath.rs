@@ -7,8 +7,10 @@
 //! <pin root>/<version>/NETWORKS, ..., PORTMAP, HOST_ADDRS, SOCK_REVNAT    (more maps)
 //! <pin root>/<version>/from_container, from_uplink                     TC programs
 //! <pin root>/<version>/connect4, sendmsg4, recvmsg4, getpeername4      cgroup programs
+//! <pin root>/<version>/xdp_uplink                                      XDP program
 //! <pin root>/<version>/links/<interface>                               TCX links
 //! <pin root>/<version>/links/cgroup-<program>                          cgroup links
+//! <pin root>/<version>/links/xdp-<uplink>                              XDP links
 //! ```
 //!
 //! `<version>` is a hash of the embedded object, so a netpath build never mixes its programs
@@ -23,12 +25,14 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
+        xdp::XdpMode,
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
     },
 };
+use aya_obj::programs::XdpAttachType;
 use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, names, stat_kind};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -80,7 +84,7 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
 /// Whether this build's datapath is loaded and pinned under `pin_root`.
 pub fn is_pinned(pin_root: &Path) -> bool {
     let dir = pin_root.join(version());
-    names::TC_PROGRAMS.iter().chain(&names::SOCK_PROGRAMS).all(|p| dir.join(p).exists())
+    names::TC_PROGRAMS.iter().chain(&names::SOCK_PROGRAMS).chain(&[names::XDP_UPLINK]).all(|p| dir.join(p).exists())
 }
 
 fn sock_attach_type(program: &str) -> CgroupSockAddrAttachType {
@@ -204,6 +208,26 @@ impl Datapath {
 
     pub fn detach_uplink(&mut self, uplink: &str) -> Result<()> {
         self.detach(uplink)
+    }
+
+    /// Attaches `xdp_uplink` to the uplink unless it is there already. Generic (skb) mode:
+    /// redirecting into a veth from native XDP needs XDP on the container's side too.
+    pub fn attach_xdp(&mut self, uplink: &str) -> Result<()> {
+        let pin = self.link_pin(&format!("xdp-{uplink}"));
+        if pin.exists() {
+            return Ok(());
+        }
+        let mut prog = Xdp::from_pin(self.dir.join(names::XDP_UPLINK), XdpAttachType::Interface)
+            .context(|| "cannot open the pinned xdp_uplink program")?;
+        let link = prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
+        let link: FdLink = prog.take_link(link).context(|| "cannot take the XDP link")?.try_into().context(|| "XDP link")?;
+        std::fs::create_dir_all(self.dir.join("links")).context(|| "cannot create the links directory")?;
+        link.pin(&pin).context(|| format!("cannot pin the XDP link of {uplink}"))?;
+        Ok(())
+    }
+
+    pub fn detach_xdp(&mut self, uplink: &str) -> Result<()> {
+        self.detach(&format!("xdp-{uplink}"))
     }
 
     /// Attaches the socket programs to the cgroup v2 root unless they are there already.
@@ -385,6 +409,15 @@ fn load(dir: &Path) -> Result<()> {
             .context(|| format!("{name} is not a TC program"))?;
         prog.load().context(|| format!("the kernel rejected {name}"))?;
         prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
+    }
+    if !dir.join(names::XDP_UPLINK).exists() {
+        let prog: &mut Xdp = ebpf
+            .program_mut(names::XDP_UPLINK)
+            .ok_or_else(|| Error::system("eBPF object", "it has no xdp_uplink program"))?
+            .try_into()
+            .context(|| "xdp_uplink is not an XDP program")?;
+        prog.load().context(|| "the kernel rejected xdp_uplink")?;
+        prog.pin(dir.join(names::XDP_UPLINK)).context(|| "cannot pin xdp_uplink")?;
     }
     for name in names::SOCK_PROGRAMS {
         if dir.join(name).exists() {

@@ -28,6 +28,14 @@ pub struct Report {
     pub endpoints: Vec<EndpointStats>,
     /// Drops are counted datapath-wide, whatever network they came from.
     pub drops: Vec<DropStats>,
+    /// Packets the XDP variant redirected to endpoints, datapath-wide.
+    pub xdp_redirected: Counter,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 pub async fn collect(ctl: &mut Controller, network: Option<&str>) -> Result<Report> {
@@ -63,5 +71,6 @@ pub async fn collect(ctl: &mut Controller, network: Option<&str>) -> Result<Repo
             DropStats { reason: drop_reason::name(reason), packets: c.packets, bytes: c.bytes }
         })
         .collect();
-    Ok(Report { endpoints: out, drops })
+    let xdp = counters.iter().find(|(k, _)| k.kind == stat_kind::XDP_REDIRECT).map(|(_, c)| *c).unwrap_or_default();
+    Ok(Report { endpoints: out, drops, xdp_redirected: Counter { packets: xdp.packets, bytes: xdp.bytes } })
 }

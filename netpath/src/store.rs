@@ -32,6 +32,7 @@ CREATE TABLE networks (
     internal    INTEGER NOT NULL,
     masquerade  INTEGER NOT NULL,
     uplink      TEXT,
+    xdp         INTEGER NOT NULL,
     state       TEXT NOT NULL,
     owner_pid   INTEGER NOT NULL,
     created_at  INTEGER NOT NULL
@@ -81,6 +82,8 @@ pub struct NetworkRecord {
     pub internal: bool,
     pub masquerade: bool,
     pub uplink: Option<String>,
+    /// Published ports are also served by XDP on the uplink.
+    pub xdp: bool,
     pub state: String,
     #[serde(skip)]
     pub owner_pid: i32,
@@ -125,6 +128,7 @@ pub struct NewNetwork {
     pub internal: bool,
     pub masquerade: bool,
     pub uplink: Option<String>,
+    pub xdp: bool,
 }
 
 /// What `attach` asks for.
@@ -163,7 +167,7 @@ fn parse_col<T: std::str::FromStr>(row: &Row, idx: &str) -> rusqlite::Result<T> 
 }
 
 const NETWORK_COLS: &str =
-    "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, state, owner_pid, created_at";
+    "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state, owner_pid, created_at";
 
 fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
     Ok(NetworkRecord {
@@ -176,6 +180,7 @@ fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
         internal: row.get("internal")?,
         masquerade: row.get("masquerade")?,
         uplink: row.get("uplink")?,
+        xdp: row.get("xdp")?,
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
@@ -332,8 +337,8 @@ impl Store {
         };
         let gateway = ipam::gateway_for(subnet, req.gateway)?;
         tx.execute(
-            "INSERT INTO networks (name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, state, owner_pid, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO networks (name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state, owner_pid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 req.name,
                 req.bridge,
@@ -343,6 +348,7 @@ impl Store {
                 req.internal,
                 req.masquerade,
                 req.uplink,
+                req.xdp,
                 CREATING,
                 std::process::id(),
                 now()
@@ -558,6 +564,7 @@ mod tests {
             internal: false,
             masquerade: true,
             uplink: None,
+            xdp: false,
         }
     }
 

@@ -190,3 +190,28 @@ fn processes_in(ns_path: &str) -> Vec<u32> {
         .filter(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == target))
         .collect()
 }
+
+#[test]
+fn the_xdp_variant_serves_published_ports_from_outside() {
+    let mut t = Topology::with_outside("xdp");
+    // XDP updates checksums by hand: the outside sends fully checksummed frames, as a NIC does.
+    t.exec("outside", &["ethtool", "-K", "eth0", "tx", "off"]);
+    t.network("web", &["--subnet", "10.74.0.0/24", "--xdp"]);
+    t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
+    assert!(t.exec("host", &["ip", "link", "show", netpath_tests::UPLINK]).contains("xdpgeneric"));
+    let any = Ipv4Addr::UNSPECIFIED;
+    let tcp_server = tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((any, 80)).unwrap()), 3);
+    let udp_server = udp_echo(in_netns(&t.ns_path("srv"), || UdpSocket::bind((any, 53)).unwrap()), 3);
+    for i in 0..3 {
+        let msg = format!("request {i} {}", "x".repeat(100));
+        assert_eq!(tcp_request(&t, "outside", host(8080), &msg).0, format!("80:{msg}"));
+        assert_eq!(udp_request(&t, "outside", host(5353), &msg).0, format!("53:{msg}"));
+    }
+    tcp_server.join().unwrap();
+    udp_server.join().unwrap();
+    let stats = t.np_json(&["stats"]);
+    assert!(stats["xdp_redirected"]["packets"].as_u64().unwrap() >= 9, "XDP did not carry the traffic: {stats}");
+    t.np(&["network", "rm", "web", "--force"]);
+    assert!(!t.exec("host", &["ip", "link", "show", netpath_tests::UPLINK]).contains("xdpgeneric"), "XDP left on the uplink");
+    t.teardown();
+}

@@ -13,6 +13,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "ping"),
     ("bpftool", "bpftool"),
     ("util-linux", "nsenter"),
+    ("ethtool", "ethtool"),
 ];
 
 pub fn run() -> Result<()> {

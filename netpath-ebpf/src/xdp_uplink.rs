@@ -1,0 +1,54 @@
+//! XDP on the uplink: the accelerated variant of `from_uplink` for the inbound hot path.
+//! Packets of tracked connections and first packets to published ports are translated and
+//! redirected to their endpoint's veth before an skb exists; everything else (ICMP errors,
+//! routed endpoints, the host's own traffic) passes on to `from_uplink` and the stack.
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_redirect,
+    macros::xdp,
+    programs::XdpContext,
+};
+use netpath_common::stat_kind;
+
+use crate::{
+    conntrack,
+    counters::{bump, count},
+    frame::Frame,
+    maps::{ENDPOINTS, NETWORKS},
+    nat::{apply, decrement_ttl},
+    packet::{L3, parse, parse_l4},
+};
+
+#[xdp]
+pub fn xdp_uplink(ctx: XdpContext) -> u32 {
+    let L3::Ipv4(ip) = parse(&ctx) else {
+        return XDP_PASS;
+    };
+    let (Some(cfg), Some(l4)) = (conntrack::config(), parse_l4(&ctx, &ip)) else {
+        return XDP_PASS;
+    };
+    if ip.ttl <= 1 {
+        return XDP_PASS;
+    }
+    let Some(to) = conntrack::inbound(cfg, &ip, &l4) else {
+        return XDP_PASS;
+    };
+    // SAFETY (map reads): plain data the control plane replaces whole.
+    let Some(ep) = (unsafe { ENDPOINTS.get(&to.daddr) }) else {
+        return XDP_PASS;
+    };
+    let Some(net) = (unsafe { NETWORKS.get(&ep.network_id) }) else {
+        return XDP_PASS;
+    };
+    let rewritten = apply(&ctx, &ip, &l4, &to).is_some()
+        && decrement_ttl(&ctx, &ip)
+        && ctx.store(0, &ep.mac).is_some()
+        && ctx.store(6, &net.gateway_mac).is_some();
+    if !rewritten {
+        return XDP_DROP;
+    }
+    let len = Frame::len(&ctx) as u32;
+    count(stat_kind::ENDPOINT_RX, ep.host_ifindex, len);
+    bump(stat_kind::XDP_REDIRECT, 0, len);
+    unsafe { bpf_redirect(ep.host_ifindex, 0) as u32 }
+}
