@@ -8,6 +8,7 @@ use crate::{
     conntrack,
     controller::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target},
     error::{Error, Result},
+    monitor,
     netns::{self, Netns},
     output::{Format, json, table},
     ports::Port,
@@ -49,6 +50,15 @@ pub enum Command {
     Stats {
         #[arg(long)]
         network: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print the datapath's drop events as they happen (one JSON object per line with
+    /// --format json).
+    Monitor {
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -297,6 +307,7 @@ async fn execute(cli: Cli) -> Result<()> {
             let report = stats::collect(&mut ctl, network.as_deref()).await?;
             print(format, &report, stats_text)
         }
+        Command::Monitor { seconds, format } => monitor::run(&mut ctl, seconds.map(std::time::Duration::from_secs), format),
         Command::Status { format } => {
             let checks = probe::run(&mut ctl).await?;
             print(format, &checks, |checks| {

@@ -23,7 +23,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -323,6 +323,16 @@ impl Datapath {
             self.host_addrs.insert(addr, 1, 0).context(|| "cannot update HOST_ADDRS")?;
         }
         Ok(())
+    }
+
+    /// The drop events the datapath reports, to read as they come.
+    pub fn events(&self) -> Result<RingBuf<MapData>> {
+        let path = self.dir.join(names::EVENTS);
+        let data = MapData::from_pin(&path).context(|| format!("cannot open pinned map {}", path.display()))?;
+        Map::from_map_data(data)
+            .context(|| "unexpected EVENTS map")?
+            .try_into()
+            .map_err(|e| Error::system("pinned map EVENTS has an unexpected layout", e))
     }
 
     pub fn config(&self) -> Result<Config> {

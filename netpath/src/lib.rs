@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod error;
 pub mod ipam;
 pub mod link;
+pub mod monitor;
 pub mod netns;
 pub mod output;
 pub mod ports;

@@ -109,12 +109,25 @@ fn networks_are_isolated_and_the_drop_is_counted() {
     let mut t = Topology::new("iso");
     t.network("web", &["--subnet", "10.52.0.0/24"]);
     t.network("db", &["--subnet", "10.53.0.0/24"]);
-    t.container("a", "web", &[]);
+    let a = t.container("a", "web", &[]);
     let c = t.container("c", "db", &[]);
     let before = drops(&t.np_json(&["stats"]), "policy");
+    let monitor = t
+        .netpath_cmd(&["monitor", "--seconds", "3", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     assert!(!t.ping("a", &ip_of(&c).to_string(), 2), "a reached another network");
     let after = drops(&t.np_json(&["stats"]), "policy");
     assert!(after >= before + 2, "policy drops went from {before} to {after}");
+    // `netpath monitor` reports each drop with its reason and addresses.
+    let out = String::from_utf8(monitor.wait_with_output().unwrap().stdout).unwrap();
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        events.iter().any(|e| e["reason"] == "policy" && e["source"] == a["ip"] && e["destination"] == c["ip"]),
+        "no policy drop event in {out}"
+    );
     t.teardown();
 }
 
@@ -150,5 +163,23 @@ fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
     assert!(t.ping("c", &ip_of(&b).to_string(), 2));
     let stats = t.np_json(&["stats"]);
     assert!(endpoint_stats(&stats, "c")["tx_packets"].as_u64().unwrap() >= 2, "{stats}");
+    t.teardown();
+}
+
+#[test]
+fn a_datapath_pinned_by_another_build_is_reported_and_replaced_on_reload() {
+    let t = Topology::new("ver");
+    // Another netpath build's pins: a version directory that is not ours.
+    let bpffs = t.run_dir.join("bpffs");
+    std::fs::create_dir_all(&bpffs).unwrap();
+    netpath_tests::run(std::process::Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs));
+    std::fs::create_dir_all(t.pin_root().join("0123456789abcdef")).unwrap();
+
+    let err = t.np_err(&["network", "create", "web"]);
+    assert!(err.contains("was loaded by another netpath build; run `netpath datapath reload`"), "{err}");
+    assert_eq!(t.np_json(&["network", "ls"]), Value::Array(vec![]), "nothing was created");
+    t.np(&["datapath", "reload"]);
+    assert!(!t.pin_root().join("0123456789abcdef").exists());
+    t.network("web", &[]);
     t.teardown();
 }
