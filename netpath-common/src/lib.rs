@@ -23,10 +23,11 @@ pub mod names {
     pub const SENDMSG4: &str = "sendmsg4";
     pub const RECVMSG4: &str = "recvmsg4";
     pub const GETPEERNAME4: &str = "getpeername4";
-    /// The TC programs, each pinned under its name.
-    pub const TC_PROGRAMS: [&str; 2] = [FROM_CONTAINER, FROM_UPLINK];
     /// The cgroup socket programs for host-local access to published ports.
     pub const SOCK_PROGRAMS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
+    /// Every program of the object, each pinned under its name.
+    pub const PROGRAMS: [&str; 7] =
+        [FROM_CONTAINER, FROM_UPLINK, XDP_UPLINK, CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
 }
 
 /// Capacity of the maps; the control plane refuses to create more objects than fit.
@@ -338,5 +339,17 @@ mod pod {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(NetworkInfo, EndpointInfo, Config, CtKey, CtEntry, PortKey, PortTarget, SockRevNatKey, StatKey, Counter, DropEvent);
+    pod!(
+        NetworkInfo,
+        EndpointInfo,
+        Config,
+        CtKey,
+        CtEntry,
+        PortKey,
+        PortTarget,
+        SockRevNatKey,
+        StatKey,
+        Counter,
+        DropEvent
+    );
 }

@@ -54,7 +54,11 @@ fn next_state(state: u8, proto: u8, tcp_flags: u8, dir: u8) -> u8 {
 /// The state a flow starts in: a TCP flow picked up mid-stream counts as established.
 #[inline(always)]
 fn initial_state(proto: u8, tcp_flags: u8) -> u8 {
-    if proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN { ct_state::ESTABLISHED } else { ct_state::NEW }
+    if proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        ct_state::ESTABLISHED
+    } else {
+        ct_state::NEW
+    }
 }
 
 /// The live original entry behind a reply entry, if the pair is still valid.
@@ -125,7 +129,9 @@ pub fn create(cfg: &Config, key: &CtKey, mut out: CtEntry, tcp_flags: u8, pick_s
         let claimed = match unsafe { CT.get(&rkey) } {
             None => CT.insert(&rkey, &back, BPF_NOEXIST).is_ok(),
             Some(held) => {
-                held.dir == ct_dir::REPLY && live_original(cfg, &rkey, held, now).is_none() && CT.insert(&rkey, &back, 0).is_ok()
+                held.dir == ct_dir::REPLY
+                    && live_original(cfg, &rkey, held, now).is_none()
+                    && CT.insert(&rkey, &back, 0).is_ok()
             }
         };
         if claimed {
@@ -144,7 +150,8 @@ pub fn create(cfg: &Config, key: &CtKey, mut out: CtEntry, tcp_flags: u8, pick_s
 /// connection's answers get, found through the embedded header.
 #[inline(always)]
 pub fn lookup_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Option<CtEntry> {
-    let rkey = CtKey { saddr: inner.daddr, daddr: inner.saddr, sport: dport, dport: sport, proto: inner.proto, _pad: [0; 3] };
+    let rkey =
+        CtKey { saddr: inner.daddr, daddr: inner.saddr, sport: dport, dport: sport, proto: inner.proto, _pad: [0; 3] };
     let entry = unsafe { *CT.get(&rkey)? };
     let now = now();
     let valid = if entry.dir == ct_dir::ORIGINAL {
@@ -164,6 +171,7 @@ pub fn inbound(cfg: &Config, ip: &Ipv4, l4: &L4) -> Option<CtEntry> {
         return Some(to);
     }
     let target = published(ip, l4)?;
-    let out = CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
+    let out =
+        CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
     create(cfg, &key, out, l4.tcp_flags, false).ok()
 }

@@ -1,7 +1,10 @@
 //! Sending packets on: to an endpoint with `bpf_redirect_peer`, to the outside through the
 //! uplink with `bpf_fib_lookup` + `bpf_redirect_neigh`. Neither path runs netfilter.
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, bpf_fib_lookup as FibParams, bpf_redir_neigh},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
+        bpf_fib_lookup as FibParams, bpf_redir_neigh,
+    },
     helpers::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
@@ -35,14 +38,15 @@ pub fn route(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> Route {
     params.ifindex = net.bridge_ifindex;
     params.__bindgen_anon_3.ipv4_src = ip.saddr;
     params.__bindgen_anon_4.ipv4_dst = ip.daddr;
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.skb.skb.cast(), &mut params, core::mem::size_of::<FibParams>() as i32, 0)
-    } as u32;
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.skb.skb.cast(), &mut params, core::mem::size_of::<FibParams>() as i32, 0) } as u32;
     if params.ifindex != net.uplink_ifindex {
         return Route::Elsewhere;
     }
     match rc {
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Route::Uplink(unsafe { params.__bindgen_anon_4.ipv4_dst }),
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {
+            Route::Uplink(unsafe { params.__bindgen_anon_4.ipv4_dst })
+        }
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
         _ => Route::Elsewhere,
     }

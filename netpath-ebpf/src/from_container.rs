@@ -105,7 +105,9 @@ fn send_translated(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry, net: &Netw
     }
     let translated = Ipv4 { saddr: to.saddr, daddr: to.daddr, ..*ip };
     match route(ctx, &translated, net) {
-        Route::Uplink(next_hop) if decrement_ttl(ctx, ip) => to_next_hop(ctx, net.uplink_ifindex, next_hop, to.saddr, to.daddr),
+        Route::Uplink(next_hop) if decrement_ttl(ctx, ip) => {
+            to_next_hop(ctx, net.uplink_ifindex, next_hop, to.saddr, to.daddr)
+        }
         _ => drop(ctx, ip, drop_reason::NAT_UNSUPPORTED),
     }
 }

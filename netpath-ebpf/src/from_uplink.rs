@@ -9,11 +9,14 @@ use netpath_common::{Config, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UD
 
 use crate::{
     conntrack,
-    frame::Frame,
     forward::to_endpoint,
+    frame::Frame,
     maps::{ENDPOINTS, NETWORKS},
     nat::{apply, decrement_ttl, rewrite_covered},
-    packet::{ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_DADDR_OFF, Ipv4, L3, icmp_type, load_u16, parse, parse_ipv4, parse_l4},
+    packet::{
+        ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_DADDR_OFF, Ipv4, L3, icmp_type, load_u16,
+        parse, parse_ipv4, parse_l4,
+    },
 };
 
 #[classifier]
@@ -93,7 +96,8 @@ fn icmp_error(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
     };
     let icmp_csum = ip.l4_off + 2;
     let inner_csum = inner_off + 10;
-    let (Some(old_inner_csum), Some(())) = (load_u16(ctx, inner_csum), ctx.l3_csum(inner_csum, inner.saddr, addr, 4)) else {
+    let (Some(old_inner_csum), Some(())) = (load_u16(ctx, inner_csum), ctx.l3_csum(inner_csum, inner.saddr, addr, 4))
+    else {
         return TC_ACT_OK;
     };
     let Some(new_inner_csum) = load_u16(ctx, inner_csum) else {

@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
-use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, limits};
+use netpath_common::{
+    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, limits,
+};
 
 #[map]
 pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(limits::MAX_NETWORKS, 0);

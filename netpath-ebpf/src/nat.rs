@@ -58,7 +58,13 @@ pub fn decrement_ttl<F: Frame>(ctx: &F, ip: &Ipv4) -> bool {
 /// Rewrites a 16-bit or 32-bit field that an ICMP checksum covers (inside an ICMP error's
 /// embedded packet), keeping that checksum right.
 #[inline(always)]
-pub fn rewrite_covered<T: Into<u32> + Copy, F: Frame>(ctx: &F, icmp_csum_off: usize, off: usize, old: T, new: T) -> Option<()> {
+pub fn rewrite_covered<T: Into<u32> + Copy, F: Frame>(
+    ctx: &F,
+    icmp_csum_off: usize,
+    off: usize,
+    old: T,
+    new: T,
+) -> Option<()> {
     ctx.l4_csum(icmp_csum_off, old.into(), new.into(), core::mem::size_of::<T>() as u64)?;
     ctx.store(off, &new)
 }

@@ -64,7 +64,6 @@ pub struct L4 {
     pub csum_flags: u64,
 }
 
-
 #[inline(always)]
 pub fn parse<F: Frame>(ctx: &F) -> L3 {
     let Some(eth) = load::<[u8; ETH_LEN]>(ctx, 0) else {

@@ -19,9 +19,7 @@ impl Ipv4Net {
         }
         let net = Self { addr: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix };
         if net.addr != addr {
-            return Err(Error::invalid(format!(
-                "subnet {addr}/{prefix} has host bits set; did you mean {net}?"
-            )));
+            return Err(Error::invalid(format!("subnet {addr}/{prefix} has host bits set; did you mean {net}?")));
         }
         Ok(net)
     }

@@ -307,7 +307,9 @@ async fn execute(cli: Cli) -> Result<()> {
             let report = stats::collect(&mut ctl, network.as_deref()).await?;
             print(format, &report, stats_text)
         }
-        Command::Monitor { seconds, format } => monitor::run(&mut ctl, seconds.map(std::time::Duration::from_secs), format),
+        Command::Monitor { seconds, format } => {
+            monitor::run(&mut ctl, seconds.map(std::time::Duration::from_secs), format)
+        }
         Command::Status { format } => {
             let checks = probe::run(&mut ctl).await?;
             print(format, &checks, |checks| {
@@ -358,7 +360,13 @@ async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
             Ok(())
         }
         DatapathCmd::Show { format } => print(format, &ctl.settings()?, settings_text),
-        DatapathCmd::Configure { snat_ports, tcp_established_timeout, tcp_transient_timeout, udp_timeout, icmp_timeout } => {
+        DatapathCmd::Configure {
+            snat_ports,
+            tcp_established_timeout,
+            tcp_transient_timeout,
+            udp_timeout,
+            icmp_timeout,
+        } => {
             let changes =
                 Changes { snat_ports, tcp_established_timeout, tcp_transient_timeout, udp_timeout, icmp_timeout };
             let settings = ctl.configure(&changes)?;
@@ -388,7 +396,10 @@ fn conntrack_cmd(ctl: &mut Controller, cmd: ConntrackCmd) -> Result<()> {
                         ]
                     })
                     .collect::<Vec<_>>();
-                table(&["PROTO", "ENDPOINT", "SOURCE", "DESTINATION", "AS-SOURCE", "AS-DESTINATION", "STATE", "EXPIRES"], &rows)
+                table(
+                    &["PROTO", "ENDPOINT", "SOURCE", "DESTINATION", "AS-SOURCE", "AS-DESTINATION", "STATE", "EXPIRES"],
+                    &rows,
+                )
             })
         }
         ConntrackCmd::Flush { network } => {
@@ -434,13 +445,21 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
         }
         NetworkCmd::Ls { format } => {
             let nets = ctl.store().networks()?;
-            let counts = nets.iter().map(|n| Ok(ctl.store().endpoints(Some(n.id))?.len())).collect::<Result<Vec<_>>>()?;
+            let counts =
+                nets.iter().map(|n| Ok(ctl.store().endpoints(Some(n.id))?.len())).collect::<Result<Vec<_>>>()?;
             print(format, &nets, |nets| {
                 let rows = nets
                     .iter()
                     .zip(&counts)
                     .map(|(n, count)| {
-                        vec![n.name.clone(), n.bridge.clone(), n.subnet.to_string(), n.gateway.to_string(), count.to_string(), flags(n)]
+                        vec![
+                            n.name.clone(),
+                            n.bridge.clone(),
+                            n.subnet.to_string(),
+                            n.gateway.to_string(),
+                            count.to_string(),
+                            flags(n),
+                        ]
                     })
                     .collect::<Vec<_>>();
                 table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "FLAGS"], &rows)
@@ -450,9 +469,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
             let network = ctl.store().network(&name)?;
             let endpoints = ctl.store().endpoints(Some(network.id))?;
             let view = NetworkView { network, endpoints };
-            print(format, &view, |v| {
-                format!("{}\n\n{}", network_text(&v.network), endpoints_table(&v.endpoints))
-            })
+            print(format, &view, |v| format!("{}\n\n{}", network_text(&v.network), endpoints_table(&v.endpoints)))
         }
         NetworkCmd::Rm { name, force } => {
             ctl.network_rm(&name, force).await?;
@@ -555,7 +572,11 @@ fn stats_text(r: &stats::Report) -> String {
             ]
         })
         .collect::<Vec<_>>();
-    let drops = r.drops.iter().map(|d| vec![d.reason.to_string(), d.packets.to_string(), d.bytes.to_string()]).collect::<Vec<_>>();
+    let drops = r
+        .drops
+        .iter()
+        .map(|d| vec![d.reason.to_string(), d.packets.to_string(), d.bytes.to_string()])
+        .collect::<Vec<_>>();
     format!(
         "{}\n\n{}\n\nxdp redirected {} packets, {} bytes",
         table(&["ENDPOINT", "NETWORK", "IP", "TX-PKTS", "TX-BYTES", "RX-PKTS", "RX-BYTES"], &rows),

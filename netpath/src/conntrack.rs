@@ -102,7 +102,9 @@ pub fn flush(ctl: &mut Controller, network: Option<&str>) -> Result<usize> {
     let dp = ctl.datapath()?;
     let mut removed = 0;
     for (key, entry) in dp.conntrack()? {
-        let involved = addrs.as_ref().is_none_or(|a| [key.saddr, key.daddr, entry.saddr, entry.daddr].iter().any(|x| a.contains(x)));
+        let involved = addrs
+            .as_ref()
+            .is_none_or(|a| [key.saddr, key.daddr, entry.saddr, entry.daddr].iter().any(|x| a.contains(x)));
         if involved {
             dp.remove_conntrack(&key)?;
             removed += usize::from(entry.dir == ct_dir::ORIGINAL);

@@ -131,7 +131,9 @@ impl Controller {
         }
         let uplink = if spec.internal { None } else { self.resolve_uplink(spec.uplink.as_deref()).await? };
         if spec.xdp && uplink.is_none() {
-            return Err(Error::invalid("--xdp needs an uplink; the network is internal or the host has no default route"));
+            return Err(Error::invalid(
+                "--xdp needs an uplink; the network is internal or the host has no default route",
+            ));
         }
         if self.store.find_network(&spec.name)?.is_some() {
             return Err(Error::conflict(format!("network '{}' already exists; pick another name", spec.name)));
@@ -214,7 +216,9 @@ impl Controller {
                 let index = self.nl.require_index(uplink).await?;
                 let addr = self.nl.ipv4_addresses(index).await?.first().copied();
                 let addr = addr.ok_or_else(|| {
-                    Error::invalid(format!("uplink '{uplink}' has no IPv4 address to masquerade with; pass another --uplink"))
+                    Error::invalid(format!(
+                        "uplink '{uplink}' has no IPv4 address to masquerade with; pass another --uplink"
+                    ))
                 })?;
                 (index, datapath::map_key(addr))
             }
@@ -514,9 +518,5 @@ fn random_id() -> Result<String> {
 
 fn getrandom(buf: &mut [u8]) -> Result<()> {
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n as usize == buf.len() {
-        Ok(())
-    } else {
-        Err(Error::system("getrandom", std::io::Error::last_os_error()))
-    }
+    if n as usize == buf.len() { Ok(()) } else { Err(Error::system("getrandom", std::io::Error::last_os_error())) }
 }

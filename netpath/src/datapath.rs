@@ -25,15 +25,17 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
-        xdp::XdpMode,
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
+        xdp::XdpMode,
     },
 };
 use aya_obj::programs::XdpAttachType;
-use netpath_common::{Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, names, stat_kind};
+use netpath_common::{
+    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, names, stat_kind,
+};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::{
@@ -57,7 +59,7 @@ pub fn version() -> String {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
 }
 
 /// Makes sure `pin_root` lies on a bpffs: if its parent is not one, mounts one there.
@@ -84,7 +86,7 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
 /// Whether this build's datapath is loaded and pinned under `pin_root`.
 pub fn is_pinned(pin_root: &Path) -> bool {
     let dir = pin_root.join(version());
-    names::TC_PROGRAMS.iter().chain(&names::SOCK_PROGRAMS).chain(&[names::XDP_UPLINK]).all(|p| dir.join(p).exists())
+    names::PROGRAMS.iter().all(|p| dir.join(p).exists())
 }
 
 fn sock_attach_type(program: &str) -> CgroupSockAddrAttachType {
@@ -103,7 +105,8 @@ pub fn cgroup2_root() -> Result<PathBuf> {
         .lines()
         .find_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
         })
         .ok_or_else(|| Error::not_found("no cgroup v2 hierarchy is mounted; mount one to publish ports to the host"))
 }
@@ -169,7 +172,8 @@ impl Datapath {
     }
 
     pub fn remove_network(&mut self, id: u32) -> Result<()> {
-        ignore_missing(self.networks.remove(&id)).context(|| format!("cannot remove network {id} from the NETWORKS map"))
+        ignore_missing(self.networks.remove(&id))
+            .context(|| format!("cannot remove network {id} from the NETWORKS map"))
     }
 
     /// Attaches `from_container` to the endpoint's host veth (TCX ingress, pinned link) and
@@ -178,7 +182,8 @@ impl Datapath {
         let cpus = possible_cpus()?;
         for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
             let key = StatKey { kind, id: info.host_ifindex };
-            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
+            let zero =
+                PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
             self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
         }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
@@ -220,7 +225,8 @@ impl Datapath {
         let mut prog = Xdp::from_pin(self.dir.join(names::XDP_UPLINK), XdpAttachType::Interface)
             .context(|| "cannot open the pinned xdp_uplink program")?;
         let link = prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
-        let link: FdLink = prog.take_link(link).context(|| "cannot take the XDP link")?.try_into().context(|| "XDP link")?;
+        let link: FdLink =
+            prog.take_link(link).context(|| "cannot take the XDP link")?.try_into().context(|| "XDP link")?;
         std::fs::create_dir_all(self.dir.join("links")).context(|| "cannot create the links directory")?;
         link.pin(&pin).context(|| format!("cannot pin the XDP link of {uplink}"))?;
         Ok(())
@@ -246,7 +252,8 @@ impl Datapath {
             let link = prog
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .context(|| format!("cannot attach {name} to cgroup {}", root.display()))?;
-            let link: FdLink = prog.take_link(link).context(|| "cannot take the cgroup link")?.try_into().context(|| "cgroup link")?;
+            let link: FdLink =
+                prog.take_link(link).context(|| "cannot take the cgroup link")?.try_into().context(|| "cgroup link")?;
             std::fs::create_dir_all(self.dir.join("links")).context(|| "cannot create the links directory")?;
             link.pin(&pin).context(|| format!("cannot pin the cgroup link of {name}"))?;
         }
@@ -269,7 +276,8 @@ impl Datapath {
         let link = prog
             .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
             .context(|| format!("cannot attach {program} to {ifname} (TCX ingress)"))?;
-        let link: FdLink = prog.take_link(link).context(|| "cannot take the TCX link")?.try_into().context(|| "TCX link")?;
+        let link: FdLink =
+            prog.take_link(link).context(|| "cannot take the TCX link")?.try_into().context(|| "TCX link")?;
         let links = self.dir.join("links");
         std::fs::create_dir_all(&links).context(|| format!("cannot create {}", links.display()))?;
         link.pin(self.link_pin(ifname)).context(|| format!("cannot pin the TCX link of {ifname}"))?;
@@ -407,48 +415,35 @@ fn load(dir: &Path) -> Result<()> {
         .default_map_pin_directory(dir)
         .load(OBJECT)
         .context(|| "cannot load netpath's eBPF object")?;
-    for name in names::TC_PROGRAMS {
+    for name in names::PROGRAMS {
         // A load interrupted half-way left some pins: keep them.
         if dir.join(name).exists() {
             continue;
         }
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::system("eBPF object", format!("it has no {name} program")))?
-            .try_into()
-            .context(|| format!("{name} is not a TC program"))?;
-        prog.load().context(|| format!("the kernel rejected {name}"))?;
-        prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
-    }
-    if !dir.join(names::XDP_UPLINK).exists() {
-        let prog: &mut Xdp = ebpf
-            .program_mut(names::XDP_UPLINK)
-            .ok_or_else(|| Error::system("eBPF object", "it has no xdp_uplink program"))?
-            .try_into()
-            .context(|| "xdp_uplink is not an XDP program")?;
-        prog.load().context(|| "the kernel rejected xdp_uplink")?;
-        prog.pin(dir.join(names::XDP_UPLINK)).context(|| "cannot pin xdp_uplink")?;
-    }
-    for name in names::SOCK_PROGRAMS {
-        if dir.join(name).exists() {
-            continue;
-        }
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::system("eBPF object", format!("it has no {name} program")))?
-            .try_into()
-            .context(|| format!("{name} is not a cgroup socket program"))?;
-        prog.load().context(|| format!("the kernel rejected {name}"))?;
+        let prog =
+            ebpf.program_mut(name).ok_or_else(|| Error::system("eBPF object", format!("it has no {name} program")))?;
+        load_program(prog).context(|| format!("the kernel rejected {name}"))?;
         prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
     }
     Ok(())
+}
+
+/// Loads a program of any of the types netpath's object has.
+pub fn load_program(prog: &mut Program) -> Result<(), ProgramError> {
+    match prog {
+        Program::SchedClassifier(p) => p.load(),
+        Program::CgroupSockAddr(p) => p.load(),
+        Program::Xdp(p) => p.load(),
+        _ => Err(ProgramError::UnexpectedProgramType),
+    }
 }
 
 fn lock(dir: &Path) -> Result<Flock<File>> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("datapath.lock");
     let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::system(format!("cannot lock {}", path.display()), e))
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::system(format!("cannot lock {}", path.display()), e))
 }
 
 fn possible_cpus() -> Result<usize> {
@@ -456,12 +451,7 @@ fn possible_cpus() -> Result<usize> {
 }
 
 fn port_key(port: &Port) -> PortKey {
-    PortKey {
-        addr: port.host_ip.map_or(0, map_key),
-        port: port.host_port.to_be(),
-        proto: port.proto.number(),
-        _pad: 0,
-    }
+    PortKey { addr: port.host_ip.map_or(0, map_key), port: port.host_port.to_be(), proto: port.proto.number(), _pad: 0 }
 }
 
 /// Map keys hold addresses as they sit in the packet (network byte order).

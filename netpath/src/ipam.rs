@@ -51,10 +51,7 @@ pub fn check_requested(subnet: Ipv4Net, gateway: Ipv4Addr, ip: Ipv4Addr, used: &
 
 /// The lowest host address that is neither the gateway nor in use.
 pub fn lowest_free(subnet: Ipv4Net, gateway: Ipv4Addr, used: &BTreeSet<u32>) -> Option<Ipv4Addr> {
-    subnet
-        .hosts()
-        .find(|a| *a != u32::from(gateway) && !used.contains(a))
-        .map(Ipv4Addr::from)
+    subnet.hosts().find(|a| *a != u32::from(gateway) && !used.contains(a)).map(Ipv4Addr::from)
 }
 
 /// A locally administered MAC derived from the IP, so an address always has the same MAC and

@@ -88,15 +88,14 @@ impl Netlink {
     }
 
     pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<u32> {
-        self.handle
-            .link()
-            .add(LinkBridge::new(name).mtu(mtu).build())
-            .execute()
-            .await
-            .map_err(|e| match errno(&e) {
-                Some(libc::EEXIST) => Error::conflict(format!("interface '{name}' already exists; pass another --bridge")),
+        self.handle.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await.map_err(|e| {
+            match errno(&e) {
+                Some(libc::EEXIST) => {
+                    Error::conflict(format!("interface '{name}' already exists; pass another --bridge"))
+                }
                 _ => Error::system(format!("cannot create bridge '{name}'"), e),
-            })?;
+            }
+        })?;
         self.require_index(name).await
     }
 
@@ -137,7 +136,9 @@ impl Netlink {
 
     pub async fn delete(&self, index: u32) -> Result<()> {
         match self.handle.link().del(index).execute().await {
-            Err(e) if errno(&e) != Some(libc::ENODEV) => Err(Error::system(format!("cannot delete interface {index}"), e)),
+            Err(e) if errno(&e) != Some(libc::ENODEV) => {
+                Err(Error::system(format!("cannot delete interface {index}"), e))
+            }
             _ => Ok(()),
         }
     }
@@ -161,12 +162,7 @@ impl Netlink {
 
     pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
         let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
-        self.handle
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .context(|| format!("cannot add default route via {gateway}"))
+        self.handle.route().add(route).execute().await.context(|| format!("cannot add default route via {gateway}"))
     }
 
     /// The destinations of the IPv4 unicast routes in every table but the local one, except

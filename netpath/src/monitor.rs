@@ -1,5 +1,8 @@
 //! `netpath monitor`: the datapath's drop events, as they happen.
-use std::{net::Ipv4Addr, time::{Duration, Instant}};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use netpath_common::{DropEvent, drop_reason};
 use serde::Serialize;

@@ -45,7 +45,10 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn table_aligns_columns() {
-        let t = super::table(&["NAME", "SUBNET"], &[vec!["a".into(), "10.0.0.0/8".into()], vec!["long".into(), "x".into()]]);
+        let t = super::table(
+            &["NAME", "SUBNET"],
+            &[vec!["a".into(), "10.0.0.0/8".into()], vec!["long".into(), "x".into()]],
+        );
         assert_eq!(t, "NAME  SUBNET\na     10.0.0.0/8\nlong  x");
     }
 }

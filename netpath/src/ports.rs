@@ -81,8 +81,9 @@ pub fn parse_publish(spec: &str) -> Result<Vec<Port>> {
     let (mapping, proto) = match spec.rsplit_once('/') {
         Some((m, p)) => (
             m,
-            Proto::parse(p)
-                .ok_or_else(|| Error::invalid(format!("invalid protocol '{p}' in --publish '{spec}': use tcp or udp")))?,
+            Proto::parse(p).ok_or_else(|| {
+                Error::invalid(format!("invalid protocol '{p}' in --publish '{spec}': use tcp or udp"))
+            })?,
         ),
         None => (spec, Proto::Tcp),
     };
@@ -90,9 +91,8 @@ pub fn parse_publish(spec: &str) -> Result<Vec<Port>> {
     let (host_ip, host, container) = match parts.as_slice() {
         [host, container] => (None, *host, *container),
         [ip, host, container] => {
-            let ip: Ipv4Addr = ip
-                .parse()
-                .map_err(|_| Error::invalid(format!("invalid host address '{ip}' in --publish '{spec}'")))?;
+            let ip: Ipv4Addr =
+                ip.parse().map_err(|_| Error::invalid(format!("invalid host address '{ip}' in --publish '{spec}'")))?;
             (if ip.is_unspecified() { None } else { Some(ip) }, *host, *container)
         }
         _ => {

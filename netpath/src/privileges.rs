@@ -7,7 +7,8 @@ const CAP_BPF: u32 = 39;
 
 /// Fails unless the process has CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_BPF in its effective set.
 pub fn require() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| Error::system("cannot read /proc/self/status", e))?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|e| Error::system("cannot read /proc/self/status", e))?;
     let effective = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::{
     EbpfLoader,
-    programs::{Program, ProgramType, SchedClassifier, TcAttachType},
+    programs::{ProgramType, SchedClassifier, TcAttachType},
     sys::{BpfHelper, is_helper_supported},
 };
 use serde::Serialize;
@@ -39,7 +39,9 @@ pub async fn run(ctl: &mut Controller) -> Result<Vec<Check>> {
         check("cgroup2", cgroup2()),
         check(
             "bpffs",
-            datapath::ensure_bpffs(&pin_root).map(|()| format!("pin root {}", pin_root.display())).map_err(|e| e.to_string()),
+            datapath::ensure_bpffs(&pin_root)
+                .map(|()| format!("pin root {}", pin_root.display()))
+                .map_err(|e| e.to_string()),
         ),
     ];
     checks.push(check("ebpf-object", verify_object(&pin_root)));
@@ -49,7 +51,11 @@ pub async fn run(ctl: &mut Controller) -> Result<Vec<Check>> {
 
 fn btf() -> std::result::Result<String, String> {
     let path = Path::new("/sys/kernel/btf/vmlinux");
-    if path.exists() { Ok("kernel BTF at /sys/kernel/btf/vmlinux".into()) } else { Err("no /sys/kernel/btf/vmlinux".into()) }
+    if path.exists() {
+        Ok("kernel BTF at /sys/kernel/btf/vmlinux".into())
+    } else {
+        Err("no /sys/kernel/btf/vmlinux".into())
+    }
 }
 
 /// Querying TCX programs on `lo` changes nothing and fails on kernels without TCX (< 6.6).
@@ -77,16 +83,11 @@ fn verify_object(pin_root: &Path) -> std::result::Result<String, String> {
     let dir = pin_root.join(format!("{PROBE_PREFIX}{}", std::process::id()));
     let result = (|| {
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&dir).load(datapath::OBJECT).map_err(|e| e.to_string())?;
+        let mut ebpf =
+            EbpfLoader::new().default_map_pin_directory(&dir).load(datapath::OBJECT).map_err(|e| e.to_string())?;
         let mut names = Vec::new();
         for (name, prog) in ebpf.programs_mut() {
-            let loaded = match prog {
-                Program::SchedClassifier(p) => p.load(),
-                Program::CgroupSockAddr(p) => p.load(),
-                Program::Xdp(p) => p.load(),
-                _ => return Err(format!("{name}: unexpected program type")),
-            };
-            loaded.map_err(|e| format!("{name}: {e}"))?;
+            datapath::load_program(prog).map_err(|e| format!("{name}: {e}"))?;
             names.push(name.to_string());
         }
         names.sort();
@@ -109,7 +110,9 @@ async fn sync(ctl: &mut Controller) -> std::result::Result<String, String> {
     for (ip, ifindex) in &expected {
         match in_map.iter().find(|(mip, _)| mip == ip) {
             None => problems.push(format!("{ip} missing from ENDPOINTS")),
-            Some((_, info)) if Some(info.host_ifindex) != *ifindex => problems.push(format!("{ip} points at a stale ifindex")),
+            Some((_, info)) if Some(info.host_ifindex) != *ifindex => {
+                problems.push(format!("{ip} points at a stale ifindex"))
+            }
             Some(_) => {}
         }
     }

@@ -29,8 +29,14 @@ pub struct Changes {
     pub icmp_timeout: Option<u32>,
 }
 
-const KEYS: [&str; 6] =
-    ["snat_port_min", "snat_port_max", "tcp_established_timeout", "tcp_transient_timeout", "udp_timeout", "icmp_timeout"];
+const KEYS: [&str; 6] = [
+    "snat_port_min",
+    "snat_port_max",
+    "tcp_established_timeout",
+    "tcp_transient_timeout",
+    "udp_timeout",
+    "icmp_timeout",
+];
 
 /// The fewest SNAT ports a default range may have.
 const MIN_DEFAULT_PORTS: u32 = 1000;

@@ -382,9 +382,7 @@ impl Store {
         match self.find_network(name)? {
             Some(n) if n.state == READY => Ok(n),
             Some(_) => Err(Error::not_found(format!("network '{name}' is still being created; retry"))),
-            None => Err(Error::not_found(format!(
-                "network '{name}' does not exist; see `netpath network ls`"
-            ))),
+            None => Err(Error::not_found(format!("network '{name}' does not exist; see `netpath network ls`"))),
         }
     }
 
@@ -396,9 +394,8 @@ impl Store {
     /// Reserves an address for a new endpoint, or returns the endpoint this id already has.
     pub fn reserve_endpoint(&mut self, req: &NewEndpoint) -> Result<Reservation> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing = tx
-            .query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)
-            .optional()?;
+        let existing =
+            tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row).optional()?;
         if let Some(existing) = existing {
             if existing.network_id != req.network.id {
                 return Err(Error::conflict(format!(
@@ -407,7 +404,10 @@ impl Store {
                 )));
             }
             if existing.state != READY {
-                return Err(Error::conflict(format!("endpoint '{}' is being attached by another process; retry", req.id)));
+                return Err(Error::conflict(format!(
+                    "endpoint '{}' is being attached by another process; retry",
+                    req.id
+                )));
             }
             let ports = ports_of(&tx, &existing.id)?;
             return Ok(Reservation::Existing(EndpointRecord { ports, ..existing }));
@@ -418,7 +418,8 @@ impl Store {
             let mut used = BTreeSet::new();
             for ip in rows {
                 let ip = ip?;
-                let ip: Ipv4Addr = ip.parse().map_err(|_| Error::system("state database", format!("bad address '{ip}'")))?;
+                let ip: Ipv4Addr =
+                    ip.parse().map_err(|_| Error::system("state database", format!("bad address '{ip}'")))?;
                 used.insert(u32::from(ip));
             }
             used
@@ -491,7 +492,8 @@ impl Store {
     }
 
     pub fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>> {
-        let found = self.conn.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [id], endpoint_row).optional()?;
+        let found =
+            self.conn.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [id], endpoint_row).optional()?;
         Ok(with_ports(&self.conn, found.into_iter().collect())?.pop())
     }
 

@@ -159,7 +159,8 @@ impl Topology {
         let Some(dir) = dirs.iter().find(|d| !d.file_name().to_string_lossy().starts_with("probe-")) else {
             return Vec::new();
         };
-        let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.path().join(map)).output().unwrap();
+        let out =
+            Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.path().join(map)).output().unwrap();
         assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().cloned().unwrap_or_default()
     }

@@ -81,8 +81,17 @@ fn attach_by_pid_and_with_explicit_address_mac_and_ifname() {
         }
     }
     let ep = t.np_json(&[
-        "attach", "--network", "web", "--pid", &pid.to_string(), "--ip", "10.33.0.77", "--mac", "02:42:00:00:00:77",
-        "--ifname", "net1",
+        "attach",
+        "--network",
+        "web",
+        "--pid",
+        &pid.to_string(),
+        "--ip",
+        "10.33.0.77",
+        "--mac",
+        "02:42:00:00:00:77",
+        "--ifname",
+        "net1",
     ]);
     assert_eq!(ep["ip"], "10.33.0.77");
     let link = t.link("a", "net1").expect("net1 in the process's namespace");
@@ -152,11 +161,21 @@ fn fifty_concurrent_attaches_get_fifty_distinct_addresses() {
         .iter()
         .enumerate()
         .map(|(i, path)| {
-            t.netpath_cmd(&["attach", "--network", "web", "--netns", path, "--id", &format!("c{i}"), "--format", "json"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            t.netpath_cmd(&[
+                "attach",
+                "--network",
+                "web",
+                "--netns",
+                path,
+                "--id",
+                &format!("c{i}"),
+                "--format",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     let mut ips = std::collections::BTreeSet::new();

@@ -32,7 +32,8 @@ fn tcp_transfer_is_carried_by_ebpf_not_the_bridge() {
     let b_veth = b["host_veth"].as_str().unwrap().to_string();
     let server_addr = SocketAddr::from((ip_of(&b), 5001));
     let listener = in_netns(&t.ns_path("b"), || TcpListener::bind(server_addr).unwrap());
-    let client = in_netns(&t.ns_path("a"), || TcpStream::connect_timeout(&server_addr, Duration::from_secs(5)).unwrap());
+    let client =
+        in_netns(&t.ns_path("a"), || TcpStream::connect_timeout(&server_addr, Duration::from_secs(5)).unwrap());
     let bridge_port_before = tx_bytes(&t, "host", &b_veth);
 
     let total = 50 * MB;

@@ -41,7 +41,8 @@ fn tcp_udp_and_ping_reach_the_outside_from_the_uplink_address() {
         conn.write_all(&buf).unwrap();
         peer
     });
-    let mut client = in_netns(&t.ns_path("a"), || TcpStream::connect_timeout(&outside(7000), Duration::from_secs(5)).unwrap());
+    let mut client =
+        in_netns(&t.ns_path("a"), || TcpStream::connect_timeout(&outside(7000), Duration::from_secs(5)).unwrap());
     let mut sent = vec![0u8; 1 << 20];
     pattern(7, &mut sent);
     client.write_all(&sent).unwrap();
@@ -75,7 +76,9 @@ fn tcp_udp_and_ping_reach_the_outside_from_the_uplink_address() {
     for proto in ["tcp", "udp", "icmp"] {
         assert!(protos.contains(&proto), "no {proto} connection in {conns}");
     }
-    assert!(conns.as_array().unwrap().iter().all(|c| c["translated_source"].as_str().unwrap().starts_with(UPLINK_ADDR)));
+    assert!(
+        conns.as_array().unwrap().iter().all(|c| c["translated_source"].as_str().unwrap().starts_with(UPLINK_ADDR))
+    );
     assert_eq!(nf_conntrack_count(&t), nf_before, "the kernel's conntrack was used");
     t.teardown();
 }
@@ -104,7 +107,9 @@ fn two_hundred_simultaneous_connections_from_two_containers() {
     let mut conns = Vec::new();
     for i in 0..200 {
         let ns = if i % 2 == 0 { "a" } else { "b" };
-        conns.push(in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&outside(7100), Duration::from_secs(5)).unwrap()));
+        conns.push(in_netns(&t.ns_path(ns), || {
+            TcpStream::connect_timeout(&outside(7100), Duration::from_secs(5)).unwrap()
+        }));
     }
     let clients: Vec<_> = conns
         .into_iter()

@@ -115,7 +115,9 @@ fn a_port_range_works_end_to_end() {
     t.network("web", &["--subnet", "10.71.0.0/24"]);
     t.container("srv", "web", &["-p", "9000-9009:80-89"]);
     let servers: Vec<_> = (80..90)
-        .map(|port| tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()), 1))
+        .map(|port| {
+            tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()), 1)
+        })
         .collect();
     for i in 0..10u16 {
         let (reply, _) = tcp_request(&t, "outside", host(9000 + i), "ping");
@@ -145,7 +147,19 @@ fn publishing_a_taken_port_fails_and_changes_nothing() {
         assert!(t.link("other", "eth0").is_none(), "{spec} left an interface behind");
     }
     // The same port over another protocol, or on another address than a specific one, is free.
-    t.np(&["attach", "--network", "web", "--netns", &other, "--id", "other", "-p", "8080:80/udp", "-p", "10.99.0.1:7000:70"]);
+    t.np(&[
+        "attach",
+        "--network",
+        "web",
+        "--netns",
+        &other,
+        "--id",
+        "other",
+        "-p",
+        "8080:80/udp",
+        "-p",
+        "10.99.0.1:7000:70",
+    ]);
     t.teardown();
 }
 
@@ -162,18 +176,29 @@ fn after_detach_the_port_answers_nothing() {
     for ns in ["host", "srv", "outside"] {
         assert_eq!(processes_in(&t.ns_path(ns)), Vec::<u32>::new(), "processes in {ns}");
     }
-    assert!(!std::process::Command::new("sh").args(["-c", "command -v iptables || command -v nft"]).status().unwrap().success(),
-        "an iptables or nft binary is installed");
+    assert!(
+        !std::process::Command::new("sh")
+            .args(["-c", "command -v iptables || command -v nft"])
+            .status()
+            .unwrap()
+            .success(),
+        "an iptables or nft binary is installed"
+    );
 
     t.np(&["detach", "--id", "srv"]);
     assert_eq!(t.np_json(&["port", "ls"]), Value::Array(vec![]));
     assert!(t.map_entries("PORTMAP").is_empty());
     for ns in ["outside", "host"] {
-        let err = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&host(8080), Duration::from_secs(2))).unwrap_err();
+        let err =
+            in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&host(8080), Duration::from_secs(2))).unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut), "{ns}: {err:?}");
     }
     let version = std::fs::read_dir(t.pin_root()).unwrap().flatten().next().unwrap().path();
-    let cgroup_links = std::fs::read_dir(version.join("links")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("cgroup-")).count();
+    let cgroup_links = std::fs::read_dir(version.join("links"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cgroup-"))
+        .count();
     assert_eq!(cgroup_links, 0, "the socket programs stay attached with no port published");
     t.teardown();
 }
@@ -212,6 +237,9 @@ fn the_xdp_variant_serves_published_ports_from_outside() {
     let stats = t.np_json(&["stats"]);
     assert!(stats["xdp_redirected"]["packets"].as_u64().unwrap() >= 9, "XDP did not carry the traffic: {stats}");
     t.np(&["network", "rm", "web", "--force"]);
-    assert!(!t.exec("host", &["ip", "link", "show", netpath_tests::UPLINK]).contains("xdpgeneric"), "XDP left on the uplink");
+    assert!(
+        !t.exec("host", &["ip", "link", "show", netpath_tests::UPLINK]).contains("xdpgeneric"),
+        "XDP left on the uplink"
+    );
     t.teardown();
 }
