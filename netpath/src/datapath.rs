@@ -114,6 +114,8 @@ pub fn cgroup2_root() -> Result<PathBuf> {
 /// The pinned datapath, opened from its pins.
 pub struct Datapath {
     dir: PathBuf,
+    /// Where the lock that serializes loading and shared attachments lives.
+    lock_dir: PathBuf,
     networks: HashMap<MapData, u32, NetworkInfo>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     stats: PerCpuHashMap<MapData, StatKey, Counter>,
@@ -139,10 +141,10 @@ impl Datapath {
             }
             load(&dir)?;
         }
-        Self::from_pins(dir)
+        Self::from_pins(dir, lock_dir.to_path_buf())
     }
 
-    fn from_pins(dir: PathBuf) -> Result<Self> {
+    fn from_pins(dir: PathBuf, lock_dir: PathBuf) -> Result<Self> {
         let map = |name: &str| -> Result<Map> {
             let path = dir.join(name);
             let data = MapData::from_pin(&path).context(|| format!("cannot open pinned map {}", path.display()))?;
@@ -160,6 +162,7 @@ impl Datapath {
             portmap: map(names::PORTMAP)?.try_into().map_err(wrong(names::PORTMAP))?,
             host_addrs: map(names::HOST_ADDRS)?.try_into().map_err(wrong(names::HOST_ADDRS))?,
             dir,
+            lock_dir,
         })
     }
 
@@ -205,6 +208,7 @@ impl Datapath {
 
     /// Attaches `from_uplink` to the uplink unless it is there already.
     pub fn attach_uplink(&mut self, uplink: &str) -> Result<()> {
+        let _lock = lock(&self.lock_dir)?;
         if self.link_pin(uplink).exists() {
             return Ok(());
         }
@@ -218,6 +222,7 @@ impl Datapath {
     /// Attaches `xdp_uplink` to the uplink unless it is there already. Generic (skb) mode:
     /// redirecting into a veth from native XDP needs XDP on the container's side too.
     pub fn attach_xdp(&mut self, uplink: &str) -> Result<()> {
+        let _lock = lock(&self.lock_dir)?;
         let pin = self.link_pin(&format!("xdp-{uplink}"));
         if pin.exists() {
             return Ok(());
@@ -238,6 +243,8 @@ impl Datapath {
 
     /// Attaches the socket programs to the cgroup v2 root unless they are there already.
     pub fn attach_sock_programs(&mut self) -> Result<()> {
+        // Concurrent attaches that publish ports must not both attach.
+        let _lock = lock(&self.lock_dir)?;
         let root = cgroup2_root()?;
         for name in names::SOCK_PROGRAMS {
             let pin = self.link_pin(&format!("cgroup-{name}"));

@@ -184,3 +184,64 @@ fn a_datapath_pinned_by_another_build_is_reported_and_replaced_on_reload() {
     t.network("web", &[]);
     t.teardown();
 }
+
+/// Sends one raw Ethernet frame out of `ifname` in the namespace at `ns_path`.
+fn send_raw_frame(ns_path: &str, ifname: &str, frame: &[u8]) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    let frame = frame.to_vec();
+    in_netns(ns_path, move || unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+        addr.sll_halen = 6;
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+        libc::close(fd);
+    });
+}
+
+fn mac_bytes(endpoint: &Value) -> Vec<u8> {
+    endpoint["mac"].as_str().unwrap().split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+}
+
+#[test]
+fn truncated_packets_are_dropped_and_counted_not_forwarded() {
+    let mut t = Topology::new("mal");
+    t.network("web", &["--subnet", "10.56.0.0/24"]);
+    let a = t.container("a", "web", &[]);
+    let b = t.container("b", "web", &[]);
+    // IPv4 packets b's stack saw, whatever it made of them (ARP and IPv6 noise left out).
+    let rx = |t: &Topology| {
+        let snmp = t.exec("b", &["cat", "/proc/net/snmp"]);
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+        let at = names.split_whitespace().position(|n| n == "InReceives").unwrap();
+        values.split_whitespace().nth(at).unwrap().parse::<u64>().unwrap()
+    };
+    let (before, b_rx) = (drops(&t.np_json(&["stats"]), "malformed"), rx(&t));
+
+    // From a to b, an IPv4 header that claims 1000 bytes in a 60-byte frame.
+    let mut frame = mac_bytes(&b);
+    frame.extend(mac_bytes(&a));
+    frame.extend([0x08, 0x00, 0x45, 0, 0x03, 0xe8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    frame.extend(ip_of(&a).octets());
+    frame.extend(ip_of(&b).octets());
+    frame.resize(60, 0);
+    for _ in 0..3 {
+        send_raw_frame(&t.ns_path("a"), "eth0", &frame);
+    }
+
+    let after = drops(&t.np_json(&["stats"]), "malformed");
+    assert_eq!(after, before + 3, "malformed drops went from {before} to {after}");
+    assert_eq!(rx(&t), b_rx, "a truncated packet reached b");
+    t.teardown();
+}
