@@ -283,7 +283,8 @@ pub mod drop_reason {
     pub const MALFORMED: u32 = 1;
     /// The destination is an endpoint of another network (networks are isolated).
     pub const POLICY: u32 = 2;
-    /// The source address is not the one assigned to the veth it came from.
+    /// The source address is not the one assigned to the veth it came from, or an endpoint's
+    /// address arrived from the outside.
     pub const SOURCE_MISMATCH: u32 = 3;
     /// The redirect helper refused the packet (the target device is gone).
     pub const REDIRECT_FAILED: u32 = 4;
@@ -294,9 +295,12 @@ pub mod drop_reason {
     /// Egress that masquerading cannot translate (IP fragments, protocols without ports):
     /// dropped rather than leaked with the endpoint's private source address.
     pub const NAT_UNSUPPORTED: u32 = 7;
+    /// Masqueraded egress that the routing table sends out of an interface other than the
+    /// network's uplink: dropped rather than sent untranslated.
+    pub const NOT_UPLINK: u32 = 8;
 
-    pub const ALL: [u32; 7] =
-        [MALFORMED, POLICY, SOURCE_MISMATCH, REDIRECT_FAILED, NAT_EXHAUSTED, EGRESS_DENIED, NAT_UNSUPPORTED];
+    pub const ALL: [u32; 8] =
+        [MALFORMED, POLICY, SOURCE_MISMATCH, REDIRECT_FAILED, NAT_EXHAUSTED, EGRESS_DENIED, NAT_UNSUPPORTED, NOT_UPLINK];
 
     pub fn name(reason: u32) -> &'static str {
         match reason {
@@ -307,6 +311,7 @@ pub mod drop_reason {
             NAT_EXHAUSTED => "nat-exhausted",
             EGRESS_DENIED => "egress-denied",
             NAT_UNSUPPORTED => "nat-unsupported",
+            NOT_UPLINK => "not-uplink",
             _ => "unknown",
         }
     }

@@ -51,14 +51,21 @@ fn next_state(state: u8, proto: u8, tcp_flags: u8, dir: u8) -> u8 {
     if dir == ct_dir::REPLY && state == ct_state::NEW { ct_state::ESTABLISHED } else { state }
 }
 
-/// The state a flow starts in: a TCP flow picked up mid-stream counts as established.
+/// The state a flow starts in: a TCP flow picked up mid-stream counts as established, unless
+/// its first packet already closes it.
 #[inline(always)]
 fn initial_state(proto: u8, tcp_flags: u8) -> u8 {
-    if proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        ct_state::ESTABLISHED
-    } else {
-        ct_state::NEW
+    if proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return ct_state::NEW;
     }
+    next_state(ct_state::ESTABLISHED, proto, tcp_flags, ct_dir::ORIGINAL)
+}
+
+/// Whether a packet may open a connection to a published port: for TCP only a SYN, so stray
+/// segments (answers to the host's own connections, spoofed resets) create nothing.
+#[inline(always)]
+pub fn opens(proto: u8, tcp_flags: u8) -> bool {
+    proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// The live original entry behind a reply entry, if the pair is still valid.
@@ -128,22 +135,51 @@ pub fn create(cfg: &Config, key: &CtKey, mut out: CtEntry, tcp_flags: u8, pick_s
         let rkey = CtKey::partner(&out, key.proto);
         let claimed = match unsafe { CT.get(&rkey) } {
             None => CT.insert(&rkey, &back, BPF_NOEXIST).is_ok(),
+            // Free when its connection is gone, or is this very one being reopened.
             Some(held) => {
                 held.dir == ct_dir::REPLY
-                    && live_original(cfg, &rkey, held, now).is_none()
+                    && (CtKey::partner(held, key.proto) == *key || live_original(cfg, &rkey, held, now).is_none())
                     && CT.insert(&rkey, &back, 0).is_ok()
             }
         };
         if claimed {
-            if CT.insert(key, &out, 0).is_err() {
-                let _ = CT.remove(&rkey);
-                return Err(drop_reason::NAT_EXHAUSTED);
-            }
-            return Ok(out);
+            return commit_original(cfg, key, &out, &rkey, tcp_flags, now);
         }
         i += 1;
     }
     Err(drop_reason::NAT_EXHAUSTED)
+}
+
+/// Records the original entry once its reply entry is claimed. Another CPU may have created
+/// the same connection meanwhile: then its translation stands and our claim is given back.
+#[inline(always)]
+fn commit_original(
+    cfg: &Config,
+    key: &CtKey,
+    out: &CtEntry,
+    rkey: &CtKey,
+    tcp_flags: u8,
+    now: u64,
+) -> Result<CtEntry, u32> {
+    if CT.insert(key, out, BPF_NOEXIST).is_ok() {
+        return Ok(*out);
+    }
+    if let Some(winner) = unsafe { CT.get(key) } {
+        let reopened = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && winner.state >= ct_state::CLOSING;
+        if !reopened && !expired(cfg, key.proto, winner, now) {
+            let winner = *winner;
+            if CtKey::partner(&winner, key.proto) != *rkey {
+                let _ = CT.remove(rkey);
+            }
+            return Ok(winner);
+        }
+    }
+    // What was there is expired or being reopened: replace it.
+    if CT.insert(key, out, 0).is_err() {
+        let _ = CT.remove(rkey);
+        return Err(drop_reason::NAT_EXHAUSTED);
+    }
+    Ok(*out)
 }
 
 /// For an ICMP error about a packet we sent (`inner`, as it left): the translation its

@@ -10,10 +10,7 @@ use aya_ebpf::{
 };
 use netpath_common::{EndpointInfo, NetworkInfo, drop_reason, stat_kind};
 
-use crate::{
-    counters::{count, drop_packet},
-    packet::Ipv4,
-};
+use crate::counters::{count, drop_packet};
 
 const AF_INET: u8 = 2;
 
@@ -24,31 +21,32 @@ pub enum Route {
     Uplink(u32),
     /// Out of the uplink, but larger than its MTU and not a GSO packet.
     TooBig,
-    /// Local delivery, another interface, or no route: the host's business.
+    /// Out of another interface.
     Elsewhere,
+    /// Local delivery, or no route: the stack answers (or sends the ICMP error).
+    Stack,
 }
 
 #[inline(always)]
-pub fn route(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> Route {
+pub fn route(ctx: &TcContext, saddr: u32, daddr: u32, proto: u8, net: &NetworkInfo) -> Route {
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.l4_protocol = ip.proto;
+    params.l4_protocol = proto;
     // tot_len stays 0: the helper then checks the skb itself against the MTU, which lets GSO
     // packets through; a tot_len would be compared as is and refuse every GSO packet.
     params.ifindex = net.bridge_ifindex;
-    params.__bindgen_anon_3.ipv4_src = ip.saddr;
-    params.__bindgen_anon_4.ipv4_dst = ip.daddr;
+    params.__bindgen_anon_3.ipv4_src = saddr;
+    params.__bindgen_anon_4.ipv4_dst = daddr;
     let rc =
         unsafe { bpf_fib_lookup(ctx.skb.skb.cast(), &mut params, core::mem::size_of::<FibParams>() as i32, 0) } as u32;
-    if params.ifindex != net.uplink_ifindex {
-        return Route::Elsewhere;
-    }
+    let uplink = params.ifindex == net.uplink_ifindex;
     match rc {
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH if uplink => {
             Route::Uplink(unsafe { params.__bindgen_anon_4.ipv4_dst })
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
-        _ => Route::Elsewhere,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED if uplink => Route::TooBig,
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::Elsewhere,
+        _ => Route::Stack,
     }
 }
 

@@ -61,7 +61,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
         return to_endpoint(&ctx, dst, None, ip.saddr, ip.daddr);
     }
     if let (Some(l4), Some(cfg)) = (&l4, cfg) {
-        if let Some(target) = published(&ip, l4) {
+        if let Some(target) = published(&ip, l4).filter(|_| conntrack::opens(ip.proto, l4.tcp_flags)) {
             return hairpin(&ctx, cfg, &ip, l4, target, net);
         }
     }
@@ -97,19 +97,24 @@ fn hairpin(ctx: &TcContext, cfg: &Config, ip: &Ipv4, l4: &L4, target: &PortTarge
 /// endpoint, or the outside through the uplink.
 #[inline(always)]
 fn send_translated(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry, net: &NetworkInfo) -> i32 {
-    if apply(ctx, ip, l4, to).is_none() {
-        return drop(ctx, ip, drop_reason::MALFORMED);
-    }
     if let Some(ep) = unsafe { ENDPOINTS.get(&to.daddr) } {
+        if apply(ctx, ip, l4, to).is_none() {
+            return drop(ctx, ip, drop_reason::MALFORMED);
+        }
         return deliver(ctx, ep, to.saddr, to.daddr);
     }
-    let translated = Ipv4 { saddr: to.saddr, daddr: to.daddr, ..*ip };
-    match route(ctx, &translated, net) {
-        Route::Uplink(next_hop) if decrement_ttl(ctx, ip) => {
-            to_next_hop(ctx, net.uplink_ifindex, next_hop, to.saddr, to.daddr)
-        }
-        _ => drop(ctx, ip, drop_reason::NAT_UNSUPPORTED),
+    let next_hop = match route(ctx, to.saddr, to.daddr, ip.proto, net) {
+        Route::Uplink(next_hop) if ip.ttl > 1 => next_hop,
+        // Untranslated, so the stack's "fragmentation needed" (or time exceeded) reaches the
+        // endpoint's socket.
+        Route::TooBig if ip.dont_fragment => return TC_ACT_OK,
+        Route::Uplink(_) => return TC_ACT_OK,
+        _ => return drop(ctx, ip, drop_reason::NOT_UPLINK),
+    };
+    if apply(ctx, ip, l4, to).is_none() || !decrement_ttl(ctx, ip) {
+        return drop(ctx, ip, drop_reason::MALFORMED);
     }
+    to_next_hop(ctx, net.uplink_ifindex, next_hop, to.saddr, to.daddr)
 }
 
 /// To an endpoint, from its network's gateway: the routed hop the translation stands for.
@@ -125,16 +130,20 @@ fn egress(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, net: &NetworkInfo) -> i32
     if net.uplink_ifindex == 0 || ip.ttl <= 1 {
         return TC_ACT_OK;
     }
-    let next_hop = match route(ctx, ip, net) {
+    let masquerade = net.flags & network_flags::MASQUERADE != 0;
+    let next_hop = match route(ctx, ip.saddr, ip.daddr, ip.proto, net) {
         Route::Uplink(next_hop) => next_hop,
         // The stack answers with "fragmentation needed"; it would fragment the rest and send
         // it untranslated, so that is dropped.
-        Route::TooBig if ip.dont_fragment || net.flags & network_flags::MASQUERADE == 0 => return TC_ACT_OK,
+        Route::TooBig if ip.dont_fragment || !masquerade => return TC_ACT_OK,
         Route::TooBig => return drop(ctx, ip, drop_reason::NAT_UNSUPPORTED),
-        Route::Elsewhere => return TC_ACT_OK,
+        // The bridge forwards (the FIB lookup needs it), so what the stack would send out of
+        // another interface would leave untranslated: masqueraded networks fail closed.
+        Route::Elsewhere if masquerade => return drop(ctx, ip, drop_reason::NOT_UPLINK),
+        Route::Elsewhere | Route::Stack => return TC_ACT_OK,
     };
     let mut saddr = ip.saddr;
-    if net.flags & network_flags::MASQUERADE != 0 {
+    if masquerade {
         let (Some(l4), Some(cfg)) = (l4, conntrack::config()) else {
             return drop(ctx, ip, drop_reason::NAT_UNSUPPORTED);
         };

@@ -4,11 +4,16 @@
 //! embedded headers. A first packet to a published port starts a connection to its endpoint.
 //! Routed (`--no-masquerade`) endpoints are reached directly. Everything else is the host's
 //! own traffic and passes untouched.
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{Config, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, network_flags};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use netpath_common::{Config, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, drop_reason, network_flags};
 
 use crate::{
     conntrack,
+    counters::drop_packet,
     forward::to_endpoint,
     frame::Frame,
     maps::{ENDPOINTS, NETWORKS},
@@ -27,6 +32,12 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     let Some(cfg) = conntrack::config() else {
         return TC_ACT_OK;
     };
+    // Nothing from the outside legitimately carries an endpoint's address as its source; such
+    // a packet could forge state in the endpoint's own connections.
+    if unsafe { ENDPOINTS.get(&ip.saddr) }.is_some() {
+        drop_packet(&ctx, drop_reason::SOURCE_MISMATCH, ip.saddr, ip.daddr, ip.proto);
+        return TC_ACT_SHOT;
+    }
     if let Some(ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED) = icmp_type(&ctx, &ip) {
         return icmp_error(&ctx, cfg, &ip);
     }

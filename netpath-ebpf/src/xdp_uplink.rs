@@ -27,7 +27,8 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     let (Some(cfg), Some(l4)) = (conntrack::config(), parse_l4(&ctx, &ip)) else {
         return XDP_PASS;
     };
-    if ip.ttl <= 1 {
+    // Spoofed endpoint sources go on to `from_uplink`, which drops and counts them.
+    if ip.ttl <= 1 || unsafe { ENDPOINTS.get(&ip.saddr) }.is_some() {
         return XDP_PASS;
     }
     let Some(to) = conntrack::inbound(cfg, &ip, &l4) else {

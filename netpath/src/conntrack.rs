@@ -99,18 +99,7 @@ pub fn flush(ctl: &mut Controller, network: Option<&str>) -> Result<usize> {
         Some(n) => Some(ctl.endpoints(Some(n))?.iter().map(|e| u32::from_ne_bytes(e.ip.octets())).collect()),
         None => None,
     };
-    let dp = ctl.datapath()?;
-    let mut removed = 0;
-    for (key, entry) in dp.conntrack()? {
-        let involved = addrs
-            .as_ref()
-            .is_none_or(|a| [key.saddr, key.daddr, entry.saddr, entry.daddr].iter().any(|x| a.contains(x)));
-        if involved {
-            dp.remove_conntrack(&key)?;
-            removed += usize::from(entry.dir == ct_dir::ORIGINAL);
-        }
-    }
-    Ok(removed)
+    ctl.datapath()?.forget_connections(addrs.as_deref())
 }
 
 /// Removes expired connections and reply entries whose connection is gone. The datapath

@@ -261,6 +261,8 @@ impl Controller {
         let Some(uplink) = &net.uplink else {
             return Ok(());
         };
+        // Under the lock, a network created meanwhile on the same uplink is seen and kept.
+        let _lock = self.datapath()?.lock()?;
         let others: Vec<NetworkRecord> =
             self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
         if !others.iter().any(|n| n.xdp) {
@@ -314,8 +316,14 @@ impl Controller {
             )));
         }
         self.reap_abandoned().await?;
+        let host_veth = host_veth_name(&id);
+        if self.store.endpoint(&id)?.is_none() && self.nl.index_of(&host_veth).await?.is_some() {
+            return Err(Error::conflict(format!(
+                "interface '{host_veth}' already exists in the host network namespace; pass another --id"
+            )));
+        }
         let request = NewEndpoint {
-            host_veth: host_veth_name(&id),
+            host_veth,
             id,
             network,
             ip,
@@ -341,28 +349,23 @@ impl Controller {
         }
     }
 
+    /// The datapath is attached before the container's side comes up, so not one packet of
+    /// the endpoint can take the bridge's path untranslated.
     async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
-        if self.nl.index_of(&ep.host_veth).await?.is_some() {
-            return Err(Error::conflict(format!(
-                "interface '{}' already exists in the host network namespace; pass another --id",
-                ep.host_veth
-            )));
-        }
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: ns };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
+        let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: [0; 2] };
+        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
+        self.publish(ep).await?;
 
         let inside = Netlink::connect_in(ns)?;
         let index = inside.require_index(&ep.ifname).await?;
         inside.add_address(index, ep.ip, ep.prefix).await?;
         inside.set_up(index).await?;
         inside.set_up(inside.require_index("lo").await?).await?;
-        inside.add_default_route(ep.gateway).await?;
-
-        let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: [0; 2] };
-        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
-        self.publish(ep).await
+        inside.add_default_route(ep.gateway).await
     }
 
     /// Publishes the endpoint's ports, with the host addresses they answer on.
@@ -383,27 +386,36 @@ impl Controller {
         Ok(endpoints.into_iter().flat_map(|ep| ep.ports.clone().into_iter().map(move |p| (ep.clone(), p))).collect())
     }
 
-    /// Removes an endpoint's datapath entries, its veth pair and its row, attempting every
-    /// part even when one fails.
+    /// Removes an endpoint's veth pair, then its datapath entries and connections, then its
+    /// row, attempting every part even when one fails. The veth goes first: while it exists,
+    /// its traffic must keep going through the datapath.
     async fn teardown_endpoint(&mut self, ep: &EndpointRecord) -> Result<()> {
         let ifindex = self.nl.index_of(&ep.host_veth).await?;
-        let datapath = match self.datapath_pinned() {
-            true => self
-                .datapath()
-                .and_then(|dp| dp.unpublish(&ep.ports).and(dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex))),
-            false => Ok(()),
-        };
         let veth = match ifindex {
             Some(index) => self.nl.delete(index).await,
             None => Ok(()),
         };
-        self.store.remove_endpoint(&ep.id)?;
-        let sock = match self.datapath_pinned() && self.ports()?.is_empty() {
-            // The socket programs see every connect() on the machine: none without a reason.
-            true => self.datapath().and_then(|dp| dp.detach_sock_programs()),
+        let datapath = match self.datapath_pinned() {
+            true => self.datapath().and_then(|dp| {
+                dp.unpublish(&ep.ports)?;
+                dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex)?;
+                dp.forget_connections(Some(&[datapath::map_key(ep.ip)])).map(drop)
+            }),
             false => Ok(()),
         };
-        datapath.and(veth).and(sock)
+        self.store.remove_endpoint(&ep.id)?;
+        let sock = match self.datapath_pinned() {
+            true => self.detach_sock_programs_if_unused(),
+            false => Ok(()),
+        };
+        veth.and(datapath).and(sock)
+    }
+
+    /// The socket programs see every connect() on the machine: none without a published port.
+    /// Checked under the lock, so a concurrent publish is not left without them.
+    fn detach_sock_programs_if_unused(&mut self) -> Result<()> {
+        let _lock = self.datapath()?.lock()?;
+        if self.ports()?.is_empty() { self.datapath()?.detach_sock_programs() } else { Ok(()) }
     }
 
     pub async fn detach(&mut self, spec: &DetachSpec) -> Result<Vec<EndpointRecord>> {

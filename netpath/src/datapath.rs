@@ -34,7 +34,7 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, names, stat_kind,
+    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, ct_dir, names, stat_kind,
 };
 use nix::fcntl::{Flock, FlockArg};
 
@@ -361,6 +361,27 @@ impl Datapath {
     /// Every conntrack entry, both directions.
     pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>> {
         self.ct.iter().map(|e| e.context(|| "cannot read the CT map")).collect()
+    }
+
+    /// Removes every connection involving one of `addrs` (all, with `None`), both directions.
+    /// Returns how many connections went.
+    pub fn forget_connections(&mut self, addrs: Option<&[u32]>) -> Result<usize> {
+        let mut removed = 0;
+        for (key, entry) in self.conntrack()? {
+            let involved =
+                addrs.is_none_or(|a| [key.saddr, key.daddr, entry.saddr, entry.daddr].iter().any(|x| a.contains(x)));
+            if involved {
+                self.remove_conntrack(&key)?;
+                removed += usize::from(entry.dir == ct_dir::ORIGINAL);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Serializes changes to what several processes share (uplink, XDP and cgroup
+    /// attachments) with loading and attaching.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        lock(&self.lock_dir)
     }
 
     pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<()> {

@@ -243,3 +243,54 @@ fn the_xdp_variant_serves_published_ports_from_outside() {
     );
     t.teardown();
 }
+
+/// A TCP connection from a chosen local port, as a client reconnecting from the same port.
+fn connect_from(t: &Topology, ns: &str, local_port: u16, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else { unreachable!("IPv4 only") };
+    in_netns(&t.ns_path(ns), move || unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4);
+        let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let local = sockaddr(Ipv4Addr::UNSPECIFIED, local_port);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    })
+}
+
+#[test]
+fn a_client_reconnects_from_the_same_port_and_detach_forgets_connections() {
+    let mut t = Topology::with_outside("reco");
+    t.network("web", &["--subnet", "10.75.0.0/24"]);
+    t.container("srv", "web", &["-p", "8080:80"]);
+    let server = tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap()), 3);
+    // The server closes first, so the client's port is free again at once; the connection's
+    // conntrack entries are still there (closing) when the same 4-tuple comes back.
+    for i in 0..3 {
+        let mut conn = connect_from(&t, "outside", 40000, host(8080)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        conn.write_all(b"again").unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "80:again", "connection {i}");
+    }
+    server.join().unwrap();
+    assert!(!t.map_entries("CT").is_empty());
+    t.np(&["detach", "--id", "srv"]);
+    assert!(t.map_entries("CT").is_empty(), "the endpoint's connections outlived it");
+    t.teardown();
+}
