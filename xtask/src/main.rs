@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench`.
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -27,6 +28,9 @@ enum Task {
     },
     /// Set up, build, and show two containers talking through the eBPF datapath.
     Demo,
+    /// Set up, build, and measure netpath against a veth pair, a Linux bridge, Docker,
+    /// netavark and the CNI plugins, each in its own throwaway namespaces.
+    Bench(bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -42,6 +46,11 @@ fn main() -> Result<()> {
             setup::run()?;
             build::all()?;
             demo::run()
+        }
+        Task::Bench(options) => {
+            setup::run()?;
+            build::all()?;
+            bench::run(&options)
         }
     }
 }

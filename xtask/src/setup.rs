@@ -23,8 +23,9 @@ pub fn run() -> Result<()> {
 }
 
 fn rust_src() -> Result<()> {
-    let installed = sh::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
-        .unwrap_or_default();
+    let installed =
+        sh::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+            .unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         step("installing rust-src for the nightly toolchain");
         sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;

@@ -32,7 +32,8 @@ const PRIVATE: &[&str] = &["docker.io", "netavark", "containernetworking-plugins
 /// Names that must never be installed system-wide by the bench.
 const FORBIDDEN: &[&str] = &["iptables", "nftables", "arptables", "ebtables"];
 /// The names Debian's alternatives would give xtables-nft-multi (its default backend).
-const IPTABLES_LINKS: &[&str] = &["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"];
+const IPTABLES_LINKS: &[&str] =
+    &["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"];
 const APT_LIMIT: Duration = Duration::from_secs(900);
 
 /// The private prefix and what is in it.
@@ -73,7 +74,12 @@ fn apt(args: &[&str]) -> Command {
 /// Packages `apt-get install` would add for `packages`, without installing anything.
 fn would_install(packages: &[&str]) -> Result<Vec<String>> {
     let out = stdout_within(apt(&["install", "-s", "-q", "--no-install-recommends"]).args(packages), APT_LIMIT)?;
-    Ok(out.lines().filter_map(|l| l.strip_prefix("Inst ")).filter_map(|l| l.split_whitespace().next()).map(String::from).collect())
+    Ok(out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Inst "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect())
 }
 
 fn apt_update() -> Result<()> {
@@ -89,7 +95,10 @@ fn system_packages() -> Result<()> {
     apt_update()?;
     let pulled = would_install(&missing)?;
     if let Some(bad) = pulled.iter().find(|p| FORBIDDEN.contains(&p.as_str())) {
-        bail!("installing {} system-wide would bring {bad}; refusing (the machine must stay without a packet filter)", missing.join(", "));
+        bail!(
+            "installing {} system-wide would bring {bad}; refusing (the machine must stay without a packet filter)",
+            missing.join(", ")
+        );
     }
     output_within(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(&missing), APT_LIMIT)
         .map(drop)
@@ -105,7 +114,8 @@ fn installed_version(package: &str) -> Result<String> {
 fn private_prefix(root: &Path) -> Result<BTreeMap<String, String>> {
     let record = root.join("installed.json");
     if let Ok(text) = std::fs::read_to_string(&record) {
-        return serde_json::from_str(&text).with_context(|| format!("{} is corrupt; remove {}", record.display(), root.display()));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt; remove {}", record.display(), root.display()));
     }
     step(&format!("unpacking {} into {} (not system-wide: they need iptables)", PRIVATE.join(", "), root.display()));
     let debs = root.join("debs");
@@ -129,7 +139,8 @@ fn private_prefix(root: &Path) -> Result<BTreeMap<String, String>> {
         let deb = entry?.path();
         output_within(Command::new("dpkg").arg("-x").arg(&deb).arg(root), APT_LIMIT)
             .with_context(|| format!("unpacking {}", deb.display()))?;
-        let fields = stdout_within(Command::new("dpkg-deb").arg("-f").arg(&deb).args(["Package", "Version"]), APT_LIMIT)?;
+        let fields =
+            stdout_within(Command::new("dpkg-deb").arg("-f").arg(&deb).args(["Package", "Version"]), APT_LIMIT)?;
         let field = |name: &str| fields.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
         if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
             versions.insert(p, v);
@@ -140,7 +151,8 @@ fn private_prefix(root: &Path) -> Result<BTreeMap<String, String>> {
         for name in IPTABLES_LINKS {
             let link = sbin.join(name);
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink("xtables-nft-multi", &link).with_context(|| format!("linking {}", link.display()))?;
+            std::os::unix::fs::symlink("xtables-nft-multi", &link)
+                .with_context(|| format!("linking {}", link.display()))?;
         }
     }
     std::fs::write(&record, serde_json::to_string_pretty(&versions)?)?;

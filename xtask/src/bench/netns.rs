@@ -6,18 +6,15 @@ use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use anyhow::{Context, Result};
 
-use super::process::stdout_within;
+use super::process::{SETUP_LIMIT, stdout_within};
 
 /// Every namespace the bench creates is named with this prefix, so a crashed run's are found.
 pub const PREFIX: &str = "npbench-";
 const NETNS_DIR: &str = "/run/netns";
-/// Long enough for any set-up command; a hung one must not stall the bench.
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct Netns {
@@ -30,7 +27,7 @@ impl Netns {
     /// Creates `npbench-<name>` with its loopback up.
     pub fn create(name: &str) -> Result<Self> {
         let full = format!("{PREFIX}{name}");
-        stdout_within(Command::new("ip").args(["netns", "add", &full]), COMMAND_LIMIT)
+        stdout_within(Command::new("ip").args(["netns", "add", &full]), SETUP_LIMIT)
             .with_context(|| format!("creating network namespace {full}"))?;
         let ns = Self { path: Path::new(NETNS_DIR).join(&full), name: Some(full) };
         ns.run(&["ip", "link", "set", "lo", "up"])?;
@@ -60,7 +57,8 @@ impl Netns {
 
     /// Runs a set-up command inside; the error names the namespace.
     pub fn run(&self, args: &[&str]) -> Result<String> {
-        stdout_within(&mut self.cmd(args[0], &args[1..]), COMMAND_LIMIT).with_context(|| format!("in {}", self.path.display()))
+        stdout_within(&mut self.cmd(args[0], &args[1..]), SETUP_LIMIT)
+            .with_context(|| format!("in {}", self.path.display()))
     }
 
     /// Writes a sysctl of this namespace (`net.*` sysctls are per namespace).
@@ -92,7 +90,7 @@ impl Netns {
 
 pub fn delete_named(name: &str) {
     if Path::new(NETNS_DIR).join(name).exists() {
-        let _ = stdout_within(Command::new("ip").args(["netns", "del", name]), COMMAND_LIMIT);
+        let _ = stdout_within(Command::new("ip").args(["netns", "del", name]), SETUP_LIMIT);
     }
 }
 
@@ -100,7 +98,10 @@ pub fn delete_named(name: &str) {
 pub fn leftover_names() -> Vec<String> {
     std::fs::read_dir(NETNS_DIR)
         .map(|dir| {
-            dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(PREFIX)).collect()
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(PREFIX))
+                .collect()
         })
         .unwrap_or_default()
 }

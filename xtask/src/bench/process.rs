@@ -10,9 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+
+/// Long enough for any set-up or teardown command (a daemon's, a plugin's, `ip`'s); a hung
+/// one must not stall the bench.
+pub const SETUP_LIMIT: Duration = Duration::from_secs(60);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set once the teardown starts: from then on nothing is cut short, Ctrl-C or not.
+static CLEANING_UP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -26,8 +32,14 @@ pub fn catch_interrupts() {
     }
 }
 
+/// Whether Ctrl-C was pressed and the work should stop (never during the teardown).
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    INTERRUPTED.load(Ordering::SeqCst) && !CLEANING_UP.load(Ordering::SeqCst)
+}
+
+/// The teardown starts: commands run to completion from now on, even after Ctrl-C.
+pub fn start_cleanup() {
+    CLEANING_UP.store(true, Ordering::SeqCst);
 }
 
 /// Fails with "interrupted" once Ctrl-C was pressed, so `?` unwinds to the cleanup.
@@ -45,10 +57,19 @@ pub fn describe(cmd: &Command) -> String {
 /// Runs `cmd` to completion within `limit`, killing it past that; stdout and stderr are
 /// captured. The error names the command and quotes its stderr.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    run_within(cmd, limit, None)
+}
+
+/// Like [`output_within`], with `input` on the command's stdin.
+pub fn feed_within(cmd: &mut Command, limit: Duration, input: &[u8]) -> Result<Output> {
+    run_within(cmd, limit, Some(input))
+}
+
+fn run_within(cmd: &mut Command, limit: Duration, input: Option<&[u8]>) -> Result<Output> {
     let line = describe(cmd);
     // Its own process group: Ctrl-C reaches the bench, which then stops the child itself.
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -64,12 +85,23 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A child that exits without reading all of it only closes the pipe: nothing to report.
+        thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if Instant::now() > deadline || interrupted() {
+        if interrupted() {
+            stop(&mut child);
+            bail!("`{line}` stopped: interrupted");
+        }
+        if Instant::now() > deadline {
             stop(&mut child);
             bail!("`{line}` did not finish within {}s", limit.as_secs());
         }
@@ -77,14 +109,38 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
     };
     let out = Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() };
     if !out.status.success() {
-        bail!("`{line}` failed ({}): {}", out.status, last_line(&out.stderr).unwrap_or_else(|| last_line(&out.stdout).unwrap_or_default()));
+        // The root cause is the tool's own words; callers that name the command more briefly
+        // report only that (see `root_cause`).
+        return Err(anyhow!("{}", summary(&out)).context(format!("`{line}` failed ({})", out.status)));
     }
     Ok(out)
+}
+
+/// What a failed command said, without the command line: for reports.
+pub fn root_cause(e: &anyhow::Error) -> String {
+    e.root_cause().to_string()
 }
 
 /// Like [`output_within`], returning stdout as text.
 pub fn stdout_within(cmd: &mut Command, limit: Duration) -> Result<String> {
     Ok(String::from_utf8_lossy(&output_within(cmd, limit)?.stdout).into_owned())
+}
+
+/// The line of a failed command's output that says why: one that mentions an error (stderr
+/// first; CNI plugins report on stdout), else the last line.
+fn summary(out: &Output) -> String {
+    let error_line = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(str::trim)
+            .find(|l| l.to_lowercase().contains("error") || l.contains("\"msg\""))
+            .map(String::from)
+    };
+    error_line(&out.stderr)
+        .or_else(|| last_line(&out.stderr))
+        .or_else(|| error_line(&out.stdout))
+        .or_else(|| last_line(&out.stdout))
+        .unwrap_or_default()
 }
 
 /// The last non-empty line of a command's output, for error messages.
@@ -111,10 +167,6 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("cannot start {name}: `{line}`"))?;
         Ok(Self { name: name.to_string(), child })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Fails, naming the daemon and its log, if it has already exited.

@@ -9,6 +9,7 @@ use super::{
     Ctx,
     netns::Netns,
     process::{Daemon, check_interrupt},
+    traffic::LATENCY_CPU,
 };
 
 /// RFC 2544's benchmarking range: on the uplink only, between the bench's own namespaces.
@@ -75,11 +76,12 @@ impl Topology {
         let servers: [(&str, Vec<&str>); 3] = [
             ("iperf3", vec!["iperf3", "-s", "-p", &iperf]),
             ("np-connrate", vec![ctx.connrate.to_str().unwrap_or_default(), "server", "--port", &connrate]),
-            ("sockperf", vec!["sockperf", "server", "-p", &sockperf]),
+            ("sockperf", vec!["taskset", "-c", LATENCY_CPU, "sockperf", "server", "-p", &sockperf]),
         ];
         for (name, args) in servers {
             let log = ctx.log(&format!("{}-{role}-{name}", self.label));
-            let daemon = Daemon::spawn(&format!("{name} in {}", ns.path().display()), &mut ns.cmd(args[0], &args[1..]), &log)?;
+            let daemon =
+                Daemon::spawn(&format!("{name} in {}", ns.path().display()), &mut ns.cmd(args[0], &args[1..]), &log)?;
             self.servers.push((daemon, log));
         }
         wait_listening(ns, "tcp", IPERF_PORT)?;
@@ -91,9 +93,14 @@ impl Topology {
         Ok(())
     }
 
+    /// Stops the servers (before their namespaces' owner removes them).
+    pub fn stop_servers(&mut self) {
+        self.servers.clear();
+    }
+
     /// Stops the servers and deletes the namespaces; safe to call twice.
     pub fn teardown(&mut self) {
-        self.servers.clear();
+        self.stop_servers();
         for ns in self.namespaces.drain(..).rev() {
             ns.delete();
         }
@@ -107,14 +114,15 @@ impl Drop for Topology {
 }
 
 /// Waits until something in `ns` has a `proto` socket bound to `port` (and, for TCP,
-/// listening), read from the namespace's own /proc/net table.
+/// listening), read from the namespace's own /proc/net tables (v4 and v6: iperf3 listens on
+/// a dual-stack socket).
 pub fn wait_listening(ns: &Netns, proto: &str, port: u16) -> Result<()> {
     let suffix = format!(":{port:04X}");
     for _ in 0..100 {
         check_interrupt()?;
-        let table = ns.run(&["cat", &format!("/proc/net/{proto}")])?;
+        let tables = ns.run(&["cat", &format!("/proc/net/{proto}"), &format!("/proc/net/{proto}6")])?;
         // Columns: slot, local address:port (hex), remote, state (0A is TCP's LISTEN).
-        let bound = table.lines().skip(1).any(|line| {
+        let bound = tables.lines().any(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
             cols.len() > 3 && cols[1].ends_with(&suffix) && (proto != "tcp" || cols[3] == "0A")
         });

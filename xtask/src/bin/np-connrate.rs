@@ -33,7 +33,9 @@ fn main() -> ExitCode {
         Some("server") => server(&args[1..]),
         Some("client") => client(&args[1..]),
         Some("probe") => probe(&args[1..]),
-        _ => Err("usage: np-connrate server|client|probe [--port P] [--addr IP:PORT] [--seconds S] [--threads N]".into()),
+        _ => {
+            Err("usage: np-connrate server|client|probe [--port P] [--addr IP:PORT] [--seconds S] [--threads N]".into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

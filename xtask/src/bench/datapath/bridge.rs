@@ -27,7 +27,9 @@ impl Datapath for Bridge {
     }
 
     fn description(&self) -> String {
-        format!("Linux bridge {BRIDGE} with veths, kernel routing, no netfilter rule (no NAT: inbound paths dial the container)")
+        format!(
+            "Linux bridge {BRIDGE} with veths, kernel routing, no netfilter rule (no NAT: inbound paths dial the container)"
+        )
     }
 
     fn up(&mut self, ctx: &Ctx) -> Result<()> {

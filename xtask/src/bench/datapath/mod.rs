@@ -15,7 +15,9 @@ use anyhow::Result;
 use super::{
     Ctx,
     netns::Netns,
-    topology::{CONNRATE_PORT, HOST_UPLINK_IP, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, SOCKPERF_PORT},
+    topology::{
+        CONNRATE_PORT, HOST_UPLINK_IP, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, SOCKPERF_PORT,
+    },
 };
 
 /// The paths a scenario can take.
@@ -44,7 +46,13 @@ pub struct Target {
 impl Target {
     /// The servers' own ports, no translation on the way.
     pub fn direct(client: &Netns, addr: Ipv4Addr) -> Self {
-        Self { client: client.clone(), addr, iperf_port: IPERF_PORT, connrate_port: CONNRATE_PORT, sockperf_port: SOCKPERF_PORT }
+        Self {
+            client: client.clone(),
+            addr,
+            iperf_port: IPERF_PORT,
+            connrate_port: CONNRATE_PORT,
+            sockperf_port: SOCKPERF_PORT,
+        }
     }
 
     /// The host ports published to the server container.
@@ -136,7 +144,11 @@ impl Routes {
     }
 
     pub fn get(&self, route: Route) -> Result<Target, Unavailable> {
-        self.0.iter().find(|(r, _)| *r == route).map(|(_, t)| t.clone()).unwrap_or(Err(Unavailable::Missing("not set up".into())))
+        self.0
+            .iter()
+            .find(|(r, _)| *r == route)
+            .map(|(_, t)| t.clone())
+            .unwrap_or(Err(Unavailable::Missing("not set up".into())))
     }
 }
 

@@ -28,7 +28,12 @@ impl Datapath for Veth {
         let c1 = topo.container("c1")?;
         let c2 = topo.container("c2")?;
         let (host, outside) = (topo.host.clone(), topo.outside.clone());
-        let pairs = [(Route::C2c, &c1, &c2), (Route::Egress, &c1, &outside), (Route::Ingress, &outside, &c2), (Route::HostLocal, &host, &c2)];
+        let pairs = [
+            (Route::C2c, &c1, &c2),
+            (Route::Egress, &c1, &outside),
+            (Route::Ingress, &outside, &c2),
+            (Route::HostLocal, &host, &c2),
+        ];
         for (subnet, (route, client, server)) in (1u8..).zip(pairs) {
             let (client_ip, server_ip) = (Ipv4Addr::new(10, 250, subnet, 1), Ipv4Addr::new(10, 250, subnet, 2));
             let (client_if, server_if) = (format!("p{subnet}c"), format!("p{subnet}s"));

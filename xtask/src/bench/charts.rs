@@ -1,0 +1,220 @@
+//! SVG charts: grouped bars for the scenarios (one chart per unit, a bar per datapath), and
+//! lines for the sweeps (one chart per sweep and metric, a line per datapath).
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use plotters::{
+    coord::Shift,
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
+
+use super::{
+    results::{Cell, Status, figure},
+    scenario::{ALL, Scenario},
+};
+
+const SIZE: (u32, u32) = (960, 500);
+/// One colour per datapath, in column order; netpath's stands out.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(127, 127, 127),
+    RGBColor(148, 103, 189),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+];
+
+/// Draws every chart into `dir`; returns the files written.
+pub fn draw(dir: &Path, cells: &[Cell], datapaths: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let bar_scenarios: Vec<&Scenario> = ALL.iter().filter(|s| !s.is_sweep()).collect();
+    let mut units: Vec<&str> = Vec::new();
+    for unit in bar_scenarios.iter().flat_map(|s| s.metrics.iter().map(|m| m.unit)) {
+        if !units.contains(&unit) {
+            units.push(unit);
+        }
+    }
+    for unit in units {
+        let groups: Vec<(String, &str, &str)> = bar_scenarios
+            .iter()
+            .flat_map(|s| {
+                s.metrics.iter().filter(|m| m.unit == unit).map(move |m| (group_label(s, m.name), s.name, m.name))
+            })
+            .collect();
+        let has_data = groups
+            .iter()
+            .any(|(_, s, m)| cells.iter().any(|c| c.scenario == *s && c.metric == *m && c.median.is_some()));
+        if !has_data {
+            continue;
+        }
+        let file = dir.join(format!("bars-{}.svg", slug(unit)));
+        bars(&file, unit, &groups, cells, datapaths)?;
+        files.push(file);
+    }
+    for scenario in ALL.iter().filter(|s| s.is_sweep()) {
+        for metric in scenario.metrics {
+            let points: Vec<&Cell> = cells
+                .iter()
+                .filter(|c| c.scenario == scenario.name && c.metric == metric.name && c.median.is_some())
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let file = dir.join(format!("sweep-{}-{}.svg", scenario.name, metric.name));
+            lines(&file, scenario, metric.unit, &points, datapaths)?;
+            files.push(file);
+        }
+    }
+    Ok(files)
+}
+
+fn group_label(scenario: &Scenario, metric: &str) -> String {
+    let short = scenario.name;
+    if scenario.metrics.len() > 1 { format!("{short} {metric}") } else { short.to_string() }
+}
+
+fn slug(unit: &str) -> String {
+    match unit {
+        "µs" => "latency-us".into(),
+        "conn/s" => "connections-per-s".into(),
+        other => other.replace('/', "-per-").to_lowercase(),
+    }
+}
+
+fn color(datapaths: &[&str], name: &str) -> RGBColor {
+    let index = datapaths.iter().position(|d| *d == name).unwrap_or(0);
+    PALETTE[index % PALETTE.len()]
+}
+
+fn plot_err<E: std::fmt::Debug>(file: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow!("drawing {}: {e:?}", file.display())
+}
+
+fn canvas(file: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>> {
+    let root = SVGBackend::new(file, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err(file))?;
+    Ok(root)
+}
+
+/// Median of each datapath per group; a missing figure leaves a gap marked "–".
+fn bars(file: &Path, unit: &str, groups: &[(String, &str, &str)], cells: &[Cell], datapaths: &[&str]) -> Result<()> {
+    let root = canvas(file)?;
+    let value = |s: &str, m: &str, d: &str| {
+        cells.iter().find(|c| c.scenario == s && c.metric == m && c.datapath == d).and_then(|c| c.median)
+    };
+    let max =
+        groups.iter().flat_map(|(_, s, m)| datapaths.iter().filter_map(move |d| value(s, m, d))).fold(0.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("median, {unit} ({})", if unit == "µs" { "lower is better" } else { "higher is better" }),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        // Headroom above the tallest bar for the legend in the upper right.
+        .build_cartesian_2d(0.0..groups.len() as f64, 0.0..max * 1.45)
+        .map_err(plot_err(file))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .max_light_lines(1)
+        .y_desc(unit)
+        .y_label_formatter(&|y| figure(*y))
+        .draw()
+        .map_err(plot_err(file))?;
+    let width = 0.8 / datapaths.len() as f64;
+    for (i, datapath) in datapaths.iter().enumerate() {
+        let fill = color(datapaths, datapath);
+        let bars = groups.iter().enumerate().filter_map(|(g, (_, s, m))| {
+            let x = g as f64 + 0.1 + i as f64 * width;
+            value(s, m, datapath).map(|v| Rectangle::new([(x, 0.0), (x + width * 0.9, v)], fill.filled()))
+        });
+        chart
+            .draw_series(bars)
+            .map_err(plot_err(file))?
+            .label(*datapath)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], fill.filled()));
+        let gaps = groups.iter().enumerate().filter(|(_, (_, s, m))| value(s, m, datapath).is_none()).map(|(g, _)| {
+            let x = g as f64 + 0.1 + (i as f64 + 0.45) * width;
+            Text::new(
+                "–",
+                (x, 0.0),
+                ("sans-serif", 12).into_font().color(&fill).pos(Pos::new(HPos::Center, VPos::Bottom)),
+            )
+        });
+        chart.draw_series(gaps).map_err(plot_err(file))?;
+    }
+    let labels = groups.iter().enumerate().map(|(g, (label, _, _))| {
+        EmptyElement::at((g as f64 + 0.5, 0.0))
+            + Text::new(
+                label.clone(),
+                (0, 8),
+                TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+            )
+    });
+    chart.draw_series(labels).map_err(plot_err(file))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err(file))?;
+    root.present().map_err(plot_err(file))
+}
+
+/// A sweep: the median against N (log scale), a line per datapath that has figures.
+fn lines(file: &Path, scenario: &Scenario, unit: &str, points: &[&Cell], datapaths: &[&str]) -> Result<()> {
+    let root = canvas(file)?;
+    let params: Vec<f64> = points.iter().filter_map(|c| c.param).map(f64::from).collect();
+    let (min_x, max_x) = (params.iter().copied().fold(f64::MAX, f64::min), params.iter().copied().fold(0.0, f64::max));
+    let max_y = points.iter().filter_map(|c| c.median).fold(0.0, f64::max);
+    let metric = points[0].metric;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{}: {metric}, median ({unit})", scenario.title), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d((min_x * 0.8..max_x * 1.25).log_scale(), 0.0..max_y * 1.15)
+        .map_err(plot_err(file))?;
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .x_desc("N")
+        .y_desc(unit)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| figure(*y))
+        .draw()
+        .map_err(plot_err(file))?;
+    for datapath in datapaths {
+        let mut series: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|c| c.datapath == *datapath && c.status == Status::Ok)
+            .filter_map(|c| Some((f64::from(c.param?), c.median?)))
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let stroke = color(datapaths, datapath);
+        chart
+            .draw_series(LineSeries::new(series.clone(), stroke.stroke_width(2)))
+            .map_err(plot_err(file))?
+            .label(*datapath)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], stroke.stroke_width(2)));
+        chart.draw_series(series.into_iter().map(|p| Circle::new(p, 4, stroke.filled()))).map_err(plot_err(file))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err(file))?;
+    root.present().map_err(plot_err(file))
+}

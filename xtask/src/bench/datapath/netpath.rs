@@ -1,0 +1,225 @@
+//! Datapath 6: netpath, through its CLI as a user runs it, with its own state directory and
+//! a bpffs pin root under the run directory. Two flavours: TC programs everywhere (the
+//! reference of every ratio), and the XDP variant on the uplink, which only changes inbound
+//! traffic and so is measured on the inbound path only.
+//!
+//! Features still being built (egress masquerade, published ports, the XDP variant) are
+//! detected when the bench runs: a refused command or traffic that does not pass makes the
+//! cell "missing" with the reason.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+
+use super::{Attacher, Datapath, PortTable, Route, Routes, Unavailable};
+use crate::bench::{
+    Ctx,
+    netns::Netns,
+    process::{SETUP_LIMIT, output_within, root_cause, stdout_within},
+    topology::{CONNRATE_PORT, IPERF_PORT, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
+};
+
+const NETWORK: &str = "bench";
+const SUBNET: &str = "10.201.0.0/16";
+/// Host ports of the sweep's filler endpoint: clear of the measured ones and of the
+/// ephemeral range.
+const FILLER_BASE_PORT: u32 = 10000;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Tc,
+    Xdp,
+}
+
+pub struct Netpath {
+    mode: Mode,
+    topo: Option<Topology>,
+    dir: PathBuf,
+    routes: Routes,
+    /// Filler endpoints of the port sweep, and how many ports they publish.
+    fillers: Vec<String>,
+    filler_ports: u32,
+}
+
+impl Netpath {
+    pub fn tc() -> Self {
+        Self::new(Mode::Tc)
+    }
+
+    pub fn xdp() -> Self {
+        Self::new(Mode::Xdp)
+    }
+
+    fn new(mode: Mode) -> Self {
+        Self { mode, topo: None, dir: PathBuf::new(), routes: Routes::default(), fillers: Vec::new(), filler_ports: 0 }
+    }
+
+    /// A netpath command bound to this topology's host namespace, state and pins.
+    fn netpath(&self, ctx: &Ctx, args: &[&str]) -> Result<Command> {
+        let topo = self.topo.as_ref().context("netpath is not up")?;
+        let mut cmd = Command::new(&ctx.netpath);
+        cmd.arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--bpffs")
+            .arg(self.dir.join("bpffs/netpath"))
+            .arg("--host-netns")
+            .arg(topo.host.path())
+            .args(args);
+        Ok(cmd)
+    }
+
+    /// Runs netpath; an error quotes the command as a user would type it and netpath's words.
+    fn run(&self, ctx: &Ctx, args: &[&str]) -> Result<String> {
+        stdout_within(&mut self.netpath(ctx, args)?, SETUP_LIMIT)
+            .map_err(|e| anyhow!("`netpath {}` failed: {}", args.join(" "), root_cause(&e)))
+    }
+
+    /// `netpath attach`; returns the endpoint's address.
+    fn attach_endpoint(&self, ctx: &Ctx, id: &str, ns: &Netns, publish: &[String]) -> Result<Ipv4Addr> {
+        let netns = ns.path().to_string_lossy();
+        let mut args = vec!["attach", "--network", NETWORK, "--netns", &netns, "--id", id, "--format", "json"];
+        for p in publish {
+            args.extend(["--publish", p]);
+        }
+        let out = self.run(ctx, &args)?;
+        let endpoint: Value = serde_json::from_str(&out).with_context(|| format!("netpath attach output: {out}"))?;
+        let ip = endpoint["ip"].as_str().with_context(|| format!("no ip in {out}"))?;
+        ip.parse().with_context(|| format!("endpoint address {ip:?}"))
+    }
+
+    fn not_applicable() -> Unavailable {
+        Unavailable::NotApplicable("the XDP variant only changes the uplink's inbound path".into())
+    }
+}
+
+impl Datapath for Netpath {
+    fn name(&self) -> &'static str {
+        match self.mode {
+            Mode::Tc => "netpath",
+            Mode::Xdp => "netpath-xdp",
+        }
+    }
+
+    fn description(&self) -> String {
+        match self.mode {
+            Mode::Tc => "netpath: bridge and veths, TCX programs and shared pinned maps, no iptables".into(),
+            Mode::Xdp => "netpath with its XDP program on the uplink (inbound paths only; the outside end sends fully checksummed frames, tx checksum offload and TSO off, as XDP needs)".into(),
+        }
+    }
+
+    fn up(&mut self, ctx: &Ctx) -> Result<()> {
+        let xdp_args: &[&str] = match self.mode {
+            Mode::Tc => &[],
+            Mode::Xdp => &["--xdp"],
+        };
+        let topo = self.topo.insert(Topology::new(ctx, self.name())?);
+        self.dir = topo.dir(ctx, "netpath")?;
+        let c1 = topo.container("c1")?;
+        let c2 = topo.container("c2")?;
+        let (host, outside) = (topo.host.clone(), topo.outside.clone());
+        if self.mode == Mode::Xdp {
+            // XDP updates checksums by hand and needs whole ones, as a NIC delivers them; a
+            // veth peer leaves them to offload unless told not to (this also turns off TSO).
+            outside.run(&["ethtool", "-K", "eth0", "tx", "off"]).context("turning off tx checksumming")?;
+        }
+        let mut create = vec!["network", "create", NETWORK, "--subnet", SUBNET];
+        create.extend(xdp_args);
+        self.run(ctx, &create).context("netpath network create")?;
+        self.attach_endpoint(ctx, "c1", &c1, &[]).context("netpath attach c1")?;
+        let published = [format!("{PUBLISHED_IPERF}:{IPERF_PORT}"), format!("{PUBLISHED_CONNRATE}:{CONNRATE_PORT}")];
+        let (c2_ip, publish_error) = match self.attach_endpoint(ctx, "c2", &c2, &published) {
+            Ok(ip) => (ip, None),
+            // Published ports may not have landed yet: attach without, measure the rest.
+            Err(e) => (self.attach_endpoint(ctx, "c2", &c2, &[]).context("netpath attach c2")?, Some(format!("{e:#}"))),
+        };
+        self.topo.as_mut().expect("set above").serve(ctx, &c2, "c2")?;
+        self.routes = Routes::translated(&host, &outside, &c1, c2_ip);
+        if let Some(reason) = publish_error {
+            for route in [Route::Ingress, Route::HostLocal] {
+                self.routes.set(route, Err(Unavailable::Missing(format!("publishing ports failed: {reason}"))));
+            }
+        }
+        if self.mode == Mode::Xdp {
+            for route in [Route::C2c, Route::Egress, Route::HostLocal] {
+                self.routes.set(route, Err(Self::not_applicable()));
+            }
+        }
+        Ok(())
+    }
+
+    fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    fn down(&mut self, ctx: &Ctx) {
+        if let Some(topo) = &mut self.topo {
+            topo.stop_servers();
+            if self.dir.join("state").exists() {
+                let _ = self.run(ctx, &["network", "rm", NETWORK, "--force"]);
+            }
+        }
+        unmount(&self.dir.join("bpffs"));
+        self.topo = None;
+        self.routes = Routes::default();
+        self.fillers.clear();
+        self.filler_ports = 0;
+    }
+
+    fn port_table(&mut self) -> Option<&mut dyn PortTable> {
+        // Only a netpath that is up and publishes ports has a table to grow.
+        let publishes = self.topo.is_some() && self.routes.get(Route::Ingress).is_ok();
+        if publishes { Some(self) } else { None }
+    }
+
+    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+        // Attaching does not depend on the uplink program: measured once, with TC.
+        if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
+    }
+}
+
+impl PortTable for Netpath {
+    /// One more filler endpoint per step, publishing the next range of ports.
+    fn publish_fillers(&mut self, ctx: &Ctx, fillers: u32) -> Result<()> {
+        if fillers <= self.filler_ports {
+            return Ok(());
+        }
+        let id = format!("filler{}", self.fillers.len());
+        let ns = self.topo.as_mut().context("netpath is not up")?.container(&id)?;
+        let (first, last) = (FILLER_BASE_PORT + self.filler_ports, FILLER_BASE_PORT + fillers - 1);
+        let range = if first == last { format!("{first}:{first}") } else { format!("{first}-{last}:{first}-{last}") };
+        self.attach_endpoint(ctx, &id, &ns, &[range])
+            .with_context(|| format!("publishing {} filler ports", fillers - self.filler_ports))?;
+        self.fillers.push(id);
+        self.filler_ports = fillers;
+        Ok(())
+    }
+
+    fn remove_fillers(&mut self, ctx: &Ctx) -> Result<()> {
+        for id in std::mem::take(&mut self.fillers) {
+            self.run(ctx, &["detach", "--id", &id])?;
+        }
+        self.filler_ports = 0;
+        Ok(())
+    }
+}
+
+impl Attacher for Netpath {
+    fn attach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
+        let netns = ns.path().to_string_lossy();
+        self.run(ctx, &["attach", "--network", NETWORK, "--netns", &netns, "--id", &format!("e{index}")]).map(drop)
+    }
+
+    fn detach(&mut self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
+        self.run(ctx, &["detach", "--id", &format!("e{index}")]).map(drop)
+    }
+}
+
+fn unmount(path: &Path) {
+    if path.exists() {
+        let _ = output_within(Command::new("umount").arg(path), SETUP_LIMIT);
+    }
+}

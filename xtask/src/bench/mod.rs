@@ -1,0 +1,207 @@
+//! `cargo xtask bench`: netpath side by side with a bare veth pair, a plain Linux bridge,
+//! Docker's datapath, Podman's netavark and the CNI reference plugins, each built by its own
+//! tool in its own throwaway namespaces, measured in interleaved runs with iperf3, sockperf
+//! and np-connrate, and reported as `results.json`, a Markdown table and SVG charts.
+//!
+//! Nothing runs in the root network namespace and nothing is sent anywhere but between the
+//! bench's own namespaces; afterwards the machine is checked to be exactly as before.
+mod charts;
+mod datapath;
+mod install;
+mod leftovers;
+mod lock;
+mod machine;
+mod netns;
+mod process;
+mod progress;
+mod report;
+mod results;
+mod runner;
+mod scenario;
+mod topology;
+mod traffic;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::sh::{self, step, workspace_root};
+use install::Peers;
+use scenario::Scenario;
+
+/// Everything the bench creates at run time lives here (plus namespaces `npbench-*`).
+pub const RUN_DIR: &str = "/run/npbench";
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// A short run (one run of 1 s per figure, smaller attach sweep): minutes, not half an hour.
+    #[arg(long)]
+    quick: bool,
+    /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
+    /// host-tcp, latency, connrate, udp-rate, ports, attach.
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
+    /// netavark, cni.
+    #[arg(long = "datapath", value_name = "NAME")]
+    datapaths: Vec<String>,
+    /// Where results go: a directory named after the run's start time is made in it.
+    #[arg(long, value_name = "DIR", default_value_os_t = workspace_root().join("bench/results"))]
+    out: PathBuf,
+}
+
+/// How long and how often.
+pub struct Config {
+    pub quick: bool,
+    pub runs: usize,
+    pub seconds: u32,
+    pub port_counts: Vec<u32>,
+    pub endpoint_counts: Vec<u32>,
+}
+
+impl Config {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self { quick, runs: 1, seconds: 1, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![10, 100] }
+        } else {
+            Self { quick, runs: 3, seconds: 3, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![10, 100, 500] }
+        }
+    }
+
+    /// The method, in words, for the report.
+    fn method(&self) -> Vec<String> {
+        vec![
+            format!("{} run(s); in each run every datapath is measured once per scenario, in an order rotated from run to run", self.runs),
+            format!("iperf3 runs {} s (TCP: receiver's throughput; UDP: 64-byte datagrams at full speed, datagrams that arrived per second)", self.seconds),
+            "sockperf ping-pong over UDP, one message in flight, client and server pinned to the same CPU (across CPUs this VM's wake-up, ~30 µs, would swamp the path): half the round trip, 50th and 99th percentile".into(),
+            "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
+            "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
+            format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, timed end to end (N = {:?})", self.endpoint_counts),
+            "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, the machine has no iptables".into(),
+        ]
+    }
+}
+
+/// What every part of the bench needs.
+pub struct Ctx {
+    pub cfg: Config,
+    pub peers: Peers,
+    pub netpath: PathBuf,
+    pub connrate: PathBuf,
+    pub run_dir: PathBuf,
+    logs: PathBuf,
+}
+
+impl Ctx {
+    /// The log file of a server or daemon; logs stay after the run (under the target dir).
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let scenarios: Vec<&'static Scenario> = if opts.scenarios.is_empty() {
+        scenario::ALL.iter().collect()
+    } else {
+        opts.scenarios.iter().map(|s| Scenario::by_name(s)).collect::<Result<_>>()?
+    };
+    let mut datapaths = datapath::all();
+    for name in &opts.datapaths {
+        if !datapaths.iter().any(|d| d.name() == name) {
+            bail!(
+                "no datapath {name:?}; there are: {}",
+                datapaths.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if !opts.datapaths.is_empty() {
+        datapaths.retain(|d| d.name() == datapath::REFERENCE || opts.datapaths.iter().any(|n| n == d.name()));
+    }
+    let _lock = lock::RunLock::acquire()?;
+    process::catch_interrupts();
+    let peers = install::install()?;
+    let connrate = build_connrate()?;
+    let netpath = install::target_dir().join("debug/netpath");
+    if !netpath.exists() {
+        bail!("{} is missing: the build did not produce it", netpath.display());
+    }
+    step("sweeping what an earlier run may have left");
+    leftovers::sweep(&netpath);
+    let before = leftovers::Snapshot::take();
+    let logs = install::target_dir().join("bench-logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    for dir in [Path::new(RUN_DIR), &logs] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let ctx = Ctx { cfg: Config::new(opts.quick), peers, netpath, connrate, run_dir: RUN_DIR.into(), logs };
+    let (started, stamp) = machine::timestamp();
+    let mut results = results::Results::new(ctx.cfg.runs);
+
+    let outcome = runner::run(&ctx, &mut datapaths, &scenarios, &mut results);
+    step("tearing everything down");
+    process::start_cleanup();
+    for dp in datapaths.iter_mut().rev() {
+        dp.down(&ctx);
+    }
+    leftovers::sweep(&ctx.netpath);
+    let unchanged = before.compare(&leftovers::Snapshot::take());
+    outcome?;
+
+    let report = results::Report {
+        started,
+        finished: machine::timestamp().0,
+        quick: ctx.cfg.quick,
+        runs: ctx.cfg.runs,
+        seconds_per_measurement: ctx.cfg.seconds,
+        port_counts: ctx.cfg.port_counts.clone(),
+        endpoint_counts: ctx.cfg.endpoint_counts.clone(),
+        reference: datapath::REFERENCE,
+        machine: machine::Machine::describe(),
+        versions: machine::versions(&ctx),
+        datapaths: datapaths
+            .iter()
+            .map(|d| results::DatapathInfo { name: d.name(), description: d.description() })
+            .collect(),
+        scenarios: scenarios.iter().map(|s| results::ScenarioInfo::from(*s)).collect(),
+        cells: results.finish(datapath::REFERENCE),
+        method: ctx.cfg.method(),
+    };
+    let dir = opts.out.join(&stamp);
+    write_outputs(&dir, &report)?;
+    unchanged.context("after tearing down")?;
+    step("the root namespace and the machine are as they were before the run");
+    Ok(())
+}
+
+/// `results.json`, `results.md` and the charts, into `dir`; the table goes to stdout too.
+fn write_outputs(dir: &Path, report: &results::Report) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(report)?)?;
+    let datapaths: Vec<&str> = report.datapaths.iter().map(|d| d.name).collect();
+    let charts = charts::draw(dir, &report.cells, &datapaths)?;
+    let chart_names: Vec<String> =
+        charts.iter().filter_map(|c| c.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    let markdown = report::markdown(report, &chart_names);
+    std::fs::write(dir.join("results.md"), &markdown)?;
+    println!("{markdown}");
+    step(&format!("results in {}", dir.display()));
+    Ok(())
+}
+
+/// np-connrate, optimised: a load generator built for debugging would measure itself.
+fn build_connrate() -> Result<PathBuf> {
+    step("building np-connrate");
+    sh::run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "xtask",
+        "--bin",
+        "np-connrate",
+    ]))?;
+    Ok(install::target_dir().join("release/np-connrate"))
+}

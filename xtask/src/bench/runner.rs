@@ -1,0 +1,283 @@
+//! The order of work: bring every datapath up, then run after run, scenario after scenario,
+//! every datapath in turn (rotated each run, so none always goes first), then the sweeps.
+//! A cell whose feature does not work is settled as missing on its first attempt, with the
+//! reason, and not tried again.
+use std::{collections::HashSet, time::Instant};
+
+use anyhow::Result;
+
+use super::{
+    Ctx,
+    datapath::{Attacher, Datapath, Unavailable},
+    netns::Netns,
+    process::check_interrupt,
+    progress::Progress,
+    results::{Results, figure},
+    scenario::{Kind, Outcome, Scenario},
+    traffic,
+};
+
+/// Published ports of the measured container; the sweep's N counts them.
+const MEASURED_PORTS: u32 = 2;
+
+type Datapaths = [Box<dyn Datapath>];
+
+pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario], results: &mut Results) -> Result<()> {
+    let runs = ctx.cfg.runs;
+    let paths: Vec<&'static Scenario> = scenarios.iter().copied().filter(|s| !s.is_sweep()).collect();
+    let ports = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::PortSweep));
+    let attach = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::AttachSweep));
+    let n = datapaths.len();
+    let total = n
+        * runs
+        * (paths.len()
+            + ports.map_or(0, |_| ctx.cfg.port_counts.len())
+            + attach.map_or(0, |_| ctx.cfg.endpoint_counts.len()));
+    let mut cells =
+        Runner { ctx, results, progress: Progress::new(total), tried: HashSet::new(), failed_up: Vec::new() };
+
+    for dp in datapaths.iter_mut() {
+        check_interrupt()?;
+        super::step(&format!("setting up {}: {}", dp.name(), dp.description()));
+        if let Err(e) = dp.up(ctx) {
+            eprintln!("    {} could not be set up: {e:#}", dp.name());
+            cells.failed_up.push((dp.name(), format!("setting up {} failed: {e:#}", dp.name())));
+            dp.down(ctx);
+        }
+    }
+    for run in 0..runs {
+        for scenario in &paths {
+            for i in rotation(n, run) {
+                cells.measure(&*datapaths[i], scenario, None, run)?;
+            }
+        }
+    }
+    if let Some(scenario) = ports {
+        cells.port_sweep(datapaths, scenario)?;
+    }
+    if let Some(scenario) = attach {
+        cells.attach_sweep(datapaths, scenario)?;
+    }
+    Ok(())
+}
+
+/// Datapath indices for run `run`: all of them, starting one further each run.
+fn rotation(n: usize, run: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + run) % n)
+}
+
+struct Runner<'a> {
+    ctx: &'a Ctx,
+    results: &'a mut Results,
+    progress: Progress,
+    /// Cells already attempted once (scenario, point, datapath).
+    tried: HashSet<(&'static str, Option<u32>, &'static str)>,
+    /// Datapaths whose set-up failed, and why.
+    failed_up: Vec<(&'static str, String)>,
+}
+
+impl Runner<'_> {
+    /// Settles the cells as unavailable when their datapath is down; returns whether any
+    /// metric of this scenario, point and datapath is still to be measured.
+    fn open(&mut self, scenario: &'static Scenario, param: Option<u32>, datapath: &'static str) -> bool {
+        if let Some((_, why)) = self.failed_up.iter().find(|(d, _)| *d == datapath) {
+            let why = Unavailable::Missing(why.clone());
+            self.results.mark(scenario, param, datapath, &why);
+        }
+        self.results.open(scenario, param, datapath).contains(&true)
+    }
+
+    fn label(&self, run: usize, scenario: &Scenario, param: Option<u32>, datapath: &str) -> String {
+        let point = param.map(|n| format!(" N={n}")).unwrap_or_default();
+        format!("run {}/{} {}{point} {datapath}", run + 1, self.ctx.cfg.runs, scenario.name)
+    }
+
+    /// One run of one scenario on one datapath's path.
+    fn measure(
+        &mut self,
+        dp: &dyn Datapath,
+        scenario: &'static Scenario,
+        param: Option<u32>,
+        run: usize,
+    ) -> Result<()> {
+        let label = self.label(run, scenario, param, dp.name());
+        let outcome = self.try_measure(dp, scenario, param, run);
+        self.progress.step(&label, &outcome);
+        check_interrupt()
+    }
+
+    fn try_measure(
+        &mut self,
+        dp: &dyn Datapath,
+        scenario: &'static Scenario,
+        param: Option<u32>,
+        run: usize,
+    ) -> String {
+        let name = dp.name();
+        if !self.open(scenario, param, name) {
+            return "skipped (settled)".into();
+        }
+        let target = match dp.routes().get(scenario.route()) {
+            Ok(target) => target,
+            Err(why) => {
+                self.results.mark(scenario, param, name, &why);
+                return describe(&why);
+            }
+        };
+        let first = self.tried.insert((scenario.name, param, name));
+        if first {
+            if let Err(e) = traffic::probe(self.ctx, &target) {
+                let why = Unavailable::Missing(format!("traffic does not pass: {e:#}"));
+                self.results.mark(scenario, param, name, &why);
+                return describe(&why);
+            }
+        }
+        let mut outcomes = scenario.measure(self.ctx, &target);
+        // One retry: a single hiccup must not settle a working path as missing.
+        let open = self.results.open(scenario, param, name);
+        if outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
+            outcomes = scenario.measure(self.ctx, &target);
+        }
+        self.settle(scenario, param, name, run, first, outcomes)
+    }
+
+    /// Records the outcomes; a metric that fails on the first attempt is settled as missing.
+    fn settle(
+        &mut self,
+        scenario: &'static Scenario,
+        param: Option<u32>,
+        name: &'static str,
+        run: usize,
+        first: bool,
+        outcomes: Vec<Outcome>,
+    ) -> String {
+        let open = self.results.open(scenario, param, name);
+        self.results.record(scenario, param, name, run, &outcomes);
+        if first {
+            let whys: Vec<_> =
+                outcomes.iter().map(|o| o.as_ref().err().map(|e| Unavailable::Missing(e.clone()))).collect();
+            self.results.mark_metrics(scenario, param, name, &whys);
+        }
+        let shown = scenario.metrics.iter().zip(&outcomes).zip(open).filter(|(_, open)| *open);
+        let text = shown.map(|((m, outcome), _)| match outcome {
+            Ok(v) => format!("{} {} {}", m.name, figure(*v), m.unit),
+            Err(e) => format!("{} failed: {e}", m.name),
+        });
+        text.collect::<Vec<_>>().join(", ")
+    }
+
+    /// Inbound throughput and connection rate as the published-port table grows. Only the
+    /// datapaths with a port table take part (netpath's map, Docker's DNAT rules).
+    fn port_sweep(&mut self, datapaths: &mut Datapaths, scenario: &'static Scenario) -> Result<()> {
+        let mut counts = self.ctx.cfg.port_counts.clone();
+        counts.sort();
+        for &count in &counts {
+            check_interrupt()?;
+            super::step(&format!("publishing {count} ports where there is a port table"));
+            for dp in datapaths.iter_mut() {
+                let name = dp.name();
+                if !self.open(scenario, Some(count), name) {
+                    continue;
+                }
+                let route = dp.routes().get(scenario.route());
+                match (dp.port_table(), route) {
+                    (Some(table), _) => {
+                        if let Err(e) = table.publish_fillers(self.ctx, count.saturating_sub(MEASURED_PORTS)) {
+                            let why = Unavailable::Missing(format!("publishing {count} ports failed: {e:#}"));
+                            self.results.mark(scenario, Some(count), name, &why);
+                        }
+                    }
+                    (None, Err(why)) => self.results.mark(scenario, Some(count), name, &why),
+                    (None, Ok(_)) => {
+                        let why = Unavailable::NotApplicable(
+                            "the sweep compares netpath's port map with Docker's DNAT rules".into(),
+                        );
+                        self.results.mark(scenario, Some(count), name, &why);
+                    }
+                }
+            }
+            for run in 0..self.ctx.cfg.runs {
+                for i in rotation(datapaths.len(), run) {
+                    self.measure(&*datapaths[i], scenario, Some(count), run)?;
+                }
+            }
+        }
+        for dp in datapaths.iter_mut() {
+            let name = dp.name();
+            if let Some(Err(e)) = dp.port_table().map(|table| table.remove_fillers(self.ctx)) {
+                eprintln!("    removing the filler ports of {name}: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Seconds to attach N endpoints, one command each, as a runtime starting N containers.
+    fn attach_sweep(&mut self, datapaths: &mut Datapaths, scenario: &'static Scenario) -> Result<()> {
+        for run in 0..self.ctx.cfg.runs {
+            for &count in &self.ctx.cfg.endpoint_counts {
+                for i in rotation(datapaths.len(), run) {
+                    let dp = &mut datapaths[i];
+                    let name = dp.name();
+                    let label = self.label(run, scenario, Some(count), name);
+                    let outcome = if !self.open(scenario, Some(count), name) {
+                        "skipped (settled)".to_string()
+                    } else if let Some(attacher) = dp.attacher() {
+                        let first = self.tried.insert((scenario.name, Some(count), name));
+                        let timed = time_attach(self.ctx, name, attacher, count).map_err(|e| format!("{e:#}"));
+                        self.settle(scenario, Some(count), name, run, first, vec![timed])
+                    } else {
+                        let why = Unavailable::NotApplicable(
+                            "the attach sweep compares netpath, the CNI bridge plugin and netavark".into(),
+                        );
+                        self.results.mark(scenario, Some(count), name, &why);
+                        describe(&why)
+                    };
+                    self.progress.step(&label, &outcome);
+                    check_interrupt()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(why: &Unavailable) -> String {
+    match why {
+        Unavailable::Missing(r) => format!("missing: {r}"),
+        Unavailable::NotApplicable(r) => format!("n/a: {r}"),
+    }
+}
+
+/// Makes `count` namespaces (untimed), attaches an endpoint to each (timed), then detaches
+/// them and removes the namespaces whatever happened.
+fn time_attach(ctx: &Ctx, datapath: &str, attacher: &mut dyn Attacher, count: u32) -> Result<f64> {
+    let mut batch = Batch(Vec::new());
+    for i in 0..count {
+        batch.0.push(Netns::create(&format!("{datapath}-e{i}"))?);
+    }
+    let mut attached = 0;
+    let start = Instant::now();
+    let result = (|| -> Result<f64> {
+        for (i, ns) in batch.0.iter().enumerate() {
+            attacher.attach(ctx, i as u32, ns)?;
+            attached += 1;
+            check_interrupt()?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })();
+    for (i, ns) in batch.0.iter().enumerate().take(attached) {
+        let _ = attacher.detach(ctx, i as u32, ns);
+    }
+    result
+}
+
+/// Namespaces of one attach batch, deleted when it goes out of scope.
+struct Batch(Vec<Netns>);
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            ns.delete();
+        }
+    }
+}

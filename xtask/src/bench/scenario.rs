@@ -1,0 +1,147 @@
+//! The scenarios: what each measures, on which path, with which tool, in which unit.
+use anyhow::{Result, bail};
+
+use super::{Ctx, datapath::Route, datapath::Target, traffic};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+}
+
+const THROUGHPUT: Metric = Metric { name: "throughput", unit: "Gbit/s", higher_is_better: true };
+const CONNECTIONS: Metric = Metric { name: "connections", unit: "conn/s", higher_is_better: true };
+const PACKETS: Metric = Metric { name: "packets", unit: "kpps", higher_is_better: true };
+const P50: Metric = Metric { name: "p50", unit: "µs", higher_is_better: false };
+const P99: Metric = Metric { name: "p99", unit: "µs", higher_is_better: false };
+const TIME: Metric = Metric { name: "time", unit: "s", higher_is_better: false };
+
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Tcp {
+        route: Route,
+        streams: u32,
+    },
+    UdpRate,
+    Latency,
+    ConnRate,
+    /// Inbound throughput and connection rate with N ports published (a sweep over N).
+    PortSweep,
+    /// Time to attach N endpoints (a sweep over N).
+    AttachSweep,
+}
+
+#[derive(Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub kind: Kind,
+    pub metrics: &'static [Metric],
+}
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "c2c-tcp-1",
+        title: "container → container, TCP, 1 stream",
+        kind: Kind::Tcp { route: Route::C2c, streams: 1 },
+        metrics: &[THROUGHPUT],
+    },
+    Scenario {
+        name: "c2c-tcp-4",
+        title: "container → container, TCP, 4 streams",
+        kind: Kind::Tcp { route: Route::C2c, streams: 4 },
+        metrics: &[THROUGHPUT],
+    },
+    Scenario {
+        name: "egress-tcp",
+        title: "container → outside (masquerade), TCP",
+        kind: Kind::Tcp { route: Route::Egress, streams: 1 },
+        metrics: &[THROUGHPUT],
+    },
+    Scenario {
+        name: "ingress-tcp",
+        title: "outside → published port, TCP",
+        kind: Kind::Tcp { route: Route::Ingress, streams: 1 },
+        metrics: &[THROUGHPUT],
+    },
+    Scenario {
+        name: "host-tcp",
+        title: "host → published port on 127.0.0.1, TCP",
+        kind: Kind::Tcp { route: Route::HostLocal, streams: 1 },
+        metrics: &[THROUGHPUT],
+    },
+    Scenario {
+        name: "latency",
+        title: "container ↔ container, UDP ping-pong latency",
+        kind: Kind::Latency,
+        metrics: &[P50, P99],
+    },
+    Scenario {
+        name: "connrate",
+        title: "container → container, TCP connect + request + close",
+        kind: Kind::ConnRate,
+        metrics: &[CONNECTIONS],
+    },
+    Scenario {
+        name: "udp-rate",
+        title: "container → container, UDP 64-byte packets",
+        kind: Kind::UdpRate,
+        metrics: &[PACKETS],
+    },
+    Scenario {
+        name: "ports",
+        title: "outside → published port, with N ports published",
+        kind: Kind::PortSweep,
+        metrics: &[THROUGHPUT, CONNECTIONS],
+    },
+    Scenario { name: "attach", title: "time to attach N endpoints", kind: Kind::AttachSweep, metrics: &[TIME] },
+];
+
+impl Scenario {
+    pub fn by_name(name: &str) -> Result<&'static Scenario> {
+        match ALL.iter().find(|s| s.name == name) {
+            Some(s) => Ok(s),
+            None => {
+                bail!("no scenario {name:?}; there are: {}", ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+
+    pub fn is_sweep(&self) -> bool {
+        matches!(self.kind, Kind::PortSweep | Kind::AttachSweep)
+    }
+
+    /// The path the scenario's traffic takes.
+    pub fn route(&self) -> Route {
+        match self.kind {
+            Kind::Tcp { route, .. } => route,
+            Kind::PortSweep => Route::Ingress,
+            Kind::UdpRate | Kind::Latency | Kind::ConnRate | Kind::AttachSweep => Route::C2c,
+        }
+    }
+
+    /// Runs the load generator(s) once against `target`: one outcome per metric, so a metric
+    /// that works keeps its figure when another of the same scenario does not.
+    pub fn measure(&self, ctx: &Ctx, target: &Target) -> Vec<Outcome> {
+        let seconds = ctx.cfg.seconds;
+        let text = |e: anyhow::Error| format!("{e:#}");
+        match self.kind {
+            Kind::Tcp { streams, .. } => vec![traffic::tcp_throughput(target, streams, seconds).map_err(text)],
+            Kind::UdpRate => vec![traffic::udp_rate(target, seconds).map_err(text)],
+            Kind::Latency => match traffic::latency(target, seconds) {
+                Ok(percentiles) => percentiles.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(text(e)); 2],
+            },
+            Kind::ConnRate => vec![traffic::conn_rate(ctx, target, seconds).map_err(text)],
+            Kind::PortSweep => vec![
+                traffic::tcp_throughput(target, 1, seconds).map_err(text),
+                traffic::conn_rate(ctx, target, seconds).map_err(text),
+            ],
+            Kind::AttachSweep => vec![Err("the attach sweep is timed by the runner, not measured on a path".into())],
+        }
+    }
+}
+
+/// One metric's figure from one run, or why there is none.
+pub type Outcome = Result<f64, String>;

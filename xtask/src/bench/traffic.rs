@@ -1,0 +1,119 @@
+//! The load generators, run in the client's namespace against a [`Target`], each returning
+//! its figure: iperf3 (TCP throughput, UDP packet rate), sockperf (latency percentiles) and
+//! the workspace's np-connrate (connection rate, and a reachability probe).
+use std::{process::Command, time::Duration};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+use super::{
+    Ctx,
+    datapath::Target,
+    process::{root_cause, stdout_within},
+};
+
+/// Fewer bytes than this in a whole TCP run means the path does not carry bulk data.
+const STALLED_BYTES: f64 = 1024.0 * 1024.0;
+/// UDP payload of the packet-rate scenario: small packets make the per-packet cost show.
+const UDP_PAYLOAD: &str = "64";
+/// Concurrent connections of the connection-rate client: one per core.
+const CONNRATE_THREADS: &str = "2";
+/// The CPU both ends of the latency test run on. Across CPUs, this VM's wake-up of the other
+/// CPU (~30 µs, and bimodal) would swamp the path's own cost of a few microseconds.
+pub const LATENCY_CPU: &str = "0";
+
+/// Whether a request and its response pass over the target's path (np-connrate's port).
+pub fn probe(ctx: &Ctx, target: &Target) -> Result<()> {
+    let addr = format!("{}:{}", target.addr, target.connrate_port);
+    let mut cmd = target.client.cmd(&ctx.connrate, &["probe", "--addr", &addr, "--timeout-ms", "2000"]);
+    run("a TCP request/response", target, target.connrate_port, &mut cmd, Duration::from_secs(10)).map(drop)
+}
+
+/// Runs a load generator; an error says what went from where to where, and the tool's words.
+fn run(what: &str, target: &Target, port: u16, cmd: &mut Command, limit: Duration) -> Result<String> {
+    stdout_within(cmd, limit).map_err(|e| {
+        anyhow!("{what} from {} to {}:{port} failed: {}", target.client.path().display(), target.addr, root_cause(&e))
+    })
+}
+
+/// A time limit for a tool asked to run `seconds`: the run, its set-up and a margin.
+fn limit(seconds: u32) -> Duration {
+    Duration::from_secs(u64::from(seconds) + 20)
+}
+
+fn iperf3(target: &Target, seconds: u32, extra: &[&str]) -> Result<Value> {
+    let (addr, port, time) = (target.addr.to_string(), target.iperf_port.to_string(), seconds.to_string());
+    let mut args = vec!["-c", &addr, "-p", &port, "-t", &time, "-J", "--connect-timeout", "2000"];
+    args.extend(extra);
+    let out = run("iperf3", target, target.iperf_port, &mut target.client.cmd("iperf3", &args), limit(seconds))?;
+    let json: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+    if let Some(error) = json["error"].as_str() {
+        bail!("iperf3: {error}");
+    }
+    Ok(json)
+}
+
+/// TCP throughput in Gbit/s as the receiver counted it, over `streams` parallel streams.
+pub fn tcp_throughput(target: &Target, streams: u32, seconds: u32) -> Result<f64> {
+    let json = iperf3(target, seconds, &["-P", &streams.to_string()])?;
+    // A path that passes the handshake and a few segments but stalls is broken, not slow:
+    // any working path here moves gigabytes a second, this is under 1 MiB in the whole run.
+    let bytes = json["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
+    if bytes < STALLED_BYTES {
+        bail!(
+            "iperf3 connected to {}:{} but bulk data stalls: {bytes} bytes arrived in {seconds} s",
+            target.addr,
+            target.iperf_port
+        );
+    }
+    let bps = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3: no end.sum_received.bits_per_second")?;
+    Ok(bps / 1e9)
+}
+
+/// Small UDP datagrams as fast as the sender can go; thousands of packets per second that
+/// arrived (sent minus lost, as the receiver reported them).
+pub fn udp_rate(target: &Target, seconds: u32) -> Result<f64> {
+    let json = iperf3(target, seconds, &["-u", "-l", UDP_PAYLOAD, "-b", "0"])?;
+    let sum = &json["end"]["sum"];
+    let (packets, lost, secs) = (sum["packets"].as_f64(), sum["lost_packets"].as_f64(), sum["seconds"].as_f64());
+    let (Some(packets), Some(lost), Some(secs)) = (packets, lost, secs) else {
+        bail!("iperf3: no packets, lost_packets, seconds in end.sum: {sum}");
+    };
+    if packets - lost <= 0.0 {
+        bail!("iperf3: no UDP datagram arrived");
+    }
+    Ok((packets - lost) / secs / 1e3)
+}
+
+/// sockperf ping-pong (UDP, one message in flight, both ends on [`LATENCY_CPU`]): the 50th
+/// and 99th percentile of the one-way latency (half the round trip) in microseconds.
+pub fn latency(target: &Target, seconds: u32) -> Result<[f64; 2]> {
+    let (addr, port, time) = (target.addr.to_string(), target.sockperf_port.to_string(), seconds.to_string());
+    let mut cmd = target
+        .client
+        .cmd("taskset", &["-c", LATENCY_CPU, "sockperf", "ping-pong", "-i", &addr, "-p", &port, "-t", &time]);
+    let out = run("sockperf", target, target.sockperf_port, &mut cmd, limit(seconds))?;
+    let percentile = |which: &str| {
+        out.lines()
+            .find_map(|l| l.split_once(&format!("percentile {which} =")).map(|(_, v)| v.trim().parse::<f64>()))
+            .with_context(|| {
+                format!("sockperf printed no {which} percentile; last line: {}", out.lines().last().unwrap_or_default())
+            })?
+            .with_context(|| format!("sockperf's {which} percentile"))
+    };
+    Ok([percentile("50.000")?, percentile("99.000")?])
+}
+
+/// New connections per second, each: connect, a 64-byte request, a 64-byte response, close.
+pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<f64> {
+    let addr = format!("{}:{}", target.addr, target.connrate_port);
+    let time = seconds.to_string();
+    let mut cmd = target
+        .client
+        .cmd(&ctx.connrate, &["client", "--addr", &addr, "--seconds", &time, "--threads", CONNRATE_THREADS]);
+    let out = run("np-connrate", target, target.connrate_port, &mut cmd, limit(seconds))?;
+    let json: Value = serde_json::from_str(&out).with_context(|| format!("np-connrate output: {out}"))?;
+    json["per_second"].as_f64().with_context(|| format!("np-connrate printed no per_second: {out}"))
+}
