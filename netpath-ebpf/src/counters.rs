@@ -4,35 +4,28 @@ use netpath_common::{Counter, DropEvent, StatKey, stat_kind};
 
 use crate::maps::{EVENTS, STATS};
 
-/// Adds one packet to a counter the control plane created when it attached the endpoint.
+/// Adds one packet to a counter the control plane created when it attached the endpoint;
+/// `false` when there is no such counter.
 #[inline(always)]
-pub fn count(kind: u32, id: u32, bytes: u32) {
-    let key = StatKey { kind, id };
-    if let Some(counter) = STATS.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += u64::from(bytes);
-        }
+pub fn count(kind: u32, id: u32, bytes: u32) -> bool {
+    let Some(counter) = STATS.get_ptr_mut(&StatKey { kind, id }) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+    unsafe {
+        (*counter).packets += 1;
+        (*counter).bytes += u64::from(bytes);
     }
+    true
 }
 
 /// Adds one packet to a counter that is created on first use (drop reasons, XDP).
 #[inline(always)]
 pub fn bump(kind: u32, id: u32, bytes: u32) {
-    let key = StatKey { kind, id };
-    let bytes = u64::from(bytes);
-    match STATS.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value.
-        Some(counter) => unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
-        },
-        None => {
-            // First use on any CPU; a racing insert from another CPU wins and this packet
-            // goes uncounted, which a counter can afford.
-            let _ = STATS.insert(&key, &Counter { packets: 1, bytes }, 0);
-        }
+    if !count(kind, id, bytes) {
+        // First use on any CPU; a racing insert from another CPU wins and this packet goes
+        // uncounted, which a counter can afford.
+        let _ = STATS.insert(&StatKey { kind, id }, &Counter { packets: 1, bytes: u64::from(bytes) }, 0);
     }
 }
 

@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     monitor,
     netns::{self, Netns},
-    output::{Format, json, table},
+    output::{Format, json, key_values, table},
     ports::Port,
     privileges, probe,
     settings::{Changes, Settings},
@@ -421,7 +421,7 @@ fn settings_text(s: &Settings) -> String {
         ("udp timeout", format!("{}s", s.udp_timeout)),
         ("icmp timeout", format!("{}s", s.icmp_timeout)),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<24} {v}")).collect::<Vec<_>>().join("\n")
+    key_values(&rows, 24)
 }
 
 async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
@@ -520,7 +520,7 @@ fn network_text(n: &NetworkRecord) -> String {
         ("flags", flags(n)),
         ("uplink", n.uplink.clone().unwrap_or_else(|| "(default route)".into())),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<8} {v}")).collect::<Vec<_>>().join("\n")
+    key_values(&rows, 8)
 }
 
 fn endpoint_text(e: &EndpointRecord) -> String {
@@ -535,7 +535,7 @@ fn endpoint_text(e: &EndpointRecord) -> String {
         ("netns", e.netns.clone()),
         ("ports", e.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<8} {v}")).collect::<Vec<_>>().join("\n")
+    key_values(&rows, 8)
 }
 
 fn endpoints_table(eps: &[EndpointRecord]) -> String {

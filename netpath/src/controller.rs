@@ -415,7 +415,7 @@ impl Controller {
     /// Checked under the lock, so a concurrent publish is not left without them.
     fn detach_sock_programs_if_unused(&mut self) -> Result<()> {
         let _lock = self.datapath()?.lock()?;
-        if self.ports()?.is_empty() { self.datapath()?.detach_sock_programs() } else { Ok(()) }
+        if self.store.has_published_ports()? { Ok(()) } else { self.datapath()?.detach_sock_programs() }
     }
 
     pub async fn detach(&mut self, spec: &DetachSpec) -> Result<Vec<EndpointRecord>> {

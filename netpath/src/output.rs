@@ -41,6 +41,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `key value` lines, keys padded to `width` so the values line up.
+pub fn key_values(rows: &[(&str, String)], width: usize) -> String {
+    rows.iter().map(|(k, v)| format!("{k:<width$} {v}")).collect::<Vec<_>>().join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

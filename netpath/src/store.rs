@@ -505,6 +505,10 @@ impl Store {
         Ok(with_ports(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
     }
 
+    pub fn has_published_ports(&self) -> Result<bool> {
+        Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM ports)", [], |r| r.get(0))?)
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<i64>> {
         Ok(self.conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }

@@ -153,14 +153,18 @@ impl Topology {
         self.np_json(&args)
     }
 
+    /// The pinned datapath's directory (`<pin root>/<version>`), once netpath has loaded it.
+    pub fn datapath_dir(&self) -> Option<PathBuf> {
+        let dirs: Vec<_> = std::fs::read_dir(self.pin_root()).map(|d| d.flatten().collect()).unwrap_or_default();
+        dirs.iter().find(|d| !d.file_name().to_string_lossy().starts_with("probe-")).map(|d| d.path())
+    }
+
     /// Entries of a pinned map, read independently of netpath with bpftool.
     pub fn map_entries(&self, map: &str) -> Vec<Value> {
-        let dirs: Vec<_> = std::fs::read_dir(self.pin_root()).map(|d| d.flatten().collect()).unwrap_or_default();
-        let Some(dir) = dirs.iter().find(|d| !d.file_name().to_string_lossy().starts_with("probe-")) else {
+        let Some(dir) = self.datapath_dir() else {
             return Vec::new();
         };
-        let out =
-            Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.path().join(map)).output().unwrap();
+        let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.join(map)).output().unwrap();
         assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().cloned().unwrap_or_default()
     }

@@ -141,7 +141,7 @@ fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
     // Every attach ran in its own process: one ENDPOINTS map holds both, one link each.
     assert_eq!(t.map_entries("ENDPOINTS").len(), 2);
     assert_eq!(t.map_entries("NETWORKS").len(), 1);
-    let version = std::fs::read_dir(t.pin_root()).unwrap().flatten().next().unwrap().path();
+    let version = t.datapath_dir().expect("the datapath is pinned");
     let links = || std::fs::read_dir(version.join("links")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(links(), 2);
 

@@ -193,7 +193,7 @@ fn after_detach_the_port_answers_nothing() {
             in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&host(8080), Duration::from_secs(2))).unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut), "{ns}: {err:?}");
     }
-    let version = std::fs::read_dir(t.pin_root()).unwrap().flatten().next().unwrap().path();
+    let version = t.datapath_dir().expect("the datapath is pinned");
     let cgroup_links = std::fs::read_dir(version.join("links"))
         .unwrap()
         .flatten()
