@@ -13,10 +13,21 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const EVENTS: &str = "EVENTS";
     pub const CT: &str = "CT";
+    pub const CT_NEW: &str = "CT_NEW";
+    pub const VETHS: &str = "VETHS";
+    pub const TAIL_CALLS: &str = "TAIL_CALLS";
     pub const PORTMAP: &str = "PORTMAP";
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const FROM_CONTAINER: &str = "from_container";
+    /// Stages reached by tail call (`TAIL_CALLS`), never attached themselves.
+    pub const FROM_CONTAINER_NAT: &str = "from_container_nat";
+    pub const FROM_CONTAINER_OPEN: &str = "from_container_open";
+    pub const FROM_CONTAINER_EGRESS: &str = "from_container_egress";
+    pub const FROM_UPLINK_OPEN: &str = "from_uplink_open";
+    /// `TAIL_CALLS`, in slot order.
+    pub const TAIL_CALLED: [&str; 4] =
+        [FROM_CONTAINER_NAT, FROM_CONTAINER_OPEN, FROM_CONTAINER_EGRESS, FROM_UPLINK_OPEN];
     pub const FROM_UPLINK: &str = "from_uplink";
     pub const XDP_UPLINK: &str = "xdp_uplink";
     pub const CONNECT4: &str = "connect4";
@@ -26,8 +37,19 @@ pub mod names {
     /// The cgroup socket programs for host-local access to published ports.
     pub const SOCK_PROGRAMS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
     /// Every program of the object, each pinned under its name.
-    pub const PROGRAMS: [&str; 7] =
-        [FROM_CONTAINER, FROM_UPLINK, XDP_UPLINK, CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
+    pub const PROGRAMS: [&str; 11] = [
+        FROM_CONTAINER,
+        FROM_CONTAINER_NAT,
+        FROM_CONTAINER_OPEN,
+        FROM_CONTAINER_EGRESS,
+        FROM_UPLINK,
+        FROM_UPLINK_OPEN,
+        XDP_UPLINK,
+        CONNECT4,
+        SENDMSG4,
+        RECVMSG4,
+        GETPEERNAME4,
+    ];
 }
 
 /// Capacity of the maps; the control plane refuses to create more objects than fit.
@@ -39,6 +61,9 @@ pub mod limits {
     pub const EVENTS_BYTES: u32 = 256 * 1024;
     /// Two entries per connection (original and reply direction).
     pub const MAX_CT: u32 = 262_144;
+    /// Connections nobody has answered yet, apart from `MAX_CT` so that a flood of unanswered
+    /// opens evicts only its own kind, never an established connection.
+    pub const MAX_CT_NEW: u32 = 32_768;
     pub const MAX_PORTS: u32 = 65536;
     pub const MAX_HOST_ADDRS: u32 = 256;
     pub const MAX_SOCK_REVNAT: u32 = 65536;
@@ -62,7 +87,7 @@ pub struct NetworkInfo {
     pub flags: u32,
     /// The bridge's MAC: the source of frames the datapath routes to an endpoint.
     pub gateway_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
 
 /// `NetworkInfo::flags`.
@@ -81,7 +106,19 @@ pub struct EndpointInfo {
     pub host_ifindex: u32,
     pub network_id: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    pub _pad: u16,
+}
+
+/// An endpoint's host-side veth as the datapath sees it: `VETHS[host ifindex]`. Every frame
+/// that arrives there must carry this MAC, and every IPv4 packet (and ARP) this address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VethInfo {
+    /// Network byte order.
+    pub addr: u32,
+    pub network_id: u32,
+    pub mac: [u8; 6],
+    pub _pad: u16,
 }
 
 /// `CONFIG[0]`: datapath-wide settings written by the control plane.
@@ -120,7 +157,7 @@ pub struct PortKey {
 pub struct PortTarget {
     pub addr: u32,
     pub port: u16,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
 
 /// `SOCK_REVNAT` key: a host socket (by cookie) and the endpoint address `connect4` or
@@ -149,7 +186,8 @@ pub struct CtKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 
 /// A connection-tracking entry: the tuple a packet with this key is rewritten to. Every
@@ -166,7 +204,13 @@ pub struct CtEntry {
     pub state: u8,
     /// `ct_dir`: which of the pair this is.
     pub dir: u8,
-    pub _pad: [u8; 2],
+    /// TCP: `seq_next` has been learnt from a packet of this direction.
+    pub seq_known: u8,
+    pub _pad: u8,
+    /// TCP: the sequence number after the last segment seen in this direction (host byte
+    /// order); resets and FINs far from it are not believed.
+    pub seq_next: u32,
+    pub _pad2: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, either direction; kept on
     /// the original-direction entry.
     pub last_seen: u64,
@@ -176,7 +220,15 @@ impl CtKey {
     /// The key of the other direction of the connection whose `dir` entry is `entry`.
     #[inline(always)]
     pub fn partner(entry: &CtEntry, proto: u8) -> CtKey {
-        CtKey { saddr: entry.daddr, daddr: entry.saddr, sport: entry.dport, dport: entry.sport, proto, _pad: [0; 3] }
+        CtKey {
+            saddr: entry.daddr,
+            daddr: entry.saddr,
+            sport: entry.dport,
+            dport: entry.sport,
+            proto,
+            _pad: 0,
+            _pad2: 0,
+        }
     }
 }
 
@@ -191,7 +243,10 @@ impl CtEntry {
             dport: key.sport,
             state: 0,
             dir,
-            _pad: [0; 2],
+            seq_known: 0,
+            _pad: 0,
+            seq_next: 0,
+            _pad2: 0,
             last_seen,
         }
     }
@@ -211,20 +266,25 @@ pub mod ct_dir {
     pub const REPLY: u8 = 1;
 }
 
-/// `CtEntry::state`.
+/// `CtEntry::state`. Ordered: a state never goes back to a lower one except when a new SYN
+/// reopens a closed connection.
 pub mod ct_state {
-    /// Only the original direction has been seen (TCP: SYN sent).
+    /// Only the original direction has been seen (TCP: SYN sent). Such entries live in
+    /// `CT_NEW` until the connection is established, which promotes them to `CT`.
     pub const NEW: u8 = 1;
-    /// Both directions have been seen.
-    pub const ESTABLISHED: u8 = 2;
+    /// TCP: the other side answered (SYN-ACK); the opener has not acknowledged it yet.
+    pub const ANSWERED: u8 = 2;
+    /// TCP: the handshake completed. Other protocols: both directions have been seen.
+    pub const ESTABLISHED: u8 = 3;
     /// TCP FIN seen.
-    pub const CLOSING: u8 = 3;
+    pub const CLOSING: u8 = 4;
     /// TCP RST seen.
-    pub const CLOSED: u8 = 4;
+    pub const CLOSED: u8 = 5;
 
     pub fn name(state: u8) -> &'static str {
         match state {
             NEW => "new",
+            ANSWERED => "answered",
             ESTABLISHED => "established",
             CLOSING => "closing",
             CLOSED => "closed",
@@ -298,9 +358,54 @@ pub mod drop_reason {
     /// Masqueraded egress that the routing table sends out of an interface other than the
     /// network's uplink: dropped rather than sent untranslated.
     pub const NOT_UPLINK: u32 = 8;
+    /// A frame from a container whose Ethernet source is not the endpoint's MAC.
+    pub const MAC_SPOOF: u32 = 9;
+    /// An ARP from a container whose sender address or MAC is not the endpoint's.
+    pub const ARP_SPOOF: u32 = 10;
+    /// Unicast IPv4 in a broadcast or multicast frame: it would reach every port of the bridge.
+    pub const GROUP_MAC: u32 = 11;
+    /// IPv6 from a container (netpath networks are IPv4 only).
+    pub const IPV6: u32 = 12;
+    /// A VLAN-tagged frame from a container.
+    pub const VLAN: u32 = 13;
+    /// Any other ethertype from a container.
+    pub const ETHERTYPE: u32 = 14;
+    /// From the uplink to an endpoint with neither a published port nor a connection it opened.
+    pub const UNSOLICITED: u32 = 15;
+    /// A TCP segment other than a SYN to a published port, with no connection: opens nothing.
+    pub const NOT_SYN: u32 = 16;
+    /// From the uplink with a loopback source or destination (CVE-2020-8558).
+    pub const MARTIAN: u32 = 17;
+    /// An inbound fragment for a published or SNAT port: fragments are not translated, and
+    /// must not reach a host socket instead.
+    pub const FRAGMENT: u32 = 18;
+    /// A TCP reset or FIN of a tracked connection far outside its sequence window.
+    pub const OUT_OF_WINDOW: u32 = 19;
+    /// A program the datapath needs is missing (a load interrupted half-way): fail closed.
+    pub const DATAPATH_INCOMPLETE: u32 = 20;
 
-    pub const ALL: [u32; 8] =
-        [MALFORMED, POLICY, SOURCE_MISMATCH, REDIRECT_FAILED, NAT_EXHAUSTED, EGRESS_DENIED, NAT_UNSUPPORTED, NOT_UPLINK];
+    pub const ALL: [u32; 20] = [
+        MALFORMED,
+        POLICY,
+        SOURCE_MISMATCH,
+        REDIRECT_FAILED,
+        NAT_EXHAUSTED,
+        EGRESS_DENIED,
+        NAT_UNSUPPORTED,
+        NOT_UPLINK,
+        MAC_SPOOF,
+        ARP_SPOOF,
+        GROUP_MAC,
+        IPV6,
+        VLAN,
+        ETHERTYPE,
+        UNSOLICITED,
+        NOT_SYN,
+        MARTIAN,
+        FRAGMENT,
+        OUT_OF_WINDOW,
+        DATAPATH_INCOMPLETE,
+    ];
 
     pub fn name(reason: u32) -> &'static str {
         match reason {
@@ -312,6 +417,18 @@ pub mod drop_reason {
             EGRESS_DENIED => "egress-denied",
             NAT_UNSUPPORTED => "nat-unsupported",
             NOT_UPLINK => "not-uplink",
+            MAC_SPOOF => "mac-spoof",
+            ARP_SPOOF => "arp-spoof",
+            GROUP_MAC => "group-mac",
+            IPV6 => "ipv6",
+            VLAN => "vlan",
+            ETHERTYPE => "ethertype",
+            UNSOLICITED => "unsolicited",
+            NOT_SYN => "not-syn",
+            MARTIAN => "martian",
+            FRAGMENT => "fragment",
+            OUT_OF_WINDOW => "out-of-window",
+            DATAPATH_INCOMPLETE => "datapath-incomplete",
             _ => "unknown",
         }
     }
@@ -328,7 +445,8 @@ pub struct DropEvent {
     /// Network byte order.
     pub daddr: u32,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    pub _pad2: u16,
     pub len: u32,
 }
 
@@ -347,6 +465,7 @@ mod pod {
     pod!(
         NetworkInfo,
         EndpointInfo,
+        VethInfo,
         Config,
         CtKey,
         CtEntry,

@@ -1,14 +1,25 @@
-//! Connection tracking for NAT: two entries per connection in the `CT` LRU map, one per
-//! direction, each mapping the tuple a packet arrives with to the tuple it leaves with.
+//! Connection tracking for NAT: two entries per connection, one per direction, each mapping
+//! the tuple a packet arrives with to the tuple it leaves with.
 //!
-//! The original-direction entry holds the connection's state and last-seen time. Both are
-//! looked up for every packet, so the LRU keeps or evicts them together; a reply entry whose
-//! original is gone, expired or translated elsewhere is stale and may be reused.
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+//! A connection starts in `CT_NEW`, a small LRU of its own, and moves to `CT` once it is
+//! established (TCP: the opener acknowledged the answer; other protocols: an answer came back),
+//! so a flood of opens nobody completes can only evict other unanswered opens.
+//!
+//! The original-direction entry holds the connection's state and last-seen time; each entry
+//! keeps the TCP sequence position of its own direction. An entry counts only while its
+//! partner points back at it: after an LRU eviction, a flow can never inherit the SNAT port
+//! another flow claimed meanwhile.
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
+    maps::LruHashMap,
+};
 use netpath_common::{Config, CtEntry, CtKey, IPPROTO_TCP, ct_dir, ct_state, drop_reason};
 
 use crate::{
-    maps::{CONFIG, CT},
+    maps::{CONFIG, CT, CT_NEW},
     packet::{Ipv4, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     portmap::published,
 };
@@ -17,6 +28,43 @@ const BPF_NOEXIST: u64 = 1;
 const NS_PER_SEC: u64 = 1_000_000_000;
 /// Candidate source ports tried for a new flow before giving up.
 const PORT_TRIES: u32 = 32;
+/// How far from the expected sequence number a RST or FIN may be and still be believed.
+/// Legitimate ones carry the sender's next sequence number, give or take a retransmission.
+const SEQ_WINDOW: u32 = 1 << 20;
+
+type Table = LruHashMap<CtKey, CtEntry>;
+
+/// What conntrack says about a packet.
+pub enum Tracked {
+    /// No connection: the caller decides whether the packet may open one.
+    No,
+    /// A packet of a tracked connection: rewrite it to this tuple.
+    Translate(CtEntry),
+    /// A packet of a tracked connection that must not pass, with the drop reason.
+    Refuse(u32),
+}
+
+// What `lookup_into` and `create_into` answer: translate, translate a connection that just
+// got established, no connection, or a drop reason.
+const TRANSLATE: u32 = 0;
+const TRANSLATE_ESTABLISHED: u32 = u32::MAX - 1;
+const UNTRACKED: u32 = u32::MAX;
+
+// Lookups and creations run as BPF subprograms (`inline(never)`) that answer with a scalar:
+// the verifier then explores what follows a call once, not once per way through it, which
+// keeps every program far below its complexity limit. A connection's two entries always live
+// in the same table (created together in `CT_NEW`, promoted together to `CT`), so a packet's
+// lookup stays in the table its own entry is in; only claiming a tuple, which must be unique
+// across both, looks at both.
+
+/// A copy of the entry at `key`, from either table, with the table that holds it.
+#[inline(always)]
+fn find(key: &CtKey) -> Option<(&'static Table, CtEntry)> {
+    if let Some(e) = unsafe { CT.get(key) } {
+        return Some((&CT, *e));
+    }
+    unsafe { CT_NEW.get(key) }.map(|e| (&CT_NEW, *e))
+}
 
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
@@ -30,7 +78,7 @@ fn now() -> u64 {
 
 #[inline(always)]
 pub fn key(ip: &Ipv4, l4: &L4) -> CtKey {
-    CtKey { saddr: ip.saddr, daddr: ip.daddr, sport: l4.sport, dport: l4.dport, proto: ip.proto, _pad: [0; 3] }
+    CtKey { saddr: ip.saddr, daddr: ip.daddr, sport: l4.sport, dport: l4.dport, proto: ip.proto, _pad: 0, _pad2: 0 }
 }
 
 #[inline(always)]
@@ -38,27 +86,29 @@ fn expired(cfg: &Config, proto: u8, e: &CtEntry, now: u64) -> bool {
     now.saturating_sub(e.last_seen) > u64::from(cfg.timeout(proto, e.state)) * NS_PER_SEC
 }
 
+/// A SYN for a connection that closed: the same tuple starts over.
 #[inline(always)]
-fn next_state(state: u8, proto: u8, tcp_flags: u8, dir: u8) -> u8 {
-    if proto == IPPROTO_TCP {
-        if tcp_flags & TCP_RST != 0 || state == ct_state::CLOSED {
-            return ct_state::CLOSED;
-        }
-        if tcp_flags & TCP_FIN != 0 || state == ct_state::CLOSING {
-            return ct_state::CLOSING;
-        }
-    }
-    if dir == ct_dir::REPLY && state == ct_state::NEW { ct_state::ESTABLISHED } else { state }
+fn reopens(tcp_flags: u8, state: u8) -> bool {
+    tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && state >= ct_state::CLOSING
 }
 
-/// The state a flow starts in: a TCP flow picked up mid-stream counts as established, unless
-/// its first packet already closes it.
 #[inline(always)]
-fn initial_state(proto: u8, tcp_flags: u8) -> u8 {
-    if proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return ct_state::NEW;
+fn next_state(state: u8, proto: u8, tcp_flags: u8, dir: u8) -> u8 {
+    if proto != IPPROTO_TCP {
+        return if dir == ct_dir::REPLY && state == ct_state::NEW { ct_state::ESTABLISHED } else { state };
     }
-    next_state(ct_state::ESTABLISHED, proto, tcp_flags, ct_dir::ORIGINAL)
+    if tcp_flags & TCP_RST != 0 || state == ct_state::CLOSED {
+        return ct_state::CLOSED;
+    }
+    if tcp_flags & TCP_FIN != 0 || state == ct_state::CLOSING {
+        return ct_state::CLOSING;
+    }
+    let acks = tcp_flags & TCP_ACK != 0;
+    match (state, dir) {
+        (ct_state::NEW, ct_dir::REPLY) if acks => ct_state::ANSWERED,
+        (ct_state::ANSWERED, ct_dir::ORIGINAL) if acks && tcp_flags & TCP_SYN == 0 => ct_state::ESTABLISHED,
+        _ => state,
+    }
 }
 
 /// Whether a packet may open a connection to a published port: for TCP only a SYN, so stray
@@ -68,146 +118,312 @@ pub fn opens(proto: u8, tcp_flags: u8) -> bool {
     proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// The live original entry behind a reply entry, if the pair is still valid.
+/// A RST or FIN is believed only near the sequence position its direction has reached.
 #[inline(always)]
-fn live_original(cfg: &Config, rkey: &CtKey, reply: &CtEntry, now: u64) -> Option<*mut CtEntry> {
-    let ptr = CT.get_ptr_mut(&CtKey::partner(reply, rkey.proto))?;
+fn in_window(own: &CtEntry, l4: &L4) -> bool {
+    own.seq_known == 0 || l4.seq.wrapping_sub(own.seq_next).wrapping_add(SEQ_WINDOW) <= 2 * SEQ_WINDOW
+}
+
+/// Whether the original entry behind the reply entry `reply` (at `rkey`) is live and still
+/// translates back to it.
+#[inline(always)]
+fn live_original(cfg: &Config, table: &Table, rkey: &CtKey, reply: &CtEntry, now: u64) -> Option<*mut CtEntry> {
+    let ptr = table.get_ptr_mut(&CtKey::partner(reply, rkey.proto))?;
     // SAFETY: map value pointer from a successful lookup.
     let orig = unsafe { &*ptr };
     (orig.dir == ct_dir::ORIGINAL && orig.reverses(rkey) && !expired(cfg, rkey.proto, orig, now)).then_some(ptr)
 }
 
-/// The translation for a packet of a tracked connection, either direction; `None` when the
-/// connection is unknown, expired, or being reopened (a new SYN after it closed).
+/// Whether the reply entry of the connection whose original is `orig` (at `key`) translates
+/// back to it. A reply half the LRU evicted alone is put back, unless another flow claimed
+/// its tuple meanwhile (then the insert fails).
 #[inline(always)]
-pub fn lookup(cfg: &Config, key: &CtKey, tcp_flags: u8) -> Option<CtEntry> {
-    let ptr = CT.get_ptr_mut(key)?;
-    // SAFETY: map value pointer from a successful lookup.
-    let entry = unsafe { *ptr };
-    let now = now();
-    let holder = if entry.dir == ct_dir::ORIGINAL {
-        let reopened = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && entry.state >= ct_state::CLOSING;
-        if reopened || expired(cfg, key.proto, &entry, now) {
-            return None;
+fn reply_points_back(table: &Table, key: &CtKey, orig: &CtEntry, now: u64) -> bool {
+    let rkey = CtKey::partner(orig, key.proto);
+    match unsafe { table.get(&rkey) } {
+        Some(reply) => reply.dir == ct_dir::REPLY && CtKey::partner(reply, key.proto) == *key,
+        None => table.insert(&rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now), BPF_NOEXIST).is_ok(),
+    }
+}
+
+/// The translation for a packet of a tracked connection, either direction.
+#[inline(always)]
+pub fn lookup(key: &CtKey, l4: &L4) -> Tracked {
+    let mut to = MaybeUninit::<CtEntry>::uninit();
+    match lookup_into(key, l4, to.as_mut_ptr()) {
+        // SAFETY: `lookup_into` writes the entry when it translates.
+        TRANSLATE => Tracked::Translate(unsafe { to.assume_init() }),
+        TRANSLATE_ESTABLISHED => {
+            let to = unsafe { to.assume_init() };
+            let okey = if to.dir == ct_dir::ORIGINAL { *key } else { CtKey::partner(&to, key.proto) };
+            // Called from here, not from `lookup_into`: the two subprograms' stack frames are
+            // then never stacked on each other.
+            promote(&okey, to.last_seen);
+            Tracked::Translate(to)
         }
-        let rkey = CtKey::partner(&entry, key.proto);
-        if CT.get_ptr(&rkey).is_none() {
-            // The LRU evicted the reply half alone: restore it.
-            let _ = CT.insert(&rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now), 0);
-        }
-        ptr
-    } else {
-        live_original(cfg, key, &entry, now)?
+        UNTRACKED => Tracked::No,
+        reason => Tracked::Refuse(reason),
+    }
+}
+
+#[inline(never)]
+fn lookup_into(key: &CtKey, l4: &L4, out: *mut CtEntry) -> u32 {
+    let Some(cfg) = config() else {
+        return UNTRACKED;
     };
-    // SAFETY: map value pointer from a successful lookup; racing CPUs only move it forward.
-    let h = unsafe { &mut *holder };
-    h.state = next_state(h.state, key.proto, tcp_flags, entry.dir);
-    h.last_seen = now;
-    Some(entry)
+    // One body for both tables (the table is a value): one stack frame, not two.
+    let (table, own): (&'static Table, *mut CtEntry) = if let Some(own) = CT.get_ptr_mut(key) {
+        (&CT, own)
+    } else if let Some(own) = CT_NEW.get_ptr_mut(key) {
+        (&CT_NEW, own)
+    } else {
+        return UNTRACKED;
+    };
+    // SAFETY: map value pointers from successful lookups; racing CPUs only move them forward.
+    let entry = unsafe { *own };
+    let now = now();
+    let orig = if entry.dir == ct_dir::ORIGINAL {
+        if reopens(l4.tcp_flags, entry.state)
+            || expired(cfg, key.proto, &entry, now)
+            || !reply_points_back(table, key, &entry, now)
+        {
+            return UNTRACKED;
+        }
+        own
+    } else {
+        match live_original(cfg, table, key, &entry, now) {
+            Some(orig) => orig,
+            None => return UNTRACKED,
+        }
+    };
+    if key.proto == IPPROTO_TCP {
+        if l4.tcp_flags & (TCP_RST | TCP_FIN) != 0 && !in_window(&entry, l4) {
+            return drop_reason::OUT_OF_WINDOW;
+        }
+        let end = l4.seq.wrapping_add(l4.seq_len);
+        let e = unsafe { &mut *own };
+        if e.seq_known == 0 || (end.wrapping_sub(e.seq_next) as i32) > 0 {
+            e.seq_next = end;
+            e.seq_known = 1;
+        }
+    }
+    let o = unsafe { &mut *orig };
+    let state = next_state(o.state, key.proto, l4.tcp_flags, entry.dir);
+    o.state = state;
+    o.last_seen = now;
+    unsafe { out.write(CtEntry { last_seen: now, ..entry }) };
+    if state == ct_state::ESTABLISHED && core::ptr::eq(table, &CT_NEW) { TRANSLATE_ESTABLISHED } else { TRANSLATE }
+}
+
+/// Moves an established connection's two entries from `CT_NEW` to `CT`, reply first, so a
+/// lookup in between still finds a complete pair.
+#[inline(never)]
+fn promote(okey: &CtKey, now: u64) {
+    let Some(o) = (unsafe { CT_NEW.get(okey) }) else {
+        return;
+    };
+    let orig = *o;
+    let rkey = CtKey::partner(&orig, okey.proto);
+    let reply = match unsafe { CT_NEW.get(&rkey) } {
+        Some(r) => *r,
+        None => CtEntry::reverse_of(okey, ct_dir::REPLY, now),
+    };
+    if CT.insert(&rkey, &reply, 0).is_ok() && CT.insert(okey, &orig, 0).is_ok() {
+        let _ = CT_NEW.remove(okey);
+        let _ = CT_NEW.remove(&rkey);
+    }
 }
 
 /// Starts tracking a connection whose first packet has `key` and leaves as `out`. With
-/// `pick_sport`, the source port of `out` is chosen from the SNAT range so that the reply
-/// tuple is unique. Returns the translation to apply, or a drop reason.
+/// `pick_sport`, the source port of `out` is drawn from the SNAT range so that the reply
+/// tuple is unique. `out` becomes the translation to apply; `Err` holds the drop reason.
 #[inline(always)]
-pub fn create(cfg: &Config, key: &CtKey, mut out: CtEntry, tcp_flags: u8, pick_sport: bool) -> Result<CtEntry, u32> {
+pub fn create(key: &CtKey, out: &mut CtEntry, l4: &L4, pick_sport: bool) -> Result<(), u32> {
+    match create_into(key, out, l4, pick_sport) {
+        TRANSLATE => Ok(()),
+        reason => Err(reason),
+    }
+}
+
+#[inline(never)]
+fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, pick_sport: bool) -> u32 {
+    let Some(cfg) = config() else {
+        return drop_reason::NAT_EXHAUSTED;
+    };
     let now = now();
     out.dir = ct_dir::ORIGINAL;
-    out.state = initial_state(key.proto, tcp_flags);
+    out.state = ct_state::NEW;
     out.last_seen = now;
-    let back = CtEntry::reverse_of(key, ct_dir::REPLY, now);
-    let (start, span, tries) = if pick_sport {
-        let min = u32::from(cfg.snat_port_min);
-        let span = u32::from(cfg.snat_port_max).wrapping_sub(min).wrapping_add(1);
-        // Also proves to the compiler that `%` below cannot divide by zero (no panic path).
-        if min == 0 || span == 0 || span > 65536 {
-            return Err(drop_reason::NAT_EXHAUSTED);
-        }
-        (unsafe { bpf_get_prandom_u32() } % span, span, PORT_TRIES)
-    } else {
-        (0, 1, 1)
-    };
-    let mut i = 0;
-    while i < tries {
-        if pick_sport {
-            out.sport = ((u32::from(cfg.snat_port_min) + (start + i) % span) as u16).to_be();
-        }
-        let rkey = CtKey::partner(&out, key.proto);
-        let claimed = match unsafe { CT.get(&rkey) } {
-            None => CT.insert(&rkey, &back, BPF_NOEXIST).is_ok(),
-            // Free when its connection is gone, or is this very one being reopened.
-            Some(held) => {
-                held.dir == ct_dir::REPLY
-                    && (CtKey::partner(held, key.proto) == *key || live_original(cfg, &rkey, held, now).is_none())
-                    && CT.insert(&rkey, &back, 0).is_ok()
-            }
-        };
-        if claimed {
-            return commit_original(cfg, key, &out, &rkey, tcp_flags, now);
-        }
-        i += 1;
+    if key.proto == IPPROTO_TCP {
+        out.seq_next = l4.seq.wrapping_add(l4.seq_len);
+        out.seq_known = 1;
     }
-    Err(drop_reason::NAT_EXHAUSTED)
+    let back = CtEntry::reverse_of(key, ct_dir::REPLY, now);
+    if !pick_sport {
+        let rkey = CtKey::partner(out, key.proto);
+        if claim(cfg, key, &rkey, &back) {
+            return commit_original(cfg, key, out, &rkey, l4.tcp_flags);
+        }
+        return drop_reason::NAT_EXHAUSTED;
+    }
+    let min = u32::from(cfg.snat_port_min);
+    let span = u32::from(cfg.snat_port_max).wrapping_sub(min).wrapping_add(1);
+    if min == 0 || span == 0 || span > 65536 {
+        return drop_reason::NAT_EXHAUSTED;
+    }
+    let mut search = PortSearch {
+        cfg,
+        key,
+        out,
+        back: &back,
+        tcp_flags: l4.tcp_flags,
+        min,
+        span,
+        verdict: drop_reason::NAT_EXHAUSTED,
+    };
+    // `bpf_loop` has the verifier check one try, not every one of them unrolled.
+    unsafe {
+        bpf_loop(PORT_TRIES, try_port as *mut c_void, (&mut search as *mut PortSearch).cast(), 0);
+    }
+    search.verdict
+}
+
+/// What one try of the SNAT port search needs, and what the search found.
+struct PortSearch<'a> {
+    cfg: &'a Config,
+    key: &'a CtKey,
+    out: &'a mut CtEntry,
+    back: &'a CtEntry,
+    tcp_flags: u8,
+    min: u32,
+    span: u32,
+    verdict: u32,
+}
+
+/// One try: a port drawn at random across the whole range (no predictable sequence to probe),
+/// kept if its reply tuple can be claimed. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `create_into` passes its `PortSearch`, alive for the whole loop.
+    let search = unsafe { &mut *ctx.cast::<PortSearch>() };
+    let offset = unsafe { bpf_get_prandom_u32() }.checked_rem(search.span).unwrap_or(0);
+    search.out.sport = ((search.min + offset) as u16).to_be();
+    let rkey = CtKey::partner(search.out, search.key.proto);
+    if !claim(search.cfg, search.key, &rkey, search.back) {
+        return 0;
+    }
+    search.verdict = commit_original(search.cfg, search.key, search.out, &rkey, search.tcp_flags);
+    1
+}
+
+/// Claims the reply tuple `rkey` for the connection at `key`: free when nobody holds it, or its
+/// holder's connection is gone, or it is this very connection starting over. The claim is an
+/// insert that fails if another CPU got there first.
+#[inline(never)]
+fn claim(cfg: &Config, key: &CtKey, rkey: &CtKey, back: &CtEntry) -> bool {
+    if let Some((table, held)) = find(rkey) {
+        let free = held.dir == ct_dir::REPLY
+            && (CtKey::partner(&held, key.proto) == *key
+                || live_original(cfg, table, rkey, &held, back.last_seen).is_none());
+        if !free {
+            return false;
+        }
+        let _ = table.remove(rkey);
+    }
+    CT_NEW.insert(rkey, back, BPF_NOEXIST).is_ok()
 }
 
 /// Records the original entry once its reply entry is claimed. Another CPU may have created
-/// the same connection meanwhile: then its translation stands and our claim is given back.
-#[inline(always)]
-fn commit_original(
-    cfg: &Config,
-    key: &CtKey,
-    out: &CtEntry,
-    rkey: &CtKey,
-    tcp_flags: u8,
-    now: u64,
-) -> Result<CtEntry, u32> {
-    if CT.insert(key, out, BPF_NOEXIST).is_ok() {
-        return Ok(*out);
-    }
-    if let Some(winner) = unsafe { CT.get(key) } {
-        let reopened = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && winner.state >= ct_state::CLOSING;
-        if !reopened && !expired(cfg, key.proto, winner, now) {
-            let winner = *winner;
-            if CtKey::partner(&winner, key.proto) != *rkey {
-                let _ = CT.remove(rkey);
+/// the same connection meanwhile: then its translation stands (copied into `out`) and our
+/// claim is given back.
+#[inline(never)]
+fn commit_original(cfg: &Config, key: &CtKey, out: &mut CtEntry, rkey: &CtKey, tcp_flags: u8) -> u32 {
+    let now = out.last_seen;
+    if let Some(table) = holder(key) {
+        // SAFETY: map value pointer from a successful lookup.
+        if let Some(e) = unsafe { table.get(key) } {
+            if e.dir == ct_dir::REPLY && live_original(cfg, table, key, e, now).is_some() {
+                // The tuple already answers a live connection the other way round.
+                let _ = CT_NEW.remove(rkey);
+                return drop_reason::NAT_EXHAUSTED;
             }
-            return Ok(winner);
+            if e.dir == ct_dir::ORIGINAL && stands(cfg, table, key, e, rkey, tcp_flags, now) {
+                // The same connection, created by another CPU meanwhile: its translation stands.
+                let _ = CT_NEW.remove(rkey);
+                *out = *e;
+                return TRANSLATE;
+            }
         }
+        let _ = table.remove(key);
     }
-    // What was there is expired or being reopened: replace it.
-    if CT.insert(key, out, 0).is_err() {
-        let _ = CT.remove(rkey);
-        return Err(drop_reason::NAT_EXHAUSTED);
+    if CT_NEW.insert(key, out, BPF_NOEXIST).is_ok() {
+        return TRANSLATE;
     }
-    Ok(*out)
+    let _ = CT_NEW.remove(rkey);
+    drop_reason::NAT_EXHAUSTED
 }
 
-/// For an ICMP error about a packet we sent (`inner`, as it left): the translation its
-/// connection's answers get, found through the embedded header.
+/// The table that holds `key`, if one does.
+#[inline(always)]
+fn holder(key: &CtKey) -> Option<&'static Table> {
+    if unsafe { CT.get(key) }.is_some() {
+        return Some(&CT);
+    }
+    unsafe { CT_NEW.get(key) }.is_some().then_some(&CT_NEW)
+}
+
+/// Whether the live original entry `e` already at `key` keeps its translation: it is not
+/// closing, its reply entry points back at it, and it is not the tuple `rkey` just claimed.
+#[inline(always)]
+fn stands(cfg: &Config, table: &Table, key: &CtKey, e: &CtEntry, rkey: &CtKey, tcp_flags: u8, now: u64) -> bool {
+    let erkey = CtKey::partner(e, key.proto);
+    let reply_intact =
+        unsafe { table.get(&erkey) }.is_some_and(|r| r.dir == ct_dir::REPLY && CtKey::partner(r, key.proto) == *key);
+    !reopens(tcp_flags, e.state) && !expired(cfg, key.proto, e, now) && erkey != *rkey && reply_intact
+}
+
+/// For an ICMP error about a packet of a tracked connection (`inner`, as it was sent): the
+/// translation its connection's answers get, found through the embedded header.
 #[inline(always)]
 pub fn lookup_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Option<CtEntry> {
-    let rkey =
-        CtKey { saddr: inner.daddr, daddr: inner.saddr, sport: dport, dport: sport, proto: inner.proto, _pad: [0; 3] };
-    let entry = unsafe { *CT.get(&rkey)? };
+    let rkey = CtKey {
+        saddr: inner.daddr,
+        daddr: inner.saddr,
+        sport: dport,
+        dport: sport,
+        proto: inner.proto,
+        _pad: 0,
+        _pad2: 0,
+    };
+    let (table, entry) = find(&rkey)?;
     let now = now();
     let valid = if entry.dir == ct_dir::ORIGINAL {
         !expired(cfg, rkey.proto, &entry, now)
     } else {
-        live_original(cfg, &rkey, &entry, now).is_some()
+        live_original(cfg, table, &rkey, &entry, now).is_some()
     };
     valid.then_some(entry)
 }
 
 /// The translation for a packet arriving from outside: its tracked connection's, or a new
-/// connection's when it opens one to a published port.
+/// connection's when it opens one to a published port. `No` when it is neither.
 #[inline(always)]
-pub fn inbound(cfg: &Config, ip: &Ipv4, l4: &L4) -> Option<CtEntry> {
+pub fn inbound(ip: &Ipv4, l4: &L4) -> Tracked {
     let key = key(ip, l4);
-    if let Some(to) = lookup(cfg, &key, l4.tcp_flags) {
-        return Some(to);
+    match lookup(&key, l4) {
+        Tracked::No => {}
+        tracked => return tracked,
     }
-    let target = published(ip, l4)?;
-    let out =
+    let Some(target) = published(ip, l4) else {
+        return Tracked::No;
+    };
+    if !opens(ip.proto, l4.tcp_flags) {
+        return Tracked::Refuse(drop_reason::NOT_SYN);
+    }
+    let mut out =
         CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
-    create(cfg, &key, out, l4.tcp_flags, false).ok()
+    match create(&key, &mut out, l4, false) {
+        Ok(()) => Tracked::Translate(out),
+        Err(reason) => Tracked::Refuse(reason),
+    }
 }

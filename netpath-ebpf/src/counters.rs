@@ -1,8 +1,11 @@
 //! Per-endpoint and per-drop-reason counters, and drop events for `netpath monitor`.
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netpath_common::{Counter, DropEvent, StatKey, stat_kind};
 
-use crate::maps::{EVENTS, STATS};
+use crate::{
+    maps::{EVENTS, STATS},
+    packet::Ipv4,
+};
 
 /// Adds one packet to a counter the control plane created when it attached the endpoint;
 /// `false` when there is no such counter.
@@ -39,8 +42,23 @@ pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protoco
         saddr,
         daddr,
         protocol,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
         len: ctx.len(),
     };
     let _ = EVENTS.output::<DropEvent>(&event, 0);
+}
+
+/// Drops an IPv4 packet for `reason`: counts and reports it, and returns the TC verdict.
+#[inline(always)]
+pub fn drop_ip(ctx: &TcContext, ip: &Ipv4, reason: u32) -> i32 {
+    drop_packet(ctx, reason, ip.saddr, ip.daddr, ip.proto);
+    TC_ACT_SHOT as i32
+}
+
+/// The same for a frame dropped before there is an IPv4 header to report.
+#[inline(always)]
+pub fn drop_frame(ctx: &TcContext, reason: u32) -> i32 {
+    drop_packet(ctx, reason, 0, 0, 0);
+    TC_ACT_SHOT as i32
 }

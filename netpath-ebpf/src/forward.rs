@@ -5,7 +5,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
         bpf_fib_lookup as FibParams, bpf_redir_neigh,
     },
-    helpers::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use netpath_common::{EndpointInfo, NetworkInfo, drop_reason, stat_kind};
@@ -13,13 +13,16 @@ use netpath_common::{EndpointInfo, NetworkInfo, drop_reason, stat_kind};
 use crate::counters::{count, drop_packet};
 
 const AF_INET: u8 = 2;
+/// `bpf_check_mtu`: check each segment of a GSO packet, not only its total length.
+const BPF_MTU_CHK_SEGS: u64 = 1;
+const PACKET_HOST: u32 = 0;
 
 /// Where the kernel's routing table sends a packet, asked as if it had arrived on the
 /// network's bridge.
 pub enum Route {
     /// Out of the network's uplink, to this next hop.
     Uplink(u32),
-    /// Out of the uplink, but larger than its MTU and not a GSO packet.
+    /// Out of the uplink, but larger than its MTU (or, for a GSO packet, its segments are).
     TooBig,
     /// Out of another interface.
     Elsewhere,
@@ -29,25 +32,63 @@ pub enum Route {
 
 #[inline(always)]
 pub fn route(ctx: &TcContext, saddr: u32, daddr: u32, proto: u8, net: &NetworkInfo) -> Route {
+    let mut query = RouteQuery { saddr, daddr, proto, next_hop: 0 };
+    match route_into(ctx, net, &mut query) {
+        UPLINK => Route::Uplink(query.next_hop),
+        TOO_BIG => Route::TooBig,
+        ELSEWHERE => Route::Elsewhere,
+        _ => Route::Stack,
+    }
+}
+
+/// A route lookup's question, and the next hop it answers.
+struct RouteQuery {
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+    next_hop: u32,
+}
+
+// `Route` as a scalar: `route_into` is a subprogram of its own, so its 64-byte FIB question
+// stays out of the callers' stack frames.
+const UPLINK: u32 = 0;
+const TOO_BIG: u32 = 1;
+const ELSEWHERE: u32 = 2;
+const STACK: u32 = 3;
+
+#[inline(never)]
+fn route_into(ctx: &TcContext, net: &NetworkInfo, query: &mut RouteQuery) -> u32 {
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.l4_protocol = proto;
+    params.l4_protocol = query.proto;
     // tot_len stays 0: the helper then checks the skb itself against the MTU, which lets GSO
     // packets through; a tot_len would be compared as is and refuse every GSO packet.
     params.ifindex = net.bridge_ifindex;
-    params.__bindgen_anon_3.ipv4_src = saddr;
-    params.__bindgen_anon_4.ipv4_dst = daddr;
+    params.__bindgen_anon_3.ipv4_src = query.saddr;
+    params.__bindgen_anon_4.ipv4_dst = query.daddr;
     let rc =
         unsafe { bpf_fib_lookup(ctx.skb.skb.cast(), &mut params, core::mem::size_of::<FibParams>() as i32, 0) } as u32;
     let uplink = params.ifindex == net.uplink_ifindex;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH if uplink => {
-            Route::Uplink(unsafe { params.__bindgen_anon_4.ipv4_dst })
+            if !fits_mtu(ctx, net.uplink_ifindex) {
+                return TOO_BIG;
+            }
+            query.next_hop = unsafe { params.__bindgen_anon_4.ipv4_dst };
+            UPLINK
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED if uplink => Route::TooBig,
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::Elsewhere,
-        _ => Route::Stack,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED if uplink => TOO_BIG,
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => ELSEWHERE,
+        _ => STACK,
     }
+}
+
+/// The FIB lookup lets every GSO packet through; its segments must fit the uplink too, or
+/// the uplink would send frames larger than its MTU.
+#[inline(always)]
+fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
+    let mut mtu_len = 0u32;
+    unsafe { bpf_check_mtu(ctx.skb.skb.cast(), ifindex, &mut mtu_len, 0, BPF_MTU_CHK_SEGS) == 0 }
 }
 
 /// Sends the packet out of `ifindex` to `next_hop`, resolving its MAC like the stack would.
@@ -69,6 +110,11 @@ pub fn to_endpoint(ctx: &TcContext, ep: &EndpointInfo, src_mac: Option<&[u8; 6]>
     let _ = ctx.store(0, &ep.mac, 0);
     if let Some(mac) = src_mac {
         let _ = ctx.store(6, mac, 0);
+    }
+    // The frame arrived addressed to another MAC than the receiving veth's; kernels before
+    // 6.15 keep that packet type across `bpf_redirect_peer` and the endpoint drops it.
+    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
+        let _ = ctx.change_type(PACKET_HOST);
     }
     let target = ep.host_ifindex;
     let len = ctx.len();

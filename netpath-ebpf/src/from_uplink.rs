@@ -1,27 +1,22 @@
-//! TCX ingress on the uplink, shared by every network that uses it: packets of tracked
-//! connections (replies to masqueraded ones, further packets to published ports) are
-//! translated and handed to their endpoint; so are ICMP errors about them, through their
-//! embedded headers. A first packet to a published port starts a connection to its endpoint.
-//! Routed (`--no-masquerade`) endpoints are reached directly. Everything else is the host's
-//! own traffic and passes untouched.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
-use netpath_common::{Config, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, drop_reason, network_flags};
+//! TCX ingress on the uplink, shared by every network that uses it. What comes from outside
+//! reaches an endpoint only as part of a connection: packets of tracked connections (answers
+//! to masqueraded ones, further packets to published ports) and ICMP errors about them are
+//! translated and handed to their endpoint; a SYN (or a first UDP datagram) to a published port
+//! opens a connection. Routed (`--no-masquerade`) endpoints are reached directly; anything else
+//! addressed to an endpoint is dropped as unsolicited, whether or not the host forwards.
+//! Everything else is the host's own traffic and passes untouched.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use netpath_common::{Config, CtEntry, EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, drop_reason, network_flags};
 
 use crate::{
-    conntrack,
-    counters::drop_packet,
+    conntrack::{self, Tracked},
+    counters::drop_ip,
     forward::to_endpoint,
-    frame::Frame,
-    maps::{ENDPOINTS, NETWORKS},
-    nat::{apply, decrement_ttl, rewrite_covered},
-    packet::{
-        ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_DADDR_OFF, Ipv4, L3, icmp_type, load_u16,
-        parse, parse_ipv4, parse_l4,
-    },
+    icmp_error::{self, Translated},
+    maps::{ENDPOINTS, NETWORKS, TAIL_CALLS},
+    nat::{apply, decrement_ttl},
+    packet::{Ipv4, L3, L4, is_loopback, load_u16, parse, parse_l4},
+    portmap::{self, published},
 };
 
 #[classifier]
@@ -29,35 +24,109 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     let L3::Ipv4(ip) = parse(&ctx) else {
         return TC_ACT_OK;
     };
-    let Some(cfg) = conntrack::config() else {
-        return TC_ACT_OK;
-    };
+    // Loopback never arrives on a wire: such a packet targets what listens on 127.0.0.1
+    // (CVE-2020-8558).
+    if is_loopback(ip.saddr) || is_loopback(ip.daddr) {
+        return drop_ip(&ctx, &ip, drop_reason::MARTIAN);
+    }
     // Nothing from the outside legitimately carries an endpoint's address as its source; such
     // a packet could forge state in the endpoint's own connections.
     if unsafe { ENDPOINTS.get(&ip.saddr) }.is_some() {
-        drop_packet(&ctx, drop_reason::SOURCE_MISMATCH, ip.saddr, ip.daddr, ip.proto);
-        return TC_ACT_SHOT;
+        return drop_ip(&ctx, &ip, drop_reason::SOURCE_MISMATCH);
     }
-    if let Some(ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED) = icmp_type(&ctx, &ip) {
-        return icmp_error(&ctx, cfg, &ip);
+    let Some(cfg) = conntrack::config() else {
+        return TC_ACT_OK;
+    };
+    if icmp_error::is_error(&ctx, &ip) {
+        return icmp(&ctx, cfg, &ip);
     }
-    if let Some(l4) = parse_l4(&ctx, &ip) {
-        if let Some(to) = conntrack::inbound(cfg, &ip, &l4) {
-            let Some(ep) = (unsafe { ENDPOINTS.get(&to.daddr) }) else {
-                return TC_ACT_OK;
-            };
-            if apply(&ctx, &ip, &l4, &to).is_none() {
-                return TC_ACT_OK;
-            }
-            return deliver(&ctx, &ip, ep, to.daddr);
+    if ip.fragment && ip.fragment_offset == 0 && guards_first_fragment(&ctx, cfg, &ip) {
+        return drop_ip(&ctx, &ip, drop_reason::FRAGMENT);
+    }
+    let Some(l4) = parse_l4(&ctx, &ip) else {
+        return routed_or_unsolicited(&ctx, &ip);
+    };
+    match conntrack::lookup(&conntrack::key(&ip, &l4), &l4) {
+        Tracked::Translate(to) => translated(&ctx, &ip, &l4, &to),
+        Tracked::Refuse(reason) => drop_ip(&ctx, &ip, reason),
+        Tracked::No if published(&ip, &l4).is_some() => {
+            // Opening a connection is a program of its own: verified apart, with its own stack.
+            unsafe { TAIL_CALLS.tail_call(&ctx, OPEN_SLOT) };
+            drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE)
         }
+        Tracked::No => routed_or_unsolicited(&ctx, &ip),
     }
-    routed(&ctx, &ip)
 }
 
-/// Traffic for an endpoint of a network that routes without masquerading.
+/// `TAIL_CALLS` slot of `from_uplink_open`.
+pub const OPEN_SLOT: u32 = 3;
+
+/// A first packet to a published port: a SYN (or a first datagram) opens a connection to its
+/// endpoint, anything else is refused.
+#[classifier]
+pub fn from_uplink_open(ctx: TcContext) -> i32 {
+    let L3::Ipv4(ip) = parse(&ctx) else {
+        return TC_ACT_OK;
+    };
+    let Some(l4) = parse_l4(&ctx, &ip) else {
+        return TC_ACT_OK;
+    };
+    match conntrack::inbound(&ip, &l4) {
+        Tracked::Translate(to) => translated(&ctx, &ip, &l4, &to),
+        Tracked::Refuse(reason) => drop_ip(&ctx, &ip, reason),
+        Tracked::No => routed_or_unsolicited(&ctx, &ip),
+    }
+}
+
+// The ways on below are subprograms (`inline(never)`): each keeps its stack frame to itself,
+// so no chain of calls under the program outgrows the verifier's 512 bytes.
+
+/// An ICMP error: translated when it is about a tracked connection.
+#[inline(never)]
+fn icmp(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
+    match icmp_error::translate(ctx, cfg, ip) {
+        Translated::To(_, daddr) => match unsafe { ENDPOINTS.get(&daddr) } {
+            Some(ep) => deliver(ctx, ip, ep, daddr),
+            None => TC_ACT_OK,
+        },
+        Translated::Broken => drop_ip(ctx, ip, drop_reason::MALFORMED),
+        Translated::No => routed_or_unsolicited(ctx, ip),
+    }
+}
+
+/// A packet of a tracked connection, translated and handed to its endpoint.
+#[inline(never)]
+fn translated(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry) -> i32 {
+    let Some(ep) = (unsafe { ENDPOINTS.get(&to.daddr) }) else {
+        return TC_ACT_OK;
+    };
+    if apply(ctx, ip, l4, to).is_none() {
+        return drop_ip(ctx, ip, drop_reason::MALFORMED);
+    }
+    deliver(ctx, ip, ep, to.daddr)
+}
+
+/// Fragments are not translated. A first fragment (the one with ports) for a published or an
+/// SNAT port is dropped, so the datagram is never reassembled and delivered to a host socket
+/// in the container's stead.
 #[inline(always)]
-fn routed(ctx: &TcContext, ip: &Ipv4) -> i32 {
+fn guards_first_fragment(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> bool {
+    if !matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        return false;
+    }
+    let Some(port) = load_u16(ctx, ip.l4_off + 2) else {
+        // A first fragment too short to hold its ports cannot be judged: not let through.
+        return true;
+    };
+    let host_port = u16::from_be(port);
+    (cfg.snat_port_min..=cfg.snat_port_max).contains(&host_port)
+        || portmap::published_on(ip.daddr, port, ip.proto).is_some()
+}
+
+/// Traffic for an endpoint outside any connection: delivered on networks that route without
+/// masquerading (that is their point), dropped on every other.
+#[inline(always)]
+fn routed_or_unsolicited(ctx: &TcContext, ip: &Ipv4) -> i32 {
     let Some(ep) = (unsafe { ENDPOINTS.get(&ip.daddr) }) else {
         return TC_ACT_OK;
     };
@@ -65,7 +134,7 @@ fn routed(ctx: &TcContext, ip: &Ipv4) -> i32 {
         Some(net) if net.flags & (network_flags::MASQUERADE | network_flags::INTERNAL) == 0 => {
             deliver(ctx, ip, ep, ip.daddr)
         }
-        _ => TC_ACT_OK,
+        _ => drop_ip(ctx, ip, drop_reason::UNSOLICITED),
     }
 }
 
@@ -78,55 +147,4 @@ fn deliver(ctx: &TcContext, ip: &Ipv4, ep: &EndpointInfo, daddr: u32) -> i32 {
         return TC_ACT_OK;
     }
     to_endpoint(ctx, ep, Some(&net.gateway_mac), ip.saddr, daddr)
-}
-
-/// Destination unreachable (including fragmentation needed) and time exceeded about a packet
-/// we masqueraded: the outer destination, and the embedded source address and port, go back
-/// to the endpoint's, so its socket sees the error (ECONNREFUSED, PMTU updates).
-#[inline(always)]
-fn icmp_error(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
-    let inner_off = ip.l4_off + 8;
-    let Some(inner) = parse_ipv4(ctx, inner_off) else {
-        return TC_ACT_OK;
-    };
-    let sport_off = match inner.proto {
-        IPPROTO_TCP | IPPROTO_UDP => inner.l4_off,
-        // An echo request we sent carries our identifier where a source port would be.
-        IPPROTO_ICMP if load_u16(ctx, inner.l4_off).map(|w| w.to_ne_bytes()[0]) == Some(ICMP_ECHO) => inner.l4_off + 4,
-        _ => return TC_ACT_OK,
-    };
-    let (Some(sport), Some(dport)) = (load_u16(ctx, sport_off), load_inner_dport(ctx, &inner)) else {
-        return TC_ACT_OK;
-    };
-    let Some(to) = conntrack::lookup_embedded(cfg, &inner, sport, dport) else {
-        return TC_ACT_OK;
-    };
-    let (addr, port) = (to.daddr, to.dport);
-    let Some(ep) = (unsafe { ENDPOINTS.get(&addr) }) else {
-        return TC_ACT_OK;
-    };
-    let icmp_csum = ip.l4_off + 2;
-    let inner_csum = inner_off + 10;
-    let (Some(old_inner_csum), Some(())) = (load_u16(ctx, inner_csum), ctx.l3_csum(inner_csum, inner.saddr, addr, 4))
-    else {
-        return TC_ACT_OK;
-    };
-    let Some(new_inner_csum) = load_u16(ctx, inner_csum) else {
-        return TC_ACT_OK;
-    };
-    let rewritten = ctx.l4_csum(icmp_csum, old_inner_csum.into(), new_inner_csum.into(), 2).is_some()
-        && rewrite_covered(ctx, icmp_csum, inner_off + 12, inner.saddr, addr).is_some()
-        && rewrite_covered(ctx, icmp_csum, sport_off, sport, port).is_some()
-        && ctx.l3_csum(IP_CSUM_OFF, ip.daddr, addr, 4).is_some()
-        && Frame::store(ctx, IP_DADDR_OFF, &addr).is_some();
-    if !rewritten {
-        return TC_ACT_OK;
-    }
-    deliver(ctx, ip, ep, addr)
-}
-
-/// The embedded packet's destination port; ICMP echo has none (0, as in `CtKey`).
-#[inline(always)]
-fn load_inner_dport(ctx: &TcContext, inner: &Ipv4) -> Option<u16> {
-    if inner.proto == IPPROTO_ICMP { Some(0) } else { load_u16(ctx, inner.l4_off + 2) }
 }

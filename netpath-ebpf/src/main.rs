@@ -4,11 +4,13 @@
 #![no_main]
 
 mod conntrack;
+mod container_nat;
 mod counters;
 mod forward;
 mod frame;
 mod from_container;
 mod from_uplink;
+mod icmp_error;
 mod maps;
 mod nat;
 mod packet;

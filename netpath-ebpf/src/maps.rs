@@ -2,10 +2,11 @@
 //! every later load (and every other netpath process) reuses the same maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, limits,
+    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, VethInfo,
+    limits, names,
 };
 
 #[map]
@@ -13,6 +14,10 @@ pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(limits::MAX_NET
 
 #[map]
 pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(limits::MAX_ENDPOINTS, 0);
+
+/// By host veth ifindex: what every frame from that endpoint must carry.
+#[map]
+pub static VETHS: HashMap<u32, VethInfo> = HashMap::pinned(limits::MAX_ENDPOINTS, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
@@ -27,6 +32,11 @@ pub static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
 #[map]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(limits::MAX_CT, 0);
 
+/// Connections not answered yet. A separate, smaller LRU: a flood of opens that nobody
+/// answers evicts only its own kind, never an established connection in `CT`.
+#[map]
+pub static CT_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(limits::MAX_CT_NEW, 0);
+
 #[map]
 pub static PORTMAP: HashMap<PortKey, PortTarget> = HashMap::pinned(limits::MAX_PORTS, 0);
 
@@ -37,3 +47,8 @@ pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::pinned(limits::MAX_HOST_ADDR
 /// LRU: entries of closed sockets age out on their own.
 #[map]
 pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, PortTarget> = LruHashMap::pinned(limits::MAX_SOCK_REVNAT, 0);
+
+/// Programs reached by tail call, in the order of `names::TAIL_CALLED`: the translating
+/// stages of `from_container` and of `from_uplink`.
+#[map]
+pub static TAIL_CALLS: ProgramArray = ProgramArray::pinned(names::TAIL_CALLED.len() as u32, 0);

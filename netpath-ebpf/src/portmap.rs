@@ -6,14 +6,27 @@ use crate::{
     packet::{Ipv4, L4},
 };
 
-/// The endpoint behind `daddr:dport`, when that is a published port: published on exactly
-/// that address, or on every address and `daddr` is one of the host's.
+/// The endpoint behind `daddr:dport` for a packet, when that is a published port: `daddr` is
+/// one of the host's addresses (never a loopback one: those are served to host processes by
+/// the socket programs only) and the port is published on it or on every address.
 #[inline(always)]
 pub fn published(ip: &Ipv4, l4: &L4) -> Option<&'static PortTarget> {
-    let exact = PortKey { addr: ip.daddr, port: l4.dport, proto: ip.proto, _pad: 0 };
+    published_on(ip.daddr, l4.dport, ip.proto)
+}
+
+/// The same for a destination given as values (`port` in network byte order).
+#[inline(always)]
+pub fn published_on(daddr: u32, port: u16, proto: u8) -> Option<&'static PortTarget> {
+    unsafe { HOST_ADDRS.get(&daddr) }?;
+    lookup(daddr, port, proto)
+}
+
+/// The endpoint a port published on exactly `addr`, or on every address, leads to.
+#[inline(always)]
+pub fn lookup(addr: u32, port: u16, proto: u8) -> Option<&'static PortTarget> {
+    let exact = PortKey { addr, port, proto, _pad: 0 };
     if let Some(target) = unsafe { PORTMAP.get(&exact) } {
         return Some(target);
     }
-    unsafe { HOST_ADDRS.get(&ip.daddr) }?;
     unsafe { PORTMAP.get(&PortKey { addr: 0, ..exact }) }
 }

@@ -15,6 +15,8 @@ use netpath_common::{PortKey, PortTarget, SockRevNatKey};
 use crate::{
     conntrack,
     maps::{HOST_ADDRS, PORTMAP, SOCK_REVNAT},
+    packet::is_loopback,
+    portmap,
 };
 
 /// The verdict that lets the operation go on.
@@ -55,16 +57,10 @@ fn served(ctx: &SockAddrContext) -> bool {
 /// address when it is a loopback or host address.
 #[inline(always)]
 fn published(addr: u32, port: u16, proto: u8) -> Option<&'static PortTarget> {
-    let exact = PortKey { addr, port, proto, _pad: 0 };
-    if let Some(target) = unsafe { PORTMAP.get(&exact) } {
-        return Some(target);
+    if !is_loopback(addr) && unsafe { HOST_ADDRS.get(&addr) }.is_none() {
+        return unsafe { PORTMAP.get(&PortKey { addr, port, proto, _pad: 0 }) };
     }
-    // The first octet sits in the lowest byte of a network-order address.
-    let loopback = addr & 0xff == 127;
-    if !loopback && unsafe { HOST_ADDRS.get(&addr) }.is_none() {
-        return None;
-    }
-    unsafe { PORTMAP.get(&PortKey { addr: 0, ..exact }) }
+    portmap::lookup(addr, port, proto)
 }
 
 #[inline(always)]
@@ -84,7 +80,7 @@ fn to_endpoint(ctx: &SockAddrContext) {
         port: target.port,
         _pad: 0,
     };
-    let _ = SOCK_REVNAT.insert(&key, &PortTarget { addr, port, _pad: [0; 2] }, 0);
+    let _ = SOCK_REVNAT.insert(&key, &PortTarget { addr, port, _pad: 0 }, 0);
     sa.user_ip4 = target.addr;
     sa.user_port = u32::from(target.port);
 }

@@ -1,7 +1,8 @@
 //! XDP on the uplink: the accelerated variant of `from_uplink` for the inbound hot path.
 //! Packets of tracked connections and first packets to published ports are translated and
 //! redirected to their endpoint's veth before an skb exists; everything else (ICMP errors,
-//! routed endpoints, the host's own traffic) passes on to `from_uplink` and the stack.
+//! routed endpoints, refusals, the host's own traffic) passes on to `from_uplink`, which
+//! judges it again, counts its drops and hands the rest to the stack.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::bpf_redirect,
@@ -11,7 +12,7 @@ use aya_ebpf::{
 use netpath_common::stat_kind;
 
 use crate::{
-    conntrack,
+    conntrack::{self, Tracked},
     counters::{bump, count},
     frame::Frame,
     maps::{ENDPOINTS, NETWORKS},
@@ -24,14 +25,14 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     let L3::Ipv4(ip) = parse(&ctx) else {
         return XDP_PASS;
     };
-    let (Some(cfg), Some(l4)) = (conntrack::config(), parse_l4(&ctx, &ip)) else {
+    let Some(l4) = parse_l4(&ctx, &ip) else {
         return XDP_PASS;
     };
     // Spoofed endpoint sources go on to `from_uplink`, which drops and counts them.
     if ip.ttl <= 1 || unsafe { ENDPOINTS.get(&ip.saddr) }.is_some() {
         return XDP_PASS;
     }
-    let Some(to) = conntrack::inbound(cfg, &ip, &l4) else {
+    let Tracked::Translate(to) = conntrack::inbound(&ip, &l4) else {
         return XDP_PASS;
     };
     // SAFETY (map reads): plain data the control plane replaces whole.

@@ -125,11 +125,14 @@ impl Controller {
         if let (Some(_), None) = (gateway, subnet) {
             return Err(Error::invalid("--gateway needs --subnet"));
         }
-        let mtu = spec.mtu.unwrap_or(DEFAULT_MTU);
-        if !(68..=65535).contains(&mtu) {
+        if let Some(mtu) = spec.mtu.filter(|m| !(68..=65535).contains(m)) {
             return Err(Error::invalid(format!("--mtu {mtu} is out of range (68-65535)")));
         }
         let uplink = if spec.internal { None } else { self.resolve_uplink(spec.uplink.as_deref()).await? };
+        let mtu = match spec.mtu {
+            Some(mtu) => mtu,
+            None => self.uplink_mtu(uplink.as_deref()).await?,
+        };
         if spec.xdp && uplink.is_none() {
             return Err(Error::invalid(
                 "--xdp needs an uplink; the network is internal or the host has no default route",
@@ -188,6 +191,15 @@ impl Controller {
         }
     }
 
+    /// A network's default MTU: its uplink's, so that what leaves fits without fragmenting.
+    async fn uplink_mtu(&self, uplink: Option<&str>) -> Result<u32> {
+        let Some(uplink) = uplink else {
+            return Ok(DEFAULT_MTU);
+        };
+        let index = self.nl.require_index(uplink).await?;
+        Ok(self.nl.mtu_of(index).await?.unwrap_or(DEFAULT_MTU))
+    }
+
     async fn build_network(&mut self, net: &NetworkRecord) -> Result<()> {
         let index = self.nl.create_bridge(&net.bridge, net.mtu).await?;
         self.nl.add_address(index, net.gateway, net.subnet.prefix()).await?;
@@ -240,7 +252,7 @@ impl Controller {
             snat_addr,
             flags,
             gateway_mac,
-            _pad: [0; 2],
+            _pad: 0,
         })
     }
 
@@ -298,6 +310,12 @@ impl Controller {
         let ip = spec.ip.as_deref().map(|s| cidr::parse_ip("--ip", s)).transpose()?;
         let mac = spec.mac.as_deref().map(ipam::parse_mac).transpose()?;
         let ports = spec.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?.concat();
+        if network.internal && !ports.is_empty() {
+            return Err(Error::invalid(format!(
+                "network '{}' is internal: nothing outside it may reach its endpoints, so they cannot publish ports; drop -p or use another network",
+                network.name
+            )));
+        }
         let id = match &spec.id {
             Some(id) => {
                 check_name("endpoint id", id)?;
@@ -356,10 +374,11 @@ impl Controller {
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: ns };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
-        let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: [0; 2] };
+        let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: 0 };
         self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
         self.publish(ep).await?;
 
+        netns::run_in(ns, || link::disable_ipv6(&ep.ifname))??;
         let inside = Netlink::connect_in(ns)?;
         let index = inside.require_index(&ep.ifname).await?;
         inside.add_address(index, ep.ip, ep.prefix).await?;
@@ -472,7 +491,7 @@ impl Controller {
         }
         for ep in self.store.endpoints(None)? {
             if let Some(host_ifindex) = self.nl.index_of(&ep.host_veth).await? {
-                let info = EndpointInfo { host_ifindex, network_id: ep.network_id, mac: ep.mac_bytes()?, _pad: [0; 2] };
+                let info = EndpointInfo { host_ifindex, network_id: ep.network_id, mac: ep.mac_bytes()?, _pad: 0 };
                 self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
                 self.publish(&ep).await?;
             }

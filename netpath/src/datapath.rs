@@ -3,8 +3,8 @@
 //! Layout under the pin root (a bpffs; mounted by netpath when missing):
 //!
 //! ```text
-//! <pin root>/<version>/NETWORKS, ENDPOINTS, CONFIG, STATS, EVENTS, CT   maps
-//! <pin root>/<version>/NETWORKS, ..., PORTMAP, HOST_ADDRS, SOCK_REVNAT    (more maps)
+//! <pin root>/<version>/NETWORKS, ENDPOINTS, VETHS, CONFIG, STATS, EVENTS  maps
+//! <pin root>/<version>/CT, CT_NEW, PORTMAP, HOST_ADDRS, SOCK_REVNAT  (more maps)
 //! <pin root>/<version>/from_container, from_uplink                     TC programs
 //! <pin root>/<version>/connect4, sendmsg4, recvmsg4, getpeername4      cgroup programs
 //! <pin root>/<version>/xdp_uplink                                      XDP program
@@ -23,7 +23,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -34,7 +34,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, ct_dir, names, stat_kind,
+    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, VethInfo, ct_dir, names,
+    stat_kind,
 };
 use nix::fcntl::{Flock, FlockArg};
 
@@ -120,7 +121,10 @@ pub struct Datapath {
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     stats: PerCpuHashMap<MapData, StatKey, Counter>,
     config: Array<MapData, Config>,
+    veths: HashMap<MapData, u32, VethInfo>,
+    /// Established connections, and those not answered yet (see the datapath's conntrack).
     ct: HashMap<MapData, CtKey, CtEntry>,
+    ct_new: HashMap<MapData, CtKey, CtEntry>,
     portmap: HashMap<MapData, PortKey, PortTarget>,
     host_addrs: HashMap<MapData, u32, u32>,
 }
@@ -158,7 +162,9 @@ impl Datapath {
             endpoints: map(names::ENDPOINTS)?.try_into().map_err(wrong(names::ENDPOINTS))?,
             stats: map(names::STATS)?.try_into().map_err(wrong(names::STATS))?,
             config: map(names::CONFIG)?.try_into().map_err(wrong(names::CONFIG))?,
+            veths: map(names::VETHS)?.try_into().map_err(wrong(names::VETHS))?,
             ct: map(names::CT)?.try_into().map_err(wrong(names::CT))?,
+            ct_new: map(names::CT_NEW)?.try_into().map_err(wrong(names::CT_NEW))?,
             portmap: map(names::PORTMAP)?.try_into().map_err(wrong(names::PORTMAP))?,
             host_addrs: map(names::HOST_ADDRS)?.try_into().map_err(wrong(names::HOST_ADDRS))?,
             dir,
@@ -190,14 +196,21 @@ impl Datapath {
             self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
         }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
+        let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, _pad: 0 };
+        self.veths
+            .insert(info.host_ifindex, veth, 0)
+            .context(|| format!("cannot write {host_veth} to the VETHS map"))?;
         self.attach(names::FROM_CONTAINER, host_veth)
     }
 
-    /// Undoes `attach_endpoint`; parts that are already gone are fine.
+    /// Undoes `attach_endpoint`; parts that are already gone are fine. The veth's ifindex
+    /// comes from the ENDPOINTS entry when the veth itself is gone.
     pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
         self.detach(host_veth)?;
+        let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|e| e.host_ifindex));
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))?;
         if let Some(ifindex) = host_ifindex {
+            ignore_missing(self.veths.remove(&ifindex)).context(|| format!("cannot remove {host_veth} from VETHS"))?;
             for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
                 ignore_missing(self.stats.remove(&StatKey { kind, id: ifindex }))
                     .context(|| "cannot remove the endpoint's counters from STATS")?;
@@ -302,7 +315,7 @@ impl Datapath {
     /// Points the endpoint's published ports at it.
     pub fn publish(&mut self, ip: Ipv4Addr, ports: &[Port]) -> Result<()> {
         for port in ports {
-            let target = PortTarget { addr: map_key(ip), port: port.container_port.to_be(), _pad: [0; 2] };
+            let target = PortTarget { addr: map_key(ip), port: port.container_port.to_be(), _pad: 0 };
             self.portmap.insert(port_key(port), target, 0).context(|| format!("cannot publish {port}"))?;
         }
         Ok(())
@@ -358,9 +371,14 @@ impl Datapath {
         self.config.set(0, config, 0).context(|| "cannot write the CONFIG map")
     }
 
-    /// Every conntrack entry, both directions.
+    /// Every conntrack entry, both directions, established or not.
     pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>> {
-        self.ct.iter().map(|e| e.context(|| "cannot read the CT map")).collect()
+        self.ct.iter().chain(self.ct_new.iter()).map(|e| e.context(|| "cannot read the CT maps")).collect()
+    }
+
+    /// How many entries the established and the unanswered table hold.
+    pub fn conntrack_usage(&self) -> (usize, usize) {
+        (self.ct.keys().count(), self.ct_new.keys().count())
     }
 
     /// Removes every connection involving one of `addrs` (all, with `None`), both directions.
@@ -384,8 +402,10 @@ impl Datapath {
         lock(&self.lock_dir)
     }
 
+    /// Removes a conntrack entry from whichever table holds it.
     pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<()> {
-        ignore_missing(self.ct.remove(key)).context(|| "cannot remove a CT entry")
+        ignore_missing(self.ct.remove(key)).context(|| "cannot remove a CT entry")?;
+        ignore_missing(self.ct_new.remove(key)).context(|| "cannot remove a CT_NEW entry")
     }
 
     /// Every counter, summed over the CPUs.
@@ -440,6 +460,7 @@ fn other_version(pin_root: &Path) -> Result<Option<String>> {
 fn load(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(aya::VerifierLogLevel::DEBUG | aya::VerifierLogLevel::STATS)
         .default_map_pin_directory(dir)
         .load(OBJECT)
         .context(|| "cannot load netpath's eBPF object")?;
@@ -453,10 +474,24 @@ fn load(dir: &Path) -> Result<()> {
         load_program(prog).context(|| format!("the kernel rejected {name}"))?;
         prog.pin(dir.join(name)).context(|| format!("cannot pin {name}"))?;
     }
+    link_tail_calls(&mut ebpf, dir)
+}
+
+/// Puts the tail-called programs where `from_container` finds them. Taken from their pins,
+/// which an earlier, interrupted load may have made.
+fn link_tail_calls(ebpf: &mut aya::Ebpf, dir: &Path) -> Result<()> {
+    let map =
+        ebpf.map_mut(names::TAIL_CALLS).ok_or_else(|| Error::system("eBPF object", "it has no TAIL_CALLS map"))?;
+    let mut slots = ProgramArray::try_from(map).context(|| "TAIL_CALLS is not a program array")?;
+    for (slot, name) in (0u32..).zip(names::TAIL_CALLED) {
+        let path = dir.join(name);
+        let prog = SchedClassifier::from_pin(&path).context(|| format!("cannot open {}", path.display()))?;
+        let fd = prog.fd().context(|| format!("{} has no file descriptor", path.display()))?;
+        slots.set(slot, fd, 0).context(|| format!("cannot put {name} in TAIL_CALLS"))?;
+    }
     Ok(())
 }
 
-/// Loads a program of any of the types netpath's object has.
 pub fn load_program(prog: &mut Program) -> Result<(), ProgramError> {
     match prog {
         Program::SchedClassifier(p) => p.load(),

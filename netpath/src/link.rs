@@ -237,6 +237,18 @@ impl Netlink {
         }))
     }
 
+    /// The MTU of an interface.
+    pub async fn mtu_of(&self, index: u32) -> Result<Option<u32>> {
+        let link = self.handle.link().get().match_index(index).execute().try_next().await;
+        let link = link.context(|| format!("cannot look up interface {index}"))?;
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Mtu(mtu) => Some(mtu),
+                _ => None,
+            })
+        }))
+    }
+
     /// The MAC address of an interface.
     pub async fn mac_of(&self, index: u32) -> Result<Option<[u8; 6]>> {
         let link = self.handle.link().get().match_index(index).execute().try_next().await;
@@ -263,6 +275,17 @@ pub struct VethPeer<'a> {
 pub fn enable_forwarding(ifname: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
     std::fs::write(&path, "1").context(|| format!("cannot enable forwarding on {ifname}"))
+}
+
+/// Turns IPv6 off on `ifname` in the calling thread's namespace (a container's interface):
+/// netpath networks are IPv4 only and the datapath drops IPv6, so the container should not
+/// send it at all. Nothing to do on a kernel without IPv6.
+pub fn disable_ipv6(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        written => written.context(|| format!("cannot disable IPv6 on {ifname}")),
+    }
 }
 
 /// The host's ephemeral port range, which masquerading must stay clear of.

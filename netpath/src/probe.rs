@@ -7,6 +7,7 @@ use aya::{
     programs::{ProgramType, SchedClassifier, TcAttachType},
     sys::{BpfHelper, is_helper_supported},
 };
+use netpath_common::limits;
 use serde::Serialize;
 
 use crate::{
@@ -46,7 +47,19 @@ pub async fn run(ctl: &mut Controller) -> Result<Vec<Check>> {
     ];
     checks.push(check("ebpf-object", verify_object(&pin_root)));
     checks.push(check("datapath-sync", sync(ctl).await));
+    checks.push(check("conntrack", conntrack_usage(ctl)));
     Ok(checks)
+}
+
+/// How full the two connection tables are: a flood of unanswered opens fills only the small
+/// one, and must never show in the established one.
+fn conntrack_usage(ctl: &mut Controller) -> std::result::Result<String, String> {
+    let (established, new) = ctl.datapath().map_err(|e| e.to_string())?.conntrack_usage();
+    Ok(format!(
+        "{established}/{} entries established (CT), {new}/{} not yet (CT_NEW); two per connection",
+        limits::MAX_CT,
+        limits::MAX_CT_NEW
+    ))
 }
 
 fn btf() -> std::result::Result<String, String> {
@@ -88,7 +101,12 @@ fn verify_object(pin_root: &Path) -> std::result::Result<String, String> {
         let mut names = Vec::new();
         for (name, prog) in ebpf.programs_mut() {
             datapath::load_program(prog).map_err(|e| format!("{name}: {e}"))?;
-            names.push(name.to_string());
+            // How much work the verifier did: a program near its 1,000,000 limit is one
+            // change away from being rejected.
+            match prog.info().ok().and_then(|i| i.verified_instruction_count()) {
+                Some(insns) => names.push(format!("{name} ({insns} insns)")),
+                None => names.push(name.to_string()),
+            }
         }
         names.sort();
         Ok(format!("version {} verified: {}", datapath::version(), names.join(", ")))

@@ -1,0 +1,167 @@
+//! The translating half of `from_container`, reached by tail call for what is not plain
+//! traffic between endpoints (the frame's source was checked there). In order: packets of a
+//! tracked connection, translated and sent on (masqueraded egress, answers of a published
+//! port, ICMP errors about them); to a published port on a host address, translated to its
+//! endpoint (hairpin, same network only); to the outside through the uplink, masqueraded and
+//! sent with `bpf_redirect_neigh`. Everything else (the gateway, the host's own addresses)
+//! falls through to the bridge.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use netpath_common::{Config, CtEntry, EndpointInfo, NetworkInfo, PortTarget, drop_reason, network_flags};
+
+use crate::{
+    conntrack::{self, Tracked},
+    counters::drop_ip,
+    forward::{Route, route, to_endpoint, to_next_hop},
+    icmp_error::{self, Translated},
+    maps::{ENDPOINTS, NETWORKS, VETHS},
+    nat::{apply, decrement_ttl},
+    packet::{ETH_LEN, Ipv4, L4, parse_ipv4, parse_l4},
+    portmap::published,
+};
+
+#[classifier]
+pub fn from_container_nat(ctx: TcContext) -> i32 {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY (map reads below): values are plain data the control plane replaces whole.
+    let (Some(veth), Some(ip), Some(cfg)) =
+        (unsafe { VETHS.get(&ifindex) }, parse_ipv4(&ctx, ETH_LEN), conntrack::config())
+    else {
+        return TC_ACT_OK;
+    };
+    let Some(net) = (unsafe { NETWORKS.get(&veth.network_id) }) else {
+        return TC_ACT_OK;
+    };
+    let from = Sender { net, network_id: veth.network_id };
+    let l4 = parse_l4(&ctx, &ip);
+    if let Some(l4) = &l4 {
+        match conntrack::lookup(cfg, &conntrack::key(&ip, l4), l4) {
+            Tracked::Translate(to) => return send_translated(&ctx, &ip, Some(l4), &to, &from),
+            Tracked::Refuse(reason) => return drop_ip(&ctx, &ip, reason),
+            Tracked::No => {}
+        }
+        if let Some(target) = published(&ip, l4) {
+            return hairpin(&ctx, cfg, &ip, l4, target, &from);
+        }
+    } else if icmp_error::is_error(&ctx, &ip) {
+        match icmp_error::translate(&ctx, cfg, &ip) {
+            Translated::To(saddr, daddr) => {
+                let to = CtEntry { saddr, daddr, ..Default::default() };
+                return send_translated(&ctx, &ip, None, &to, &from);
+            }
+            Translated::Broken => return drop_ip(&ctx, &ip, drop_reason::MALFORMED),
+            Translated::No => {}
+        }
+    }
+    if ip.daddr & net.mask == net.subnet {
+        return TC_ACT_OK;
+    }
+    if net.flags & network_flags::INTERNAL != 0 {
+        return drop_ip(&ctx, &ip, drop_reason::EGRESS_DENIED);
+    }
+    egress(&ctx, &ip, l4.as_ref(), net)
+}
+
+/// The endpoint a packet came from: its network, for isolation and routing.
+struct Sender<'a> {
+    net: &'a NetworkInfo,
+    network_id: u32,
+}
+
+/// A container dialling a published port on a host address reaches the endpoint behind it,
+/// on its own network only. The caller is translated to the gateway, as a proxy would show it:
+/// the answer must come back through here, and a later direct connection between the two
+/// endpoints can never be mistaken for this one.
+#[inline(always)]
+fn hairpin(ctx: &TcContext, cfg: &Config, ip: &Ipv4, l4: &L4, target: &PortTarget, from: &Sender) -> i32 {
+    let same_network = unsafe { ENDPOINTS.get(&target.addr) }.is_some_and(|ep| ep.network_id == from.network_id);
+    if !same_network {
+        return drop_ip(ctx, ip, drop_reason::POLICY);
+    }
+    if !conntrack::opens(ip.proto, l4.tcp_flags) {
+        return drop_ip(ctx, ip, drop_reason::NOT_SYN);
+    }
+    let out = CtEntry { saddr: from.net.gateway, daddr: target.addr, dport: target.port, ..Default::default() };
+    match conntrack::create(cfg, &conntrack::key(ip, l4), out, l4, true) {
+        Ok(to) => send_translated(ctx, ip, Some(l4), &to, from),
+        Err(reason) => drop_ip(ctx, ip, reason),
+    }
+}
+
+/// Sends a packet of a tracked connection where its new destination is: an endpoint of the
+/// sender's network, or the outside through the uplink. `l4` is the header to rewrite to
+/// `to`; `None` when the packet is already rewritten (an ICMP error).
+#[inline(always)]
+fn send_translated(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, to: &CtEntry, from: &Sender) -> i32 {
+    let rewrite = || l4.is_none_or(|l4| apply(ctx, ip, l4, to).is_some());
+    if let Some(ep) = unsafe { ENDPOINTS.get(&to.daddr) } {
+        if ep.network_id != from.network_id {
+            return drop_ip(ctx, ip, drop_reason::POLICY);
+        }
+        if !rewrite() {
+            return drop_ip(ctx, ip, drop_reason::MALFORMED);
+        }
+        return deliver(ctx, ep, to.saddr, to.daddr);
+    }
+    let net = from.net;
+    if net.flags & network_flags::INTERNAL != 0 {
+        return drop_ip(ctx, ip, drop_reason::EGRESS_DENIED);
+    }
+    let next_hop = match route(ctx, to.saddr, to.daddr, ip.proto, net) {
+        Route::Uplink(next_hop) if ip.ttl > 1 => next_hop,
+        // Untranslated, so the stack's "fragmentation needed" (or time exceeded) reaches the
+        // endpoint's socket.
+        Route::TooBig if ip.dont_fragment => return TC_ACT_OK,
+        Route::Uplink(_) => return TC_ACT_OK,
+        _ => return drop_ip(ctx, ip, drop_reason::NOT_UPLINK),
+    };
+    if !rewrite() || !decrement_ttl(ctx, ip) {
+        return drop_ip(ctx, ip, drop_reason::MALFORMED);
+    }
+    to_next_hop(ctx, net.uplink_ifindex, next_hop, to.saddr, to.daddr)
+}
+
+/// To an endpoint, from its network's gateway: the routed hop the translation stands for.
+#[inline(always)]
+fn deliver(ctx: &TcContext, ep: &EndpointInfo, saddr: u32, daddr: u32) -> i32 {
+    let gateway_mac = unsafe { NETWORKS.get(&ep.network_id) }.map(|n| &n.gateway_mac);
+    to_endpoint(ctx, ep, gateway_mac, saddr, daddr)
+}
+
+/// Leaves through the uplink when the routing table says so, masqueraded if the network is.
+#[inline(always)]
+fn egress(ctx: &TcContext, ip: &Ipv4, l4: Option<&L4>, net: &NetworkInfo) -> i32 {
+    if net.uplink_ifindex == 0 || ip.ttl <= 1 {
+        return TC_ACT_OK;
+    }
+    let masquerade = net.flags & network_flags::MASQUERADE != 0;
+    let next_hop = match route(ctx, ip.saddr, ip.daddr, ip.proto, net) {
+        Route::Uplink(next_hop) => next_hop,
+        // The stack answers with "fragmentation needed"; it would fragment the rest and send
+        // it untranslated, so that is dropped.
+        Route::TooBig if ip.dont_fragment || !masquerade => return TC_ACT_OK,
+        Route::TooBig => return drop_ip(ctx, ip, drop_reason::NAT_UNSUPPORTED),
+        // The bridge forwards (the FIB lookup needs it), so what the stack would send out of
+        // another interface would leave untranslated: masqueraded networks fail closed.
+        Route::Elsewhere if masquerade => return drop_ip(ctx, ip, drop_reason::NOT_UPLINK),
+        Route::Elsewhere | Route::Stack => return TC_ACT_OK,
+    };
+    let mut saddr = ip.saddr;
+    if masquerade {
+        let (Some(l4), Some(cfg)) = (l4, conntrack::config()) else {
+            return drop_ip(ctx, ip, drop_reason::NAT_UNSUPPORTED);
+        };
+        let out = CtEntry { saddr: net.snat_addr, daddr: ip.daddr, dport: l4.dport, ..Default::default() };
+        let to = match conntrack::create(cfg, &conntrack::key(ip, l4), out, l4, true) {
+            Ok(to) => to,
+            Err(reason) => return drop_ip(ctx, ip, reason),
+        };
+        if apply(ctx, ip, l4, &to).is_none() {
+            return drop_ip(ctx, ip, drop_reason::MALFORMED);
+        }
+        saddr = to.saddr;
+    }
+    if !decrement_ttl(ctx, ip) {
+        return drop_ip(ctx, ip, drop_reason::MALFORMED);
+    }
+    to_next_hop(ctx, net.uplink_ifindex, next_hop, saddr, ip.daddr)
+}
