@@ -37,6 +37,11 @@ pub fn parse_mac(s: &str) -> Mac {
     bytes.try_into().unwrap_or_else(|_| panic!("not a MAC address: {s}"))
 }
 
+/// `02:4e:0a:51:09:03`, as people write MAC addresses.
+pub fn mac_str(mac: &Mac) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// The MAC address of `ifname` in namespace `ns`, from `ip -j link show`.
 pub fn mac_of(t: &Topology, ns: &str, ifname: &str) -> Mac {
     let link = t.link(ns, ifname).unwrap_or_else(|| panic!("no {ifname} in {ns}"));

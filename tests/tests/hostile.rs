@@ -22,7 +22,7 @@ use netpath_tests::{
     OUTSIDE_ADDR, Topology, UPLINK, UPLINK_ADDR,
     frames::{
         ARP_REPLY, ARP_REQUEST, BROADCAST, Captured, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IP_MF, IPPROTO_TCP, IPPROTO_UDP,
-        Ipv4, Mac, RawSocket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tcp, arp, contains, ethernet, mac_of, parse,
+        Ipv4, Mac, RawSocket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tcp, arp, contains, ethernet, mac_of, mac_str, parse,
         parse_mac, tcp_frame, udp, udp_frame,
     },
     in_netns,
@@ -507,7 +507,7 @@ fn only_the_same_network_hairpins_into_a_published_port() {
 /// The bridge's forwarding entries for `mac`: (port, flags/state) of each.
 fn fdb_ports(t: &Topology, bridge: &str, mac: Mac) -> Vec<String> {
     let out = t.exec("host", &["bridge", "-j", "fdb", "show", "br", bridge]);
-    let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let text = mac_str(&mac);
     let entries: Value = serde_json::from_str(&out).unwrap();
     entries
         .as_array()
@@ -606,16 +606,16 @@ fn a_container_cannot_claim_another_address_in_arp() {
         raw.send(&ethernet(*dst, a.mac, None, ETH_P_ARP, message));
     }
     v.dropped(&t, "arp-spoof", before, lies.len() as u64, "ARP from a claiming b's and the gateway's addresses");
-    let host_sees = neighbour(&t, "host", b.ip, &net.bridge);
-    v.check(host_sees == Some(b.mac), || {
+    let host_sees = neighbour(&t, "host", b.ip, &net.bridge).map(|m| mac_str(&m));
+    v.check(host_sees == Some(mac_str(&b.mac)), || {
         format!(
-            "the host's neighbour entry for b is {host_sees:?}, not b's MAC {:?} (expected drop reason `arp-spoof`)",
-            b.mac
+            "the host's neighbour entry for b is {host_sees:?}, not b's MAC {} (expected drop reason `arp-spoof`)",
+            mac_str(&b.mac)
         )
     });
-    let b_sees = neighbour(&t, "b", net.gateway, "eth0");
-    v.check(b_sees == Some(gateway_mac), || {
-        format!("b's neighbour entry for the gateway is {b_sees:?}, not the gateway's MAC {gateway_mac:?} (expected drop reason `arp-spoof`)")
+    let b_sees = neighbour(&t, "b", net.gateway, "eth0").map(|m| mac_str(&m));
+    v.check(b_sees == Some(mac_str(&gateway_mac)), || {
+        format!("b's neighbour entry for the gateway is {b_sees:?}, not the gateway's MAC {} (expected drop reason `arp-spoof`)", mac_str(&gateway_mac))
     });
     v.check(t.ping("host", &b.ip.to_string(), 1), || {
         "the host can no longer ping b (expected drop reason `arp-spoof`)".into()
