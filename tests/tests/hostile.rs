@@ -919,8 +919,16 @@ fn an_endpoints_port_unreachable_reaches_the_outside_client() {
 ///     dropped: the first carries the ports, the rest would be reassembled by whoever gets them.
 #[test]
 fn fragments_to_published_and_snat_ports_are_dropped() {
-    let mut t = Topology::with_outside("frag");
-    t.network("web", &["--subnet", "10.81.14.0/24"]);
+    fragments(Uplink::Tc);
+}
+
+#[test]
+fn fragments_to_published_and_snat_ports_are_dropped_with_xdp() {
+    fragments(Uplink::Xdp);
+}
+
+fn fragments(uplink: Uplink) {
+    let mut t = wire_topology("frag", "10.81.14.0/24", uplink);
     t.container("srv", "web", &["-p", "5353:53/udp"]);
     let settings = t.np_json(&["datapath", "show"]);
     let snat_min = settings["snat_port_min"].as_u64().expect("snat_port_min") as u16;
@@ -937,7 +945,7 @@ fn fragments_to_published_and_snat_ports_are_dropped() {
 
     // A 72-byte UDP datagram in two fragments: 40 bytes (the UDP header and 32 of payload),
     // then the other 32 at offset 40.
-    let fragments = |dport: u16, id: u16, marker: &[u8; 16]| {
+    let split = |dport: u16, id: u16, marker: &[u8; 16]| {
         let payload: Vec<u8> = marker.iter().copied().cycle().take(64).collect();
         let datagram = udp(outside_ip(), 44000, uplink_ip(), dport, &payload);
         let ip = Ipv4 { id, ..Ipv4::new(outside_ip(), uplink_ip(), IPPROTO_UDP) };
@@ -948,9 +956,7 @@ fn fragments_to_published_and_snat_ports_are_dropped() {
 
     let mut v = Verdict::default();
     let before = t.drop_count("fragment");
-    for frame in
-        fragments(5353, 0x1111, b"frag-to-publishd").iter().chain(&fragments(snat_port, 0x2222, b"frag-to-snatport"))
-    {
+    for frame in split(5353, 0x1111, b"frag-to-publishd").iter().chain(&split(snat_port, 0x2222, b"frag-to-snatport")) {
         wire.send(frame);
     }
     v.dropped(&t, "fragment", before, 2, "first fragments to a published port and to an SNAT port");
@@ -960,7 +966,7 @@ fn fragments_to_published_and_snat_ports_are_dropped() {
     let whole = Ipv4::new(outside_ip(), uplink_ip(), IPPROTO_UDP);
     wire.send(&udp_frame(uplink_mac, outside_mac, whole, 44001, 5353, b"whole datagram"));
     assert_eq!(next_datagram(&srv, "a whole datagram to the published port"), b"whole datagram");
-    for frame in fragments(9999, 0x3333, b"frag-to-hostport") {
+    for frame in split(9999, 0x3333, b"frag-to-hostport") {
         wire.send(&frame);
     }
     let reassembled = next_datagram(&host_other, "a fragmented datagram to an ordinary host port");
