@@ -14,6 +14,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod frames;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The netpath binary under test: `NETPATH_BIN`, or the one next to the test binary's
@@ -167,6 +169,40 @@ impl Topology {
         let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.join(map)).output().unwrap();
         assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().cloned().unwrap_or_default()
+    }
+
+    /// Packets the datapath dropped for `reason` (`netpath stats`); 0 for a reason this build
+    /// does not know.
+    pub fn drop_count(&self, reason: &str) -> u64 {
+        let stats = self.np_json(&["stats"]);
+        let drops = stats["drops"].as_array().expect("stats drops");
+        drops.iter().find(|d| d["reason"] == reason).map_or(0, |d| d["packets"].as_u64().unwrap())
+    }
+
+    /// Asserts that netpath used no part of netfilter in any namespace of this topology: no
+    /// `nf_conntrack` entry, no iptables table, no nftables rule (where `nft` exists).
+    pub fn assert_no_netfilter(&self) {
+        let nft = Command::new("sh").args(["-c", "command -v nft"]).output().is_ok_and(|o| o.status.success());
+        for ns in &self.namespaces {
+            let short = ns.strip_prefix(&format!("{}-", self.prefix)).unwrap_or(ns);
+            let read = |file: &str| {
+                let out = self.exec_output(short, &["cat", file]);
+                out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            };
+            if let Some(entries) = read("/proc/net/nf_conntrack") {
+                assert!(entries.is_empty(), "nf_conntrack entries in {ns}:\n{entries}");
+            }
+            if let Some(count) = read("/proc/sys/net/netfilter/nf_conntrack_count") {
+                assert_eq!(count, "0", "nf_conntrack_count in {ns}");
+            }
+            if let Some(tables) = read("/proc/net/ip_tables_names") {
+                assert!(tables.is_empty(), "iptables tables in {ns}: {tables}");
+            }
+            if nft {
+                let ruleset = self.exec(short, &["nft", "list", "ruleset"]);
+                assert!(ruleset.trim().is_empty(), "nftables rules in {ns}:\n{ruleset}");
+            }
+        }
     }
 
     /// Removes every network through netpath and checks that no row, link or map entry is
