@@ -3,7 +3,7 @@ use netpath_common::{PortKey, PortTarget};
 
 use crate::{
     maps::{HOST_ADDRS, PORTMAP},
-    packet::{Ipv4, L4},
+    packet::{Ipv4, L4, is_loopback},
 };
 
 /// The endpoint behind `daddr:dport` for a packet, when that is a published port: `daddr` is
@@ -17,6 +17,9 @@ pub fn published(ip: &Ipv4, l4: &L4) -> Option<&'static PortTarget> {
 /// The same for a destination given as values (`port` in network byte order).
 #[inline(always)]
 pub fn published_on(daddr: u32, port: u16, proto: u8) -> Option<&'static PortTarget> {
+    if is_loopback(daddr) {
+        return None;
+    }
     unsafe { HOST_ADDRS.get(&daddr) }?;
     lookup(daddr, port, proto)
 }

@@ -334,8 +334,10 @@ impl Datapath {
     }
 
     /// Replaces the set of host addresses ports published on "every address" answer on.
+    /// Loopback addresses are left out: packets never reach a port published on them (the
+    /// socket programs serve those to host processes).
     pub fn set_host_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
-        let wanted: Vec<u32> = addrs.iter().map(|a| map_key(*a)).collect();
+        let wanted: Vec<u32> = addrs.iter().filter(|a| !a.is_loopback()).map(|a| map_key(*a)).collect();
         let stale: Vec<u32> = self
             .host_addrs
             .keys()
