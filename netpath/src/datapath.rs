@@ -39,6 +39,7 @@ use netpath_common::{
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::{
+    bpflink,
     error::{Context, Error, Result},
     ports::Port,
 };
@@ -62,25 +63,25 @@ fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
 }
 
-/// Makes sure `pin_root` lies on a bpffs: if its parent is not one, mounts one there.
+/// Makes sure `pin_root` lies on a bpffs. A pin root on a bpffs (a directory in one, or the
+/// root of a dedicated mount) is used as it is; a directory inside one is created; otherwise
+/// bpffs is mounted on the pin root itself (created if missing), never over a parent that
+/// holds other things (`--bpffs /run/netpath` must not hide `/run`).
 pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
     if is_bpffs(pin_root) {
         return Ok(());
     }
-    let parent = pin_root
-        .parent()
-        .ok_or_else(|| Error::invalid(format!("pin root '{}' has no parent directory", pin_root.display())))?;
-    if !is_bpffs(parent) {
-        std::fs::create_dir_all(parent).context(|| format!("cannot create {}", parent.display()))?;
-        nix::mount::mount(Some("bpf"), parent, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
-            .context(|| format!("cannot mount bpffs at {}", parent.display()))?;
+    if pin_root.parent().is_some_and(is_bpffs) {
+        return match std::fs::create_dir(pin_root) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(Error::system(format!("cannot create pin root {}", pin_root.display()), e))
+            }
+            _ => Ok(()),
+        };
     }
-    match std::fs::create_dir(pin_root) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(Error::system(format!("cannot create pin root {}", pin_root.display()), e))
-        }
-        _ => Ok(()),
-    }
+    std::fs::create_dir_all(pin_root).context(|| format!("cannot create pin root {}", pin_root.display()))?;
+    nix::mount::mount(Some("bpf"), pin_root, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
+        .context(|| format!("cannot mount bpffs at {}", pin_root.display()))
 }
 
 /// Whether this build's datapath is loaded and pinned under `pin_root`.
@@ -190,12 +191,43 @@ impl Datapath {
             self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
         }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
-        self.attach(names::FROM_CONTAINER, host_veth)
+        self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
+    }
+
+    /// Makes a wired endpoint's datapath side whole again without resetting its counters:
+    /// its ENDPOINTS entry, counters that are missing, and its TCX link if the pin is gone or
+    /// points at an interface that no longer exists.
+    pub fn refresh_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
+        let cpus = possible_cpus()?;
+        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
+            let key = StatKey { kind, id: info.host_ifindex };
+            if self.stats.get(&key, 0).is_err() {
+                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                    .context(|| "cannot size per-CPU counters")?;
+                self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
+            }
+        }
+        self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
+        self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
+    }
+
+    /// Attaches `program` to `ifname` unless a pinned link already serves that very
+    /// interface; a defunct link (its interface was deleted and made again) is replaced.
+    fn ensure_tcx(&mut self, program: &str, ifname: &str, ifindex: u32) -> Result<()> {
+        match bpflink::pinned_ifindex(&self.link_pin(ifname))? {
+            Some(current) if current == ifindex => return Ok(()),
+            Some(_) => self.detach(ifname)?,
+            None => {}
+        }
+        self.attach(program, ifname)
     }
 
     /// Undoes `attach_endpoint`; parts that are already gone are fine.
     pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
         self.detach(host_veth)?;
+        // A veth that died with its namespace has no ifindex left to ask for: the ENDPOINTS
+        // entry remembers it, so its counters still go.
+        let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|i| i.host_ifindex));
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))?;
         if let Some(ifindex) = host_ifindex {
             for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
@@ -209,10 +241,7 @@ impl Datapath {
     /// Attaches `from_uplink` to the uplink unless it is there already.
     pub fn attach_uplink(&mut self, uplink: &str) -> Result<()> {
         let _lock = lock(&self.lock_dir)?;
-        if self.link_pin(uplink).exists() {
-            return Ok(());
-        }
-        self.attach(names::FROM_UPLINK, uplink)
+        self.ensure_tcx(names::FROM_UPLINK, uplink, ifindex_of(uplink)?)
     }
 
     pub fn detach_uplink(&mut self, uplink: &str) -> Result<()> {
@@ -224,8 +253,10 @@ impl Datapath {
     pub fn attach_xdp(&mut self, uplink: &str) -> Result<()> {
         let _lock = lock(&self.lock_dir)?;
         let pin = self.link_pin(&format!("xdp-{uplink}"));
-        if pin.exists() {
-            return Ok(());
+        match bpflink::pinned_ifindex(&pin)? {
+            Some(current) if current == ifindex_of(uplink)? => return Ok(()),
+            Some(_) => self.detach(&format!("xdp-{uplink}"))?,
+            None => {}
         }
         let mut prog = Xdp::from_pin(self.dir.join(names::XDP_UPLINK), XdpAttachType::Interface)
             .context(|| "cannot open the pinned xdp_uplink program")?;
@@ -402,6 +433,33 @@ impl Datapath {
         Ok(out)
     }
 
+    /// The names of the pinned links (`links/<name>`), for `gc` to match with their owners.
+    pub fn link_pins(&self) -> Result<Vec<String>> {
+        Ok(read_dir(&self.dir.join("links"))?.into_iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+    }
+
+    /// Unpins (and so detaches) the link pinned as `links/<name>`.
+    pub fn unpin_link(&mut self, name: &str) -> Result<()> {
+        self.detach(name)
+    }
+
+    pub fn network_ids(&self) -> Result<Vec<u32>> {
+        self.networks.keys().map(|k| k.context(|| "cannot read the NETWORKS map")).collect()
+    }
+
+    /// Removes an ENDPOINTS entry nobody owns.
+    pub fn remove_endpoint_entry(&mut self, ip: Ipv4Addr) -> Result<()> {
+        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
+    }
+
+    pub fn remove_counter(&mut self, key: &StatKey) -> Result<()> {
+        ignore_missing(self.stats.remove(key)).context(|| "cannot remove a counter from STATS")
+    }
+
+    pub fn remove_published(&mut self, key: &PortKey) -> Result<()> {
+        ignore_missing(self.portmap.remove(key)).context(|| "cannot remove a PORTMAP entry")
+    }
+
     /// The endpoints the datapath knows, by address.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>> {
         self.endpoints
@@ -414,7 +472,7 @@ impl Datapath {
 /// Removes every pin of every datapath version under `pin_root`: programs detach from the
 /// veths and the maps go once nothing holds them.
 pub fn unload_all(pin_root: &Path) -> Result<()> {
-    for entry in read_dir(pin_root)? {
+    for entry in read_dir(pin_root)?.into_iter().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
         let path = entry.path();
         std::fs::remove_dir_all(&path).context(|| format!("cannot remove {}", path.display()))?;
     }
@@ -429,12 +487,20 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     }
 }
 
+/// Another build's datapath directory. Only directories count: the root of a bpffs mount
+/// has files of its own (`maps.debug`, `progs.debug`).
 fn other_version(pin_root: &Path) -> Result<Option<String>> {
     let mine = version();
     Ok(read_dir(pin_root)?
         .into_iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| *n != mine && !n.starts_with(PROBE_PREFIX)))
+}
+
+/// The index of an interface of the current namespace.
+fn ifindex_of(ifname: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(ifname).context(|| format!("interface '{ifname}' does not exist"))
 }
 
 fn load(dir: &Path) -> Result<()> {
@@ -478,7 +544,7 @@ fn possible_cpus() -> Result<usize> {
     aya::util::nr_cpus().map_err(|(what, e)| Error::system(format!("cannot count CPUs ({what})"), e))
 }
 
-fn port_key(port: &Port) -> PortKey {
+pub fn port_key(port: &Port) -> PortKey {
     PortKey { addr: port.host_ip.map_or(0, map_key), port: port.host_port.to_be(), proto: port.proto.number(), _pad: 0 }
 }
 

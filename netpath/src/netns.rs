@@ -2,7 +2,7 @@
 use std::{
     fs::File,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
 };
 
 use nix::sched::{CloneFlags, setns};
@@ -23,7 +23,12 @@ pub struct Netns {
 impl Netns {
     /// Opens any nsfs path: `/run/netns/NAME`, `/var/run/docker/netns/ID`, `/proc/PID/ns/net`.
     pub fn open(path: &str) -> Result<Self> {
-        let file = File::open(path).map_err(|e| match e.kind() {
+        // O_NONBLOCK: opening a FIFO someone passed as a namespace must fail, not hang.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::not_found(format!("network namespace '{path}' does not exist")),
             _ => Error::system(format!("cannot open network namespace '{path}'"), e),
         })?;
@@ -33,6 +38,33 @@ impl Netns {
         }
         let meta = file.metadata().context(|| format!("cannot stat '{path}'"))?;
         Ok(Self { file, path: path.to_string(), id: (meta.dev(), meta.ino()) })
+    }
+
+    /// The namespace whose identity is `id`, if it still exists: at `hint` (the path it was
+    /// attached with), else wherever a name or a process holds it. Paths and PIDs are reused;
+    /// (device, inode) is not while the namespace lives.
+    pub fn find(id: (u64, u64), hint: &str) -> Option<Self> {
+        if let Ok(ns) = Self::open(hint) {
+            if ns.id == id {
+                return Some(ns);
+            }
+        }
+        let named = ["/run/netns", "/var/run/docker/netns"]
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()));
+        let processes = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .map(|e| e.path().join("ns/net"));
+        named.chain(processes).find_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            if (meta.dev(), meta.ino()) != id {
+                return None;
+            }
+            Self::open(path.to_str()?).ok().filter(|ns| ns.id == id)
+        })
     }
 
     pub fn of_pid(pid: u32) -> Result<Self> {

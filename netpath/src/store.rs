@@ -67,9 +67,48 @@ CREATE TABLE settings (
 ";
 
 /// A row is `creating` from the moment its name or address is reserved until its kernel
-/// objects exist; a `creating` row whose owner process is gone was left by a crash.
-const CREATING: &str = "creating";
-const READY: &str = "ready";
+/// objects exist. Its creator holds the row's lock ([`crate::lock`]) all that time, so a
+/// `creating` row whose lock is free was left by a process that died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Creating,
+    Ready,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Creating => "creating",
+            State::Ready => "ready",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for State {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for State {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_str()? {
+            "creating" => Ok(State::Creating),
+            "ready" => Ok(State::Ready),
+            _ => Err(rusqlite::types::FromSqlError::InvalidType),
+        }
+    }
+}
+
+const CREATING: State = State::Creating;
+const READY: State = State::Ready;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct NetworkRecord {
@@ -84,7 +123,7 @@ pub struct NetworkRecord {
     pub uplink: Option<String>,
     /// Published ports are also served by XDP on the uplink.
     pub xdp: bool,
-    pub state: String,
+    pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
     pub created: u64,
@@ -105,7 +144,7 @@ pub struct EndpointRecord {
     pub netns: String,
     #[serde(skip)]
     pub netns_id: (u64, u64),
-    pub state: String,
+    pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
     pub created: u64,
@@ -436,6 +475,18 @@ impl Store {
             })?,
         };
         let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
+        let mac_text = ipam::format_mac(&mac);
+        let owner: Option<String> = tx
+            .query_row("SELECT id FROM endpoints WHERE network_id = ?1 AND mac = ?2", params![net.id, mac_text], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(owner) = owner {
+            return Err(Error::conflict(format!(
+                "MAC address {mac_text} is already used by endpoint '{owner}' on network '{}'; pick another --mac",
+                net.name
+            )));
+        }
         let inserted = tx.execute(
             "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino, state, owner_pid, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -521,10 +572,9 @@ impl Store {
         Ok(())
     }
 
-    /// Rows left `creating` by a process that no longer runs: a crash between reserving and
-    /// finishing. Their kernel objects, if any, must be removed with them.
-    pub fn abandoned(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
-        let alive = |pid: i32| pid == std::process::id() as i32 || process_alive(pid);
+    /// Rows still `creating`: being created by a live process, or left by one that died; the
+    /// caller tells them apart by trying their locks.
+    pub fn creating(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
         let networks = {
             let mut stmt = self.conn.prepare(&format!("SELECT {NETWORK_COLS} FROM networks WHERE state = ?1"))?;
             stmt.query_map([CREATING], network_row)?.collect::<rusqlite::Result<Vec<_>>>()?
@@ -533,17 +583,17 @@ impl Store {
             let mut stmt = self.conn.prepare(&format!("{ENDPOINT_SELECT} WHERE e.state = ?1"))?;
             with_ports(&self.conn, stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?)?
         };
-        Ok((
-            networks.into_iter().filter(|n| !alive(n.owner_pid)).collect(),
-            endpoints.into_iter().filter(|e| !alive(e.owner_pid)).collect(),
-        ))
+        Ok((networks, endpoints))
     }
-}
 
-fn process_alive(pid: i32) -> bool {
-    // Signal 0 checks existence only; EPERM still means the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    /// Moves an endpoint to another namespace: the container restarted in a new one.
+    pub fn set_endpoint_netns(&self, id: &str, path: &str, netns_id: (u64, u64)) -> Result<()> {
+        self.conn.execute(
+            "UPDATE endpoints SET netns_path = ?1, netns_dev = ?2, netns_ino = ?3 WHERE id = ?4",
+            params![path, netns_id.0, netns_id.1, id],
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -201,9 +201,11 @@ impl Topology {
         for ns in self.namespaces.drain(..).rev() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
-        let bpffs = self.run_dir.join("bpffs");
-        if bpffs.exists() {
-            let _ = Command::new("umount").arg(&bpffs).status();
+        // netpath mounts bpffs on the pin root itself when it is not on one already.
+        for mount in [self.pin_root(), self.run_dir.join("bpffs")] {
+            if is_mount_point(&mount) {
+                let _ = Command::new("umount").arg(&mount).status();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
@@ -217,6 +219,13 @@ impl Drop for Topology {
             self.release();
         }
     }
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo.
+pub fn is_mount_point(path: &Path) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let path = path.to_string_lossy();
+    mountinfo.lines().any(|l| l.split_whitespace().nth(4) == Some(&*path))
 }
 
 pub fn run(cmd: &mut Command) {
