@@ -54,6 +54,25 @@ impl Controller {
     /// The cheap part of gc; see the module comment. Rows somebody is working on (their lock
     /// is held) are left alone, so it can run at any time.
     pub async fn reap(&mut self) -> Result<GcReport> {
+        let mut report = self.reap_abandoned().await?;
+        let mut errors = Vec::new();
+        for ep in self.dead_endpoints().await? {
+            let Some(lock) = self.locks.try_endpoint(&ep.id)? else { continue };
+            let Some(ep) = self.store.endpoint(&ep.id)? else { continue };
+            match self.teardown_endpoint(&ep, true).await {
+                Ok(()) => {
+                    lock.remove();
+                    report.released_endpoints.push(ep.id);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        Error::all(errors)?;
+        Ok(report)
+    }
+
+    /// Removes the rows (and kernel objects) that killed commands left `creating`.
+    pub async fn reap_abandoned(&mut self) -> Result<GcReport> {
         let mut report = GcReport::default();
         let mut errors = Vec::new();
         let (networks, endpoints) = self.store.creating()?;
@@ -79,17 +98,6 @@ impl Controller {
             }
             match self.teardown_network(&net).await {
                 Ok(()) => report.abandoned_networks.push(net.name),
-                Err(e) => errors.push(e),
-            }
-        }
-        for ep in self.dead_endpoints().await? {
-            let Some(lock) = self.locks.try_endpoint(&ep.id)? else { continue };
-            let Some(ep) = self.store.endpoint(&ep.id)? else { continue };
-            match self.teardown_endpoint(&ep, true).await {
-                Ok(()) => {
-                    lock.remove();
-                    report.released_endpoints.push(ep.id);
-                }
                 Err(e) => errors.push(e),
             }
         }

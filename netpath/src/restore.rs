@@ -47,7 +47,7 @@ pub enum EndpointAction {
 pub struct RestoreReport {
     pub networks: Vec<NetworkOutcome>,
     pub endpoints: Vec<EndpointOutcome>,
-    /// What the cheap part of gc removed first.
+    /// Half-created rows of killed commands, removed first.
     pub reaped: GcReport,
 }
 
@@ -94,7 +94,8 @@ impl Controller {
             };
             networks.push(NetworkOutcome { name: net.name, created, error });
         }
-        let reaped = self.reap().await?;
+        // Dead endpoints are released below, where the report names them.
+        let reaped = self.reap_abandoned().await?;
         let mut endpoints = Vec::new();
         for ep in self.store.endpoints(None)?.into_iter().filter(|e| e.state == State::Ready) {
             let action = match Netns::find(ep.netns_id, &ep.netns) {
