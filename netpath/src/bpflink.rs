@@ -62,10 +62,14 @@ pub fn pinned_ifindex(pin: &Path) -> Result<Option<u32>> {
         info: &mut info as *mut LinkInfo as u64,
     };
     // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
-    let rc =
-        unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoByFd, size_of::<InfoByFd>()) };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoByFd, size_of::<InfoByFd>())
+    };
     if rc < 0 {
-        return Err(Error::system(format!("cannot read pinned link {}", pin.display()), std::io::Error::last_os_error()));
+        return Err(Error::system(
+            format!("cannot read pinned link {}", pin.display()),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(Some(info.ifindex))
 }

@@ -13,9 +13,9 @@ use crate::{
     output::{Format, json, key_values, table},
     ports::Port,
     privileges, probe,
+    restore::{EndpointAction, RestoreReport},
     settings::{Changes, Settings},
     stats,
-    restore::{EndpointAction, RestoreReport},
     store::{EndpointRecord, NetworkRecord, State},
 };
 

@@ -227,15 +227,16 @@ impl Datapath {
         self.detach(host_veth)?;
         // A veth that died with its namespace has no ifindex left to ask for: the ENDPOINTS
         // entry remembers it, so its counters still go.
+        // The counters go before the entry that remembers their ifindex, so a process killed
+        // in between leaves nothing the next teardown cannot find.
         let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|i| i.host_ifindex));
-        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))?;
         if let Some(ifindex) = host_ifindex {
             for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
                 ignore_missing(self.stats.remove(&StatKey { kind, id: ifindex }))
                     .context(|| "cannot remove the endpoint's counters from STATS")?;
             }
         }
-        Ok(())
+        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
     }
 
     /// Attaches `from_uplink` to the uplink unless it is there already.
@@ -435,7 +436,10 @@ impl Datapath {
 
     /// The names of the pinned links (`links/<name>`), for `gc` to match with their owners.
     pub fn link_pins(&self) -> Result<Vec<String>> {
-        Ok(read_dir(&self.dir.join("links"))?.into_iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        Ok(read_dir(&self.dir.join("links"))?
+            .into_iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
     }
 
     /// Unpins (and so detaches) the link pinned as `links/<name>`.

@@ -59,7 +59,12 @@ impl Controller {
     /// Why the endpoint's veth pair is not what its row says, if it is not: the host end
     /// must exist on the network's bridge, and its peer must be the row's interface inside
     /// `ns`, with the row's address.
-    pub async fn endpoint_problem(&self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<Option<String>> {
+    pub async fn endpoint_problem(
+        &self,
+        ep: &EndpointRecord,
+        net: &NetworkRecord,
+        ns: &Netns,
+    ) -> Result<Option<String>> {
         let Some(host) = self.nl.facts(&ep.host_veth).await? else {
             return Ok(Some(format!("host veth {} is missing", ep.host_veth)));
         };

@@ -112,7 +112,9 @@ impl Controller {
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|(name, _)| name).collect();
         let mut dead = Vec::new();
         for ep in self.store.endpoints(None)? {
-            if ep.state == State::Ready && !links.contains(&ep.host_veth) && Netns::find(ep.netns_id, &ep.netns).is_none()
+            if ep.state == State::Ready
+                && !links.contains(&ep.host_veth)
+                && Netns::find(ep.netns_id, &ep.netns).is_none()
             {
                 dead.push(ep);
             }

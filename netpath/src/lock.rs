@@ -123,7 +123,11 @@ mod tests {
     use super::*;
 
     fn locks() -> (Locks, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("netpath-locks-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "netpath-locks-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         (Locks::new(&dir), dir)
     }
 

@@ -136,7 +136,9 @@ pub fn host_port_in_use(port: &Port) -> bool {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.host_port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets()) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets()),
+            },
             sin_zero: [0; 8],
         };
         let rc = libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32);

@@ -75,9 +75,8 @@ fn after_a_reboot_restore_brings_every_network_back() {
     assert_eq!(code, 5, "{err}");
 
     let report = t.np_json(&["restore"]);
-    let action = |id: &str| {
-        report["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap()["action"].clone()
-    };
+    let action =
+        |id: &str| report["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap()["action"].clone();
     assert_eq!(action("a"), "rewired", "{report}");
     assert_eq!(action("c"), "rewired", "{report}");
     assert_eq!(action("b"), "released", "{report}");
@@ -157,8 +156,7 @@ fn reattach_is_honest_about_namespaces_veths_and_differences() {
 
     // The container restarted in a new namespace: rebuilt there, with its address.
     let new_path = t.netns("a2");
-    let moved =
-        t.np_json(&["attach", "--network", "web", "--netns", &new_path, "--id", "a", "-p", "8090:80"]);
+    let moved = t.np_json(&["attach", "--network", "web", "--netns", &new_path, "--id", "a", "-p", "8090:80"]);
     assert_eq!(moved["ip"], a["ip"]);
     assert_eq!(moved["netns"], new_path.as_str());
     assert!(t.link("a", "eth0").is_none(), "the old namespace lost its interface");

@@ -1,0 +1,247 @@
+//! Crash safety and concurrency: commands killed at any instant, and many at once.
+//!
+//! The fault test runs 1,000 attach/detach operations in a few workers, some stopped dead
+//! after a chosen step (`NETPATH_FAULT_AT`, honoured by debug builds), some SIGKILLed at a
+//! random instant. Every later command must still work, every killed attach must be redoable,
+//! and after `gc` nothing may be left: no link, pin, map entry, counter or row.
+use std::{
+    collections::BTreeSet,
+    os::unix::process::ExitStatusExt,
+    process::{Output, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use netpath_tests::Topology;
+use serde_json::Value;
+
+/// The steps `netpath::fault::STEPS` names; a test cannot link the binary's library, so
+/// they are listed again here.
+const ATTACH_STEPS: &[&str] = &[
+    "attach:locked",
+    "attach:reserved",
+    "attach:veth",
+    "attach:datapath",
+    "attach:published",
+    "attach:addressed",
+    "attach:ready",
+];
+const DETACH_STEPS: &[&str] = &["detach:locked", "detach:veth", "detach:datapath", "detach:row"];
+
+const WORKERS: usize = 4;
+const IDS_PER_WORKER: usize = 5;
+const OPERATIONS: usize = 1000;
+
+/// xorshift64*: reproducible randomness without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    operations: AtomicUsize,
+    step_kills: AtomicUsize,
+    random_kills: AtomicUsize,
+}
+
+fn killed(out: &Output) -> bool {
+    out.status.signal() == Some(libc::SIGKILL)
+}
+
+#[test]
+fn a_thousand_killed_operations_leave_nothing_behind() {
+    let started = Instant::now();
+    let mut t = Topology::new("flt");
+    t.network("web", &["--subnet", "10.87.0.0/24"]);
+    let ids: Vec<Vec<(String, String)>> = (0..WORKERS)
+        .map(|w| {
+            (0..IDS_PER_WORKER)
+                .map(|i| {
+                    let id = format!("w{w}i{i}");
+                    let path = t.netns(&id);
+                    (id, path)
+                })
+                .collect()
+        })
+        .collect();
+    let figures = Figures::default();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("seed {seed}");
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(w, mine)| {
+                let (t, figures) = (&t, &figures);
+                s.spawn(move || {
+                    let mut rng = Rng(seed.wrapping_add(w as u64 * 0x9e37_79b9));
+                    let mut failures = Vec::new();
+                    for _ in 0..OPERATIONS / WORKERS {
+                        let i = rng.below(IDS_PER_WORKER as u64) as usize;
+                        let (id, path) = &mine[i];
+                        let port = (20000 + w * 10 + i).to_string();
+                        let publish = format!("{port}:80");
+                        let attaching = rng.below(2) == 0;
+                        let mut args = vec!["attach", "--network", "web", "--netns", path, "--id", id];
+                        if i % 2 == 0 {
+                            args.extend(["-p", &publish]);
+                        }
+                        if !attaching {
+                            args = vec!["detach", "--id", id];
+                        }
+                        let mut cmd = t.netpath_cmd(&args);
+                        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                        figures.operations.fetch_add(1, Ordering::Relaxed);
+                        match rng.below(6) {
+                            0 | 1 => {
+                                let steps = if attaching { ATTACH_STEPS } else { DETACH_STEPS };
+                                let step = steps[rng.below(steps.len() as u64) as usize];
+                                let out = cmd.env("NETPATH_FAULT_AT", step).output().unwrap();
+                                if killed(&out) {
+                                    figures.step_kills.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            2 => {
+                                let mut child = cmd.spawn().unwrap();
+                                std::thread::sleep(Duration::from_micros(rng.below(40_000)));
+                                let _ = child.kill();
+                                if killed(&child.wait_with_output().unwrap()) {
+                                    figures.random_kills.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            _ => {
+                                let out = cmd.output().unwrap();
+                                let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                                let fine = out.status.success() || (!attaching && err.contains("does not exist"));
+                                if !fine {
+                                    failures.push(format!("{args:?}: {err}"));
+                                }
+                            }
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(failures.is_empty(), "commands failed after kills: {failures:#?}");
+
+    // Every id can be attached (whatever a kill left of it) and is really wired.
+    let mut addresses = BTreeSet::new();
+    for (w, mine) in ids.iter().enumerate() {
+        for (i, (id, path)) in mine.iter().enumerate() {
+            let publish = format!("{}:80", 20000 + w * 10 + i);
+            let mut args = vec!["attach", "--network", "web", "--netns", path, "--id", id];
+            if i % 2 == 0 {
+                args.extend(["-p", &publish]);
+            }
+            let ep = t.np_json(&args);
+            let ip = ep["ip"].as_str().unwrap().to_string();
+            let addrs = t.exec(id, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+            assert!(addrs.contains(&format!("inet {ip}/")), "{id}: {addrs}");
+            addresses.insert(ip);
+        }
+    }
+    assert_eq!(addresses.len(), WORKERS * IDS_PER_WORKER);
+    assert!(t.ping("w0i0", addresses.iter().last().unwrap(), 1), "a re-attached endpoint is reachable");
+    for (id, _) in ids.iter().flatten() {
+        t.np(&["detach", "--id", id]);
+    }
+
+    let gc = t.np_json(&["gc"]);
+    let found =
+        ["abandoned_networks", "abandoned_endpoints", "released_endpoints", "links", "pinned_links", "map_entries"]
+            .iter()
+            .map(|k| gc[k].as_array().unwrap().len() as u64)
+            .sum::<u64>()
+            + gc["counters"].as_u64().unwrap()
+            + gc["connections"].as_u64().unwrap();
+    println!(
+        "fault injection: {} operations, {} stopped after a step, {} killed at a random instant, {found} object(s) \
+         only gc removed ({gc}), {:.1}s",
+        figures.operations.load(Ordering::Relaxed),
+        figures.step_kills.load(Ordering::Relaxed),
+        figures.random_kills.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(figures.step_kills.load(Ordering::Relaxed) > 100, "the fault switch did not stop commands");
+
+    // Nothing leaked: rows, links, pins, map entries, counters.
+    assert_eq!(t.np_json(&["endpoint", "ls"]), Value::Array(vec![]));
+    let links = t.exec("host", &["ip", "-o", "link", "show"]);
+    assert!(!links.contains(": npv"), "veths left: {links}");
+    for map in ["ENDPOINTS", "PORTMAP"] {
+        assert_eq!(t.map_entries(map), Vec::<Value>::new(), "{map}");
+    }
+    let counters = t.map_entries("STATS").iter().filter(|e| stat_kind(e) <= 2).count();
+    assert_eq!(counters, 0, "endpoint counters left");
+    let pins = std::fs::read_dir(t.datapath_dir().unwrap().join("links")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pins, 0, "pinned links left");
+    assert_eq!(t.np(&["gc"]).trim(), "nothing to collect");
+    t.teardown();
+}
+
+/// The `kind` of a STATS key as bpftool prints it.
+fn stat_kind(entry: &Value) -> u32 {
+    if let Some(k) = entry.get("formatted").and_then(|f| f.get("key")) {
+        return k["kind"].as_u64().unwrap() as u32;
+    }
+    let byte = |i: usize| {
+        u32::from(u8::from_str_radix(entry["key"][i].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+    };
+    byte(0) | byte(1) << 8 | byte(2) << 16 | byte(3) << 24
+}
+
+#[test]
+fn a_hundred_concurrent_attaches_and_detaches_on_one_network() {
+    let mut t = Topology::new("hun");
+    t.network("web", &["--subnet", "10.88.0.0/24"]);
+    let old: Vec<String> = (0..50).map(|i| t.netns(&format!("o{i}"))).collect();
+    let new: Vec<String> = (0..50).map(|i| t.netns(&format!("n{i}"))).collect();
+    for (i, path) in old.iter().enumerate() {
+        t.np(&["attach", "--network", "web", "--netns", path, "--id", &format!("o{i}")]);
+    }
+    // 50 detaches and 50 attaches at once, interleaved.
+    let ids: Vec<String> = (0..50).flat_map(|i| [format!("o{i}"), format!("n{i}")]).collect();
+    let children: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let args = match k % 2 {
+                0 => vec!["detach", "--id", id],
+                _ => vec!["attach", "--network", "web", "--netns", &new[k / 2], "--id", id, "--format", "json"],
+            };
+            (id, t.netpath_cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        })
+        .collect();
+    let mut addresses = BTreeSet::new();
+    for (id, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{id}: {err}");
+        assert!(!err.contains("locked"), "{id}: {err}");
+        if id.starts_with('n') {
+            let ep: Value = serde_json::from_slice(&out.stdout).unwrap();
+            addresses.insert(ep["ip"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(addresses.len(), 50, "distinct addresses: {addresses:?}");
+    let listed = t.np_json(&["endpoint", "ls"]);
+    let listed: BTreeSet<String> =
+        listed.as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed, addresses);
+    assert_eq!(t.map_entries("ENDPOINTS").len(), 50);
+    assert!(t.ping("n0", addresses.iter().last().unwrap(), 1));
+    t.teardown();
+}
