@@ -299,16 +299,8 @@ pub mod drop_reason {
     /// network's uplink: dropped rather than sent untranslated.
     pub const NOT_UPLINK: u32 = 8;
 
-    pub const ALL: [u32; 8] = [
-        MALFORMED,
-        POLICY,
-        SOURCE_MISMATCH,
-        REDIRECT_FAILED,
-        NAT_EXHAUSTED,
-        EGRESS_DENIED,
-        NAT_UNSUPPORTED,
-        NOT_UPLINK,
-    ];
+    pub const ALL: [u32; 8] =
+        [MALFORMED, POLICY, SOURCE_MISMATCH, REDIRECT_FAILED, NAT_EXHAUSTED, EGRESS_DENIED, NAT_UNSUPPORTED, NOT_UPLINK];
 
     pub fn name(reason: u32) -> &'static str {
         match reason {
