@@ -420,7 +420,9 @@ impl Store {
     pub fn network(&self, name: &str) -> Result<NetworkRecord> {
         match self.find_network(name)? {
             Some(n) if n.state == READY => Ok(n),
-            Some(_) => Err(Error::not_found(format!("network '{name}' is still being created; retry"))),
+            Some(_) => Err(Error::not_found(format!(
+                "network '{name}' is not ready: being created, or left half-created by a command that died (create it again)"
+            ))),
             None => Err(Error::not_found(format!("network '{name}' does not exist; see `netpath network ls`"))),
         }
     }
