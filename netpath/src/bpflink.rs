@@ -1,6 +1,8 @@
-//! What a pinned BPF link is attached to, read with the raw `bpf()` syscall: aya 0.14's
-//! `LinkInfo` does not expose the interface. A TCX or XDP link whose interface was deleted
-//! stays pinned but defunct (interface 0); `ensure` must replace it, not trust the pin.
+//! Pinned BPF objects through the raw `bpf()` syscall, for what aya 0.14 does not offer:
+//! which interface a pinned link serves (its `LinkInfo` does not expose it; a TCX or XDP
+//! link whose interface was deleted stays pinned but defunct, interface 0, and `ensure` must
+//! replace it rather than trust the pin), the shape of a pinned map, pinning an object under
+//! a second name, and `BPF_LINK_UPDATE` (swap a link's program without a gap).
 use std::{ffi::CString, os::fd::FromRawFd, os::fd::OwnedFd, os::unix::ffi::OsStrExt, path::Path};
 
 use crate::error::{Error, Result};
@@ -41,35 +43,113 @@ struct LinkInfo {
 /// The interface a pinned TCX or XDP link is attached to: `Ok(None)` when nothing is pinned
 /// there, `Ok(Some(0))` for a defunct link.
 pub fn pinned_ifindex(pin: &Path) -> Result<Option<u32>> {
+    let fd = match obj_get(pin) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(Error::system(format!("cannot open pinned link {}", pin.display()), e)),
+    };
+    let mut info = LinkInfo { kind: 0, id: 0, prog_id: 0, _pad: 0, ifindex: 0, _rest: [0; 23] };
+    info_by_fd(&fd, &mut info)?;
+    Ok(Some(info.ifindex))
+}
+
+fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
+    let path = CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut attr = ObjGet { pathname: path.as_ptr() as u64, ..Default::default() };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a bpf_attr prefix for `cmd`, valid for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// Opens any pinned object (map, program, link).
+pub fn open_pinned(pin: &Path) -> Result<OwnedFd> {
+    obj_get(pin).map_err(|e| Error::system(format!("cannot open pin {}", pin.display()), e))
+}
+
+/// Pins an object a second time, at `pin`: both names then hold it.
+pub fn pin(fd: &OwnedFd, pin: &Path) -> Result<()> {
     let path = CString::new(pin.as_os_str().as_bytes())
         .map_err(|e| Error::system(format!("bad pin path {}", pin.display()), e))?;
-    let attr = ObjGet { pathname: path.as_ptr() as u64, ..Default::default() };
-    // SAFETY: attr is a valid bpf_attr prefix for BPF_OBJ_GET and outlives the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGet, size_of::<ObjGet>()) };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(Error::system(format!("cannot open pinned link {}", pin.display()), err)),
-        };
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut attr = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(fd) as u32,
+        ..Default::default()
+    };
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop).map_err(|e| Error::system(format!("cannot pin {}", pin.display()), e))
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdate {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Swaps the program a link runs, atomically: no packet goes unserved in between.
+pub fn update_link(link: &OwnedFd, prog: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut attr =
+        LinkUpdate { link_fd: link.as_raw_fd() as u32, new_prog_fd: prog.as_raw_fd() as u32, ..Default::default() };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+/// The program a link runs, by id.
+pub fn link_prog_id(link: &OwnedFd) -> Result<u32> {
     let mut info = LinkInfo { kind: 0, id: 0, prog_id: 0, _pad: 0, ifindex: 0, _rest: [0; 23] };
-    let attr = InfoByFd {
-        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
-        info_len: size_of::<LinkInfo>() as u32,
-        info: &mut info as *mut LinkInfo as u64,
-    };
-    // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoByFd, size_of::<InfoByFd>())
-    };
-    if rc < 0 {
-        return Err(Error::system(
-            format!("cannot read pinned link {}", pin.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(Some(info.ifindex))
+    info_by_fd(link, &mut info)?;
+    Ok(info.prog_id)
+}
+
+/// The shape of a map: type, key size, value size, entries, flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+/// `struct bpf_map_info`, the fields before the name and what we do not read.
+#[repr(C, align(8))]
+struct MapInfo {
+    map_type: u32,
+    id: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    _rest: [u32; 26],
+}
+
+pub fn map_shape(map: &OwnedFd) -> Result<MapShape> {
+    let mut info =
+        MapInfo { map_type: 0, id: 0, key_size: 0, value_size: 0, max_entries: 0, map_flags: 0, _rest: [0; 26] };
+    info_by_fd(map, &mut info)?;
+    Ok(MapShape {
+        map_type: info.map_type,
+        key_size: info.key_size,
+        value_size: info.value_size,
+        max_entries: info.max_entries,
+        flags: info.map_flags,
+    })
+}
+
+fn info_by_fd<T>(fd: &OwnedFd, info: &mut T) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut attr =
+        InfoByFd { bpf_fd: fd.as_raw_fd() as u32, info_len: size_of::<T>() as u32, info: info as *mut T as u64 };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop).map_err(|e| Error::system("cannot read a BPF object's info", e))
 }

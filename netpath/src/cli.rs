@@ -238,8 +238,12 @@ pub enum EndpointCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DatapathCmd {
-    /// Replace the pinned datapath with this build's and rebuild it from the database.
-    Reload,
+    /// Replace the pinned datapath with this build's without a gap: maps whose layout did not
+    /// change are kept (conntrack survives), links switch programs atomically.
+    Reload {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Show the datapath-wide settings.
     Show {
         #[arg(long, value_enum, default_value_t)]
@@ -372,10 +376,17 @@ async fn execute(cli: Cli) -> Result<()> {
 
 async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
     match cmd {
-        DatapathCmd::Reload => {
-            ctl.datapath_reload().await?;
-            println!("datapath reloaded at {}", ctl.datapath()?.dir().display());
-            Ok(())
+        DatapathCmd::Reload { format } => {
+            let report = ctl.datapath_reload().await?;
+            let dir = ctl.datapath()?.dir().display().to_string();
+            print(format, &report, |r| {
+                format!(
+                    "datapath reloaded at {dir}: {} map(s) kept with their contents, {} made anew, {} link(s) switched",
+                    r.kept_maps.len(),
+                    r.new_maps.len(),
+                    r.updated_links.len()
+                )
+            })
         }
         DatapathCmd::Show { format } => print(format, &ctl.settings()?, settings_text),
         DatapathCmd::Configure {

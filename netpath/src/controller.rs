@@ -14,6 +14,7 @@ use crate::{
     lock::{Locks, Mode},
     netns::{self, Netns},
     ports::{self, Port},
+    reload::{self, ReloadReport},
     settings::{Changes, Settings},
     store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State, Store},
 };
@@ -620,16 +621,16 @@ impl Controller {
         self.nl.index_of(&ep.host_veth).await
     }
 
-    /// Replaces the pinned datapath with this build's and rebuilds its maps and links from the
-    /// database, through the same `ensure` path as `restore`. Endpoints fall back to the
-    /// bridge for the moment in between.
-    pub async fn datapath_reload(&mut self) -> Result<()> {
+    /// Replaces the pinned datapath with this build's without a gap (`reload`), then brings
+    /// the maps it made anew in line with the database through the same `ensure` path as
+    /// `restore`. Holds the global lock throughout: no command changes anything meanwhile.
+    pub async fn datapath_reload(&mut self) -> Result<ReloadReport> {
         let _all = self.locks.global(Mode::Exclusive)?;
         self.may_load = true;
         self.datapath = None;
-        datapath::unload_all(&self.paths.pin_root)?;
-        let report = self.restore_locked().await?;
-        report.into_result()
+        let report = reload::reload(&self.paths.pin_root, &self.paths.state_dir)?;
+        self.restore_locked().await?.into_result()?;
+        Ok(report)
     }
 
     /// Whether this build's datapath is pinned; teardown of objects made before it existed
@@ -684,10 +685,13 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
+/// What the host end of every endpoint's veth is named with.
+pub const HOST_VETH_PREFIX: &str = "npv";
+
 /// The host end of an endpoint's veth: `npv` and a hash of the endpoint id (≤ 15 bytes).
 pub fn host_veth_name(id: &str) -> String {
     let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    format!("npv{hash:08x}")
+    format!("{HOST_VETH_PREFIX}{hash:08x}")
 }
 
 fn random_id() -> Result<String> {

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! `<version>` is a hash of the embedded object, so a netpath build never mixes its programs
-//! with maps of another layout: it finds the other version and says what to do.
+//! with maps of another layout: it finds the other version and says what to do
+//! (`datapath reload`, see `reload`, which stages the new one in `reload-<pid>`).
 use std::{
     fs::File,
     net::Ipv4Addr,
@@ -42,6 +43,7 @@ use crate::{
     bpflink,
     error::{Context, Error, Result},
     ports::Port,
+    reload,
 };
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
@@ -473,17 +475,7 @@ impl Datapath {
     }
 }
 
-/// Removes every pin of every datapath version under `pin_root`: programs detach from the
-/// veths and the maps go once nothing holds them.
-pub fn unload_all(pin_root: &Path) -> Result<()> {
-    for entry in read_dir(pin_root)?.into_iter().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
-        let path = entry.path();
-        std::fs::remove_dir_all(&path).context(|| format!("cannot remove {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+pub(crate) fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries.collect::<std::io::Result<_>>().context(|| format!("cannot list {}", dir.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -499,7 +491,10 @@ fn other_version(pin_root: &Path) -> Result<Option<String>> {
         .into_iter()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| *n != mine && !n.starts_with(PROBE_PREFIX)))
+        .find(|n| {
+            *n != mine
+                && ![PROBE_PREFIX, reload::STAGING_PREFIX, reload::RETIRED_PREFIX].iter().any(|p| n.starts_with(p))
+        }))
 }
 
 /// The index of an interface of the current namespace.
@@ -507,7 +502,7 @@ fn ifindex_of(ifname: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(ifname).context(|| format!("interface '{ifname}' does not exist"))
 }
 
-fn load(dir: &Path) -> Result<()> {
+pub(crate) fn load(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(dir)
@@ -536,7 +531,7 @@ pub fn load_program(prog: &mut Program) -> Result<(), ProgramError> {
     }
 }
 
-fn lock(dir: &Path) -> Result<Flock<File>> {
+pub(crate) fn lock(dir: &Path) -> Result<Flock<File>> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("datapath.lock");
     let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;

@@ -11,7 +11,7 @@ use netpath_common::stat_kind;
 use serde::Serialize;
 
 use crate::{
-    controller::Controller,
+    controller::{Controller, HOST_VETH_PREFIX},
     datapath::map_key,
     error::{Error, Result},
     lock::Mode,
@@ -135,7 +135,7 @@ impl Controller {
         let bridges: BTreeSet<&str> = networks.iter().map(|n| n.bridge.as_str()).collect();
         let mut errors = Vec::new();
         for (name, facts) in self.nl.links().await? {
-            let orphan = (name.starts_with("npv") && !veths.contains(name.as_str()))
+            let orphan = (name.starts_with(HOST_VETH_PREFIX) && !veths.contains(name.as_str()))
                 || (name.starts_with("np-") && !bridges.contains(name.as_str()));
             if orphan {
                 match self.nl.delete(facts.index).await {

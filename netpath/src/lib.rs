@@ -22,6 +22,7 @@ pub mod output;
 pub mod ports;
 pub mod privileges;
 pub mod probe;
+pub mod reload;
 pub mod restore;
 pub mod settings;
 pub mod stats;

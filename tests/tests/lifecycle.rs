@@ -276,3 +276,91 @@ fn a_dedicated_bpffs_mount_root_works_as_the_pin_root() {
     netpath_tests::run(Command::new("umount").arg(&pins));
     t.teardown();
 }
+
+/// The program a pinned link runs, as bpftool sees it.
+fn link_prog_id(pin: &std::path::Path) -> u64 {
+    let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(pin).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["prog_id"].as_u64().unwrap()
+}
+
+/// Directories under the pin root (a bpffs mount root also has `maps.debug`, `progs.debug`).
+fn datapath_dirs(t: &Topology) -> usize {
+    std::fs::read_dir(t.pin_root()).unwrap().flatten().filter(|e| e.file_type().unwrap().is_dir()).count()
+}
+
+fn tx_packets(t: &Topology, id: &str) -> u64 {
+    let stats = t.np_json(&["stats"]);
+    stats["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap()["tx_packets"].as_u64().unwrap()
+}
+
+#[test]
+fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
+    let mut t = Topology::with_outside("rld");
+    t.network("web", &["--subnet", "10.89.0.0/24"]);
+    let a = t.container("a", "web", &["-p", "8089:80"]);
+    let link = t.datapath_dir().unwrap().join("links").join(a["host_veth"].as_str().unwrap());
+    let prog_before = link_prog_id(&link);
+
+    // A masqueraded connection opened before the reload.
+    let to: SocketAddr = format!("{OUTSIDE_ADDR}:7100").parse().unwrap();
+    let listener = in_netns(&t.ns_path("outside"), || TcpListener::bind(to).unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        for _ in 0..2 {
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(&buf).unwrap();
+        }
+    });
+    let mut conn = in_netns(&t.ns_path("a"), || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap());
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"first").unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    let tx_before = tx_packets(&t, "a");
+
+    // Pings every 5 ms across the reload: none may be lost.
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-a", t.prefix),
+            "ping",
+            "-c",
+            "300",
+            "-i",
+            "0.005",
+            "-W",
+            "1",
+            OUTSIDE_ADDR,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let report = t.np_json(&["datapath", "reload"]);
+    let pings = String::from_utf8(pinger.wait_with_output().unwrap().stdout).unwrap();
+    assert!(pings.contains(" 0% packet loss"), "{pings}");
+
+    assert!(report["kept_maps"].as_array().unwrap().iter().any(|m| m == "CT"), "{report}");
+    assert_eq!(report["new_maps"], Value::Array(vec![]), "the same build keeps every map: {report}");
+    assert_eq!(report["updated_links"].as_array().unwrap().len(), 6, "a's veth, the uplink, 4 cgroup links: {report}");
+    assert_ne!(link_prog_id(&link), prog_before, "the link runs the new program");
+    // The connection goes on (its conntrack entry survived) and the counters were kept.
+    conn.write_all(b"again").unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"again");
+    server.join().unwrap();
+    assert!(tx_packets(&t, "a") > tx_before, "counters kept across the reload");
+    assert_eq!(datapath_dirs(&t), 1, "only the new datapath is left");
+
+    // A reload killed half-way leaves the running datapath serving; the next one finishes.
+    let out = t.netpath_cmd(&["datapath", "reload"]).env("NETPATH_FAULT_AT", "reload:staged").output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGKILL));
+    assert!(t.ping("a", OUTSIDE_ADDR, 1), "the old datapath still serves");
+    t.np(&["datapath", "reload"]);
+    assert_eq!(datapath_dirs(&t), 1, "the staging directory was removed");
+    assert!(t.ping("a", OUTSIDE_ADDR, 1));
+    t.teardown();
+}
