@@ -291,21 +291,23 @@ impl Controller {
         if !self.datapath_pinned() {
             return Ok(());
         }
-        self.datapath()?.remove_network(net.id)?;
-        let Some(uplink) = &net.uplink else {
-            return Ok(());
-        };
-        // Under the lock, a network created meanwhile on the same uplink is seen and kept.
-        let _lock = self.datapath()?.lock()?;
-        let others: Vec<NetworkRecord> =
-            self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
-        if !others.iter().any(|n| n.xdp) {
-            self.datapath()?.detach_xdp(uplink)?;
+        let mut errors = Vec::new();
+        if let Err(e) = self.datapath()?.remove_network(net.id) {
+            errors.push(e);
         }
-        if others.is_empty() {
-            self.datapath()?.detach_uplink(uplink)?;
+        if let Some(uplink) = &net.uplink {
+            // Under the lock, a network created meanwhile on the same uplink is seen and kept.
+            let _lock = self.datapath()?.lock()?;
+            let others: Vec<NetworkRecord> =
+                self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
+            if !others.iter().any(|n| n.xdp) {
+                errors.extend(self.datapath()?.detach_xdp(uplink).err());
+            }
+            if others.is_empty() {
+                errors.extend(self.datapath()?.detach_uplink(uplink).err());
+            }
         }
-        Ok(())
+        Error::all(errors)
     }
 
     /// Holds the network's lock exclusively, so no attach to it runs meanwhile: its
