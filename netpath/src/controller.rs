@@ -315,6 +315,9 @@ impl Controller {
     pub async fn network_rm(&mut self, name: &str, force: bool) -> Result<()> {
         let missing = || Error::not_found(format!("network '{name}' does not exist; see `netpath network ls`"));
         let _all = self.locks.global(Mode::Shared)?;
+        if check_name("network name", name).is_err() {
+            return Err(missing());
+        }
         let _lock = self.locks.network(name, Mode::Exclusive)?;
         let net = self.store.find_network(name)?.ok_or_else(missing)?;
         let endpoints = self.store.endpoints(Some(net.id))?;
@@ -369,6 +372,13 @@ impl Controller {
         }
         // Lock order: global, network, endpoint (see `lock`).
         let _all = self.locks.global(Mode::Shared)?;
+        // A name no network can have is not looked for (nor made into a lock file's name).
+        if check_name("network name", &spec.network).is_err() {
+            return Err(Error::not_found(format!(
+                "network '{}' does not exist; see `netpath network ls`",
+                spec.network
+            )));
+        }
         let _net_lock = self.locks.network(&spec.network, Mode::Shared)?;
         let network = self.store.network(&spec.network)?;
         self.require_bridge(&network).await?;

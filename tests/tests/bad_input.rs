@@ -65,6 +65,8 @@ fn bad_input_fails_with_its_message_and_changes_nothing() {
         (vec!["network", "create", "bad/name"], "invalid network name 'bad/name'"),
         (vec!["network", "create", "x", "--uplink", "nosuchif"], "uplink interface 'nosuchif' does not exist"),
         (vec!["network", "rm", "nosuch"], "network 'nosuch' does not exist"),
+        (vec!["network", "rm", "../../x"], "network '../../x' does not exist"),
+        (vec!["attach", "--network", "../x", "--netns", &free], "network '../x' does not exist"),
         (
             vec!["attach", "--network", "nosuch", "--netns", &free],
             "network 'nosuch' does not exist; see `netpath network ls`",
