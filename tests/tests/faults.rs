@@ -238,3 +238,52 @@ fn a_hundred_concurrent_attaches_and_detaches_on_one_network() {
     assert!(t.ping("n0", addresses.iter().last().unwrap(), 1));
     t.teardown();
 }
+
+/// Whether a child is still running after `wait`.
+fn still_running(child: &mut std::process::Child, wait: Duration) -> bool {
+    std::thread::sleep(wait);
+    child.try_wait().unwrap().is_none()
+}
+
+#[test]
+fn detach_and_network_rm_wait_for_an_attach_in_progress() {
+    let mut t = Topology::new("race");
+    t.network("web", &["--subnet", "10.90.0.0/24"]);
+    let path = t.netns("a");
+    // An attach held half-way: its veth exists, its row is still `creating`.
+    let mut attach = t
+        .netpath_cmd(&["attach", "--network", "web", "--netns", &path, "--id", "a", "--format", "json"])
+        .env("NETPATH_PAUSE_AT", "attach:veth")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(attach.id() as i32);
+    for _ in 0..100 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        if stat.split_whitespace().nth(2) == Some("T") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut detach = t.netpath_cmd(&["detach", "--id", "a"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut rm = t.netpath_cmd(&["network", "rm", "web"]).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(still_running(&mut detach, Duration::from_millis(500)), "detach acted on a row being created");
+    assert!(still_running(&mut rm, Duration::from_millis(10)), "network rm acted while an attach ran");
+    // The row another process is creating is not collected either.
+    let gc = t.netpath_cmd(&["gc"]).stdout(Stdio::piped()).spawn().unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let attached = attach.wait_with_output().unwrap();
+    assert!(attached.status.success());
+    let ep: Value = serde_json::from_slice(&attached.stdout).unwrap();
+    assert_eq!(ep["state"], "ready");
+    let gc = gc.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&gc.stdout).contains("abandoned"), "gc took a live attach for dead");
+    // Then the detach runs on the finished endpoint, and the network rm sees either it
+    // attached (refused: no --force) or gone (removed).
+    assert!(detach.wait_with_output().unwrap().status.success());
+    let rm = rm.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&rm.stderr);
+    assert!(rm.status.success() || err.contains("has 1 endpoint(s) attached"), "{err}");
+    assert!(t.link("a", "eth0").is_none());
+    t.teardown();
+}

@@ -364,3 +364,24 @@ fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
     assert!(t.ping("a", OUTSIDE_ADDR, 1));
     t.teardown();
 }
+
+#[test]
+fn the_uplink_is_the_lowest_metric_default_route_of_the_main_table() {
+    let t = Topology::new("upl");
+    for (name, addr) in [("npupa", "10.97.1.1/24"), ("npupb", "10.97.2.1/24")] {
+        t.exec("host", &["ip", "link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+        t.exec("host", &["ip", "addr", "add", addr, "dev", name]);
+        t.exec("host", &["ip", "link", "set", name, "up"]);
+    }
+    t.exec("host", &["ip", "route", "add", "default", "dev", "npupa", "metric", "200"]);
+    t.exec("host", &["ip", "route", "add", "default", "dev", "npupb", "metric", "100"]);
+    // A better default route in another table is not the main table's.
+    t.exec("host", &["ip", "route", "add", "default", "dev", "npupa", "metric", "1", "table", "100"]);
+    let net = t.network("web", &["--subnet", "10.91.0.0/24"]);
+    assert_eq!(net["uplink"], "npupb");
+    t.np(&["network", "rm", "web"]);
+    for name in ["npupa", "npupb"] {
+        t.exec("host", &["ip", "link", "del", name]);
+    }
+    t.teardown();
+}
