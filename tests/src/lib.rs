@@ -287,3 +287,22 @@ impl Topology {
         t
     }
 }
+
+/// A STATS key as bpftool prints it (formatted with BTF, or raw bytes): (kind, id).
+pub fn stat_key(entry: &Value) -> (u32, u32) {
+    if let Some(k) = entry.get("formatted").and_then(|f| f.get("key")) {
+        return (k["kind"].as_u64().unwrap() as u32, k["id"].as_u64().unwrap() as u32);
+    }
+    let byte = |i: usize| {
+        u32::from(u8::from_str_radix(entry["key"][i].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+    };
+    let word = |at: usize| byte(at) | byte(at + 1) << 8 | byte(at + 2) << 16 | byte(at + 3) << 24;
+    (word(0), word(4))
+}
+
+impl Topology {
+    /// Per-endpoint counters (STATS kinds 1 and 2, tx and rx) in the pinned map.
+    pub fn endpoint_counters(&self) -> usize {
+        self.map_entries("STATS").iter().filter(|e| matches!(stat_key(e).0, 1 | 2)).count()
+    }
+}

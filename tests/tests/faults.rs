@@ -177,23 +177,11 @@ fn a_thousand_killed_operations_leave_nothing_behind() {
     for map in ["ENDPOINTS", "PORTMAP"] {
         assert_eq!(t.map_entries(map), Vec::<Value>::new(), "{map}");
     }
-    let counters = t.map_entries("STATS").iter().filter(|e| stat_kind(e) <= 2).count();
-    assert_eq!(counters, 0, "endpoint counters left");
+    assert_eq!(t.endpoint_counters(), 0, "endpoint counters left");
     let pins = std::fs::read_dir(t.datapath_dir().unwrap().join("links")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(pins, 0, "pinned links left");
     assert_eq!(t.np(&["gc"]).trim(), "nothing to collect");
     t.teardown();
-}
-
-/// The `kind` of a STATS key as bpftool prints it.
-fn stat_kind(entry: &Value) -> u32 {
-    if let Some(k) = entry.get("formatted").and_then(|f| f.get("key")) {
-        return k["kind"].as_u64().unwrap() as u32;
-    }
-    let byte = |i: usize| {
-        u32::from(u8::from_str_radix(entry["key"][i].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-    };
-    byte(0) | byte(1) << 8 | byte(2) << 16 | byte(3) << 24
 }
 
 #[test]
@@ -251,7 +239,7 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     t.network("web", &["--subnet", "10.90.0.0/24"]);
     let path = t.netns("a");
     // An attach held half-way: its veth exists, its row is still `creating`.
-    let mut attach = t
+    let attach = t
         .netpath_cmd(&["attach", "--network", "web", "--netns", &path, "--id", "a", "--format", "json"])
         .env("NETPATH_PAUSE_AT", "attach:veth")
         .stdout(Stdio::piped())

@@ -166,32 +166,13 @@ fn reattach_is_honest_about_namespaces_veths_and_differences() {
     t.teardown();
 }
 
-/// bpftool's view of a key: its first two little-endian u32 (for STATS: kind, id).
-fn key_words(entry: &Value) -> (u32, u32) {
-    if let Some(k) = entry.get("formatted").and_then(|f| f.get("key")) {
-        return (k["kind"].as_u64().unwrap() as u32, k["id"].as_u64().unwrap() as u32);
-    }
-    let bytes: Vec<u8> = entry["key"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-        .collect();
-    (u32::from_le_bytes(bytes[0..4].try_into().unwrap()), u32::from_le_bytes(bytes[4..8].try_into().unwrap()))
-}
-
-/// Endpoint counters (STATS kinds 1 and 2) in the pinned map.
-pub fn endpoint_counters(t: &Topology) -> usize {
-    t.map_entries("STATS").iter().filter(|e| matches!(key_words(e).0, 1 | 2)).count()
-}
-
 #[test]
 fn dead_namespaces_and_orphans_are_collected() {
     let mut t = Topology::new("gc");
     t.network("web", &["--subnet", "10.85.0.0/24"]);
     let dead = t.container("dead", "web", &["-p", "8095:80"]);
     t.container("live", "web", &[]);
-    assert_eq!(endpoint_counters(&t), 4);
+    assert_eq!(t.endpoint_counters(), 4);
 
     // The namespace dies without a detach: `gc` releases its address, port and entries, and
     // its counters, though its veth (and so its ifindex) went first.
@@ -215,7 +196,7 @@ fn dead_namespaces_and_orphans_are_collected() {
     assert_eq!(t.np_json(&["port", "ls"]), Value::Array(vec![]));
     assert_eq!(t.map_entries("PORTMAP").len(), 0);
     assert_eq!(t.map_entries("ENDPOINTS").len(), 1);
-    assert_eq!(endpoint_counters(&t), 2, "the dead endpoint's counters are gone");
+    assert_eq!(t.endpoint_counters(), 2, "the dead endpoint's counters are gone");
     // The freed address and port are handed out again; a second gc finds nothing.
     let again = t.container("again", "web", &["-p", "8095:80"]);
     assert_eq!(again["ip"], dead["ip"]);
