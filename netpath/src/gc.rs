@@ -105,13 +105,14 @@ impl Controller {
         Ok(report)
     }
 
-    /// Ready endpoints whose namespace is gone. A live namespace keeps the container end of
-    /// the veth and so the host end: only endpoints whose host veth is missing are looked
-    /// for by namespace identity, so this stays cheap when everything is fine.
+    /// Ready endpoints whose namespace is gone (without their ports: the caller re-reads the
+    /// row under its lock). A live namespace keeps the container end of the veth and so the
+    /// host end: only endpoints whose host veth is missing are looked for by namespace
+    /// identity, so this stays cheap when everything is fine.
     async fn dead_endpoints(&self) -> Result<Vec<EndpointRecord>> {
         let links: BTreeSet<String> = self.nl.links().await?.into_iter().map(|(name, _)| name).collect();
         let mut dead = Vec::new();
-        for ep in self.store.endpoints(None)? {
+        for ep in self.store.endpoints_bare()? {
             if ep.state == State::Ready
                 && !links.contains(&ep.host_veth)
                 && Netns::find(ep.netns_id, &ep.netns).is_none()

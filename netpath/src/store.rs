@@ -558,6 +558,13 @@ impl Store {
         Ok(with_ports(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
     }
 
+    /// Every endpoint without its ports: for checks that run at every attach and must stay
+    /// cheap with many endpoints.
+    pub fn endpoints_bare(&self) -> Result<Vec<EndpointRecord>> {
+        let mut stmt = self.conn.prepare(ENDPOINT_SELECT)?;
+        Ok(stmt.query_map([], endpoint_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn has_published_ports(&self) -> Result<bool> {
         Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM ports)", [], |r| r.get(0))?)
     }
