@@ -574,6 +574,7 @@ fn gc_text(r: &crate::gc::GcReport) -> String {
         ("removed link", &r.links),
         ("removed pinned link", &r.pinned_links),
         ("removed map entry", &r.map_entries),
+        ("removed leftover of a killed reload", &r.datapath_dirs),
     ];
     let mut lines: Vec<String> =
         lists.iter().flat_map(|(what, items)| items.iter().map(move |i| format!("{what}: {i}"))).collect();

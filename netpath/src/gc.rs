@@ -16,6 +16,7 @@ use crate::{
     error::{Error, Result},
     lock::Mode,
     netns::Netns,
+    reload,
     store::{EndpointRecord, State},
 };
 
@@ -33,6 +34,8 @@ pub struct GcReport {
     pub pinned_links: Vec<String>,
     /// Map entries no row owns, as `MAP key`.
     pub map_entries: Vec<String>,
+    /// Datapath directories a killed `datapath reload` left (staged or retired).
+    pub datapath_dirs: Vec<String>,
     pub counters: usize,
     pub connections: usize,
 }
@@ -45,6 +48,7 @@ impl GcReport {
             && self.links.is_empty()
             && self.pinned_links.is_empty()
             && self.map_entries.is_empty()
+            && self.datapath_dirs.is_empty()
             && self.counters == 0
             && self.connections == 0
     }
@@ -143,6 +147,13 @@ impl Controller {
                     Ok(()) => report.links.push(name),
                     Err(e) => errors.push(e),
                 }
+            }
+        }
+        // A reload holds the global lock as we do: what it staged or retired is a leftover.
+        for dir in reload::leftovers(&self.paths.pin_root)? {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => report.datapath_dirs.push(dir.display().to_string()),
+                Err(e) => errors.push(Error::system(format!("cannot remove {}", dir.display()), e)),
             }
         }
         if !self.datapath_pinned() {

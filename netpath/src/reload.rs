@@ -55,16 +55,24 @@ fn is_dir_named(entry: &std::fs::DirEntry, pred: impl Fn(&str) -> bool) -> bool 
     entry.file_type().is_ok_and(|t| t.is_dir()) && pred(&entry.file_name().to_string_lossy())
 }
 
+/// What a killed reload left under `pin_root`: its staging directory, or the old datapath it
+/// had moved away. Only the holder of the global lock may call this: a reload holds it.
+pub fn leftovers(pin_root: &Path) -> Result<Vec<PathBuf>> {
+    Ok(datapath::read_dir(pin_root)?
+        .iter()
+        .filter(|e| is_dir_named(e, |n| n.starts_with(STAGING_PREFIX) || n.starts_with(RETIRED_PREFIX)))
+        .map(|e| e.path())
+        .collect())
+}
+
 /// Replaces the pinned datapath under `pin_root` with this build's; see the module comment.
 pub fn reload(pin_root: &Path, lock_dir: &Path) -> Result<ReloadReport> {
     let _lock = datapath::lock(lock_dir)?;
     datapath::ensure_bpffs(pin_root)?;
-    let entries = datapath::read_dir(pin_root)?;
-    for leftover in
-        entries.iter().filter(|e| is_dir_named(e, |n| n.starts_with(STAGING_PREFIX) || n.starts_with(RETIRED_PREFIX)))
-    {
-        std::fs::remove_dir_all(leftover.path()).context(|| format!("cannot remove {}", leftover.path().display()))?;
+    for leftover in leftovers(pin_root)? {
+        std::fs::remove_dir_all(&leftover).context(|| format!("cannot remove {}", leftover.display()))?;
     }
+    let entries = datapath::read_dir(pin_root)?;
     let mine = datapath::version();
     let versions: Vec<PathBuf> = entries
         .iter()

@@ -340,8 +340,12 @@ fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
     let out = t.netpath_cmd(&["datapath", "reload"]).env("NETPATH_FAULT_AT", "reload:staged").output().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGKILL));
     assert!(t.ping("a", OUTSIDE_ADDR, 1), "the old datapath still serves");
+    assert_eq!(datapath_dirs(&t), 2, "the killed reload's staging directory");
+    let gc = t.np_json(&["gc"]);
+    assert_eq!(gc["datapath_dirs"].as_array().unwrap().len(), 1, "{gc}");
+    assert_eq!(datapath_dirs(&t), 1);
     t.np(&["datapath", "reload"]);
-    assert_eq!(datapath_dirs(&t), 1, "the staging directory was removed");
+    assert_eq!(datapath_dirs(&t), 1);
     assert!(t.ping("a", OUTSIDE_ADDR, 1));
     t.teardown();
 }
