@@ -394,7 +394,7 @@ impl Controller {
             mac,
             ifname: spec.ifname.clone(),
             netns_path: ns.path.clone(),
-            netns_id: ns.id,
+            netns_id: ns.identity()?,
             ports,
         };
         if let Some(existing) = self.store.endpoint(&request.id)? {
@@ -441,8 +441,8 @@ impl Controller {
                 ep.id
             )));
         }
-        if ep.netns_id != ns.id {
-            self.store.set_endpoint_netns(&ep.id, &ns.path, ns.id)?;
+        if !ns.is(&ep.netns_id) {
+            self.store.set_endpoint_netns(&ep.id, &ns.path, &req.netns_id)?;
         }
         let ep = self.endpoint(&ep.id)?;
         self.ensure_endpoint(&ep, &req.network, ns).await?;
@@ -579,12 +579,12 @@ impl Controller {
             DetachSpec::Id(id) => vec![self.store.endpoint(id)?.ok_or_else(|| missing(id))?],
             DetachSpec::Netns(path) => {
                 // A namespace that is gone can still be named by the path it was attached with.
-                let id = Netns::open(path).ok().map(|ns| ns.id);
+                let ns = Netns::open(path).ok();
                 let found: Vec<_> = self
                     .store
                     .endpoints(None)?
                     .into_iter()
-                    .filter(|e| Some(e.netns_id) == id || e.netns == *path)
+                    .filter(|e| ns.as_ref().is_some_and(|ns| ns.is(&e.netns_id)) || e.netns == *path)
                     .collect();
                 if found.is_empty() {
                     return Err(Error::not_found(format!("no endpoint is attached to network namespace '{path}'")));

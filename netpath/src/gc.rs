@@ -119,7 +119,7 @@ impl Controller {
         for ep in self.store.endpoints_bare()? {
             if ep.state == State::Ready
                 && !links.contains(&ep.host_veth)
-                && Netns::find(ep.netns_id, &ep.netns).is_none()
+                && Netns::find(&ep.netns_id, &ep.netns).is_none()
             {
                 dead.push(ep);
             }

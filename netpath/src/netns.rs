@@ -12,6 +12,24 @@ use crate::error::{Context, Error, Result};
 /// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
+/// Who a network namespace is, as recorded with an endpoint. (device, inode) names it while
+/// it lives, but the kernel hands a freed inode number to the next namespace at once; the
+/// namespace cookie is never reused within a boot, and the boot id tells boots apart. Rows
+/// from before cookies were recorded have cookie 0 and boot "" and match by (device, inode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NsIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub cookie: u64,
+    pub boot: String,
+}
+
+/// This boot's id: namespaces never outlive a boot.
+pub fn boot_id() -> Result<String> {
+    let path = "/proc/sys/kernel/random/boot_id";
+    Ok(std::fs::read_to_string(path).context(|| format!("cannot read {path}"))?.trim().to_string())
+}
+
 /// An open network namespace.
 pub struct Netns {
     file: File,
@@ -40,12 +58,29 @@ impl Netns {
         Ok(Self { file, path: path.to_string(), id: (meta.dev(), meta.ino()) })
     }
 
-    /// The namespace whose identity is `id`, if it still exists: at `hint` (the path it was
-    /// attached with), else wherever a name or a process holds it. Paths and PIDs are reused;
-    /// (device, inode) is not while the namespace lives.
-    pub fn find(id: (u64, u64), hint: &str) -> Option<Self> {
+    /// Its full identity (reads its cookie from a socket opened inside it).
+    pub fn identity(&self) -> Result<NsIdentity> {
+        Ok(NsIdentity { dev: self.id.0, ino: self.id.1, cookie: run_in(self, cookie)??, boot: boot_id()? })
+    }
+
+    /// Whether this is the namespace `identity` recorded.
+    pub fn is(&self, identity: &NsIdentity) -> bool {
+        if self.id != (identity.dev, identity.ino) {
+            return false;
+        }
+        let same_boot = identity.boot.is_empty() || boot_id().is_ok_and(|b| b == identity.boot);
+        let same_cookie =
+            identity.cookie == 0 || run_in(self, cookie).is_ok_and(|c| c.is_ok_and(|c| c == identity.cookie));
+        same_boot && same_cookie
+    }
+
+    /// The namespace `identity` recorded, if it still exists: at `hint` (the path it was
+    /// attached with), else wherever a name or a process holds it. Paths and PIDs are reused,
+    /// and so are inode numbers; see `NsIdentity`.
+    pub fn find(identity: &NsIdentity, hint: &str) -> Option<Self> {
+        let id = (identity.dev, identity.ino);
         if let Ok(ns) = Self::open(hint) {
-            if ns.id == id {
+            if ns.is(identity) {
                 return Some(ns);
             }
         }
@@ -63,7 +98,7 @@ impl Netns {
             if (meta.dev(), meta.ino()) != id {
                 return None;
             }
-            Self::open(path.to_str()?).ok().filter(|ns| ns.id == id)
+            Self::open(path.to_str()?).ok().filter(|ns| ns.is(identity))
         })
     }
 

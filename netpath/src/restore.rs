@@ -98,7 +98,7 @@ impl Controller {
         let reaped = self.reap_abandoned().await?;
         let mut endpoints = Vec::new();
         for ep in self.store.endpoints(None)?.into_iter().filter(|e| e.state == State::Ready) {
-            let action = match Netns::find(ep.netns_id, &ep.netns) {
+            let action = match Netns::find(&ep.netns_id, &ep.netns) {
                 None => match self.teardown_endpoint(&ep, true).await {
                     Ok(()) => {
                         if let Some(lock) = self.locks.try_endpoint(&ep.id)? {
@@ -113,7 +113,7 @@ impl Controller {
                 }
                 Some(ns) => {
                     if ns.path != ep.netns {
-                        self.store.set_endpoint_netns(&ep.id, &ns.path, ns.id)?;
+                        self.store.set_endpoint_netns(&ep.id, &ns.path, &ep.netns_id)?;
                     }
                     let net = self.store.network(&ep.network)?;
                     match self.ensure_endpoint(&ep, &net, &ns).await {

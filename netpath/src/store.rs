@@ -17,10 +17,11 @@ use crate::{
     cidr::Ipv4Net,
     error::{Context, Error, Result},
     ipam,
+    netns::NsIdentity,
     ports::{Port, Proto},
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE networks (
     id          INTEGER PRIMARY KEY,
@@ -64,6 +65,14 @@ CREATE TABLE settings (
     key         TEXT PRIMARY KEY,
     value       INTEGER NOT NULL
 );
+";
+
+/// Version 2: a namespace's (device, inode) is handed to the next namespace as soon as it
+/// dies, so endpoints also record the namespace's cookie (never reused within a boot) and the
+/// boot it belongs to. Rows from version 1 keep 0 and '' and are matched by (device, inode).
+const MIGRATE_TO_2: &str = "
+ALTER TABLE endpoints ADD COLUMN netns_cookie INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoints ADD COLUMN netns_boot TEXT NOT NULL DEFAULT '';
 ";
 
 /// A row is `creating` from the moment its name or address is reserved until its kernel
@@ -143,7 +152,7 @@ pub struct EndpointRecord {
     pub host_veth: String,
     pub netns: String,
     #[serde(skip)]
-    pub netns_id: (u64, u64),
+    pub netns_id: NsIdentity,
     pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
@@ -179,7 +188,7 @@ pub struct NewEndpoint {
     pub ifname: String,
     pub host_veth: String,
     pub netns_path: String,
-    pub netns_id: (u64, u64),
+    pub netns_id: NsIdentity,
     pub ports: Vec<Port>,
 }
 
@@ -227,7 +236,8 @@ fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 }
 
 const ENDPOINT_SELECT: &str = "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
-    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.state, e.owner_pid, e.created_at
+    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.state,
+    e.owner_pid, e.created_at
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
 fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
@@ -243,7 +253,12 @@ fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
         ifname: row.get("ifname")?,
         host_veth: row.get("host_veth")?,
         netns: row.get("netns_path")?,
-        netns_id: (row.get("netns_dev")?, row.get("netns_ino")?),
+        netns_id: NsIdentity {
+            dev: row.get("netns_dev")?,
+            ino: row.get("netns_ino")?,
+            cookie: row.get("netns_cookie")?,
+            boot: row.get("netns_boot")?,
+        },
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
@@ -317,6 +332,11 @@ impl Store {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(MIGRATE_TO_2)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            1 => {
+                tx.execute_batch(MIGRATE_TO_2)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -490,8 +510,9 @@ impl Store {
             )));
         }
         let inserted = tx.execute(
-            "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino, state, owner_pid, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
+                netns_cookie, netns_boot, state, owner_pid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 req.id,
                 net.id,
@@ -500,8 +521,10 @@ impl Store {
                 req.ifname,
                 req.host_veth,
                 req.netns_path,
-                req.netns_id.0,
-                req.netns_id.1,
+                req.netns_id.dev,
+                req.netns_id.ino,
+                req.netns_id.cookie,
+                req.netns_id.boot,
                 CREATING,
                 std::process::id(),
                 now()
@@ -596,10 +619,11 @@ impl Store {
     }
 
     /// Moves an endpoint to another namespace: the container restarted in a new one.
-    pub fn set_endpoint_netns(&self, id: &str, path: &str, netns_id: (u64, u64)) -> Result<()> {
+    pub fn set_endpoint_netns(&self, id: &str, path: &str, netns: &NsIdentity) -> Result<()> {
         self.conn.execute(
-            "UPDATE endpoints SET netns_path = ?1, netns_dev = ?2, netns_ino = ?3 WHERE id = ?4",
-            params![path, netns_id.0, netns_id.1, id],
+            "UPDATE endpoints SET netns_path = ?1, netns_dev = ?2, netns_ino = ?3, netns_cookie = ?4, netns_boot = ?5
+             WHERE id = ?6",
+            params![path, netns.dev, netns.ino, netns.cookie, netns.boot, id],
         )?;
         Ok(())
     }
@@ -642,9 +666,30 @@ mod tests {
             ifname: "eth0".into(),
             host_veth: format!("npv{id}"),
             netns_path: "/run/netns/x".into(),
-            netns_id: (1, 2),
+            netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
             ports: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempdir();
+        {
+            let conn = Connection::open(dir.join("netpath.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO networks VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0, 'ready', 1, 0);
+                 INSERT INTO endpoints VALUES ('a', 1, '10.9.0.2', '02:4e:0a:09:00:02', 'eth0', 'npva', '/run/netns/a',
+                     7, 8, 'ready', 1, 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let ep = store.endpoint("a").unwrap().unwrap();
+        assert_eq!(ep.netns_id, NsIdentity { dev: 7, ino: 8, cookie: 0, boot: String::new() });
+        assert_eq!(ep.state, State::Ready);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

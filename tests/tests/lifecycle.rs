@@ -176,7 +176,16 @@ fn dead_namespaces_and_orphans_are_collected() {
 
     // The namespace dies without a detach: `gc` releases its address, port and entries, and
     // its counters, though its veth (and so its ifindex) went first.
+    let inode = |path: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+    let dead_inode = inode(&t.ns_path("dead"));
     netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-dead", t.prefix)]));
+    // The kernel hands the dead namespace's inode number to the next namespace at once: the
+    // endpoint must not be taken for alive in that stranger.
+    let reused = (0..20).any(|i| {
+        std::thread::sleep(Duration::from_millis(100));
+        inode(&t.netns(&format!("stranger{i}"))) == dead_inode
+    });
+    println!("inode of the dead namespace reused: {reused}");
     // Orphans: a netpath-named link and an ENDPOINTS entry that no row owns.
     t.exec("host", &["ip", "link", "add", "npv0rphan", "type", "veth", "peer", "name", "orphanpeer"]);
     let dir = t.datapath_dir().unwrap();
