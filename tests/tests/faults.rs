@@ -39,6 +39,17 @@ impl Rng {
     }
 }
 
+/// The attach of worker `w`'s `i`th id: always the same request, so a repeat is the same
+/// endpoint; every other id publishes a port of its own.
+fn attach_args(w: usize, i: usize, id: &str, path: &str) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["attach", "--network", "web", "--netns", path, "--id", id].iter().map(|s| s.to_string()).collect();
+    if i.is_multiple_of(2) {
+        args.extend(["-p".to_string(), format!("{}:80", 20000 + w * 10 + i)]);
+    }
+    args
+}
+
 #[derive(Default)]
 struct Figures {
     operations: AtomicUsize,
@@ -82,16 +93,12 @@ fn a_thousand_killed_operations_leave_nothing_behind() {
                     for _ in 0..OPERATIONS / WORKERS {
                         let i = rng.below(IDS_PER_WORKER as u64) as usize;
                         let (id, path) = &mine[i];
-                        let port = (20000 + w * 10 + i).to_string();
-                        let publish = format!("{port}:80");
                         let attaching = rng.below(2) == 0;
-                        let mut args = vec!["attach", "--network", "web", "--netns", path, "--id", id];
-                        if i % 2 == 0 {
-                            args.extend(["-p", &publish]);
-                        }
-                        if !attaching {
-                            args = vec!["detach", "--id", id];
-                        }
+                        let args = match attaching {
+                            true => attach_args(w, i, id, path),
+                            false => vec!["detach".to_string(), "--id".into(), id.clone()],
+                        };
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
                         let mut cmd = t.netpath_cmd(&args);
                         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
                         figures.operations.fetch_add(1, Ordering::Relaxed);
@@ -134,12 +141,8 @@ fn a_thousand_killed_operations_leave_nothing_behind() {
     let mut addresses = BTreeSet::new();
     for (w, mine) in ids.iter().enumerate() {
         for (i, (id, path)) in mine.iter().enumerate() {
-            let publish = format!("{}:80", 20000 + w * 10 + i);
-            let mut args = vec!["attach", "--network", "web", "--netns", path, "--id", id];
-            if i % 2 == 0 {
-                args.extend(["-p", &publish]);
-            }
-            let ep = t.np_json(&args);
+            let args = attach_args(w, i, id, path);
+            let ep = t.np_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
             let ip = ep["ip"].as_str().unwrap().to_string();
             let addrs = t.exec(id, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
             assert!(addrs.contains(&format!("inet {ip}/")), "{id}: {addrs}");
