@@ -188,8 +188,10 @@ impl Controller {
             xdp: spec.xdp,
         };
         let record = self.store.create_network(&request, &routes)?;
+        fault::step("network:reserved");
         match self.ensure_network(&record).await {
             Ok(_) => {
+                fault::step("network:built");
                 self.store.set_network_ready(record.id)?;
                 self.store.network(&record.name)
             }

@@ -6,6 +6,8 @@
 
 /// The steps a command can be stopped after, in the order an attach or detach passes them.
 pub const STEPS: &[&str] = &[
+    "network:reserved",
+    "network:built",
     "attach:locked",
     "attach:reserved",
     "attach:veth",

@@ -379,3 +379,34 @@ fn the_uplink_is_the_lowest_metric_default_route_of_the_main_table() {
     }
     t.teardown();
 }
+
+#[test]
+fn a_killed_network_create_is_repaired_by_gc_or_by_creating_it_again() {
+    let mut t = Topology::new("netk");
+    let path = t.netns("a");
+    let create = |step: &str| {
+        let out = t
+            .netpath_cmd(&["network", "create", "web", "--subnet", "10.92.0.0/24"])
+            .env("NETPATH_FAULT_AT", step)
+            .output()
+            .unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGKILL), "{step}");
+    };
+    // Killed with the bridge and the datapath entry made, the row still `creating`.
+    create("network:built");
+    assert!(t.link("host", "np-web").is_some());
+    assert_eq!(t.np_json(&["network", "ls"])[0]["state"], "creating");
+    let err = t.np_err(&["attach", "--network", "web", "--netns", &path]);
+    assert!(err.contains("is not ready"), "{err}");
+    let gc = t.np_json(&["gc"]);
+    assert_eq!(gc["abandoned_networks"], serde_json::json!(["web"]), "{gc}");
+    assert!(t.link("host", "np-web").is_none());
+    assert_eq!(t.map_entries("NETWORKS").len(), 0);
+
+    // Killed again; this time creating it again repairs it without gc.
+    create("network:built");
+    let net = t.network("web", &["--subnet", "10.92.0.0/24"]);
+    assert_eq!(net["state"], "ready");
+    assert_eq!(t.map_entries("NETWORKS").len(), 1);
+    t.teardown();
+}
