@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     controller::Controller,
     error::{Error, Result},
-    link::Netlink,
+    link::{self, Netlink},
     netns::Netns,
     store::{EndpointRecord, NetworkRecord},
 };
@@ -40,6 +40,9 @@ impl Controller {
             done.push(format!("added {}/{}", net.gateway, net.subnet.prefix()));
         }
         self.nl.set_up(index).await?;
+        if net.uplink.is_some() && !link::forwarding_enabled(&net.bridge) {
+            done.push(format!("turned forwarding on for {}", net.bridge));
+        }
         self.publish_network(net).await?;
         Ok(done)
     }

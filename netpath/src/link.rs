@@ -317,6 +317,12 @@ pub fn enable_forwarding(ifname: &str) -> Result<()> {
     std::fs::write(&path, "1").context(|| format!("cannot enable forwarding on {ifname}"))
 }
 
+/// Whether `ifname` forwards. Writing `net.ipv4.ip_forward` (any value) resets it on every
+/// interface, so `ensure` checks it rather than trusting it stayed as netpath left it.
+pub fn forwarding_enabled(ifname: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).is_ok_and(|v| v.trim() == "1")
+}
+
 /// The host's ephemeral port range, which masquerading must stay clear of.
 pub fn local_port_range() -> Result<(u16, u16)> {
     let path = "/proc/sys/net/ipv4/ip_local_port_range";

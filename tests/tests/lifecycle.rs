@@ -410,3 +410,21 @@ fn a_killed_network_create_is_repaired_by_gc_or_by_creating_it_again() {
     assert_eq!(t.map_entries("NETWORKS").len(), 1);
     t.teardown();
 }
+
+#[test]
+fn restore_turns_bridge_forwarding_back_on_after_ip_forward_is_written() {
+    let mut t = Topology::with_outside("fwd");
+    t.network("web", &["--subnet", "10.93.0.0/24"]);
+    t.container("a", "web", &[]);
+    assert!(t.ping("a", OUTSIDE_ADDR, 1));
+    // A change of ip_forward sets every interface's forwarding to it (in the test's own
+    // namespace): on and off again leaves the bridge not forwarding.
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    assert_eq!(t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]).trim(), "0");
+    let report = t.np_json(&["restore"]);
+    assert_eq!(report["networks"][0]["created"], serde_json::json!(["turned forwarding on for np-web"]), "{report}");
+    assert_eq!(t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]).trim(), "1");
+    assert!(t.ping("a", OUTSIDE_ADDR, 1), "egress after restore");
+    t.teardown();
+}
