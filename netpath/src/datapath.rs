@@ -192,13 +192,13 @@ impl Datapath {
                 PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
             self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
         }
-        self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
-        self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
+        self.refresh_endpoint(host_veth, ip, info)
     }
 
     /// Makes a wired endpoint's datapath side whole again without resetting its counters:
-    /// its ENDPOINTS entry, counters that are missing, and its TCX link if the pin is gone or
-    /// points at an interface that no longer exists.
+    /// counters that are missing, its map entries, and its TCX link if the pin is gone or
+    /// points at an interface that no longer exists. `attach_endpoint` ends here too: every
+    /// entry an endpoint needs is written in this one place.
     pub fn refresh_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
         let cpus = possible_cpus()?;
         for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {

@@ -95,7 +95,8 @@ impl Controller {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
                 let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
-                let info = EndpointInfo { host_ifindex, network_id: net.id, mac: ep.mac_bytes()?, _pad: [0; 2] };
+                let info =
+                    EndpointInfo { host_ifindex, network_id: net.id, mac: ep.mac_bytes()?, _pad: Default::default() };
                 self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info)?;
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)
