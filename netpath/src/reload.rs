@@ -3,6 +3,8 @@
 //! upgrade), switch each pinned link to the new program with `BPF_LINK_UPDATE` (a packet sees
 //! either the old program or the new, never none), then retire the old pins.
 //!
+//! Tail-call tables and maps of maps are never kept: they hold the old build's objects.
+//!
 //! Until the links are switched nothing the running datapath uses has changed: a failure
 //! before that (or a kill at any instant) leaves it running, and the staging directory is
 //! removed by the next reload. A failure while switching puts the switched links back.
@@ -133,7 +135,7 @@ fn stage(staging: &Path, current: Option<&Path>, report: &mut ReloadReport) -> R
         };
         let old = current.map(|c| c.join(name)).filter(|p| p.exists()).map(|p| bpflink::open_pinned(&p)).transpose()?;
         match old {
-            Some(fd) if bpflink::map_shape(&fd)? == wanted => {
+            Some(fd) if !holds_objects(wanted.map_type) && bpflink::map_shape(&fd)? == wanted => {
                 bpflink::pin(&fd, &staging.join(name))?;
                 report.kept_maps.push(name.clone());
             }
@@ -141,6 +143,15 @@ fn stage(staging: &Path, current: Option<&Path>, report: &mut ReloadReport) -> R
         }
     }
     datapath::load(staging)
+}
+
+/// Maps whose values are programs or maps (tail-call tables, maps of maps) refer to objects
+/// of the build that filled them: the new build's must start from its own.
+fn holds_objects(map_type: u32) -> bool {
+    const PROG_ARRAY: u32 = 3;
+    const ARRAY_OF_MAPS: u32 = 12;
+    const HASH_OF_MAPS: u32 = 13;
+    matches!(map_type, PROG_ARRAY | ARRAY_OF_MAPS | HASH_OF_MAPS)
 }
 
 /// Switches every live link of `current` to the staged program and pins it in `staging`;
