@@ -2,15 +2,18 @@
 //! uplink with `bpf_fib_lookup` + `bpf_redirect_neigh`. Neither path runs netfilter.
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
-        bpf_fib_lookup as FibParams, bpf_redir_neigh,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, bpf_fib_lookup as FibParams, bpf_redir_neigh,
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use netpath_common::{EndpointInfo, NetworkInfo, drop_reason, stat_kind};
 
-use crate::counters::{count, drop_packet};
+use crate::{
+    counters::{count, drop_packet},
+    maps::HOST_ADDRS,
+};
 
 const AF_INET: u8 = 2;
 /// `bpf_check_mtu`: check each segment of a GSO packet, not only its total length.
@@ -20,7 +23,8 @@ const PACKET_HOST: u32 = 0;
 /// Where the kernel's routing table sends a packet, asked as if it had arrived on the
 /// network's bridge.
 pub enum Route {
-    /// Out of the network's uplink, to this next hop.
+    /// Out of the network's uplink, to this next hop; 0 when the kernel is to resolve it
+    /// while sending (see `route_into`).
     Uplink(u32),
     /// Out of the uplink, but larger than its MTU (or, for a GSO packet, its segments are).
     TooBig,
@@ -78,6 +82,20 @@ fn route_into(ctx: &TcContext, net: &NetworkInfo, query: &mut RouteQuery) -> u32
             UPLINK
         }
         BPF_FIB_LKUP_RET_FRAG_NEEDED if uplink => TOO_BIG,
+        // Writing `net.ipv4.ip_forward` resets every interface's `forwarding`, the bridge's
+        // too, and the helper then refuses to look anything up. The datapath must not depend
+        // on a global sysctl: what is not one of the host's addresses leaves by the uplink,
+        // and `bpf_redirect_neigh` routes it there as the host's own output would.
+        BPF_FIB_LKUP_RET_FWD_DISABLED if net.uplink_ifindex != 0 => {
+            if unsafe { HOST_ADDRS.get(&query.daddr) }.is_some() {
+                return STACK;
+            }
+            if !fits_mtu(ctx, net.uplink_ifindex) {
+                return TOO_BIG;
+            }
+            query.next_hop = 0;
+            UPLINK
+        }
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => ELSEWHERE,
         _ => STACK,
     }
@@ -96,8 +114,12 @@ fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
 pub fn to_next_hop(ctx: &TcContext, ifindex: u32, next_hop: u32, saddr: u32, daddr: u32) -> i32 {
     let mut nh = bpf_redir_neigh { nh_family: u32::from(AF_INET), __bindgen_anon_1: unsafe { core::mem::zeroed() } };
     nh.__bindgen_anon_1.ipv4_nh = next_hop;
-    let action =
-        unsafe { bpf_redirect_neigh(ifindex, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) } as i32;
+    // Without a next hop the helper looks the route up itself, as for the host's own output.
+    let (params, len) = match next_hop {
+        0 => (core::ptr::null_mut(), 0),
+        _ => (&mut nh as *mut bpf_redir_neigh, core::mem::size_of::<bpf_redir_neigh>() as i32),
+    };
+    let action = unsafe { bpf_redirect_neigh(ifindex, params, len, 0) } as i32;
     if action == TC_ACT_SHOT as i32 {
         drop_packet(ctx, drop_reason::REDIRECT_FAILED, saddr, daddr, 0);
     }

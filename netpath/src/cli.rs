@@ -13,9 +13,10 @@ use crate::{
     output::{Format, json, key_values, table},
     ports::Port,
     privileges, probe,
+    restore::{EndpointAction, RestoreReport},
     settings::{Changes, Settings},
     stats,
-    store::{EndpointRecord, NetworkRecord},
+    store::{EndpointRecord, NetworkRecord, State},
 };
 
 #[derive(Debug, Parser)]
@@ -76,6 +77,17 @@ pub enum Command {
     /// Published ports.
     #[command(subcommand)]
     Port(PortCmd),
+    /// Rebuild every network and endpoint from the database after a reboot (or at any time):
+    /// endpoints whose namespace is gone are released. Idempotent.
+    Restore {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Release endpoints whose namespace is gone and remove kernel objects no row owns.
+    Gc {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,8 +238,12 @@ pub enum EndpointCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DatapathCmd {
-    /// Replace the pinned datapath with this build's and rebuild it from the database.
-    Reload,
+    /// Replace the pinned datapath with this build's without a gap: maps whose layout did not
+    /// change are kept (conntrack survives), links switch programs atomically.
+    Reload {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Show the datapath-wide settings.
     Show {
         #[arg(long, value_enum, default_value_t)]
@@ -325,6 +341,12 @@ async fn execute(cli: Cli) -> Result<()> {
             }
         }
         Command::Datapath(cmd) => datapath(&mut ctl, cmd).await,
+        Command::Restore { format } => {
+            let report = ctl.restore().await?;
+            print(format, &report, restore_text)?;
+            report.into_result()
+        }
+        Command::Gc { format } => print(format, &ctl.gc().await?, gc_text),
         Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
         Command::Port(PortCmd::Ls { format }) => {
             let ports: Vec<PortView> = ctl
@@ -354,10 +376,17 @@ async fn execute(cli: Cli) -> Result<()> {
 
 async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
     match cmd {
-        DatapathCmd::Reload => {
-            ctl.datapath_reload().await?;
-            println!("datapath reloaded at {}", ctl.datapath()?.dir().display());
-            Ok(())
+        DatapathCmd::Reload { format } => {
+            let report = ctl.datapath_reload().await?;
+            let dir = ctl.datapath()?.dir().display().to_string();
+            print(format, &report, |r| {
+                format!(
+                    "datapath reloaded at {dir}: {} map(s) kept with their contents, {} made anew, {} link(s) switched",
+                    r.kept_maps.len(),
+                    r.new_maps.len(),
+                    r.updated_links.len()
+                )
+            })
         }
         DatapathCmd::Show { format } => print(format, &ctl.settings()?, settings_text),
         DatapathCmd::Configure {
@@ -504,10 +533,61 @@ fn flags(n: &NetworkRecord) -> String {
     if n.xdp {
         flags.push("xdp");
     }
-    if n.state != "ready" {
-        flags.push(&n.state);
+    let state = n.state.to_string();
+    if n.state != State::Ready {
+        flags.push(&state);
     }
     flags.join(",")
+}
+
+fn restore_text(r: &RestoreReport) -> String {
+    let mut lines = Vec::new();
+    for n in &r.networks {
+        lines.push(match (&n.error, n.created.is_empty()) {
+            (Some(e), _) => format!("network {}: FAILED: {e}", n.name),
+            (None, true) => format!("network {}: intact", n.name),
+            (None, false) => format!("network {}: {}", n.name, n.created.join(", ")),
+        });
+    }
+    for e in &r.endpoints {
+        lines.push(match &e.outcome {
+            EndpointAction::Intact => format!("endpoint {} ({}): intact", e.id, e.network),
+            EndpointAction::Rewired(why) => format!("endpoint {} ({}): rewired ({why})", e.id, e.network),
+            EndpointAction::Released => format!("endpoint {} ({}): released, its namespace is gone", e.id, e.network),
+            EndpointAction::Failed(why) => format!("endpoint {} ({}): FAILED: {why}", e.id, e.network),
+        });
+    }
+    if !r.reaped.is_empty() {
+        lines.push(gc_text(&r.reaped));
+    }
+    if lines.is_empty() {
+        lines.push("nothing to restore".into());
+    }
+    lines.join("\n")
+}
+
+fn gc_text(r: &crate::gc::GcReport) -> String {
+    let lists = [
+        ("abandoned network", &r.abandoned_networks),
+        ("abandoned endpoint", &r.abandoned_endpoints),
+        ("released endpoint (namespace gone)", &r.released_endpoints),
+        ("removed link", &r.links),
+        ("removed pinned link", &r.pinned_links),
+        ("removed map entry", &r.map_entries),
+        ("removed leftover of a killed reload", &r.datapath_dirs),
+    ];
+    let mut lines: Vec<String> =
+        lists.iter().flat_map(|(what, items)| items.iter().map(move |i| format!("{what}: {i}"))).collect();
+    if r.counters > 0 {
+        lines.push(format!("removed {} orphan counter(s)", r.counters));
+    }
+    if r.connections > 0 {
+        lines.push(format!("removed {} orphan conntrack entr(ies)", r.connections));
+    }
+    if lines.is_empty() {
+        lines.push("nothing to collect".into());
+    }
+    lines.join("\n")
 }
 
 fn network_text(n: &NetworkRecord) -> String {

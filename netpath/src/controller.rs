@@ -9,12 +9,14 @@ use crate::{
     cidr::{self, Ipv4Net},
     datapath::{self, Datapath},
     error::{Error, Result},
-    ipam,
+    fault, ipam,
     link::{self, Netlink, VethPeer},
+    lock::{Locks, Mode},
     netns::{self, Netns},
     ports::{self, Port},
+    reload::{self, ReloadReport},
     settings::{Changes, Settings},
-    store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, Store},
+    store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State, Store},
 };
 
 /// Where netpath keeps its state and its pins.
@@ -69,10 +71,15 @@ pub enum DetachSpec {
 pub const DEFAULT_MTU: u32 = 1500;
 
 pub struct Controller {
-    paths: Paths,
-    store: Store,
-    nl: Netlink,
-    datapath: Option<Datapath>,
+    pub(crate) paths: Paths,
+    pub(crate) store: Store,
+    pub(crate) nl: Netlink,
+    pub(crate) datapath: Option<Datapath>,
+    pub(crate) locks: Locks,
+    /// Whether this command may load a fresh datapath while the database has networks: only
+    /// `restore` and `datapath reload`, which rebuild it from the database. Anything else
+    /// would serve those networks from empty maps.
+    pub(crate) may_load: bool,
 }
 
 impl Controller {
@@ -80,7 +87,8 @@ impl Controller {
     /// a tokio runtime.
     pub fn open(paths: Paths) -> Result<Self> {
         let store = Store::open(&paths.state_dir)?;
-        Ok(Self { store, nl: Netlink::connect()?, datapath: None, paths })
+        let locks = Locks::new(&paths.state_dir);
+        Ok(Self { store, nl: Netlink::connect()?, datapath: None, locks, may_load: false, paths })
     }
 
     pub fn store(&self) -> &Store {
@@ -95,13 +103,22 @@ impl Controller {
     /// database.
     pub fn datapath(&mut self) -> Result<&mut Datapath> {
         if self.datapath.is_none() {
+            if !self.may_load
+                && !datapath::is_pinned(&self.paths.pin_root)
+                && self.store.networks()?.iter().any(|n| n.state == State::Ready)
+            {
+                return Err(Error::stale(format!(
+                    "the datapath is not loaded at {} but the database has networks (after a reboot?); run `netpath restore`",
+                    self.paths.pin_root.display()
+                )));
+            }
             let mut dp = Datapath::open(&self.paths.pin_root, &self.paths.state_dir)?;
             if dp.config()?.snat_port_min == 0 {
                 dp.set_config(&Settings::load(&self.store)?.to_config(netns::cookie()?))?;
             }
             self.datapath = Some(dp);
         }
-        Ok(self.datapath.as_mut().expect("just opened"))
+        self.datapath.as_mut().ok_or_else(|| Error::system("datapath", "not opened"))
     }
 
     pub fn settings(&self) -> Result<Settings> {
@@ -138,15 +155,29 @@ impl Controller {
                 "--xdp needs an uplink; the network is internal or the host has no default route",
             ));
         }
-        if self.store.find_network(&spec.name)?.is_some() {
-            return Err(Error::conflict(format!("network '{}' already exists; pick another name", spec.name)));
+        let _all = self.locks.global(Mode::Shared)?;
+        let _lock = self.locks.network(&spec.name, Mode::Exclusive)?;
+        if let Some(existing) = self.store.find_network(&spec.name)? {
+            match existing.state {
+                // Its creator died: the lock we hold was free.
+                State::Creating => self.teardown_network(&existing).await?,
+                State::Ready if self.nl.index_of(&existing.bridge).await?.is_none() => {
+                    return Err(Error::stale(format!(
+                        "network '{}' exists but its bridge '{}' does not (after a reboot?); run `netpath restore`",
+                        spec.name, existing.bridge
+                    )));
+                }
+                State::Ready => {
+                    return Err(Error::conflict(format!("network '{}' already exists; pick another name", spec.name)));
+                }
+            }
         }
         if self.nl.index_of(&bridge).await?.is_some() {
             return Err(Error::conflict(format!(
                 "interface '{bridge}' already exists in the host network namespace; pass another --bridge"
             )));
         }
-        self.reap_abandoned().await?;
+        self.reap().await?;
         let routes = self.nl.ipv4_routes().await?;
         let request = NewNetwork {
             name: spec.name.clone(),
@@ -160,8 +191,10 @@ impl Controller {
             xdp: spec.xdp,
         };
         let record = self.store.create_network(&request, &routes)?;
-        match self.build_network(&record).await {
-            Ok(()) => {
+        fault::step("network:reserved");
+        match self.ensure_network(&record).await {
+            Ok(_) => {
+                fault::step("network:built");
                 self.store.set_network_ready(record.id)?;
                 self.store.network(&record.name)
             }
@@ -200,16 +233,13 @@ impl Controller {
         Ok(self.nl.mtu_of(index).await?.unwrap_or(DEFAULT_MTU))
     }
 
-    async fn build_network(&mut self, net: &NetworkRecord) -> Result<()> {
-        let index = self.nl.create_bridge(&net.bridge, net.mtu).await?;
-        self.nl.add_address(index, net.gateway, net.subnet.prefix()).await?;
-        self.nl.set_up(index).await?;
-        self.publish_network(net).await
-    }
-
     /// Writes the network to the datapath and attaches `from_uplink` to its uplink.
-    async fn publish_network(&mut self, net: &NetworkRecord) -> Result<()> {
+    pub(crate) async fn publish_network(&mut self, net: &NetworkRecord) -> Result<()> {
         let info = self.network_info(net).await?;
+        // The datapath tells the host's own addresses from the outside with these, also when
+        // the routing lookup is unavailable (see the datapath's `route_into`).
+        let addrs = self.nl.all_ipv4_addresses().await?;
+        self.datapath()?.set_host_addrs(&addrs)?;
         if let Some(uplink) = &net.uplink {
             link::enable_forwarding(&net.bridge)?;
             self.datapath()?.attach_uplink(uplink)?;
@@ -257,55 +287,86 @@ impl Controller {
     }
 
     /// Removes a network's kernel objects and row; what is already gone is fine. Every part
-    /// is attempted even when one fails, so a broken datapath cannot strand a bridge or a row.
-    async fn teardown_network(&mut self, net: &NetworkRecord) -> Result<()> {
-        let datapath = self.forget_network(net);
-        let bridge = self.nl.delete_by_name(&net.bridge).await;
-        self.store.remove_network(net.id)?;
-        datapath.and(bridge)
+    /// is attempted even when one fails, and every failure is reported; a bridge that cannot
+    /// be deleted keeps its row, so the next `network rm` or `gc` finds it.
+    pub(crate) async fn teardown_network(&mut self, net: &NetworkRecord) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.forget_network(net) {
+            errors.push(e);
+        }
+        match self.nl.delete_by_name(&net.bridge).await {
+            Ok(()) => {
+                if let Err(e) = self.store.remove_network(net.id) {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        Error::all(errors)
     }
 
     fn forget_network(&mut self, net: &NetworkRecord) -> Result<()> {
         if !self.datapath_pinned() {
             return Ok(());
         }
-        self.datapath()?.remove_network(net.id)?;
-        let Some(uplink) = &net.uplink else {
-            return Ok(());
-        };
-        // Under the lock, a network created meanwhile on the same uplink is seen and kept.
-        let _lock = self.datapath()?.lock()?;
-        let others: Vec<NetworkRecord> =
-            self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
-        if !others.iter().any(|n| n.xdp) {
-            self.datapath()?.detach_xdp(uplink)?;
+        let mut errors = Vec::new();
+        if let Err(e) = self.datapath()?.remove_network(net.id) {
+            errors.push(e);
         }
-        if others.is_empty() {
-            self.datapath()?.detach_uplink(uplink)?;
+        if let Some(uplink) = &net.uplink {
+            // Under the lock, a network created meanwhile on the same uplink is seen and kept.
+            let _lock = self.datapath()?.lock()?;
+            let others: Vec<NetworkRecord> =
+                self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
+            if !others.iter().any(|n| n.xdp) {
+                errors.extend(self.datapath()?.detach_xdp(uplink).err());
+            }
+            if others.is_empty() {
+                errors.extend(self.datapath()?.detach_uplink(uplink).err());
+            }
         }
-        Ok(())
+        Error::all(errors)
     }
 
+    /// Holds the network's lock exclusively, so no attach to it runs meanwhile: its
+    /// `creating` endpoints were left by dead processes and go with it.
     pub async fn network_rm(&mut self, name: &str, force: bool) -> Result<()> {
-        let net = self
-            .store
-            .find_network(name)?
-            .ok_or_else(|| Error::not_found(format!("network '{name}' does not exist; see `netpath network ls`")))?;
+        let missing = || Error::not_found(format!("network '{name}' does not exist; see `netpath network ls`"));
+        let _all = self.locks.global(Mode::Shared)?;
+        if check_name("network name", name).is_err() {
+            return Err(missing());
+        }
+        let _lock = self.locks.network(name, Mode::Exclusive)?;
+        let net = self.store.find_network(name)?.ok_or_else(missing)?;
         let endpoints = self.store.endpoints(Some(net.id))?;
-        if !endpoints.is_empty() && !force {
+        let attached = endpoints.iter().filter(|e| e.state == State::Ready).count();
+        if attached > 0 && !force {
             return Err(Error::conflict(format!(
-                "network '{name}' has {} endpoint(s) attached; detach them or pass --force",
-                endpoints.len()
+                "network '{name}' has {attached} endpoint(s) attached; detach them or pass --force"
             )));
         }
+        let mut errors = Vec::new();
         for ep in &endpoints {
-            self.teardown_endpoint(ep).await?;
+            let lock = self.locks.endpoint(&ep.id)?;
+            match self.teardown_endpoint(ep, false).await {
+                Ok(()) => lock.remove(),
+                Err(e) => errors.push(e),
+            }
         }
-        self.teardown_network(&net).await
+        // One pass over conntrack for every endpoint, not one per endpoint.
+        if self.datapath_pinned() {
+            let addrs: Vec<u32> = endpoints.iter().map(|e| datapath::map_key(e.ip)).collect();
+            if let Err(e) = self.datapath().and_then(|dp| dp.forget_connections(Some(&addrs))) {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            self.teardown_network(&net).await?;
+        }
+        Error::all(errors)
     }
 
     pub async fn attach(&mut self, spec: &AttachSpec) -> Result<EndpointRecord> {
-        let network = self.store.network(&spec.network)?;
         link::check_ifname("--ifname", &spec.ifname)?;
         let ip = spec.ip.as_deref().map(|s| cidr::parse_ip("--ip", s)).transpose()?;
         let mac = spec.mac.as_deref().map(ipam::parse_mac).transpose()?;
@@ -333,13 +394,22 @@ impl Controller {
                 ns.path
             )));
         }
-        self.reap_abandoned().await?;
-        let host_veth = host_veth_name(&id);
-        if self.store.endpoint(&id)?.is_none() && self.nl.index_of(&host_veth).await?.is_some() {
-            return Err(Error::conflict(format!(
-                "interface '{host_veth}' already exists in the host network namespace; pass another --id"
+        // Lock order: global, network, endpoint (see `lock`).
+        let _all = self.locks.global(Mode::Shared)?;
+        // A name no network can have is not looked for (nor made into a lock file's name).
+        if check_name("network name", &spec.network).is_err() {
+            return Err(Error::not_found(format!(
+                "network '{}' does not exist; see `netpath network ls`",
+                spec.network
             )));
         }
+        let _net_lock = self.locks.network(&spec.network, Mode::Shared)?;
+        let network = self.store.network(&spec.network)?;
+        self.require_bridge(&network).await?;
+        let ep_lock = self.locks.endpoint(&id)?;
+        fault::step("attach:locked");
+        self.reap().await?;
+        let host_veth = host_veth_name(&id);
         let request = NewEndpoint {
             host_veth,
             id,
@@ -348,35 +418,99 @@ impl Controller {
             mac,
             ifname: spec.ifname.clone(),
             netns_path: ns.path.clone(),
-            netns_id: ns.id,
+            netns_id: ns.identity()?,
             ports,
         };
+        if let Some(existing) = self.store.endpoint(&request.id)? {
+            match existing.state {
+                // We hold its lock, so the process that was creating it is gone.
+                State::Creating => self.teardown_endpoint(&existing, true).await?,
+                State::Ready => return self.reattach(existing, &request, &ns).await,
+            }
+        }
+        if self.nl.index_of(&request.host_veth).await?.is_some() {
+            return Err(Error::conflict(format!(
+                "interface '{}' already exists in the host network namespace; pass another --id",
+                request.host_veth
+            )));
+        }
+        self.check_host_ports(&request.ports).await?;
         let record = match self.store.reserve_endpoint(&request)? {
-            Reservation::Existing(record) => return Ok(record),
+            Reservation::Existing(record) => return self.reattach(record, &request, &ns).await,
             Reservation::New(record) => record,
         };
+        fault::step("attach:reserved");
         match self.build_endpoint(&record, &request.network, &ns).await {
             Ok(()) => {
                 self.store.set_endpoint_ready(&record.id)?;
-                Ok(self.store.endpoint(&record.id)?.expect("endpoint row just written"))
+                fault::step("attach:ready");
+                drop(ep_lock);
+                self.endpoint(&record.id)
             }
             Err(e) => {
-                let _ = self.teardown_endpoint(&record).await;
+                let _ = self.teardown_endpoint(&record, true).await;
+                ep_lock.remove();
                 Err(e)
             }
         }
     }
 
+    /// The same id again. The same request in the same, still wired namespace is the same
+    /// endpoint; a container that restarted in a new namespace, or whose veth is gone, is
+    /// wired anew with its address; a request that differs is refused.
+    async fn reattach(&mut self, ep: EndpointRecord, req: &NewEndpoint, ns: &Netns) -> Result<EndpointRecord> {
+        if let Some(difference) = difference(&ep, req) {
+            return Err(Error::conflict(format!(
+                "endpoint '{}' is attached with {difference}; detach it first to change it",
+                ep.id
+            )));
+        }
+        if !ns.is(&ep.netns_id) {
+            self.store.set_endpoint_netns(&ep.id, &ns.path, &req.netns_id)?;
+        }
+        let ep = self.endpoint(&ep.id)?;
+        self.ensure_endpoint(&ep, &req.network, ns).await?;
+        self.endpoint(&ep.id)
+    }
+
+    /// Refuses host ports a host process already listens on, and host addresses the host
+    /// does not have: the publication would silently steal or never see the traffic.
+    async fn check_host_ports(&self, ports: &[Port]) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let addrs = self.nl.all_ipv4_addresses().await?;
+        for port in ports {
+            if let Some(ip) = port.host_ip {
+                if !addrs.contains(&ip) {
+                    return Err(Error::invalid(format!(
+                        "host address {ip} of -p {port} is not an address of this host; pick one of its addresses or leave it out"
+                    )));
+                }
+            }
+            if ports::host_port_in_use(port) {
+                return Err(Error::conflict(format!(
+                    "host port {}/{} is in use by a process of this host; pick another",
+                    port.host_port, port.proto
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The datapath is attached before the container's side comes up, so not one packet of
     /// the endpoint can take the bridge's path untranslated.
-    async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
+    pub(crate) async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: ns };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
+        fault::step("attach:veth");
         let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: 0 };
         self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
+        fault::step("attach:datapath");
         self.publish(ep).await?;
+        fault::step("attach:published");
 
         netns::run_in(ns, || link::disable_ipv6(&ep.ifname))??;
         let inside = Netlink::connect_in(ns)?;
@@ -384,11 +518,13 @@ impl Controller {
         inside.add_address(index, ep.ip, ep.prefix).await?;
         inside.set_up(index).await?;
         inside.set_up(inside.require_index("lo").await?).await?;
-        inside.add_default_route(ep.gateway).await
+        inside.add_default_route(ep.gateway).await?;
+        fault::step("attach:addressed");
+        Ok(())
     }
 
     /// Publishes the endpoint's ports, with the host addresses they answer on.
-    async fn publish(&mut self, ep: &EndpointRecord) -> Result<()> {
+    pub(crate) async fn publish(&mut self, ep: &EndpointRecord) -> Result<()> {
         if ep.ports.is_empty() {
             return Ok(());
         }
@@ -405,29 +541,51 @@ impl Controller {
         Ok(endpoints.into_iter().flat_map(|ep| ep.ports.clone().into_iter().map(move |p| (ep.clone(), p))).collect())
     }
 
-    /// Removes an endpoint's veth pair, then its datapath entries and connections, then its
-    /// row, attempting every part even when one fails. The veth goes first: while it exists,
-    /// its traffic must keep going through the datapath.
-    async fn teardown_endpoint(&mut self, ep: &EndpointRecord) -> Result<()> {
+    /// Removes an endpoint's veth pair, then its datapath entries (and with `forget_ct` its
+    /// connections), then its row. The veth goes first: while it exists, its traffic must keep
+    /// going through the datapath; when it cannot be deleted, nothing else is touched and the
+    /// row stays for a retry. After that every part is attempted and every failure reported.
+    pub(crate) async fn teardown_endpoint(&mut self, ep: &EndpointRecord, forget_ct: bool) -> Result<()> {
+        let mut errors = self.unwire(ep, forget_ct).await?;
+        fault::step("detach:datapath");
+        match self.store.remove_endpoint(&ep.id) {
+            Ok(()) => fault::step("detach:row"),
+            Err(e) => errors.push(e),
+        }
+        if self.datapath_pinned() {
+            if let Err(e) = self.detach_sock_programs_if_unused() {
+                errors.push(e);
+            }
+        }
+        Error::all(errors)
+    }
+
+    /// The kernel half of a teardown, shared with a rebuild that keeps the row: deletes the
+    /// veth (its failure stops everything) and removes the endpoint's datapath entries,
+    /// returning what failed of the latter.
+    pub(crate) async fn unwire(&mut self, ep: &EndpointRecord, forget_ct: bool) -> Result<Vec<Error>> {
         let ifindex = self.nl.index_of(&ep.host_veth).await?;
-        let veth = match ifindex {
-            Some(index) => self.nl.delete(index).await,
-            None => Ok(()),
-        };
-        let datapath = match self.datapath_pinned() {
-            true => self.datapath().and_then(|dp| {
-                dp.unpublish(&ep.ports)?;
-                dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex)?;
-                dp.forget_connections(Some(&[datapath::map_key(ep.ip)])).map(drop)
-            }),
-            false => Ok(()),
-        };
-        self.store.remove_endpoint(&ep.id)?;
-        let sock = match self.datapath_pinned() {
-            true => self.detach_sock_programs_if_unused(),
-            false => Ok(()),
-        };
-        veth.and(datapath).and(sock)
+        if let Some(index) = ifindex {
+            self.nl.delete(index).await?;
+        }
+        fault::step("detach:veth");
+        let mut errors = Vec::new();
+        if !self.datapath_pinned() {
+            return Ok(errors);
+        }
+        match self.datapath() {
+            Ok(dp) => {
+                let key = datapath::map_key(ep.ip);
+                let results = [
+                    dp.unpublish(&ep.ports),
+                    dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex),
+                    if forget_ct { dp.forget_connections(Some(&[key])).map(drop) } else { Ok(()) },
+                ];
+                errors.extend(results.into_iter().filter_map(Result::err));
+            }
+            Err(e) => errors.push(e),
+        }
+        Ok(errors)
     }
 
     /// The socket programs see every connect() on the machine: none without a published port.
@@ -437,19 +595,21 @@ impl Controller {
         if self.store.has_published_ports()? { Ok(()) } else { self.datapath()?.detach_sock_programs() }
     }
 
+    /// Each endpoint is torn down under its network's lock (shared) and its own: a detach
+    /// waits for an attach of the same id to finish instead of pulling its row from under it.
     pub async fn detach(&mut self, spec: &DetachSpec) -> Result<Vec<EndpointRecord>> {
-        let endpoints = match spec {
-            DetachSpec::Id(id) => vec![self.store.endpoint(id)?.ok_or_else(|| {
-                Error::not_found(format!("endpoint '{id}' does not exist; see `netpath endpoint ls`"))
-            })?],
+        let _all = self.locks.global(Mode::Shared)?;
+        let missing = |id: &str| Error::not_found(format!("endpoint '{id}' does not exist; see `netpath endpoint ls`"));
+        let candidates = match spec {
+            DetachSpec::Id(id) => vec![self.store.endpoint(id)?.ok_or_else(|| missing(id))?],
             DetachSpec::Netns(path) => {
                 // A namespace that is gone can still be named by the path it was attached with.
-                let id = Netns::open(path).ok().map(|ns| ns.id);
+                let ns = Netns::open(path).ok();
                 let found: Vec<_> = self
                     .store
                     .endpoints(None)?
                     .into_iter()
-                    .filter(|e| Some(e.netns_id) == id || e.netns == *path)
+                    .filter(|e| ns.as_ref().is_some_and(|ns| ns.is(&e.netns_id)) || e.netns == *path)
                     .collect();
                 if found.is_empty() {
                     return Err(Error::not_found(format!("no endpoint is attached to network namespace '{path}'")));
@@ -457,10 +617,29 @@ impl Controller {
                 found
             }
         };
-        for ep in &endpoints {
-            self.teardown_endpoint(ep).await?;
+        let mut detached = Vec::new();
+        let mut errors = Vec::new();
+        for candidate in candidates {
+            let _net_lock = self.locks.network(&candidate.network, Mode::Shared)?;
+            let lock = self.locks.endpoint(&candidate.id)?;
+            fault::step("detach:locked");
+            // Another detach, or a failed attach, may have removed it while we waited.
+            let Some(ep) = self.store.endpoint(&candidate.id)? else {
+                continue;
+            };
+            match self.teardown_endpoint(&ep, true).await {
+                Ok(()) => {
+                    lock.remove();
+                    detached.push(ep);
+                }
+                Err(e) => errors.push(e),
+            }
         }
-        Ok(endpoints)
+        Error::all(errors)?;
+        match (spec, detached.is_empty()) {
+            (DetachSpec::Id(id), true) => Err(missing(id)),
+            _ => Ok(detached),
+        }
     }
 
     pub fn endpoint(&self, id: &str) -> Result<EndpointRecord> {
@@ -479,45 +658,53 @@ impl Controller {
         self.nl.index_of(&ep.host_veth).await
     }
 
-    /// Replaces the pinned datapath with this build's and rebuilds its maps and links from the
-    /// database. Endpoints fall back to the bridge for the moment in between.
-    pub async fn datapath_reload(&mut self) -> Result<()> {
+    /// Replaces the pinned datapath with this build's without a gap (`reload`), then brings
+    /// the maps it made anew in line with the database through the same `ensure` path as
+    /// `restore`. Holds the global lock throughout: no command changes anything meanwhile.
+    pub async fn datapath_reload(&mut self) -> Result<ReloadReport> {
+        let _all = self.locks.global(Mode::Exclusive)?;
+        self.may_load = true;
         self.datapath = None;
-        datapath::unload_all(&self.paths.pin_root)?;
-        for net in self.store.networks()? {
-            if self.nl.index_of(&net.bridge).await?.is_some() {
-                self.publish_network(&net).await?;
-            }
-        }
-        for ep in self.store.endpoints(None)? {
-            if let Some(host_ifindex) = self.nl.index_of(&ep.host_veth).await? {
-                let info = EndpointInfo { host_ifindex, network_id: ep.network_id, mac: ep.mac_bytes()?, _pad: 0 };
-                self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
-                self.publish(&ep).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Cleans up after processes that died between reserving and finishing.
-    async fn reap_abandoned(&mut self) -> Result<()> {
-        let (networks, endpoints) = self.store.abandoned()?;
-        for ep in &endpoints {
-            self.teardown_endpoint(ep).await?;
-        }
-        for net in &networks {
-            if self.store.endpoints(Some(net.id))?.is_empty() {
-                self.teardown_network(net).await?;
-            }
-        }
-        Ok(())
+        let report = reload::reload(&self.paths.pin_root, &self.paths.state_dir)?;
+        self.restore_locked().await?.into_result()?;
+        Ok(report)
     }
 
     /// Whether this build's datapath is pinned; teardown of objects made before it existed
     /// must not load it just to remove entries that cannot be there.
-    fn datapath_pinned(&self) -> bool {
+    pub(crate) fn datapath_pinned(&self) -> bool {
         self.datapath.is_some() || datapath::is_pinned(&self.paths.pin_root)
     }
+}
+
+/// What a repeated attach of an id asks for differently from the endpoint it has, if anything.
+fn difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<String> {
+    if ep.network_id != req.network.id {
+        return Some(format!("network '{}', not '{}'", ep.network, req.network.name));
+    }
+    if let Some(ip) = req.ip.filter(|ip| *ip != ep.ip) {
+        return Some(format!("--ip {}, not {ip}", ep.ip));
+    }
+    if let Some(mac) = req.mac.map(|m| ipam::format_mac(&m)).filter(|m| *m != ep.mac) {
+        return Some(format!("--mac {}, not {mac}", ep.mac));
+    }
+    if ep.ifname != req.ifname {
+        return Some(format!("--ifname {}, not {}", ep.ifname, req.ifname));
+    }
+    let sorted = |ports: &[Port]| {
+        let mut ports = ports.to_vec();
+        ports.sort_by_key(|p| (p.proto.number(), p.host_ip.map(u32::from), p.host_port, p.container_port));
+        ports
+    };
+    let (had, asked) = (sorted(&ep.ports), sorted(&req.ports));
+    if had != asked {
+        let list = |ports: &[Port]| match ports.len() {
+            0 => "no -p".to_string(),
+            _ => ports.iter().map(|p| format!("-p {p}")).collect::<Vec<_>>().join(" "),
+        };
+        return Some(format!("{}, not {}", list(&had), list(&asked)));
+    }
+    None
 }
 
 /// Names of networks and endpoint ids: what Docker accepts for names.
@@ -535,10 +722,13 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
+/// What the host end of every endpoint's veth is named with.
+pub const HOST_VETH_PREFIX: &str = "npv";
+
 /// The host end of an endpoint's veth: `npv` and a hash of the endpoint id (≤ 15 bytes).
 pub fn host_veth_name(id: &str) -> String {
     let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    format!("npv{hash:08x}")
+    format!("{HOST_VETH_PREFIX}{hash:08x}")
 }
 
 fn random_id() -> Result<String> {

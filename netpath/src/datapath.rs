@@ -14,7 +14,8 @@
 //! ```
 //!
 //! `<version>` is a hash of the embedded object, so a netpath build never mixes its programs
-//! with maps of another layout: it finds the other version and says what to do.
+//! with maps of another layout: it finds the other version and says what to do
+//! (`datapath reload`, see `reload`, which stages the new one in `reload-<pid>`).
 use std::{
     fs::File,
     net::Ipv4Addr,
@@ -40,8 +41,10 @@ use netpath_common::{
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::{
+    bpflink,
     error::{Context, Error, Result},
     ports::Port,
+    reload,
 };
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
@@ -63,25 +66,25 @@ fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
 }
 
-/// Makes sure `pin_root` lies on a bpffs: if its parent is not one, mounts one there.
+/// Makes sure `pin_root` lies on a bpffs. A pin root on a bpffs (a directory in one, or the
+/// root of a dedicated mount) is used as it is; a directory inside one is created; otherwise
+/// bpffs is mounted on the pin root itself (created if missing), never over a parent that
+/// holds other things (`--bpffs /run/netpath` must not hide `/run`).
 pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
     if is_bpffs(pin_root) {
         return Ok(());
     }
-    let parent = pin_root
-        .parent()
-        .ok_or_else(|| Error::invalid(format!("pin root '{}' has no parent directory", pin_root.display())))?;
-    if !is_bpffs(parent) {
-        std::fs::create_dir_all(parent).context(|| format!("cannot create {}", parent.display()))?;
-        nix::mount::mount(Some("bpf"), parent, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
-            .context(|| format!("cannot mount bpffs at {}", parent.display()))?;
+    if pin_root.parent().is_some_and(is_bpffs) {
+        return match std::fs::create_dir(pin_root) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(Error::system(format!("cannot create pin root {}", pin_root.display()), e))
+            }
+            _ => Ok(()),
+        };
     }
-    match std::fs::create_dir(pin_root) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(Error::system(format!("cannot create pin root {}", pin_root.display()), e))
-        }
-        _ => Ok(()),
-    }
+    std::fs::create_dir_all(pin_root).context(|| format!("cannot create pin root {}", pin_root.display()))?;
+    nix::mount::mount(Some("bpf"), pin_root, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
+        .context(|| format!("cannot mount bpffs at {}", pin_root.display()))
 }
 
 /// Whether this build's datapath is loaded and pinned under `pin_root`.
@@ -195,20 +198,50 @@ impl Datapath {
                 PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
             self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
         }
+        self.refresh_endpoint(host_veth, ip, info)
+    }
+
+    /// Makes a wired endpoint's datapath side whole again without resetting its counters:
+    /// counters that are missing, its map entries, and its TCX link if the pin is gone or
+    /// points at an interface that no longer exists. `attach_endpoint` ends here too: every
+    /// entry an endpoint needs is written in this one place.
+    pub fn refresh_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
+        let cpus = possible_cpus()?;
+        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
+            let key = StatKey { kind, id: info.host_ifindex };
+            if self.stats.get(&key, 0).is_err() {
+                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                    .context(|| "cannot size per-CPU counters")?;
+                self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
+            }
+        }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
         let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, _pad: 0 };
         self.veths
             .insert(info.host_ifindex, veth, 0)
             .context(|| format!("cannot write {host_veth} to the VETHS map"))?;
-        self.attach(names::FROM_CONTAINER, host_veth)
+        self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
     }
 
-    /// Undoes `attach_endpoint`; parts that are already gone are fine. The veth's ifindex
-    /// comes from the ENDPOINTS entry when the veth itself is gone.
+    /// Attaches `program` to `ifname` unless a pinned link already serves that very
+    /// interface; a defunct link (its interface was deleted and made again) is replaced.
+    fn ensure_tcx(&mut self, program: &str, ifname: &str, ifindex: u32) -> Result<()> {
+        match bpflink::pinned_ifindex(&self.link_pin(ifname))? {
+            Some(current) if current == ifindex => return Ok(()),
+            Some(_) => self.detach(ifname)?,
+            None => {}
+        }
+        self.attach(program, ifname)
+    }
+
+    /// Undoes `attach_endpoint`; parts that are already gone are fine.
     pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
         self.detach(host_veth)?;
-        let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|e| e.host_ifindex));
-        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))?;
+        // A veth that died with its namespace has no ifindex left to ask for: the ENDPOINTS
+        // entry remembers it, so its counters and VETHS entry still go. They go before the
+        // entry that remembers their ifindex, so a process killed in between leaves nothing
+        // the next teardown cannot find.
+        let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|i| i.host_ifindex));
         if let Some(ifindex) = host_ifindex {
             ignore_missing(self.veths.remove(&ifindex)).context(|| format!("cannot remove {host_veth} from VETHS"))?;
             for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
@@ -216,16 +249,13 @@ impl Datapath {
                     .context(|| "cannot remove the endpoint's counters from STATS")?;
             }
         }
-        Ok(())
+        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
     }
 
     /// Attaches `from_uplink` to the uplink unless it is there already.
     pub fn attach_uplink(&mut self, uplink: &str) -> Result<()> {
         let _lock = lock(&self.lock_dir)?;
-        if self.link_pin(uplink).exists() {
-            return Ok(());
-        }
-        self.attach(names::FROM_UPLINK, uplink)
+        self.ensure_tcx(names::FROM_UPLINK, uplink, ifindex_of(uplink)?)
     }
 
     pub fn detach_uplink(&mut self, uplink: &str) -> Result<()> {
@@ -237,8 +267,10 @@ impl Datapath {
     pub fn attach_xdp(&mut self, uplink: &str) -> Result<()> {
         let _lock = lock(&self.lock_dir)?;
         let pin = self.link_pin(&format!("xdp-{uplink}"));
-        if pin.exists() {
-            return Ok(());
+        match bpflink::pinned_ifindex(&pin)? {
+            Some(current) if current == ifindex_of(uplink)? => return Ok(()),
+            Some(_) => self.detach(&format!("xdp-{uplink}"))?,
+            None => {}
         }
         let mut prog = Xdp::from_pin(self.dir.join(names::XDP_UPLINK), XdpAttachType::Interface)
             .context(|| "cannot open the pinned xdp_uplink program")?;
@@ -424,6 +456,46 @@ impl Datapath {
         Ok(out)
     }
 
+    /// The names of the pinned links (`links/<name>`), for `gc` to match with their owners.
+    pub fn link_pins(&self) -> Result<Vec<String>> {
+        Ok(read_dir(&self.dir.join("links"))?
+            .into_iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
+    }
+
+    /// Unpins (and so detaches) the link pinned as `links/<name>`.
+    pub fn unpin_link(&mut self, name: &str) -> Result<()> {
+        self.detach(name)
+    }
+
+    pub fn network_ids(&self) -> Result<Vec<u32>> {
+        self.networks.keys().map(|k| k.context(|| "cannot read the NETWORKS map")).collect()
+    }
+
+    /// The host veths (by ifindex) the datapath checks frames for.
+    pub fn veth_ifindexes(&self) -> Result<Vec<u32>> {
+        self.veths.keys().map(|k| k.context(|| "cannot read the VETHS map")).collect()
+    }
+
+    /// Removes a VETHS entry nobody owns.
+    pub fn remove_veth(&mut self, ifindex: u32) -> Result<()> {
+        ignore_missing(self.veths.remove(&ifindex)).context(|| format!("cannot remove interface {ifindex} from VETHS"))
+    }
+
+    /// Removes an ENDPOINTS entry nobody owns.
+    pub fn remove_endpoint_entry(&mut self, ip: Ipv4Addr) -> Result<()> {
+        ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
+    }
+
+    pub fn remove_counter(&mut self, key: &StatKey) -> Result<()> {
+        ignore_missing(self.stats.remove(key)).context(|| "cannot remove a counter from STATS")
+    }
+
+    pub fn remove_published(&mut self, key: &PortKey) -> Result<()> {
+        ignore_missing(self.portmap.remove(key)).context(|| "cannot remove a PORTMAP entry")
+    }
+
     /// The endpoints the datapath knows, by address.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>> {
         self.endpoints
@@ -433,17 +505,7 @@ impl Datapath {
     }
 }
 
-/// Removes every pin of every datapath version under `pin_root`: programs detach from the
-/// veths and the maps go once nothing holds them.
-pub fn unload_all(pin_root: &Path) -> Result<()> {
-    for entry in read_dir(pin_root)? {
-        let path = entry.path();
-        std::fs::remove_dir_all(&path).context(|| format!("cannot remove {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+pub(crate) fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries.collect::<std::io::Result<_>>().context(|| format!("cannot list {}", dir.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -451,18 +513,28 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     }
 }
 
+/// Another build's datapath directory. Only directories count: the root of a bpffs mount
+/// has files of its own (`maps.debug`, `progs.debug`).
 fn other_version(pin_root: &Path) -> Result<Option<String>> {
     let mine = version();
     Ok(read_dir(pin_root)?
         .into_iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| *n != mine && !n.starts_with(PROBE_PREFIX)))
+        .find(|n| {
+            *n != mine
+                && ![PROBE_PREFIX, reload::STAGING_PREFIX, reload::RETIRED_PREFIX].iter().any(|p| n.starts_with(p))
+        }))
 }
 
-fn load(dir: &Path) -> Result<()> {
+/// The index of an interface of the current namespace.
+fn ifindex_of(ifname: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(ifname).context(|| format!("interface '{ifname}' does not exist"))
+}
+
+pub(crate) fn load(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let mut ebpf = EbpfLoader::new()
-        .verifier_log_level(aya::VerifierLogLevel::DEBUG | aya::VerifierLogLevel::STATS)
         .default_map_pin_directory(dir)
         .load(OBJECT)
         .context(|| "cannot load netpath's eBPF object")?;
@@ -503,7 +575,7 @@ pub fn load_program(prog: &mut Program) -> Result<(), ProgramError> {
     }
 }
 
-fn lock(dir: &Path) -> Result<Flock<File>> {
+pub(crate) fn lock(dir: &Path) -> Result<Flock<File>> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("datapath.lock");
     let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
@@ -515,7 +587,7 @@ fn possible_cpus() -> Result<usize> {
     aya::util::nr_cpus().map_err(|(what, e)| Error::system(format!("cannot count CPUs ({what})"), e))
 }
 
-fn port_key(port: &Port) -> PortKey {
+pub fn port_key(port: &Port) -> PortKey {
     PortKey { addr: port.host_ip.map_or(0, map_key), port: port.host_port.to_be(), proto: port.proto.number(), _pad: 0 }
 }
 

@@ -13,6 +13,9 @@ pub enum Error {
     /// The request collides with something that exists.
     #[error("{0}")]
     Conflict(String),
+    /// The database names objects the kernel lacks (after a reboot): `netpath restore` fixes it.
+    #[error("{0}")]
+    Stale(String),
     /// The kernel, the filesystem or the database failed underneath an operation.
     #[error("{what}: {}", chain(source.as_ref()))]
     System {
@@ -39,6 +42,41 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Error {
+    /// The process exit code of each class, as the README documents them.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::System { .. } => 1,
+            Error::Invalid(_) => 2,
+            Error::NotFound(_) => 3,
+            Error::Conflict(_) => 4,
+            Error::Stale(_) => 5,
+        }
+    }
+
+    pub fn stale(msg: impl Display) -> Self {
+        Self::Stale(msg.to_string())
+    }
+
+    /// Every error of a teardown, on one line; the class is the first one's.
+    pub fn all(errors: Vec<Error>) -> Result<()> {
+        let mut errors = errors.into_iter();
+        let Some(first) = errors.next() else {
+            return Ok(());
+        };
+        let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
+        if rest.is_empty() {
+            return Err(first);
+        }
+        let text = format!("{first}; {}", rest.join("; "));
+        Err(match first {
+            Error::Invalid(_) => Error::Invalid(text),
+            Error::NotFound(_) => Error::NotFound(text),
+            Error::Conflict(_) => Error::Conflict(text),
+            Error::Stale(_) => Error::Stale(text),
+            Error::System { .. } => Error::system(text, "teardown incomplete"),
+        })
+    }
+
     pub fn invalid(msg: impl Display) -> Self {
         Self::Invalid(msg.to_string())
     }

@@ -78,6 +78,9 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
     if mac[0] & 1 != 0 {
         return Err(Error::invalid(format!("MAC address '{s}' is a multicast address; the first byte must be even")));
     }
+    if mac == [0; 6] {
+        return Err(Error::invalid(format!("MAC address '{s}' is all zeros; pick a unicast address")));
+    }
     Ok(mac)
 }
 

@@ -186,21 +186,50 @@ impl Netlink {
         Ok(out)
     }
 
-    /// The device of the IPv4 default route in the main table, if there is one.
+    /// The device of the IPv4 default route of the main table with the lowest metric (the one
+    /// the kernel uses), if there is one.
     pub async fn default_route_device(&self) -> Result<Option<u32>> {
+        const RT_TABLE_MAIN: u32 = 254;
         let mut routes = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let mut best: Option<(u32, u32)> = None;
         while let Some(route) = routes.try_next().await.context(|| "cannot list routes")? {
             if route.header.destination_prefix_length != 0 || route.header.kind != RouteType::Unicast {
                 continue;
             }
-            if let Some(oif) = route.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(index) => Some(*index),
-                _ => None,
-            }) {
-                return Ok(Some(oif));
+            let attr = |f: fn(&RouteAttribute) -> Option<u32>| route.attributes.iter().find_map(f);
+            let table = attr(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
+                .unwrap_or(u32::from(route.header.table));
+            let metric = attr(|a| if let RouteAttribute::Priority(p) = a { Some(*p) } else { None }).unwrap_or(0);
+            let oif = attr(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+            if let (RT_TABLE_MAIN, Some(oif)) = (table, oif) {
+                if best.is_none_or(|(m, _)| metric < m) {
+                    best = Some((metric, oif));
+                }
             }
         }
-        Ok(None)
+        Ok(best.map(|(_, oif)| oif))
+    }
+
+    /// What netpath checks of an interface: its index, the bridge it is enslaved to, and for a
+    /// veth the index of its peer (in the peer's namespace).
+    pub async fn facts(&self, name: &str) -> Result<Option<LinkFacts>> {
+        Ok(self.link_by_name(name).await?.map(|l| LinkFacts::of(&l)))
+    }
+
+    /// Every interface of the namespace, by name.
+    pub async fn links(&self) -> Result<Vec<(String, LinkFacts)>> {
+        let mut links = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(link) = links.try_next().await.context(|| "cannot list interfaces")? {
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            if let Some(name) = name {
+                out.push((name, LinkFacts::of(&link)));
+            }
+        }
+        Ok(out)
     }
 
     /// Every IPv4 address of the namespace.
@@ -262,6 +291,29 @@ impl Netlink {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub index: u32,
+    /// The bridge (or other controller) the interface is enslaved to.
+    pub controller: Option<u32>,
+    /// A veth's peer index, in the peer's namespace.
+    pub peer: Option<u32>,
+}
+
+impl LinkFacts {
+    fn of(link: &LinkMessage) -> Self {
+        let mut facts = Self { index: link.header.index, controller: None, peer: None };
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::Controller(i) => facts.controller = Some(*i),
+                LinkAttribute::Link(i) => facts.peer = Some(*i),
+                _ => {}
+            }
+        }
+        facts
+    }
+}
+
 /// The container end of a veth pair.
 pub struct VethPeer<'a> {
     pub name: &'a str,
@@ -286,6 +338,12 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         written => written.context(|| format!("cannot disable IPv6 on {ifname}")),
     }
+}
+
+/// Whether `ifname` forwards. Writing `net.ipv4.ip_forward` (any value) resets it on every
+/// interface, so `ensure` checks it rather than trusting it stayed as netpath left it.
+pub fn forwarding_enabled(ifname: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).is_ok_and(|v| v.trim() == "1")
 }
 
 /// The host's ephemeral port range, which masquerading must stay clear of.

@@ -111,6 +111,43 @@ pub fn parse_publish(spec: &str) -> Result<Vec<Port>> {
     Ok((0..=h1 - h0).map(|i| Port { proto, host_ip, host_port: h0 + i, container_port: c0 + i }).collect())
 }
 
+/// Whether a process of the current namespace holds the host port: a TCP listener or a bound
+/// UDP socket. Tried by binding it (with `SO_REUSEADDR`, so connections in TIME_WAIT do not
+/// count) and closing at once; a port published to a container must not shadow a host service.
+pub fn host_port_in_use(port: &Port) -> bool {
+    let ty = match port.proto {
+        Proto::Tcp => libc::SOCK_STREAM,
+        Proto::Udp => libc::SOCK_DGRAM,
+    };
+    // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.host_port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32);
+        let in_use = rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE);
+        libc::close(fd);
+        in_use
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

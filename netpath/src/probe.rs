@@ -119,7 +119,7 @@ fn verify_object(pin_root: &Path) -> std::result::Result<String, String> {
 async fn sync(ctl: &mut Controller) -> std::result::Result<String, String> {
     let endpoints = ctl.store().endpoints(None).map_err(|e| e.to_string())?;
     let mut expected = Vec::new();
-    for ep in endpoints.iter().filter(|e| e.state == "ready") {
+    for ep in endpoints.iter().filter(|e| e.state == crate::store::State::Ready) {
         let ifindex = ctl.host_ifindex(ep).await.map_err(|e| e.to_string())?;
         expected.push((ep.ip, ifindex));
     }

@@ -17,10 +17,11 @@ use crate::{
     cidr::Ipv4Net,
     error::{Context, Error, Result},
     ipam,
+    netns::NsIdentity,
     ports::{Port, Proto},
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE networks (
     id          INTEGER PRIMARY KEY,
@@ -66,10 +67,57 @@ CREATE TABLE settings (
 );
 ";
 
+/// Version 2: a namespace's (device, inode) is handed to the next namespace as soon as it
+/// dies, so endpoints also record the namespace's cookie (never reused within a boot) and the
+/// boot it belongs to. Rows from version 1 keep 0 and '' and are matched by (device, inode).
+const MIGRATE_TO_2: &str = "
+ALTER TABLE endpoints ADD COLUMN netns_cookie INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoints ADD COLUMN netns_boot TEXT NOT NULL DEFAULT '';
+";
+
 /// A row is `creating` from the moment its name or address is reserved until its kernel
-/// objects exist; a `creating` row whose owner process is gone was left by a crash.
-const CREATING: &str = "creating";
-const READY: &str = "ready";
+/// objects exist. Its creator holds the row's lock ([`crate::lock`]) all that time, so a
+/// `creating` row whose lock is free was left by a process that died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Creating,
+    Ready,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Creating => "creating",
+            State::Ready => "ready",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for State {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for State {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_str()? {
+            "creating" => Ok(State::Creating),
+            "ready" => Ok(State::Ready),
+            _ => Err(rusqlite::types::FromSqlError::InvalidType),
+        }
+    }
+}
+
+const CREATING: State = State::Creating;
+const READY: State = State::Ready;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct NetworkRecord {
@@ -84,7 +132,7 @@ pub struct NetworkRecord {
     pub uplink: Option<String>,
     /// Published ports are also served by XDP on the uplink.
     pub xdp: bool,
-    pub state: String,
+    pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
     pub created: u64,
@@ -104,8 +152,8 @@ pub struct EndpointRecord {
     pub host_veth: String,
     pub netns: String,
     #[serde(skip)]
-    pub netns_id: (u64, u64),
-    pub state: String,
+    pub netns_id: NsIdentity,
+    pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
     pub created: u64,
@@ -140,7 +188,7 @@ pub struct NewEndpoint {
     pub ifname: String,
     pub host_veth: String,
     pub netns_path: String,
-    pub netns_id: (u64, u64),
+    pub netns_id: NsIdentity,
     pub ports: Vec<Port>,
 }
 
@@ -188,7 +236,8 @@ fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 }
 
 const ENDPOINT_SELECT: &str = "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
-    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.state, e.owner_pid, e.created_at
+    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.state,
+    e.owner_pid, e.created_at
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
 fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
@@ -204,7 +253,12 @@ fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
         ifname: row.get("ifname")?,
         host_veth: row.get("host_veth")?,
         netns: row.get("netns_path")?,
-        netns_id: (row.get("netns_dev")?, row.get("netns_ino")?),
+        netns_id: NsIdentity {
+            dev: row.get("netns_dev")?,
+            ino: row.get("netns_ino")?,
+            cookie: row.get("netns_cookie")?,
+            boot: row.get("netns_boot")?,
+        },
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
@@ -278,6 +332,11 @@ impl Store {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(MIGRATE_TO_2)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            1 => {
+                tx.execute_batch(MIGRATE_TO_2)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -381,7 +440,9 @@ impl Store {
     pub fn network(&self, name: &str) -> Result<NetworkRecord> {
         match self.find_network(name)? {
             Some(n) if n.state == READY => Ok(n),
-            Some(_) => Err(Error::not_found(format!("network '{name}' is still being created; retry"))),
+            Some(_) => Err(Error::not_found(format!(
+                "network '{name}' is not ready: being created, or left half-created by a command that died (create it again)"
+            ))),
             None => Err(Error::not_found(format!("network '{name}' does not exist; see `netpath network ls`"))),
         }
     }
@@ -436,9 +497,22 @@ impl Store {
             })?,
         };
         let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
+        let mac_text = ipam::format_mac(&mac);
+        let owner: Option<String> = tx
+            .query_row("SELECT id FROM endpoints WHERE network_id = ?1 AND mac = ?2", params![net.id, mac_text], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(owner) = owner {
+            return Err(Error::conflict(format!(
+                "MAC address {mac_text} is already used by endpoint '{owner}' on network '{}'; pick another --mac",
+                net.name
+            )));
+        }
         let inserted = tx.execute(
-            "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino, state, owner_pid, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
+                netns_cookie, netns_boot, state, owner_pid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 req.id,
                 net.id,
@@ -447,8 +521,10 @@ impl Store {
                 req.ifname,
                 req.host_veth,
                 req.netns_path,
-                req.netns_id.0,
-                req.netns_id.1,
+                req.netns_id.dev,
+                req.netns_id.ino,
+                req.netns_id.cookie,
+                req.netns_id.boot,
                 CREATING,
                 std::process::id(),
                 now()
@@ -505,6 +581,13 @@ impl Store {
         Ok(with_ports(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
     }
 
+    /// Every endpoint without its ports: for checks that run at every attach and must stay
+    /// cheap with many endpoints.
+    pub fn endpoints_bare(&self) -> Result<Vec<EndpointRecord>> {
+        let mut stmt = self.conn.prepare(ENDPOINT_SELECT)?;
+        Ok(stmt.query_map([], endpoint_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn has_published_ports(&self) -> Result<bool> {
         Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM ports)", [], |r| r.get(0))?)
     }
@@ -521,10 +604,9 @@ impl Store {
         Ok(())
     }
 
-    /// Rows left `creating` by a process that no longer runs: a crash between reserving and
-    /// finishing. Their kernel objects, if any, must be removed with them.
-    pub fn abandoned(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
-        let alive = |pid: i32| pid == std::process::id() as i32 || process_alive(pid);
+    /// Rows still `creating`: being created by a live process, or left by one that died; the
+    /// caller tells them apart by trying their locks.
+    pub fn creating(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
         let networks = {
             let mut stmt = self.conn.prepare(&format!("SELECT {NETWORK_COLS} FROM networks WHERE state = ?1"))?;
             stmt.query_map([CREATING], network_row)?.collect::<rusqlite::Result<Vec<_>>>()?
@@ -533,17 +615,18 @@ impl Store {
             let mut stmt = self.conn.prepare(&format!("{ENDPOINT_SELECT} WHERE e.state = ?1"))?;
             with_ports(&self.conn, stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?)?
         };
-        Ok((
-            networks.into_iter().filter(|n| !alive(n.owner_pid)).collect(),
-            endpoints.into_iter().filter(|e| !alive(e.owner_pid)).collect(),
-        ))
+        Ok((networks, endpoints))
     }
-}
 
-fn process_alive(pid: i32) -> bool {
-    // Signal 0 checks existence only; EPERM still means the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    /// Moves an endpoint to another namespace: the container restarted in a new one.
+    pub fn set_endpoint_netns(&self, id: &str, path: &str, netns: &NsIdentity) -> Result<()> {
+        self.conn.execute(
+            "UPDATE endpoints SET netns_path = ?1, netns_dev = ?2, netns_ino = ?3, netns_cookie = ?4, netns_boot = ?5
+             WHERE id = ?6",
+            params![path, netns.dev, netns.ino, netns.cookie, netns.boot, id],
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -583,9 +666,30 @@ mod tests {
             ifname: "eth0".into(),
             host_veth: format!("npv{id}"),
             netns_path: "/run/netns/x".into(),
-            netns_id: (1, 2),
+            netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
             ports: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempdir();
+        {
+            let conn = Connection::open(dir.join("netpath.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO networks VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0, 'ready', 1, 0);
+                 INSERT INTO endpoints VALUES ('a', 1, '10.9.0.2', '02:4e:0a:09:00:02', 'eth0', 'npva', '/run/netns/a',
+                     7, 8, 'ready', 1, 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let ep = store.endpoint("a").unwrap().unwrap();
+        assert_eq!(ep.netns_id, NsIdentity { dev: 7, ino: 8, cookie: 0, boot: String::new() });
+        assert_eq!(ep.state, State::Ready);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

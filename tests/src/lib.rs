@@ -214,7 +214,7 @@ impl Topology {
         let links = self.exec("host", &["ip", "-o", "link", "show"]);
         let leftover: Vec<&str> = links.lines().filter(|l| l.contains(": np-") || l.contains(": npv")).collect();
         assert!(leftover.is_empty(), "links left in the host namespace: {leftover:?}");
-        for map in ["ENDPOINTS", "NETWORKS"] {
+        for map in ["ENDPOINTS", "VETHS", "NETWORKS"] {
             assert!(self.map_entries(map).is_empty(), "{map} entries left: {:?}", self.map_entries(map));
         }
         self.release();
@@ -237,9 +237,11 @@ impl Topology {
         for ns in self.namespaces.drain(..).rev() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
-        let bpffs = self.run_dir.join("bpffs");
-        if bpffs.exists() {
-            let _ = Command::new("umount").arg(&bpffs).status();
+        // netpath mounts bpffs on the pin root itself when it is not on one already.
+        for mount in [self.pin_root(), self.run_dir.join("bpffs")] {
+            if is_mount_point(&mount) {
+                let _ = Command::new("umount").arg(&mount).status();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
@@ -253,6 +255,13 @@ impl Drop for Topology {
             self.release();
         }
     }
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo.
+pub fn is_mount_point(path: &Path) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let path = path.to_string_lossy();
+    mountinfo.lines().any(|l| l.split_whitespace().nth(4) == Some(&*path))
 }
 
 pub fn run(cmd: &mut Command) {
@@ -312,5 +321,24 @@ impl Topology {
         t.exec("outside", &["ip", "link", "set", "lo", "up"]);
         t.exec("host", &["ip", "route", "add", "default", "via", OUTSIDE_ADDR]);
         t
+    }
+}
+
+/// A STATS key as bpftool prints it (formatted with BTF, or raw bytes): (kind, id).
+pub fn stat_key(entry: &Value) -> (u32, u32) {
+    if let Some(k) = entry.get("formatted").and_then(|f| f.get("key")) {
+        return (k["kind"].as_u64().unwrap() as u32, k["id"].as_u64().unwrap() as u32);
+    }
+    let byte = |i: usize| {
+        u32::from(u8::from_str_radix(entry["key"][i].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+    };
+    let word = |at: usize| byte(at) | byte(at + 1) << 8 | byte(at + 2) << 16 | byte(at + 3) << 24;
+    (word(0), word(4))
+}
+
+impl Topology {
+    /// Per-endpoint counters (STATS kinds 1 and 2, tx and rx) in the pinned map.
+    pub fn endpoint_counters(&self) -> usize {
+        self.map_entries("STATS").iter().filter(|e| matches!(stat_key(e).0, 1 | 2)).count()
     }
 }

@@ -28,6 +28,13 @@ fn bad_input_fails_with_its_message_and_changes_nothing() {
     t.container("used", "web", &["--ip", "10.40.0.9"]);
     let free = t.netns("free");
     t.exec("free", &["ip", "link", "set", "lo", "up"]);
+    // A FIFO passed as a namespace must be refused, not block the open.
+    let fifo = t.run_dir.join("fifo");
+    netpath_tests::run(std::process::Command::new("mkfifo").arg(&fifo));
+    let fifo = fifo.to_str().unwrap().to_string();
+    // A host process listening on a port that -p would shadow.
+    let _listener =
+        netpath_tests::in_netns(&t.ns_path("host"), || std::net::TcpListener::bind("0.0.0.0:18080").unwrap());
     let before = snapshot(&t, &["used", "free"]);
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -58,6 +65,8 @@ fn bad_input_fails_with_its_message_and_changes_nothing() {
         (vec!["network", "create", "bad/name"], "invalid network name 'bad/name'"),
         (vec!["network", "create", "x", "--uplink", "nosuchif"], "uplink interface 'nosuchif' does not exist"),
         (vec!["network", "rm", "nosuch"], "network 'nosuch' does not exist"),
+        (vec!["network", "rm", "../../x"], "network '../../x' does not exist"),
+        (vec!["attach", "--network", "../x", "--netns", &free], "network '../x' does not exist"),
         (
             vec!["attach", "--network", "nosuch", "--netns", &free],
             "network 'nosuch' does not exist; see `netpath network ls`",
@@ -96,6 +105,20 @@ fn bad_input_fails_with_its_message_and_changes_nothing() {
         ),
         (vec!["attach", "--network", "web", "--netns", "/proc/self/ns/net"], "is the host network namespace"),
         (vec!["detach", "--id", "nosuch"], "endpoint 'nosuch' does not exist"),
+        (vec!["attach", "--network", "web", "--netns", &fifo], "is not a network namespace"),
+        (vec!["attach", "--network", "web", "--netns", &free, "--mac", "00:00:00:00:00:00"], "is all zeros"),
+        (
+            vec!["attach", "--network", "web", "--netns", &free, "--mac", "02:4e:0a:28:00:09"],
+            "MAC address 02:4e:0a:28:00:09 is already used by endpoint 'used' on network 'web'; pick another --mac",
+        ),
+        (
+            vec!["attach", "--network", "web", "--netns", &free, "-p", "10.123.0.1:8080:80"],
+            "host address 10.123.0.1 of -p 10.123.0.1:8080->80/tcp is not an address of this host",
+        ),
+        (
+            vec!["attach", "--network", "web", "--netns", &free, "-p", "18080:80"],
+            "host port 18080/tcp is in use by a process of this host; pick another",
+        ),
         (vec!["detach", "--netns", &free], "no endpoint is attached to network namespace"),
     ];
     for (args, expected) in &cases {
@@ -121,4 +144,16 @@ fn running_without_capabilities_is_refused_at_once() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim(), "netpath: netpath needs CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF; run it as root");
     assert!(!t.run_dir.join("nocaps").exists(), "no state was created");
+}
+
+#[test]
+fn each_error_class_has_its_exit_code() {
+    let t = Topology::new("exit");
+    t.network("web", &["--subnet", "10.41.0.0/24"]);
+    let code = |args: &[&str]| t.netpath(args).status.code();
+    assert_eq!(code(&["network", "create", "x", "--subnet", "banana"]), Some(2), "invalid input");
+    assert_eq!(code(&["network", "rm", "nosuch"]), Some(3), "not found");
+    assert_eq!(code(&["network", "create", "web"]), Some(4), "conflict");
+    // 5 (run `netpath restore`) is checked by the reboot test; 1 is a system failure.
+    t.teardown();
 }

@@ -217,3 +217,64 @@ fn no_masquerade_networks_route_with_the_container_address() {
     assert!(t.ping("a", OUTSIDE_ADDR, 2));
     t.teardown();
 }
+
+/// Writing `net.ipv4.ip_forward` resets every interface's `forwarding`, netpath's bridges'
+/// too, which the kernel's FIB helper needs. Egress, answers and published ports must go on
+/// regardless: mid-stream, and for connections opened afterwards.
+#[test]
+fn writing_ip_forward_mid_traffic_breaks_nothing() {
+    let mut t = Topology::with_outside("ipfw");
+    t.network("web", &["--subnet", "10.66.0.0/24"]);
+    let a = t.container("a", "web", &["-p", "8080:80"]);
+    let bridge_forwarding = |t: &Topology| t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]);
+
+    // One connection out, one in, each echoing a request at a time.
+    let out_listener = in_netns(&t.ns_path("outside"), || TcpListener::bind(outside(7300)).unwrap());
+    let in_listener = in_netns(&t.ns_path("a"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap());
+    let echo = |listener: TcpListener, conns: usize| {
+        std::thread::spawn(move || {
+            for _ in 0..conns {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    let out_server = echo(out_listener, 2);
+    let in_server = echo(in_listener, 2);
+    let connect = |ns: &str, to: SocketAddr| {
+        let conn = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{ns} -> {to}: {e}"));
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        conn
+    };
+    let published = SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), 8080));
+    let mut egress = connect("a", outside(7300));
+    let mut inbound = connect("outside", published);
+    let exchange = |conn: &mut TcpStream, what: &str, i: u32| {
+        let msg = format!("{what} {i}");
+        conn.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        conn.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}, exchange {i}: {e}"));
+        assert_eq!(back, msg.as_bytes());
+    };
+
+    for (i, value) in ["1", "0", "1", "0"].into_iter().enumerate() {
+        t.exec("host", &["sysctl", "-qw", &format!("net.ipv4.ip_forward={value}")]);
+        assert_eq!(bridge_forwarding(&t).trim(), value, "the write reset the bridge's forwarding");
+        exchange(&mut egress, "egress", i as u32);
+        exchange(&mut inbound, "inbound", i as u32);
+    }
+    // ip_forward is 0 now, and so is the bridge's forwarding: new connections work too (the
+    // echo servers take one connection at a time).
+    drop((egress, inbound));
+    exchange(&mut connect("a", outside(7300)), "new egress", 0);
+    exchange(&mut connect("outside", published), "new inbound", 0);
+    out_server.join().unwrap();
+    in_server.join().unwrap();
+    t.teardown();
+}

@@ -1,0 +1,430 @@
+//! Lifecycle: a reboot simulated in a test host namespace, containers that restart in a new
+//! namespace or die without a detach, objects left behind netpath's back, and re-attaching.
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, in_netns, ip_of, is_mount_point};
+use serde_json::Value;
+
+/// Answers one TCP connection on `port` inside container `ns` with "hello from NS".
+fn serve_once(t: &Topology, ns: &str, port: u16) -> std::thread::JoinHandle<()> {
+    let listener = in_netns(&t.ns_path(ns), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap());
+    let reply = format!("hello from {ns}");
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(reply.as_bytes()).unwrap();
+    })
+}
+
+fn fetch(t: &Topology, from: &str, to: SocketAddr) -> String {
+    let mut conn = in_netns(&t.ns_path(from), || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// What a reboot does to the host namespace: netpath's links are gone, and so is the bpffs
+/// with every pin; the uplink (a physical NIC) and the database stay.
+fn reboot_host(t: &Topology) {
+    let links = t.exec("host", &["ip", "-o", "link", "show"]);
+    for name in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()) {
+        if name.starts_with("np-") || name.starts_with("npv") {
+            let _ = t.exec_output("host", &["ip", "link", "del", name]);
+        }
+    }
+    assert!(is_mount_point(&t.pin_root()), "netpath mounts bpffs on the pin root itself");
+    netpath_tests::run(Command::new("umount").arg(t.pin_root()));
+}
+
+fn exit_code(t: &Topology, args: &[&str]) -> (i32, String) {
+    let out = t.netpath(args);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).trim().to_string())
+}
+
+#[test]
+fn after_a_reboot_restore_brings_every_network_back() {
+    let mut t = Topology::with_outside("rbt");
+    t.network("web", &["--subnet", "10.81.0.0/24"]);
+    t.network("db", &["--subnet", "10.82.0.0/24", "--internal"]);
+    let a = t.container("a", "web", &["-p", "8080:80"]);
+    let b = t.container("b", "web", &[]);
+    let c = t.container("c", "db", &[]);
+    assert!(t.ping("b", &ip_of(&a).to_string(), 1));
+
+    reboot_host(&t);
+    // Container b restarted: its old namespace is gone, a new one has its name.
+    netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-b", t.prefix)]));
+    netpath_tests::run(Command::new("ip").args(["netns", "add", &format!("{}-b", t.prefix)]));
+    t.exec("b", &["ip", "link", "set", "lo", "up"]);
+
+    // Before restore, commands say what to do instead of failing obscurely.
+    let path_b = t.ns_path("b");
+    let (code, err) = exit_code(&t, &["attach", "--network", "web", "--netns", &path_b, "--id", "b"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("run `netpath restore`"), "{err}");
+    let (code, err) = exit_code(&t, &["network", "create", "web", "--subnet", "10.81.0.0/24"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("run `netpath restore`"), "{err}");
+    let (code, err) = exit_code(&t, &["stats"]);
+    assert_eq!(code, 5, "{err}");
+
+    let report = t.np_json(&["restore"]);
+    let action =
+        |id: &str| report["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap()["action"].clone();
+    assert_eq!(action("a"), "rewired", "{report}");
+    assert_eq!(action("c"), "rewired", "{report}");
+    assert_eq!(action("b"), "released", "{report}");
+    for net in report["networks"].as_array().unwrap() {
+        assert!(net["created"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().starts_with("created bridge")));
+    }
+    // The bridge forwards again (bpf_fib_lookup needs it), with the host's ip_forward off.
+    assert_eq!(t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]).trim(), "1");
+
+    // The restarted container re-attaches by its id and gets its address back.
+    let b2 = t.np_json(&["attach", "--network", "web", "--netns", &path_b, "--id", "b"]);
+    assert_eq!(b2["ip"], b["ip"]);
+    assert_eq!(t.np_json(&["endpoint", "inspect", "a"])["ip"], a["ip"]);
+
+    // Container to container, egress, isolation, and a published port from the outside.
+    assert!(t.ping("b", &ip_of(&a).to_string(), 2), "c2c after restore");
+    assert!(t.ping("a", OUTSIDE_ADDR, 2), "egress after restore");
+    assert!(!t.ping("c", OUTSIDE_ADDR, 1), "an internal network stays internal");
+    assert!(!t.ping("a", &ip_of(&c).to_string(), 1), "networks stay isolated");
+    let server = serve_once(&t, "a", 80);
+    let to: SocketAddr = format!("{UPLINK_ADDR}:8080").parse().unwrap();
+    assert_eq!(fetch(&t, "outside", to), "hello from a");
+    server.join().unwrap();
+
+    // Restore is idempotent: a second run finds everything in place.
+    let again = t.np_json(&["restore"]);
+    for ep in again["endpoints"].as_array().unwrap() {
+        assert_eq!(ep["action"], "intact", "{again}");
+    }
+    for net in again["networks"].as_array().unwrap() {
+        assert_eq!(net["created"], Value::Array(vec![]), "{again}");
+    }
+    assert!(t.ping("b", &ip_of(&a).to_string(), 1));
+    t.teardown();
+}
+
+#[test]
+fn reattach_is_honest_about_namespaces_veths_and_differences() {
+    let mut t = Topology::new("reat");
+    t.network("web", &["--subnet", "10.83.0.0/24"]);
+    let a = t.container("a", "web", &["-p", "8090:80"]);
+    t.container("peer", "web", &[]);
+    let path = t.ns_path("a");
+    let attach = |extra: &[&str]| {
+        let mut args = vec!["attach", "--network", "web", "--netns", &path, "--id", "a"];
+        args.extend(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    // Same id, same live namespace, same request: the same endpoint.
+    assert_eq!(t.np_json(&args(&attach(&["-p", "8090:80"]))), a);
+
+    // A request that differs is refused, naming the difference, and changes nothing.
+    for (extra, expected) in [
+        (vec!["-p", "8090:80", "--ip", "10.83.0.50"], "is attached with --ip 10.83.0.2, not 10.83.0.50"),
+        (vec!["-p", "8090:80", "--mac", "02:00:00:00:00:99"], "--mac 02:4e:0a:53:00:02, not 02:00:00:00:00:99"),
+        (vec!["-p", "8091:80"], "-p 0.0.0.0:8090->80/tcp, not -p 0.0.0.0:8091->80/tcp"),
+        (vec![], "-p 0.0.0.0:8090->80/tcp, not no -p"),
+    ] {
+        let err = t.np_err(&args(&attach(&extra)));
+        assert!(err.contains(expected) && err.ends_with("detach it first to change it"), "{extra:?}: {err}");
+    }
+    t.network("other", &["--subnet", "10.84.0.0/24"]);
+    let err = t.np_err(&["attach", "--network", "other", "--netns", &path, "--id", "a", "-p", "8090:80"]);
+    assert!(err.contains("network 'web', not 'other'"), "{err}");
+    assert_eq!(t.np_json(&["endpoint", "inspect", "a"]), a);
+
+    // The veth deleted behind netpath's back: the same attach wires it again.
+    let host_veth = a["host_veth"].as_str().unwrap();
+    t.exec("host", &["ip", "link", "del", host_veth]);
+    assert!(t.link("a", "eth0").is_none());
+    assert_eq!(t.np_json(&args(&attach(&["-p", "8090:80"]))), a);
+    assert!(t.ping("peer", &ip_of(&a).to_string(), 1), "rewired after the veth was deleted");
+
+    // The container restarted in a new namespace: rebuilt there, with its address.
+    let new_path = t.netns("a2");
+    let moved = t.np_json(&["attach", "--network", "web", "--netns", &new_path, "--id", "a", "-p", "8090:80"]);
+    assert_eq!(moved["ip"], a["ip"]);
+    assert_eq!(moved["netns"], new_path.as_str());
+    assert!(t.link("a", "eth0").is_none(), "the old namespace lost its interface");
+    assert!(t.link("a2", "eth0").is_some());
+    assert!(t.ping("peer", &ip_of(&a).to_string(), 1), "rewired in the new namespace");
+    assert_eq!(t.map_entries("ENDPOINTS").len(), 2);
+    t.teardown();
+}
+
+#[test]
+fn dead_namespaces_and_orphans_are_collected() {
+    let mut t = Topology::new("gc");
+    t.network("web", &["--subnet", "10.85.0.0/24"]);
+    let dead = t.container("dead", "web", &["-p", "8095:80"]);
+    t.container("live", "web", &[]);
+    assert_eq!(t.endpoint_counters(), 4);
+
+    // The namespace dies without a detach: `gc` releases its address, port and entries, and
+    // its counters, though its veth (and so its ifindex) went first.
+    let inode = |path: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+    let dead_inode = inode(&t.ns_path("dead"));
+    netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-dead", t.prefix)]));
+    // The kernel hands the dead namespace's inode number to the next namespace at once: the
+    // endpoint must not be taken for alive in that stranger.
+    let reused = (0..20).any(|i| {
+        std::thread::sleep(Duration::from_millis(100));
+        inode(&t.netns(&format!("stranger{i}"))) == dead_inode
+    });
+    println!("inode of the dead namespace reused: {reused}");
+    // Orphans: a netpath-named link and an ENDPOINTS entry that no row owns.
+    t.exec("host", &["ip", "link", "add", "npv0rphan", "type", "veth", "peer", "name", "orphanpeer"]);
+    let dir = t.datapath_dir().unwrap();
+    let out = Command::new("bpftool")
+        .args(["map", "update", "pinned"])
+        .arg(dir.join("ENDPOINTS"))
+        .args(["key", "10", "85", "0", "99", "value"])
+        .args(["1", "0", "0", "0", "1", "0", "0", "0", "2", "0", "0", "0", "0", "1", "0", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let report = t.np_json(&["gc"]);
+    assert_eq!(report["released_endpoints"], serde_json::json!(["dead"]), "{report}");
+    assert_eq!(report["links"], serde_json::json!(["npv0rphan"]), "{report}");
+    assert_eq!(report["map_entries"], serde_json::json!(["ENDPOINTS 10.85.0.99"]), "{report}");
+    assert_eq!(t.np_json(&["port", "ls"]), Value::Array(vec![]));
+    assert_eq!(t.map_entries("PORTMAP").len(), 0);
+    assert_eq!(t.map_entries("ENDPOINTS").len(), 1);
+    assert_eq!(t.endpoint_counters(), 2, "the dead endpoint's counters are gone");
+    // The freed address and port are handed out again; a second gc finds nothing.
+    let again = t.container("again", "web", &["-p", "8095:80"]);
+    assert_eq!(again["ip"], dead["ip"]);
+    let second = t.np(&["gc"]);
+    assert_eq!(second.trim(), "nothing to collect");
+
+    // Without gc, the next attach does the cheap part itself.
+    netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-again", t.prefix)]));
+    t.container("third", "web", &[]);
+    let ids: Vec<String> =
+        t.np_json(&["endpoint", "ls"]).as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    assert_eq!(ids, ["live", "third"]);
+    t.teardown();
+}
+
+/// netpath in the topology's host namespace and state, with another pin root.
+fn with_pins(t: &Topology, pins: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(netpath_tests::netpath_bin())
+        .arg("--state-dir")
+        .arg(t.state_dir())
+        .arg("--bpffs")
+        .arg(pins)
+        .arg("--host-netns")
+        .arg(t.ns_path("host"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_dedicated_bpffs_mount_root_works_as_the_pin_root() {
+    let mut t = Topology::new("bpfroot");
+    let root = t.run_dir.join("mnt");
+    std::fs::create_dir_all(&root).unwrap();
+    let path = t.netns("a");
+    netpath_tests::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&root));
+    let np = |args: &[&str]| {
+        let out = with_pins(&t, &root, args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    np(&["network", "create", "web", "--subnet", "10.86.0.0/24"]);
+    np(&["attach", "--network", "web", "--netns", &path, "--id", "a"]);
+    np(&["detach", "--id", "a"]);
+    np(&["network", "rm", "web"]);
+    netpath_tests::run(Command::new("umount").arg(&root));
+
+    // A pin root whose parent is not a bpffs gets a bpffs of its own, never the parent's.
+    let parent = t.run_dir.join("plain");
+    let pins = parent.join("pins");
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::write(parent.join("keep"), "x").unwrap();
+    let out = with_pins(&t, &pins, &["network", "create", "w2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(is_mount_point(&pins) && !is_mount_point(&parent));
+    assert!(parent.join("keep").exists(), "the parent's content is still visible");
+    let out = with_pins(&t, &pins, &["network", "rm", "w2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    netpath_tests::run(Command::new("umount").arg(&pins));
+    t.teardown();
+}
+
+/// The program a pinned link runs, as bpftool sees it.
+fn link_prog_id(pin: &std::path::Path) -> u64 {
+    let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(pin).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["prog_id"].as_u64().unwrap()
+}
+
+/// Directories under the pin root (a bpffs mount root also has `maps.debug`, `progs.debug`).
+fn datapath_dirs(t: &Topology) -> usize {
+    std::fs::read_dir(t.pin_root()).unwrap().flatten().filter(|e| e.file_type().unwrap().is_dir()).count()
+}
+
+fn tx_packets(t: &Topology, id: &str) -> u64 {
+    let stats = t.np_json(&["stats"]);
+    stats["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap()["tx_packets"].as_u64().unwrap()
+}
+
+#[test]
+fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
+    let mut t = Topology::with_outside("rld");
+    t.network("web", &["--subnet", "10.89.0.0/24"]);
+    let a = t.container("a", "web", &["-p", "8089:80"]);
+    let link = t.datapath_dir().unwrap().join("links").join(a["host_veth"].as_str().unwrap());
+    let prog_before = link_prog_id(&link);
+
+    // A masqueraded connection opened before the reload.
+    let to: SocketAddr = format!("{OUTSIDE_ADDR}:7100").parse().unwrap();
+    let listener = in_netns(&t.ns_path("outside"), || TcpListener::bind(to).unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        for _ in 0..2 {
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(&buf).unwrap();
+        }
+    });
+    let mut conn = in_netns(&t.ns_path("a"), || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap());
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"first").unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    let tx_before = tx_packets(&t, "a");
+
+    // Pings every 5 ms across the reload: none may be lost.
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-a", t.prefix),
+            "ping",
+            "-c",
+            "300",
+            "-i",
+            "0.005",
+            "-W",
+            "1",
+            OUTSIDE_ADDR,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let report = t.np_json(&["datapath", "reload"]);
+    let pings = String::from_utf8(pinger.wait_with_output().unwrap().stdout).unwrap();
+    assert!(pings.contains(" 0% packet loss"), "{pings}");
+
+    assert!(report["kept_maps"].as_array().unwrap().iter().any(|m| m == "CT"), "{report}");
+    assert_eq!(report["new_maps"], Value::Array(vec![]), "the same build keeps every map: {report}");
+    assert_eq!(report["updated_links"].as_array().unwrap().len(), 6, "a's veth, the uplink, 4 cgroup links: {report}");
+    assert_ne!(link_prog_id(&link), prog_before, "the link runs the new program");
+    // The connection goes on (its conntrack entry survived) and the counters were kept.
+    conn.write_all(b"again").unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"again");
+    server.join().unwrap();
+    assert!(tx_packets(&t, "a") > tx_before, "counters kept across the reload");
+    assert_eq!(datapath_dirs(&t), 1, "only the new datapath is left");
+
+    // A reload killed half-way leaves the running datapath serving; the next one finishes.
+    let out = t.netpath_cmd(&["datapath", "reload"]).env("NETPATH_FAULT_AT", "reload:staged").output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGKILL));
+    assert!(t.ping("a", OUTSIDE_ADDR, 1), "the old datapath still serves");
+    assert_eq!(datapath_dirs(&t), 2, "the killed reload's staging directory");
+    let gc = t.np_json(&["gc"]);
+    assert_eq!(gc["datapath_dirs"].as_array().unwrap().len(), 1, "{gc}");
+    assert_eq!(datapath_dirs(&t), 1);
+    t.np(&["datapath", "reload"]);
+    assert_eq!(datapath_dirs(&t), 1);
+    assert!(t.ping("a", OUTSIDE_ADDR, 1));
+    t.teardown();
+}
+
+#[test]
+fn the_uplink_is_the_lowest_metric_default_route_of_the_main_table() {
+    let t = Topology::new("upl");
+    for (name, addr) in [("npupa", "10.97.1.1/24"), ("npupb", "10.97.2.1/24")] {
+        t.exec("host", &["ip", "link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+        t.exec("host", &["ip", "addr", "add", addr, "dev", name]);
+        t.exec("host", &["ip", "link", "set", name, "up"]);
+    }
+    t.exec("host", &["ip", "route", "add", "default", "dev", "npupa", "metric", "200"]);
+    t.exec("host", &["ip", "route", "add", "default", "dev", "npupb", "metric", "100"]);
+    // A better default route in another table is not the main table's.
+    t.exec("host", &["ip", "route", "add", "default", "dev", "npupa", "metric", "1", "table", "100"]);
+    let net = t.network("web", &["--subnet", "10.91.0.0/24"]);
+    assert_eq!(net["uplink"], "npupb");
+    t.np(&["network", "rm", "web"]);
+    for name in ["npupa", "npupb"] {
+        t.exec("host", &["ip", "link", "del", name]);
+    }
+    t.teardown();
+}
+
+#[test]
+fn a_killed_network_create_is_repaired_by_gc_or_by_creating_it_again() {
+    let mut t = Topology::new("netk");
+    let path = t.netns("a");
+    let create = |step: &str| {
+        let out = t
+            .netpath_cmd(&["network", "create", "web", "--subnet", "10.92.0.0/24"])
+            .env("NETPATH_FAULT_AT", step)
+            .output()
+            .unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGKILL), "{step}");
+    };
+    // Killed with the bridge and the datapath entry made, the row still `creating`.
+    create("network:built");
+    assert!(t.link("host", "np-web").is_some());
+    assert_eq!(t.np_json(&["network", "ls"])[0]["state"], "creating");
+    let err = t.np_err(&["attach", "--network", "web", "--netns", &path]);
+    assert!(err.contains("is not ready"), "{err}");
+    let gc = t.np_json(&["gc"]);
+    assert_eq!(gc["abandoned_networks"], serde_json::json!(["web"]), "{gc}");
+    assert!(t.link("host", "np-web").is_none());
+    assert_eq!(t.map_entries("NETWORKS").len(), 0);
+
+    // Killed again; this time creating it again repairs it without gc.
+    create("network:built");
+    let net = t.network("web", &["--subnet", "10.92.0.0/24"]);
+    assert_eq!(net["state"], "ready");
+    assert_eq!(t.map_entries("NETWORKS").len(), 1);
+    t.teardown();
+}
+
+#[test]
+fn restore_turns_bridge_forwarding_back_on_after_ip_forward_is_written() {
+    let mut t = Topology::with_outside("fwd");
+    t.network("web", &["--subnet", "10.93.0.0/24"]);
+    t.container("a", "web", &[]);
+    assert!(t.ping("a", OUTSIDE_ADDR, 1));
+    // A change of ip_forward sets every interface's forwarding to it (in the test's own
+    // namespace): on and off again leaves the bridge not forwarding.
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    assert_eq!(t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]).trim(), "0");
+    let report = t.np_json(&["restore"]);
+    assert_eq!(report["networks"][0]["created"], serde_json::json!(["turned forwarding on for np-web"]), "{report}");
+    assert_eq!(t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]).trim(), "1");
+    assert!(t.ping("a", OUTSIDE_ADDR, 1), "egress after restore");
+    t.teardown();
+}
