@@ -47,10 +47,19 @@ pub enum Command {
     /// List and inspect endpoints.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
-    /// Show the datapath's per-endpoint and drop counters.
+    /// Show the datapath's per-endpoint and drop counters, or (--programs) what each eBPF
+    /// program costs per run.
     Stats {
         #[arg(long)]
         network: Option<String>,
+        /// Per-program run counts and nanoseconds per run instead of the counters.
+        #[arg(long, conflicts_with = "network")]
+        programs: bool,
+        /// With --programs: measure over this many seconds, with the kernel's run-time
+        /// statistics on for just that long (otherwise: since load, when
+        /// kernel.bpf_stats_enabled is on).
+        #[arg(long = "for", value_name = "SECONDS", requires = "programs", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        window: Option<u64>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -319,7 +328,11 @@ async fn execute(cli: Cli) -> Result<()> {
             print(format, &eps, |eps| endpoints_table(eps))
         }
         Command::Endpoint(EndpointCmd::Inspect { id, format }) => print(format, &ctl.endpoint(&id)?, endpoint_text),
-        Command::Stats { network, format } => {
+        Command::Stats { programs: true, window, format, .. } => {
+            let report = stats::programs(&mut ctl, window.map(std::time::Duration::from_secs)).await?;
+            print(format, &report, program_stats_text)
+        }
+        Command::Stats { network, format, .. } => {
             let report = stats::collect(&mut ctl, network.as_deref()).await?;
             print(format, &report, stats_text)
         }
@@ -634,6 +647,28 @@ fn endpoints_table(eps: &[EndpointRecord]) -> String {
         })
         .collect::<Vec<_>>();
     table(&["ID", "NETWORK", "IP", "MAC", "IFNAME", "HOST-VETH", "NETNS"], &rows)
+}
+
+fn program_stats_text(r: &stats::ProgramReport) -> String {
+    let rows = r
+        .programs
+        .iter()
+        .map(|p| {
+            let per_run = p.ns_per_run.map_or_else(|| "-".to_string(), |ns| format!("{ns:.0}"));
+            vec![p.program.to_string(), p.runs.to_string(), p.run_ns.to_string(), per_run]
+        })
+        .collect::<Vec<_>>();
+    let scope = match r.window_seconds {
+        Some(seconds) => format!("over {seconds:.0} s"),
+        None if r.kernel_stats_enabled => "since each program was loaded".to_string(),
+        None => "since load; kernel.bpf_stats_enabled is 0, so nothing was counted: pass --for SECONDS".to_string(),
+    };
+    format!(
+        "{}
+
+{scope}",
+        table(&["PROGRAM", "RUNS", "RUN-NS", "NS/RUN"], &rows)
+    )
 }
 
 fn stats_text(r: &stats::Report) -> String {

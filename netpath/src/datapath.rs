@@ -26,7 +26,8 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, Xdp,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, ProgramInfo, SchedClassifier, TcAttachType,
+        Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
@@ -471,6 +472,19 @@ impl Datapath {
 
     pub fn network_ids(&self) -> Result<Vec<u32>> {
         self.networks.keys().map(|k| k.context(|| "cannot read the NETWORKS map")).collect()
+    }
+
+    /// Each pinned program's run count and total run time in nanoseconds, as the kernel
+    /// counts them while run-time statistics are on.
+    pub fn program_runs(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        names::PROGRAMS
+            .iter()
+            .map(|&name| {
+                let path = self.dir.join(name);
+                let info = ProgramInfo::from_pin(&path).context(|| format!("cannot read {}", path.display()))?;
+                Ok((name, info.run_count(), u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX)))
+            })
+            .collect()
     }
 
     /// The host veths (by ifindex) the datapath checks frames for.

@@ -245,3 +245,41 @@ fn truncated_packets_are_dropped_and_counted_not_forwarded() {
     assert_eq!(rx(&t), b_rx, "a truncated packet reached b");
     t.teardown();
 }
+
+/// `netpath stats --programs --for N` measures each program's cost over a window, turning the
+/// kernel's run-time statistics on for that window only.
+#[test]
+fn program_costs_are_measured_over_a_window() {
+    let mut t = Topology::new("cost");
+    t.network("web", &["--subnet", "10.57.0.0/24"]);
+    t.container("a", "web", &[]);
+    let b = t.container("b", "web", &[]);
+    let sysctl = || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap();
+    let before = sysctl();
+
+    let measuring = t
+        .netpath_cmd(&["stats", "--programs", "--for", "3", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        t.exec_output("a", &["ping", "-c", "100", "-i", "0.01", "-W", "1", &ip_of(&b).to_string()]).status.success()
+    );
+    let out = measuring.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["window_seconds"], 3.0);
+    let cost = |program: &str| {
+        report["programs"].as_array().unwrap().iter().find(|p| p["program"] == program).cloned().unwrap()
+    };
+    let fc = cost("from_container");
+    // Each echo request and reply passes one host veth's from_container (plus ARP).
+    assert!(fc["runs"].as_u64().unwrap() >= 200, "{fc}");
+    let per_run = fc["ns_per_run"].as_f64().unwrap();
+    assert!(per_run > 0.0 && per_run < 1_000_000.0, "{fc}");
+    // Nothing went through the translating stages.
+    assert_eq!(cost("from_container_egress")["runs"], 0, "{report}");
+    assert_eq!(sysctl(), before, "kernel.bpf_stats_enabled is as it was");
+    t.teardown();
+}
