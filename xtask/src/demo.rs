@@ -132,9 +132,11 @@ impl Demo {
                 let _ = sh::succeeds(Command::new("ip").args(["netns", "del", ns]));
             }
         }
-        let bpffs = self.run_dir.join("bpffs");
-        if bpffs.exists() {
-            let _ = sh::succeeds(Command::new("umount").arg(&bpffs));
+        // netpath mounts bpffs on the pin root itself; an older build mounted its parent.
+        for bpffs in [self.run_dir.join("bpffs/netpath"), self.run_dir.join("bpffs")] {
+            if bpffs.exists() {
+                let _ = sh::succeeds(Command::new("umount").arg(&bpffs));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
