@@ -371,12 +371,6 @@ impl Controller {
         let ip = spec.ip.as_deref().map(|s| cidr::parse_ip("--ip", s)).transpose()?;
         let mac = spec.mac.as_deref().map(ipam::parse_mac).transpose()?;
         let ports = spec.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?.concat();
-        if network.internal && !ports.is_empty() {
-            return Err(Error::invalid(format!(
-                "network '{}' is internal: nothing outside it may reach its endpoints, so they cannot publish ports; drop -p or use another network",
-                network.name
-            )));
-        }
         let id = match &spec.id {
             Some(id) => {
                 check_name("endpoint id", id)?;
@@ -406,6 +400,12 @@ impl Controller {
         let _net_lock = self.locks.network(&spec.network, Mode::Shared)?;
         let network = self.store.network(&spec.network)?;
         self.require_bridge(&network).await?;
+        if network.internal && !ports.is_empty() {
+            return Err(Error::invalid(format!(
+                "network '{}' is internal: nothing outside it may reach its endpoints, so they cannot publish ports; drop -p or use another network",
+                network.name
+            )));
+        }
         let ep_lock = self.locks.endpoint(&id)?;
         fault::step("attach:locked");
         self.reap().await?;
