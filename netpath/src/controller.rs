@@ -399,12 +399,6 @@ impl Controller {
         }
         let _net_lock = self.locks.network(&spec.network, Mode::Shared)?;
         let network = self.store.network(&spec.network)?;
-        if network.internal && !ports.is_empty() {
-            return Err(Error::invalid(format!(
-                "network '{}' is internal: nothing outside it may reach its endpoints, so they cannot publish ports; drop -p or use another network",
-                network.name
-            )));
-        }
         self.require_bridge(&network).await?;
         if network.internal && !ports.is_empty() {
             return Err(Error::invalid(format!(
