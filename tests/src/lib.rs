@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod cni;
 pub mod frames;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
