@@ -86,14 +86,17 @@ impl<'a> Runc<'a> {
 
     fn start(&mut self, name: &str, bundle: &Path) -> String {
         let id = format!("{}-{name}", self.t.prefix);
-        let out = self
+        // The detached container inherits runc's stdio: a pipe would stay open as long as it
+        // runs, so its errors go to a file.
+        let log = self.t.run_dir.join(format!("runc-{name}.log"));
+        let status = self
             .cmd(&["run", "-d", "--bundle", bundle.to_str().unwrap(), &id])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
             .expect("runc run");
         self.containers.push(id.clone());
-        assert!(out.status.success(), "runc run {id}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(status.success(), "runc run {id}: {}", std::fs::read_to_string(&log).unwrap_or_default());
         id
     }
 
