@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod clients;
 pub mod cni;
 pub mod frames;
 
