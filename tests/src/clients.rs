@@ -52,9 +52,12 @@ impl Placed {
         }
     }
 
-    /// Remembers a path something else will create there (a runtime's state directory).
-    pub fn will_create(&mut self, dir: &Path) {
-        if !dir.exists() {
+    /// Remembers a path something else will create there (a runtime's state directory), or,
+    /// when it exists already, the files in it that will be this test's.
+    pub fn will_create(&mut self, dir: &Path, files: &[&str]) {
+        if dir.exists() {
+            self.files.extend(files.iter().map(|f| (dir.join(f), None)));
+        } else {
             self.dirs.push(dir.to_path_buf());
         }
     }
@@ -66,6 +69,9 @@ impl Drop for Placed {
             match before {
                 Some(contents) => {
                     let _ = std::fs::write(&path, contents);
+                }
+                None if path.is_dir() => {
+                    let _ = std::fs::remove_dir_all(&path);
                 }
                 None => {
                     let _ = std::fs::remove_file(&path);
