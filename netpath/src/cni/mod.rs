@@ -8,8 +8,8 @@ use std::{io::Read, process::ExitCode};
 
 use serde_json::Value;
 
-pub use config::{Command, SUPPORTED_VERSIONS, endpoint_id};
-use config::{Attachment, Config, LATEST_VERSION, MAX_CONFIG_BYTES};
+pub use config::{Command, Config, SUPPORTED_VERSIONS, endpoint_id, parse as parse_config};
+use config::{Attachment, LATEST_VERSION, MAX_CONFIG_BYTES};
 pub use reply::{CniError, code};
 
 use crate::{
@@ -88,8 +88,12 @@ async fn ensure_network(ctl: &mut Controller, config: &Config) -> Result<(), Cni
         Some(net) => net,
         None => match ctl.network_create(spec).await {
             Ok(_) => return Ok(()),
-            // Another ADD created it meanwhile: compare with that one.
-            Err(Error::Conflict(_)) => ctl.store().network(&spec.name)?,
+            // Another ADD created it meanwhile: compare with that one. Any other conflict
+            // (a subnet that overlaps another network's) is the configuration's.
+            Err(Error::Conflict(msg)) => match ctl.store().find_network(&spec.name)? {
+                Some(net) => net,
+                None => return Err(CniError::new(code::CONFLICT, msg)),
+            },
             Err(Error::Invalid(msg)) => return Err(CniError::new(code::INVALID_CONFIG, msg)),
             Err(e) => return Err(e.into()),
         },
