@@ -161,6 +161,7 @@ fn ping_from(pid: u32, to: &str) -> bool {
 
 #[test]
 fn ctr_run_cni_containers_talk_and_are_released() {
+    assert!(include_str!("../../README.md").contains(CONFLIST.trim()), "the README shows the configuration tested here");
     let _global = GlobalLock::take();
     let t = Topology::with_outside("ctd");
     let mut placed = Placed::default();

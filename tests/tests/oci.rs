@@ -135,6 +135,7 @@ fn in_pid_netns(pid: u32, cmd: &[&str]) -> std::process::Output {
 
 #[test]
 fn runc_containers_are_wired_by_the_hooks_and_released_at_delete() {
+    assert!(include_str!("../../README.md").contains(HOOKS.trim()), "the README shows the configuration tested here");
     let t = Topology::with_outside("oci");
     t.network("web", &["--subnet", "10.87.0.0/24"]);
     let mut runc = Runc::new(&t);
