@@ -80,8 +80,8 @@ impl Drop for Placed {
         }
         // Deepest first; a directory that is not empty is someone else's business now.
         self.dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in self.dirs.drain(..) {
-            let _ = std::fs::remove_dir_all(&dir);
+        for path in self.dirs.drain(..) {
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         }
     }
 }
@@ -99,10 +99,10 @@ fn blob(layout: &Path, media_type: &str, path: &Path) -> Value {
     json!({ "mediaType": media_type, "digest": format!("sha256:{digest}"), "size": size })
 }
 
-/// An OCI image-layout tar of a minimal image named `name` (`docker.io/library/NAME:latest`):
-/// one layer with the directories and the /bin, /lib… symlinks of a Debian root, so a
-/// container that bind-mounts the host's /usr read-only runs the host's programs.
-pub fn image_tar(work: &Path, name: &str) -> PathBuf {
+/// A root filesystem tarball with the directories and the /bin, /lib… symlinks of a Debian
+/// root and nothing else: a container that bind-mounts the host's /usr read-only runs the
+/// host's programs, so no image has to be downloaded.
+pub fn rootfs_tar(work: &Path) -> PathBuf {
     let rootfs = work.join("image-rootfs");
     for dir in ["usr", "etc", "tmp", "proc", "sys", "dev", "run", "var"] {
         std::fs::create_dir_all(rootfs.join(dir)).unwrap();
@@ -110,11 +110,17 @@ pub fn image_tar(work: &Path, name: &str) -> PathBuf {
     for (link, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")] {
         let _ = std::os::unix::fs::symlink(target, rootfs.join(link));
     }
-    let layout = work.join("image-layout");
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     let layer = work.join("layer.tar");
     run(Command::new("tar").arg("-cf").arg(&layer).arg("-C").arg(&rootfs).arg("."));
-    let layer = blob(&layout, "application/vnd.oci.image.layer.v1.tar", &layer);
+    layer
+}
+
+/// An OCI image-layout tar named `name` (`docker.io/library/NAME:latest`) whose one layer is
+/// `rootfs_tar`, for `ctr image import`.
+pub fn image_tar(work: &Path, name: &str) -> PathBuf {
+    let layout = work.join("image-layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let layer = blob(&layout, "application/vnd.oci.image.layer.v1.tar", &rootfs_tar(work));
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
@@ -155,4 +161,22 @@ pub fn unmount_under(dir: &Path) {
     for mount in mounts {
         let _ = Command::new("umount").arg("-l").arg(mount).status();
     }
+}
+
+/// Removes the cgroup `name` (and the empty cgroups under it) from every hierarchy: engines
+/// make one per namespace or parent and leave it behind.
+pub fn remove_cgroups(name: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|h| h.path());
+    for dir in hierarchies.chain(std::iter::once(root.to_path_buf())).map(|h| h.join(name)) {
+        let _ = Command::new("find").arg(&dir).args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"]).status();
+    }
+}
+
+/// Whether the cgroup `name` exists in some hierarchy (another engine's, then: not ours to
+/// remove).
+pub fn cgroup_exists(name: &str) -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    root.join(name).exists()
+        || std::fs::read_dir(root).into_iter().flatten().flatten().any(|h| h.path().join(name).exists())
 }

@@ -10,7 +10,7 @@ use std::{
 
 use netpath_tests::{
     OUTSIDE_ADDR, Topology,
-    clients::{GlobalLock, Placed, image_tar, unmount_under},
+    clients::{GlobalLock, Placed, image_tar, remove_cgroups, unmount_under},
     netpath_bin,
 };
 use serde_json::Value;
@@ -132,10 +132,7 @@ impl Drop for Containerd<'_> {
         let _ = self.daemon.wait();
         unmount_under(&self.dir);
         // containerd makes a cgroup per namespace in every hierarchy and leaves it behind.
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(hierarchy.path().join(NAMESPACE));
-        }
-        let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(NAMESPACE));
+        remove_cgroups(NAMESPACE);
     }
 }
 
