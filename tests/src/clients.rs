@@ -30,6 +30,8 @@ impl GlobalLock {
 pub struct Placed {
     files: Vec<(PathBuf, Option<Vec<u8>>)>,
     dirs: Vec<PathBuf>,
+    /// Shared directories this test made, removed only if nobody else put anything there.
+    shared: Vec<PathBuf>,
 }
 
 impl Placed {
@@ -63,6 +65,19 @@ impl Placed {
     }
 }
 
+impl Placed {
+    /// Like `will_create`, for a directory another engine may use at the same time (shims'
+    /// /run/containerd): only `ours` in it is removed, then the directories `made` under it
+    /// and itself, each if this test created it and it is empty.
+    pub fn shared(&mut self, dir: &Path, ours: &[&str], made: &[&str]) {
+        if !dir.exists() {
+            self.shared.extend(made.iter().map(|d| dir.join(d)));
+            self.shared.push(dir.to_path_buf());
+        }
+        self.files.extend(ours.iter().map(|f| (dir.join(f), None)));
+    }
+}
+
 impl Drop for Placed {
     fn drop(&mut self) {
         for (path, before) in self.files.drain(..).rev() {
@@ -82,6 +97,9 @@ impl Drop for Placed {
         self.dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for path in self.dirs.drain(..) {
             let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+        for dir in self.shared.drain(..) {
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -168,7 +186,7 @@ pub fn unmount_under(dir: &Path) {
 pub fn remove_cgroups(name: &str) {
     let root = Path::new("/sys/fs/cgroup");
     let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|h| h.path());
-    for dir in hierarchies.chain(std::iter::once(root.to_path_buf())).map(|h| h.join(name)) {
+    for dir in hierarchies.chain(std::iter::once(root.to_path_buf())).map(|h| h.join(name)).filter(|d| d.exists()) {
         let _ = Command::new("find").arg(&dir).args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"]).status();
     }
 }

@@ -167,7 +167,7 @@ fn ctr_run_cni_containers_talk_and_are_released() {
     placed.file(&PathBuf::from("/etc/cni/net.d/00-netpath.conflist"), CONFLIST.as_bytes(), false);
     // Shims keep their sockets under /run/containerd/s whatever --state says.
     // (Another engine may be using /run/containerd: only this namespace's part is ours.)
-    placed.will_create(&PathBuf::from("/run/containerd"), &[&format!("runc/{NAMESPACE}")]);
+    placed.shared(&PathBuf::from("/run/containerd"), &[&format!("runc/{NAMESPACE}")], &["s", "fifo", "runc"]);
     // libcni caches each result, and drops it only at DEL.
     let cached: Vec<String> = ["c1", "c2", "c3"].iter().map(|c| format!("results/netpath-{NAMESPACE}-{c}-eth0")).collect();
     placed.will_create(&PathBuf::from("/var/lib/cni"), &cached.iter().map(String::as_str).collect::<Vec<_>>());

@@ -14,12 +14,16 @@ use std::{
 };
 
 use netpath_tests::{
-    Topology, UPLINK_ADDR,
+    OUTSIDE_ADDR, Topology, UPLINK_ADDR,
     clients::{GlobalLock, Placed, cgroup_exists, remove_cgroups, rootfs_tar, unmount_under},
     netpath_bin,
 };
 
 const CONFLIST: &str = include_str!("../../contrib/cni/netpath.conflist");
+const HOOKS: [(&str, &str); 2] = [
+    ("netpath-attach.json", include_str!("../../contrib/podman/hooks.d/netpath-attach.json")),
+    ("netpath-detach.json", include_str!("../../contrib/podman/hooks.d/netpath-detach.json")),
+];
 /// The cgroup Podman puts containers and conmon under with the cgroupfs manager.
 const CGROUP_PARENT: &str = "libpod_parent";
 
@@ -182,6 +186,61 @@ fn podman_run_publishes_and_rm_leaves_nothing() {
     assert!(!Path::new(&netns).exists(), "Podman's namespace {netns} left");
     assert!(podman.ok(&["ps", "--all", "--quiet"]).is_empty());
 
+    drop(podman);
+    drop(placed);
+    t.teardown();
+}
+
+/// The hooks.d example: a container with the annotation gets netpath's eth0 from the OCI
+/// hook (its own network is `none`), and `podman rm -f` releases it through poststop.
+#[test]
+fn podman_hooks_attach_by_annotation() {
+    let _global = GlobalLock::take();
+    let t = Topology::with_outside("phk");
+    t.network("web", &["--subnet", "10.76.0.0/24"]);
+    let mut placed = Placed::default();
+    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
+    placed.will_create(Path::new("/var/lib/containers"), &[]);
+    let podman = Podman::new(&t);
+    let readme = include_str!("../../README.md");
+    let hooks_dir = podman.dir.join("hooks.d");
+    std::fs::create_dir_all(&hooks_dir).unwrap();
+    for (name, text) in HOOKS {
+        assert!(readme.contains(text.trim()), "the README shows {name}");
+        let mut hook: serde_json::Value = serde_json::from_str(text).unwrap();
+        hook["hook"]["path"] = serde_json::json!(netpath_bin());
+        hook["hook"]["env"] = serde_json::json!([
+            format!("NETPATH_STATE_DIR={}", t.state_dir().display()),
+            format!("NETPATH_BPFFS={}", t.pin_root().display()),
+            format!("NETPATH_HOST_NETNS={}", t.ns_path("host")),
+        ]);
+        std::fs::write(hooks_dir.join(name), hook.to_string()).unwrap();
+    }
+    podman.ok(&["import", rootfs_tar(&t.run_dir).to_str().unwrap(), "nptest"]);
+    let hooks = format!("--hooks-dir={}", hooks_dir.display());
+    let run = |name: &str, annotation: &str| {
+        podman.ok(&[
+            &hooks, "run", "-d", "--name", name, "--network", "none", "--annotation", annotation, "-v",
+            "/usr:/usr:ro", "localhost/nptest", "/usr/bin/sleep", "600",
+        ])
+    };
+    let id = run("hooked", "io.netpath.network=web");
+    let other = run("plain", "io.netpath.network=elsewhere");
+    let endpoints = t.np_json(&["endpoint", "ls"]);
+    let ids: Vec<&str> = endpoints.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![id.as_str()], "only the annotated container is attached, under its id");
+    let pid = podman.ok(&["inspect", "--format", "{{.State.Pid}}", "hooked"]);
+    let ping = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ping", "-c", "1", "-W", "2", OUTSIDE_ADDR])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ping.success(), "the hooked container cannot reach the outside");
+
+    podman.ok(&[&hooks, "rm", "--force", "--time", "0", "hooked"]);
+    assert!(t.np_json(&["endpoint", "ls"]).as_array().unwrap().is_empty(), "poststop released it");
+    podman.ok(&[&hooks, "rm", "--force", "--time", "0", &other]);
     drop(podman);
     drop(placed);
     t.teardown();
