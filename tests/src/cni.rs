@@ -52,7 +52,8 @@ impl Topology {
             .env("NETPATH_STATE_DIR", self.state_dir())
             .env("NETPATH_BPFFS", self.pin_root())
             .env("NETPATH_HOST_NETNS", self.ns_path("host"));
-        for (name, value) in [("CNI_CONTAINERID", call.container_id), ("CNI_NETNS", call.netns), ("CNI_IFNAME", call.ifname)]
+        for (name, value) in
+            [("CNI_CONTAINERID", call.container_id), ("CNI_NETNS", call.netns), ("CNI_IFNAME", call.ifname)]
         {
             if !value.is_empty() {
                 cmd.env(name, value);

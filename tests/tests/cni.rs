@@ -97,7 +97,10 @@ fn add_check_del_del() {
     assert_eq!(address(&b), "10.91.0.3/24");
     assert!(t.ping("b", "10.91.0.2", 1));
     let server = serve_once(&t, "a", 80);
-    assert_eq!(fetch(&t, "outside", SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), 8080))), "hello from a");
+    assert_eq!(
+        fetch(&t, "outside", SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), 8080))),
+        "hello from a"
+    );
     server.join().unwrap();
     assert!(t.ping("a", OUTSIDE_ADDR, 1), "egress from a CNI container");
 
@@ -355,23 +358,34 @@ fn malformed_input_gets_the_right_code() {
         ("bad subnet", with("subnet", json!("10.0.0.0/33")).to_string().into_bytes(), 7),
         ("bad gateway", with("gateway", json!("10.99.10.300")).to_string().into_bytes(), 7),
         ("gateway outside the subnet", with("gateway", json!("10.1.1.1")).to_string().into_bytes(), 7),
-        ("gateway without subnet", {
-            let mut c = without("subnet");
-            c["gateway"] = json!("10.1.1.1");
-            c.to_string().into_bytes()
-        }, 7),
+        (
+            "gateway without subnet",
+            {
+                let mut c = without("subnet");
+                c["gateway"] = json!("10.1.1.1");
+                c.to_string().into_bytes()
+            },
+            7,
+        ),
         ("mtu too small", with("mtu", json!(20)).to_string().into_bytes(), 7),
         ("bad network name", with("network", json!("no/slash")).to_string().into_bytes(), 7),
-        ("internal with ipMasq", {
-            let mut c = with("internal", json!(true));
-            c["ipMasq"] = json!(true);
-            c.to_string().into_bytes()
-        }, 7),
+        (
+            "internal with ipMasq",
+            {
+                let mut c = with("internal", json!(true));
+                c["ipMasq"] = json!(true);
+                c.to_string().into_bytes()
+            },
+            7,
+        ),
         (
             "sctp port",
-            with("runtimeConfig", json!({ "portMappings": [{ "hostPort": 80, "containerPort": 80, "protocol": "sctp" }] }))
-                .to_string()
-                .into_bytes(),
+            with(
+                "runtimeConfig",
+                json!({ "portMappings": [{ "hostPort": 80, "containerPort": 80, "protocol": "sctp" }] }),
+            )
+            .to_string()
+            .into_bytes(),
             7,
         ),
         (
@@ -402,8 +416,16 @@ fn malformed_input_gets_the_right_code() {
         ("container id with a slash", Call { command: "ADD", container_id: "../a", netns: &ns, ifname: "eth0" }, 4),
         ("ifname too long", Call { command: "ADD", container_id: "a", netns: &ns, ifname: "abcdefghijklmnopq" }, 4),
         ("CHECK without netns", Call { command: "CHECK", container_id: "a", netns: "", ifname: "eth0" }, 4),
-        ("netns that does not exist", Call { command: "ADD", container_id: "a", netns: "/run/netns/nosuch", ifname: "eth0" }, 102),
-        ("netns that is not one", Call { command: "ADD", container_id: "a", netns: "/etc/hostname", ifname: "eth0" }, 101),
+        (
+            "netns that does not exist",
+            Call { command: "ADD", container_id: "a", netns: "/run/netns/nosuch", ifname: "eth0" },
+            102,
+        ),
+        (
+            "netns that is not one",
+            Call { command: "ADD", container_id: "a", netns: "/etc/hostname", ifname: "eth0" },
+            101,
+        ),
     ];
     for (what, call, code) in &envs {
         let reply = t.cni_with(t.cni_cmd(call), &good);
@@ -442,10 +464,17 @@ fn hostile_input_is_refused() {
     huge.resize(huge.len() + (4 << 20), b'a');
     huge.extend_from_slice(b"\"}");
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
-    let deep_object = format!(r#"{{"cniVersion":"1.1.0","name":"x","type":"netpath","args":{}1{}}}"#, "[".repeat(5000), "]".repeat(5000));
-    for (what, input) in
-        [("garbage", garbage), ("4 MiB", huge), ("deep nesting", deep), ("deep nesting in a key", deep_object.into_bytes())]
-    {
+    let deep_object = format!(
+        r#"{{"cniVersion":"1.1.0","name":"x","type":"netpath","args":{}1{}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    for (what, input) in [
+        ("garbage", garbage),
+        ("4 MiB", huge),
+        ("deep nesting", deep),
+        ("deep nesting in a key", deep_object.into_bytes()),
+    ] {
         let started = Instant::now();
         let reply = t.cni_with(t.cni_cmd(&call("ADD", "a", &ns)), &input);
         assert_eq!(reply.code(), 6, "{what}: {}", reply.stdout);

@@ -158,7 +158,10 @@ fn ping_from(pid: u32, to: &str) -> bool {
 
 #[test]
 fn ctr_run_cni_containers_talk_and_are_released() {
-    assert!(include_str!("../../README.md").contains(CONFLIST.trim()), "the README shows the configuration tested here");
+    assert!(
+        include_str!("../../README.md").contains(CONFLIST.trim()),
+        "the README shows the configuration tested here"
+    );
     let _global = GlobalLock::take();
     let t = Topology::with_outside("ctd");
     let mut placed = Placed::default();
@@ -169,7 +172,8 @@ fn ctr_run_cni_containers_talk_and_are_released() {
     // (Another engine may be using /run/containerd: only this namespace's part is ours.)
     placed.shared(&PathBuf::from("/run/containerd"), &[&format!("runc/{NAMESPACE}")], &["s", "fifo", "runc"]);
     // libcni caches each result, and drops it only at DEL.
-    let cached: Vec<String> = ["c1", "c2", "c3"].iter().map(|c| format!("results/netpath-{NAMESPACE}-{c}-eth0")).collect();
+    let cached: Vec<String> =
+        ["c1", "c2", "c3"].iter().map(|c| format!("results/netpath-{NAMESPACE}-{c}-eth0")).collect();
     placed.will_create(&PathBuf::from("/var/lib/cni"), &cached.iter().map(String::as_str).collect::<Vec<_>>());
     let mut ctd = Containerd::start(&t);
     ctd.ctr_ok(&["image", "import", image_tar(&t.run_dir, "nptest").to_str().unwrap()]);

@@ -189,10 +189,8 @@ fn hooks_read_only_id_and_pid_and_detach_is_idempotent() {
     t.network("web", &["--subnet", "10.86.0.0/24"]);
     let ns = t.netns("c");
     // A process in namespace c stands in for a container's init.
-    let mut sleeper = Command::new("ip")
-        .args(["netns", "exec", &format!("{}-c", t.prefix), "sleep", "60"])
-        .spawn()
-        .unwrap();
+    let mut sleeper =
+        Command::new("ip").args(["netns", "exec", &format!("{}-c", t.prefix), "sleep", "60"]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let pid = loop {
         let out = Command::new("ip").args(["netns", "pids", &format!("{}-c", t.prefix)]).output().unwrap();

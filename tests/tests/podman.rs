@@ -161,8 +161,20 @@ fn podman_run_publishes_and_rm_leaves_nothing() {
     let serve = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) \
                  or die; while (my $c = $s->accept) { print $c \"hello from podman\\n\"; close $c }";
     let id = podman.ok(&[
-        "run", "-d", "--name", "web", "--network", "netpath", "-p", "8080:80", "-v", "/usr:/usr:ro",
-        "localhost/nptest", "/usr/bin/perl", "-e", serve,
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "netpath",
+        "-p",
+        "8080:80",
+        "-v",
+        "/usr:/usr:ro",
+        "localhost/nptest",
+        "/usr/bin/perl",
+        "-e",
+        serve,
     ]);
     let endpoint = format!("{id}-eth0");
     let endpoints = t.np_json(&["endpoint", "ls"]);
@@ -220,8 +232,20 @@ fn podman_hooks_attach_by_annotation() {
     let hooks = format!("--hooks-dir={}", hooks_dir.display());
     let run = |name: &str, annotation: &str| {
         podman.ok(&[
-            &hooks, "run", "-d", "--name", name, "--network", "none", "--annotation", annotation, "-v",
-            "/usr:/usr:ro", "localhost/nptest", "/usr/bin/sleep", "600",
+            &hooks,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--annotation",
+            annotation,
+            "-v",
+            "/usr:/usr:ro",
+            "localhost/nptest",
+            "/usr/bin/sleep",
+            "600",
         ])
     };
     let id = run("hooked", "io.netpath.network=web");

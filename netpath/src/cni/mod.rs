@@ -8,8 +8,8 @@ use std::{io::Read, process::ExitCode};
 
 use serde_json::Value;
 
-pub use config::{Command, Config, SUPPORTED_VERSIONS, endpoint_id, parse as parse_config};
 use config::{Attachment, LATEST_VERSION, MAX_CONFIG_BYTES};
+pub use config::{Command, Config, SUPPORTED_VERSIONS, endpoint_id, parse as parse_config};
 pub use reply::{CniError, code};
 
 use crate::{
@@ -152,7 +152,10 @@ async fn check(ctl: &mut Controller, config: &Config, at: &Attachment) -> Result
         return Err(failed(format!("container {} has no netpath endpoint on {}", at.container_id, at.ifname)));
     };
     if ep.network != config.network.name {
-        return Err(failed(format!("endpoint '{id}' is on netpath network '{}', not '{}'", ep.network, config.network.name)));
+        return Err(failed(format!(
+            "endpoint '{id}' is on netpath network '{}', not '{}'",
+            ep.network, config.network.name
+        )));
     }
     if let Some(prev) = &config.prev_result {
         if !reply::lists_address(prev, &ep) {
