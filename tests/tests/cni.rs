@@ -2,8 +2,7 @@
 //! DEL, GC, STATUS, VERSION, capability arguments, chaining, concurrency and bad input.
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr},
     process::Command,
     time::{Duration, Instant},
 };
@@ -11,7 +10,7 @@ use std::{
 use netpath_tests::{
     OUTSIDE_ADDR, Topology, UPLINK_ADDR,
     cni::{Call, Reply},
-    in_netns, is_mount_point,
+    fetch, reboot_host, serve_once,
 };
 use serde_json::{Value, json};
 
@@ -38,25 +37,6 @@ fn address(result: &Value) -> String {
 fn endpoint_ids(t: &Topology) -> BTreeSet<String> {
     let eps = t.np_json(&["endpoint", "ls"]);
     eps.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
-}
-
-/// Answers one TCP connection on `port` inside `ns` with "hello from NS".
-fn serve_once(t: &Topology, ns: &str, port: u16) -> std::thread::JoinHandle<()> {
-    let listener = in_netns(&t.ns_path(ns), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap());
-    let reply = format!("hello from {ns}");
-    std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.write_all(reply.as_bytes()).unwrap();
-    })
-}
-
-fn fetch(t: &Topology, from: &str, to: SocketAddr) -> String {
-    let mut conn = in_netns(&t.ns_path(from), || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    reply
 }
 
 #[test]
@@ -172,14 +152,7 @@ fn status_before_and_after_the_datapath() {
 
     // After a reboot (links and pins gone, the database kept) attached containers are
     // affected until `netpath restore`.
-    let links = t.exec("host", &["ip", "-o", "link", "show"]);
-    for name in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()) {
-        if name.starts_with("np-") || name.starts_with("npv") {
-            t.exec("host", &["ip", "link", "del", name]);
-        }
-    }
-    assert!(is_mount_point(&t.pin_root()));
-    netpath_tests::run(Command::new("umount").arg(t.pin_root()));
+    reboot_host(&t);
     let status = t.cni(&call("STATUS", "", ""), &config);
     assert_eq!(status.code(), 51, "STATUS after a reboot: {}", status.stdout);
     assert!(status.msg().contains("netpath restore"), "{}", status.msg());
