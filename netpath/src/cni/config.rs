@@ -145,11 +145,21 @@ pub struct ValidAttachment {
     pub ifname: String,
 }
 
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatedFlags {
+    pub internal: Option<bool>,
+    pub ip_masq: Option<bool>,
+    pub xdp: Option<bool>,
+}
+
 /// A configuration that passed every check: what the commands work with.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub version: String,
     pub network: NetworkSpec,
+    /// The network flags the configuration states; an existing network is compared on
+    /// these only (defaults are not a request).
+    pub stated: StatedFlags,
     pub dns: Option<Value>,
     pub runtime: RuntimeConfig,
     pub prev_result: Option<Value>,
@@ -203,9 +213,11 @@ pub fn parse(input: &[u8]) -> Result<Config, CniError> {
     }
     let network = network_spec(&conf, &name)?;
     check_runtime(&conf.runtime_config)?;
+    let stated = StatedFlags { internal: conf.internal, ip_masq: conf.ip_masq, xdp: conf.xdp };
     Ok(Config {
         version,
         network,
+        stated,
         dns: conf.dns,
         runtime: conf.runtime_config,
         prev_result: conf.prev_result,

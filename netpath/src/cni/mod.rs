@@ -117,13 +117,14 @@ async fn ensure_network(ctl: &mut Controller, config: &Config) -> Result<(), Cni
     if spec.mtu.is_some_and(|m| m != existing.mtu) {
         return Err(differs("mtu", existing.mtu.to_string()));
     }
-    if spec.internal != existing.internal {
+    let stated = &config.stated;
+    if stated.internal.is_some_and(|i| i != existing.internal) {
         return Err(differs("internal", existing.internal.to_string()));
     }
-    if !spec.internal && spec.no_masquerade == existing.masquerade {
+    if stated.ip_masq.is_some_and(|m| m != existing.masquerade) {
         return Err(differs("ipMasq", existing.masquerade.to_string()));
     }
-    if spec.xdp != existing.xdp {
+    if stated.xdp.is_some_and(|x| x != existing.xdp) {
         return Err(differs("xdp", existing.xdp.to_string()));
     }
     Ok(())
