@@ -1,5 +1,6 @@
 //! Podman (4.3, CNI backend) with netpath as its network: `podman run --network netpath -p`
-//! answers from the outside namespace and `podman rm -f` leaves nothing. Podman comes from
+//! answers from the outside namespace, the reference `tuning` plugin chained after netpath
+//! gets netpath's result, and `podman rm -f` leaves nothing. Podman comes from
 //! the private prefix `cargo xtask test` unpacks (it pulls iptables in, which the machine
 //! must not get); its configuration, storage, plugin and conflist directories are the
 //! test's own. Podman still writes a few global paths (its lock in /dev/shm, a blob cache in
@@ -55,7 +56,14 @@ impl<'a> Podman<'a> {
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::create_dir_all(&conflists).unwrap();
         std::fs::copy(netpath_bin(), plugins.join("netpath")).unwrap();
-        std::fs::write(conflists.join("netpath.conflist"), CONFLIST).unwrap();
+        // The README's conflist with the reference `tuning` plugin chained after netpath:
+        // tuning refuses to run without netpath's result as its prevResult.
+        let mut conflist: serde_json::Value = serde_json::from_str(CONFLIST).unwrap();
+        conflist["plugins"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({ "type": "tuning", "sysctl": { "net.core.somaxconn": "321" } }));
+        std::fs::write(conflists.join("netpath.conflist"), conflist.to_string()).unwrap();
         let conf = format!(
             r#"[containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -68,7 +76,7 @@ tmp_dir = "{dir}/tmp"
 conmon_path = ["{root}/usr/bin/conmon"]
 [network]
 network_backend = "cni"
-cni_plugin_dirs = ["{plugins}"]
+cni_plugin_dirs = ["{plugins}", "{root}/usr/lib/cni"]
 network_config_dir = "{conflists}"
 "#,
             dir = dir.display(),
@@ -184,6 +192,18 @@ fn podman_run_publishes_and_rm_leaves_nothing() {
     assert_eq!(ports[0]["host_port"], 8080, "{ports}");
     // libcni's cache of this container's result, when /var/lib/cni was there before.
     placed.will_create(Path::new("/var/lib/cni"), &[&format!("results/netpath-{id}-eth0")]);
+
+    // tuning ran after netpath, in the container's namespace.
+    let pid = podman.ok(&["inspect", "--format", "{{.State.Pid}}", "web"]);
+    let somaxconn = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["cat", "/proc/sys/net/core/somaxconn"])
+        .output();
+    assert_eq!(
+        String::from_utf8_lossy(&somaxconn.unwrap().stdout).trim(),
+        "321",
+        "the chained tuning plugin did not run"
+    );
 
     let uplink: std::net::Ipv4Addr = UPLINK_ADDR.parse().unwrap();
     assert_eq!(fetch(&t, SocketAddr::from((uplink, 8080))), "hello from podman\n");
