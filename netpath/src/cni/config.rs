@@ -328,3 +328,66 @@ impl Config {
         Ok(list.iter().map(|a| endpoint_id(&a.container_id, &a.ifname)).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn code_of(input: &[u8]) -> u32 {
+        parse(input).map(|_| 0).unwrap_or_else(|e| e.code)
+    }
+
+    #[test]
+    fn codes_follow_the_spec() {
+        let ok = json!({ "cniVersion": "1.0.0", "name": "n", "type": "netpath" });
+        assert_eq!(code_of(ok.to_string().as_bytes()), 0);
+        assert_eq!(code_of(b"{"), code::DECODE);
+        assert_eq!(code_of(b"\"a string\""), code::DECODE);
+        assert_eq!(code_of(json!({ "cniVersion": 1 }).to_string().as_bytes()), code::DECODE);
+        assert_eq!(code_of(json!({ "cniVersion": "0.3.1", "name": "n" }).to_string().as_bytes()), 1);
+        assert_eq!(code_of(json!({ "cniVersion": "1.0.0", "type": "netpath" }).to_string().as_bytes()), 7);
+        let mut bad = ok.clone();
+        bad["subnet"] = json!("10.0.0.0/40");
+        assert_eq!(code_of(bad.to_string().as_bytes()), 7);
+    }
+
+    #[test]
+    fn port_mappings_become_publish_arguments() {
+        let m = |host_ip: Option<&str>, protocol: Option<&str>| PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: protocol.map(String::from),
+            host_ip: host_ip.map(String::from),
+        };
+        assert_eq!(publish_arg(&m(None, None)).unwrap(), "8080:80/tcp");
+        assert_eq!(publish_arg(&m(Some(""), Some("UDP"))).unwrap(), "8080:80/udp");
+        assert_eq!(publish_arg(&m(Some("127.0.0.1"), Some("tcp"))).unwrap(), "127.0.0.1:8080:80/tcp");
+        assert_eq!(publish_arg(&m(Some("::1"), None)).unwrap_err().code, code::INVALID_CONFIG);
+        assert_eq!(publish_arg(&m(None, Some("sctp"))).unwrap_err().code, code::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn one_static_address_with_or_without_a_prefix() {
+        let ips =
+            |ips: &[&str]| RuntimeConfig { port_mappings: vec![], ips: ips.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(static_ip(&ips(&[])).unwrap(), None);
+        assert_eq!(static_ip(&ips(&["10.1.2.3/24"])).unwrap(), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(static_ip(&ips(&["10.1.2.3", "10.1.2.3/24"])).unwrap(), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert!(static_ip(&ips(&["10.1.2.3", "10.1.2.4"])).is_err());
+    }
+
+    #[test]
+    fn endpoint_ids_name_the_container_and_its_interface() {
+        let at = Attachment { container_id: "abc".into(), ifname: "eth1".into(), netns: None };
+        assert_eq!(at.endpoint_id(), "abc-eth1");
+        let env = |name: &str| match name {
+            "CNI_CONTAINERID" => Some("abc".to_string()),
+            "CNI_IFNAME" => Some("eth0".to_string()),
+            _ => None,
+        };
+        assert!(Attachment::from_env(env, false).is_ok());
+        assert_eq!(Attachment::from_env(env, true).unwrap_err().code, code::INVALID_ENV);
+    }
+}
