@@ -378,6 +378,7 @@ fn malformed_input_gets_the_right_code() {
     for (what, config, code) in &configs {
         let reply = t.cni_with(t.cni_cmd(&call("ADD", "a", &ns)), config);
         assert_eq!(reply.code(), *code, "{what}: {}", reply.stdout);
+        eprintln!("{what}: {}", reply.stdout.trim());
     }
 
     let good = base.to_string().into_bytes();
@@ -403,6 +404,7 @@ fn malformed_input_gets_the_right_code() {
     for (what, call, code) in &envs {
         let reply = t.cni_with(t.cni_cmd(call), &good);
         assert_eq!(reply.code(), *code, "{what}: {}", reply.stdout);
+        eprintln!("{what}: {}", reply.stdout.trim());
     }
     assert!(endpoint_ids(&t).is_empty(), "a refused ADD attached something");
     let created = t.np_json(&["network", "ls"]);

@@ -206,7 +206,9 @@ pub fn parse(input: &[u8]) -> Result<Config, CniError> {
         Some(other) => {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
-                format!("\"type\" is \"{other}\", but this plugin is netpath; install it under the name of its type"),
+                format!(
+                    "\"type\" is \"{other}\", not \"netpath\": the runtime ran netpath for another plugin's configuration"
+                ),
             ));
         }
         None => return Err(CniError::new(code::INVALID_CONFIG, "the network configuration lacks \"type\"")),
