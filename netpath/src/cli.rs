@@ -5,11 +5,12 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
-    conntrack,
+    cni, conntrack,
     controller::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target},
     error::{Error, Result},
     monitor,
     netns::{self, Netns},
+    oci,
     output::{Format, json, key_values, table},
     ports::Port,
     privileges, probe,
@@ -19,14 +20,19 @@ use crate::{
     store::{EndpointRecord, NetworkRecord, State},
 };
 
+/// Where the state database lives unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netpath";
+/// The pin root unless `--bpffs` says otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/netpath";
+
 #[derive(Debug, Parser)]
 #[command(name = "netpath", version, about = "Container bridge networking with an eBPF data plane")]
 pub struct Cli {
     /// Directory of the state database.
-    #[arg(long, env = "NETPATH_STATE_DIR", default_value = "/var/lib/netpath", global = true)]
+    #[arg(long, env = "NETPATH_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
     pub state_dir: PathBuf,
     /// Pin root for the datapath's maps, programs and links (on a bpffs; mounted when missing).
-    #[arg(long = "bpffs", env = "NETPATH_BPFFS", default_value = "/sys/fs/bpf/netpath", global = true)]
+    #[arg(long = "bpffs", env = "NETPATH_BPFFS", default_value = DEFAULT_PIN_ROOT, global = true)]
     pub pin_root: PathBuf,
     /// Run the whole command in this network namespace, as if it were the host's.
     #[arg(long, env = "NETPATH_HOST_NETNS", global = true)]
@@ -96,6 +102,42 @@ pub enum Command {
     Gc {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// OCI runtime hooks (runc, crun): read the container's state JSON on stdin.
+    #[command(subcommand)]
+    OciHook(OciHookCmd),
+    /// The CNI plugin: `netpath` speaks CNI when CNI_COMMAND is set.
+    #[command(subcommand)]
+    Cni(CniCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OciHookCmd {
+    /// Attach the container's network namespace (a createRuntime or prestart hook).
+    Attach {
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Option<String>,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Publish a port, as `netpath attach -p` (repeatable).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+    },
+    /// Release the container's endpoint (a poststop hook); succeeds when it is already gone.
+    Detach,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCmd {
+    /// Install this binary as the `netpath` CNI plugin.
+    Install {
+        /// Plugin directories (repeatable); by default /opt/cni/bin (containerd, Kubernetes)
+        /// and /usr/lib/cni (Podman).
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
     },
 }
 
@@ -279,14 +321,25 @@ pub enum DatapathCmd {
 /// thread exists, then drives the controller on a single-threaded runtime.
 pub fn run(cli: Cli) -> Result<()> {
     privileges::require()?;
-    if let Some(path) = &cli.host_netns {
+    if let Command::Cni(CniCmd::Install { dirs }) = &cli.command {
+        for path in cni::install(dirs)? {
+            println!("installed {}", path.display());
+        }
+        return Ok(());
+    }
+    host_runtime(cli.host_netns.as_deref())?.block_on(execute(cli))
+}
+
+/// Enters the host namespace (`--host-netns`) while the process has one thread, as setns
+/// needs, and starts the runtime the controller runs on.
+pub fn host_runtime(host_netns: Option<&str>) -> Result<tokio::runtime::Runtime> {
+    if let Some(path) = host_netns {
         netns::enter(&Netns::open(path)?)?;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::system("cannot start the async runtime", e))?;
-    runtime.block_on(execute(cli))
+        .map_err(|e| Error::system("cannot start the async runtime", e))
 }
 
 async fn execute(cli: Cli) -> Result<()> {
@@ -360,6 +413,8 @@ async fn execute(cli: Cli) -> Result<()> {
             report.into_result()
         }
         Command::Gc { format } => print(format, &ctl.gc().await?, gc_text),
+        Command::OciHook(cmd) => oci_hook(&mut ctl, cmd).await,
+        Command::Cni(CniCmd::Install { .. }) => Err(Error::invalid("`netpath cni install` runs without a controller")),
         Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
         Command::Port(PortCmd::Ls { format }) => {
             let ports: Vec<PortView> = ctl
@@ -385,6 +440,20 @@ async fn execute(cli: Cli) -> Result<()> {
             })
         }
     }
+}
+
+/// The hooks' stdout is not shown by runtimes; what was done goes to stderr, which runc
+/// passes on when a hook fails.
+async fn oci_hook(ctl: &mut Controller, cmd: OciHookCmd) -> Result<()> {
+    let state = oci::read_state(std::io::stdin())?;
+    match cmd {
+        OciHookCmd::Attach { network, ip, ifname, publish } => {
+            let ep = oci::attach(ctl, &state, &oci::HookAttach { network, ip, ifname, publish }).await?;
+            eprintln!("netpath: attached {} ({}) to {}", ep.id, ep.ip, ep.network);
+        }
+        OciHookCmd::Detach => oci::detach(ctl, &state).await?,
+    }
+    Ok(())
 }
 
 async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {

@@ -6,6 +6,7 @@
 pub mod bpflink;
 pub mod cidr;
 pub mod cli;
+pub mod cni;
 pub mod conntrack;
 pub mod controller;
 pub mod datapath;
@@ -18,6 +19,7 @@ pub mod link;
 pub mod lock;
 pub mod monitor;
 pub mod netns;
+pub mod oci;
 pub mod output;
 pub mod ports;
 pub mod privileges;
@@ -27,5 +29,6 @@ pub mod restore;
 pub mod settings;
 pub mod stats;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};

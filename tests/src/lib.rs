@@ -5,15 +5,19 @@
 //! veth. Each has its own state directory and bpffs pin root, so tests run in parallel and
 //! nothing they do reaches the machine's own interfaces, routes or sysctls.
 use std::{
-    net::Ipv4Addr,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 use serde_json::Value;
 
+pub mod clients;
+pub mod cni;
 pub mod frames;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -341,4 +345,37 @@ impl Topology {
     pub fn endpoint_counters(&self) -> usize {
         self.map_entries("STATS").iter().filter(|e| matches!(stat_key(e).0, 1 | 2)).count()
     }
+}
+
+/// Answers one TCP connection on `port` inside container `ns` with "hello from NS".
+pub fn serve_once(t: &Topology, ns: &str, port: u16) -> std::thread::JoinHandle<()> {
+    let listener = in_netns(&t.ns_path(ns), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap());
+    let reply = format!("hello from {ns}");
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(reply.as_bytes()).unwrap();
+    })
+}
+
+/// Connects from namespace `from` and reads until the server closes.
+pub fn fetch(t: &Topology, from: &str, to: SocketAddr) -> String {
+    let mut conn = in_netns(&t.ns_path(from), || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// What a reboot does to the host namespace: netpath's links are gone, and so is the bpffs
+/// with every pin; the uplink (a physical NIC) and the database stay.
+pub fn reboot_host(t: &Topology) {
+    let links = t.exec("host", &["ip", "-o", "link", "show"]);
+    for name in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()) {
+        if name.starts_with("np-") || name.starts_with("npv") {
+            let _ = t.exec_output("host", &["ip", "link", "del", name]);
+        }
+    }
+    assert!(is_mount_point(&t.pin_root()), "netpath mounts bpffs on the pin root itself");
+    run(Command::new("umount").arg(t.pin_root()));
 }

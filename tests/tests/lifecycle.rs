@@ -2,45 +2,15 @@
 //! namespace or die without a detach, objects left behind netpath's back, and re-attaching.
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     process::Command,
     time::Duration,
 };
 
-use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, in_netns, ip_of, is_mount_point};
+use netpath_tests::{
+    OUTSIDE_ADDR, Topology, UPLINK_ADDR, fetch, in_netns, ip_of, is_mount_point, reboot_host, serve_once,
+};
 use serde_json::Value;
-
-/// Answers one TCP connection on `port` inside container `ns` with "hello from NS".
-fn serve_once(t: &Topology, ns: &str, port: u16) -> std::thread::JoinHandle<()> {
-    let listener = in_netns(&t.ns_path(ns), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap());
-    let reply = format!("hello from {ns}");
-    std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.write_all(reply.as_bytes()).unwrap();
-    })
-}
-
-fn fetch(t: &Topology, from: &str, to: SocketAddr) -> String {
-    let mut conn = in_netns(&t.ns_path(from), || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    reply
-}
-
-/// What a reboot does to the host namespace: netpath's links are gone, and so is the bpffs
-/// with every pin; the uplink (a physical NIC) and the database stay.
-fn reboot_host(t: &Topology) {
-    let links = t.exec("host", &["ip", "-o", "link", "show"]);
-    for name in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()) {
-        if name.starts_with("np-") || name.starts_with("npv") {
-            let _ = t.exec_output("host", &["ip", "link", "del", name]);
-        }
-    }
-    assert!(is_mount_point(&t.pin_root()), "netpath mounts bpffs on the pin root itself");
-    netpath_tests::run(Command::new("umount").arg(t.pin_root()));
-}
 
 fn exit_code(t: &Topology, args: &[&str]) -> (i32, String) {
     let out = t.netpath(args);

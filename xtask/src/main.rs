@@ -39,6 +39,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf => build::ebpf(),
         Task::Test { args } => {
             setup::run()?;
+            setup::for_tests()?;
             build::all()?;
             build::test(&args)
         }

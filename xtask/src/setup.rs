@@ -14,12 +14,24 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("util-linux", "nsenter"),
     ("ethtool", "ethtool"),
+    // The tests with real engines: runc (OCI hooks), containerd and ctr (CNI).
+    ("runc", "runc"),
+    ("containerd", "ctr"),
 ];
+/// Podman pulls iptables in, which the machine must not get (netpath needs none): the Podman
+/// test runs it from this private prefix under the target directory instead.
+pub const PODMAN_ROOT: &str = "podman-root";
 
 pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()
+}
+
+/// What the tests need besides `run`'s: Podman in its private prefix.
+pub fn for_tests() -> Result<()> {
+    let root = crate::bench::install::target_dir().join(PODMAN_ROOT);
+    crate::bench::install::private_prefix(&root, &["podman"]).map(drop)
 }
 
 fn rust_src() -> Result<()> {

@@ -54,7 +54,7 @@ pub fn target_dir() -> PathBuf {
 pub fn install() -> Result<Peers> {
     system_packages()?;
     let root = target_dir().join("bench-root");
-    let mut versions = private_prefix(&root)?;
+    let mut versions = private_prefix(&root, PRIVATE)?;
     for (package, _) in SYSTEM {
         versions.insert(package.to_string(), installed_version(package)?);
     }
@@ -110,20 +110,21 @@ fn installed_version(package: &str) -> Result<String> {
         .with_context(|| format!("version of {package}"))
 }
 
-/// Unpacks the iptables-needing peers into `root` once; later runs read the record.
-fn private_prefix(root: &Path) -> Result<BTreeMap<String, String>> {
+/// Unpacks `wanted` (the iptables-needing peers, or Podman for the tests) into `root` once;
+/// later runs read the record.
+pub(crate) fn private_prefix(root: &Path, wanted: &[&str]) -> Result<BTreeMap<String, String>> {
     let record = root.join("installed.json");
     if let Ok(text) = std::fs::read_to_string(&record) {
         return serde_json::from_str(&text)
             .with_context(|| format!("{} is corrupt; remove {}", record.display(), root.display()));
     }
-    step(&format!("unpacking {} into {} (not system-wide: they need iptables)", PRIVATE.join(", "), root.display()));
+    step(&format!("unpacking {} into {} (not system-wide: they need iptables)", wanted.join(", "), root.display()));
     let debs = root.join("debs");
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     apt_update()?;
-    let mut packages: Vec<String> = PRIVATE.iter().map(|p| p.to_string()).collect();
-    for p in would_install(PRIVATE)? {
+    let mut packages: Vec<String> = wanted.iter().map(|p| p.to_string()).collect();
+    for p in would_install(wanted)? {
         // What may be installed system-wide is, so the peers find one runc and containerd.
         if !packages.contains(&p) && !SYSTEM.iter().any(|(s, _)| *s == p) {
             packages.push(p);

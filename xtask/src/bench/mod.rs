@@ -7,7 +7,7 @@
 //! bench's own namespaces; afterwards the machine is checked to be exactly as before.
 mod charts;
 mod datapath;
-mod install;
+pub(crate) mod install;
 mod leftovers;
 mod lock;
 mod machine;
