@@ -1,5 +1,5 @@
 //! The `netpath` command line: argument parsing, and rendering of what the controller returns.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -87,6 +87,16 @@ pub enum Command {
     Gc {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// Serve Docker's network and IPAM plugin API (honours systemd socket activation) and
+    /// garbage-collect periodically, until SIGTERM.
+    Daemon {
+        /// The socket dockerd finds the plugin by.
+        #[arg(long, default_value = crate::daemon::DEFAULT_DOCKER_SOCKET)]
+        docker_socket: PathBuf,
+        /// Seconds between two runs of gc and conntrack gc.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        gc_interval: u64,
     },
 }
 
@@ -347,6 +357,10 @@ async fn execute(cli: Cli) -> Result<()> {
             report.into_result()
         }
         Command::Gc { format } => print(format, &ctl.gc().await?, gc_text),
+        Command::Daemon { docker_socket, gc_interval } => {
+            let opts = crate::daemon::DaemonOptions { docker_socket, gc_interval: Duration::from_secs(gc_interval) };
+            crate::daemon::run(ctl, opts).await
+        }
         Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
         Command::Port(PortCmd::Ls { format }) => {
             let ports: Vec<PortView> = ctl
@@ -466,6 +480,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
                 no_masquerade: a.no_masquerade,
                 uplink: a.uplink,
                 xdp: a.xdp,
+                external_id: None,
             };
             let net = ctl.network_create(&spec).await?;
             print(a.format, &net, |n| {
