@@ -17,7 +17,8 @@ use crate::{
     ipam, link,
     link::VethPeer,
     lock::Mode,
-    netns::Netns,
+    netns::NsIdentity,
+    restore::EndpointAction,
     ports::{self, Port, Proto},
     store::{EndpointRecord, NetworkRecord, NewEndpoint, Reservation, State},
 };
@@ -82,7 +83,6 @@ impl Controller {
             .store
             .claim(id)?
             .ok_or_else(|| Error::not_found(format!("endpoint '{id}' was not created; create it before joining it")))?;
-        let ns = Netns::open(sandbox)?;
         let _all = self.locks.global(Mode::Shared)?;
         let network = self.store.networks()?.into_iter().find(|n| n.id == network_id && n.state == State::Ready);
         let network = network.ok_or_else(|| Error::not_found(format!("the network of endpoint '{id}' is gone")))?;
@@ -103,8 +103,11 @@ impl Controller {
             mac: Some(mac),
             ifname: peer.clone(),
             host_veth,
+            // The engine makes the namespace after the join (runc creates it, Docker binds it
+            // at the sandbox key later): netpath never knows its identity, and the host end
+            // tells whether the endpoint lives (its peer dies with the namespace).
             netns_path: sandbox.to_string(),
-            netns_id: ns.identity()?,
+            netns_id: NsIdentity::default(),
             ports: Vec::new(),
             handed: true,
         };
@@ -132,6 +135,32 @@ impl Controller {
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
         let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: 0 };
         self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)
+    }
+
+    /// `restore` for a handed endpoint: its host end tells whether it lives. Present, its
+    /// datapath entries are refreshed; gone (the container's namespace died), it is released.
+    pub(crate) async fn restore_handed(&mut self, ep: &EndpointRecord, network_broken: bool) -> EndpointAction {
+        let outcome = async {
+            match self.nl.index_of(&ep.host_veth).await? {
+                None => {
+                    self.teardown_endpoint(ep, true).await?;
+                    if let Some(lock) = self.locks.try_endpoint(&ep.id)? {
+                        lock.remove();
+                    }
+                    Ok(EndpointAction::Released)
+                }
+                Some(_) if network_broken => {
+                    Ok(EndpointAction::Failed(format!("network '{}' could not be restored", ep.network)))
+                }
+                Some(host_ifindex) => {
+                    let info = EndpointInfo { host_ifindex, network_id: ep.network_id, mac: ep.mac_bytes()?, _pad: 0 };
+                    self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info)?;
+                    self.publish(ep).await?;
+                    Ok::<_, Error>(EndpointAction::Intact)
+                }
+            }
+        };
+        outcome.await.unwrap_or_else(|e| EndpointAction::Failed(e.to_string()))
     }
 
     /// Removes a joined endpoint (veth, datapath entries, ports, row); one that is not there

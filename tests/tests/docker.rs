@@ -311,3 +311,376 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     assert!(daemon.stop().success());
     t.teardown();
 }
+
+// ---------------------------------------------------------------------------------------
+// A real dockerd, driven through the docker CLI. It finds the plugin in the global
+// /run/docker/plugins, so these tests hold a machine-wide lock and run one at a time.
+
+const PLUGIN_SOCKET: &str = "/run/docker/plugins/netpath.sock";
+const IMAGE: &str = "npt/busybox";
+/// The cgroup under which dockerd puts containers (cgroupfs driver), removed afterwards.
+const CGROUP_PARENT: &str = "npt-docker";
+/// Paths dockerd 20.10 and its containerd write outside --data-root/--exec-root, removed
+/// afterwards when they did not exist before.
+const STRAY_PATHS: [&str; 5] =
+    ["/etc/docker/key.json", "/etc/docker", "/run/docker/plugins", "/run/docker", "/run/containerd"];
+
+/// The prefix where `cargo xtask test` unpacked docker.io and busybox-static (they come
+/// with iptables, which the machine itself must not get): `NETPATH_DOCKER_ROOT`, or
+/// `<target>/bench-root`.
+fn docker_root() -> PathBuf {
+    let root = std::env::var_os("NETPATH_DOCKER_ROOT").map(PathBuf::from).unwrap_or_else(|| {
+        let bin = netpath_tests::netpath_bin();
+        bin.parent().and_then(Path::parent).expect("target dir").join("bench-root")
+    });
+    assert!(
+        root.join("usr/sbin/dockerd").exists(),
+        "dockerd is missing under {}: run `cargo xtask test`, which unpacks docker.io there",
+        root.display()
+    );
+    root
+}
+
+/// Holds a machine-wide lock for tests that use /run/docker/plugins; on drop, removes the
+/// plugin socket and what dockerd and the daemon made outside their directories.
+struct Global {
+    _lock: std::fs::File,
+    strays: Vec<PathBuf>,
+}
+
+impl Global {
+    fn take() -> Self {
+        let file = std::fs::File::create("/run/netpath-tests-docker.lock").unwrap();
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock");
+        assert!(!Path::new(PLUGIN_SOCKET).exists(), "{PLUGIN_SOCKET} exists: another netpath daemon serves Docker here");
+        let strays = STRAY_PATHS.iter().map(PathBuf::from).filter(|p| !p.exists()).collect();
+        Self { _lock: file, strays }
+    }
+}
+
+impl Drop for Global {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(PLUGIN_SOCKET);
+        for stray in &self.strays {
+            remove_stray(stray);
+        }
+    }
+}
+
+/// dockerd in the topology's host namespace, with its state in the topology's run directory.
+struct Engine {
+    root: PathBuf,
+    dir: PathBuf,
+    dockerd: Option<Child>,
+}
+
+impl Engine {
+    fn start(t: &Topology) -> Self {
+        let root = docker_root();
+        let dir = t.run_dir.join("engine");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("daemon.json"), "{}\n").unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net={}", t.ns_path("host")))
+            .arg(root.join("usr/sbin/dockerd"))
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["-H", &format!("unix://{}", dir.join("docker.sock").display())])
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false", "--cgroup-parent", CGROUP_PARENT]);
+        let mut engine = Self { root, dir, dockerd: None };
+        engine.env(&mut cmd);
+        engine.dockerd = Some(cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn dockerd"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !engine.docker_output(&["version", "-f", "{{.Server.Version}}"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd did not start; see {}", engine.dir.join("dockerd.log").display());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        engine
+    }
+
+    /// The prefix's binaries first on PATH and its libraries before the system's.
+    fn env(&self, cmd: &mut std::process::Command) {
+        let path = ["usr/sbin", "usr/bin", "sbin", "bin"].iter().map(|d| self.root.join(d).display().to_string());
+        let path = path.chain(std::env::var("PATH").ok()).collect::<Vec<_>>().join(":");
+        let lib = self.root.join("usr/lib/x86_64-linux-gnu");
+        cmd.env("PATH", path).env("LD_LIBRARY_PATH", &lib).env("XTABLES_LIBDIR", lib.join("xtables"));
+    }
+
+    fn docker_output(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(self.root.join("usr/bin/docker"));
+        cmd.arg("-H").arg(format!("unix://{}", self.dir.join("docker.sock").display())).args(args);
+        self.env(&mut cmd);
+        cmd.output().expect("docker")
+    }
+
+    /// A docker command that must succeed; its stdout, trimmed.
+    fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_output(args);
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Imports a busybox rootfs as the image, exposing port 80 for `-P`.
+    fn import_busybox(&self) {
+        let rootfs = self.dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy(self.root.join("bin/busybox"), rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let import = format!(
+            "tar -C {} -c . | {} -H unix://{} import --change 'EXPOSE 80' - {IMAGE}",
+            rootfs.display(),
+            self.root.join("usr/bin/docker").display(),
+            self.dir.join("docker.sock").display()
+        );
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &import]);
+        self.env(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `docker run -d`; returns the container's sandbox (netns path), address on `network`
+    /// and netpath endpoint id.
+    fn run(&self, name: &str, network: &str, extra: &[&str]) -> Container {
+        let mut args = vec!["run", "-d", "--name", name, "--network", network];
+        args.extend(extra);
+        args.extend([IMAGE, "sleep", "1000000"]);
+        self.docker(&args);
+        self.container(name, network)
+    }
+
+    fn container(&self, name: &str, network: &str) -> Container {
+        let f = format!(
+            "{{{{.NetworkSettings.SandboxKey}}}} {{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}} {{{{(index .NetworkSettings.Networks \"{network}\").EndpointID}}}}"
+        );
+        let out = self.docker(&["inspect", "-f", &f, name]);
+        let mut parts = out.split(' ');
+        let (Some(sandbox), Some(ip), Some(endpoint)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("docker inspect {name}: {out}")
+        };
+        Container { sandbox: sandbox.into(), ip: ip.parse().unwrap(), endpoint: endpoint.into() }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let ids = self.docker_output(&["ps", "-aq"]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.docker_output(&args);
+        }
+        if let Some(mut dockerd) = self.dockerd.take() {
+            let pid = nix::unistd::Pid::from_raw(dockerd.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while dockerd.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = dockerd.kill();
+            let _ = dockerd.wait();
+        }
+        // Its containerd and shims outlive it by a moment.
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = std::process::Command::new("umount").arg("-R").arg(self.dir.join("exec")).status();
+        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(controller.path().join(CGROUP_PARENT));
+        }
+    }
+}
+
+/// Removes a file, or a tree of nothing but empty directories: anything else is someone else's.
+fn remove_stray(path: &Path) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                remove_stray(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+struct Container {
+    sandbox: String,
+    ip: Ipv4Addr,
+    endpoint: String,
+}
+
+fn ping_from(sandbox: &str, ip: &str) -> bool {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net={sandbox}"))
+        .args(["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A TCP stream of `bytes` from `from` (a netns path) to a listener in `to`; returns the
+/// address the server saw the client come from.
+fn stream(from: &str, to: &str, addr: SocketAddr, listen: u16, bytes: usize) -> SocketAddr {
+    let listener = in_netns(to, || TcpListener::bind((Ipv4Addr::UNSPECIFIED, listen)).unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        conn.write_all(&got.to_be_bytes()).unwrap();
+        peer
+    });
+    let mut conn = in_netns(from, || TcpStream::connect_timeout(&addr, TIMEOUT)).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let chunk = vec![7u8; 65536];
+    let mut sent = 0;
+    while sent < bytes {
+        let n = chunk.len().min(bytes - sent);
+        conn.write_all(&chunk[..n]).unwrap();
+        sent += n;
+    }
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut echo = [0u8; 8];
+    conn.read_exact(&mut echo).unwrap();
+    assert_eq!(usize::from_be_bytes(echo), bytes, "bytes received");
+    server.join().unwrap()
+}
+
+/// What netpath holds for Docker's containers: its endpoint ids.
+fn endpoint_ids(t: &Topology) -> Vec<String> {
+    let eps = t.np_json(&["endpoint", "ls"]);
+    eps.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn host_port_of(t: &Topology, endpoint: &str, container_port: u64) -> u16 {
+    let ports = t.np_json(&["port", "ls"]);
+    let port = ports.as_array().unwrap().iter().find(|p| p["endpoint"] == endpoint && p["container_port"] == container_port);
+    port.unwrap_or_else(|| panic!("no port {container_port} of {endpoint} in {ports}"))["host_port"].as_u64().unwrap() as u16
+}
+
+/// Nothing of netpath's is left in the host namespace, the maps or the database.
+fn assert_nothing_left(t: &Topology) {
+    assert_eq!(t.np_json(&["endpoint", "ls"]), json!([]));
+    assert_eq!(t.np_json(&["network", "ls"]), json!([]));
+    assert_eq!(t.np_json(&["port", "ls"]), json!([]));
+    let links = t.exec("host", &["ip", "-o", "link", "show"]);
+    let left: Vec<&str> = links.lines().filter(|l| [": np-", ": npv", ": npc"].iter().any(|p| l.contains(p))).collect();
+    assert!(left.is_empty(), "links left: {left:?}");
+    for map in ["ENDPOINTS", "VETHS", "NETWORKS", "PORTMAP"] {
+        assert!(t.map_entries(map).is_empty(), "{map} entries left: {:?}", t.map_entries(map));
+    }
+    let pins = t.datapath_dir().map(|d| d.join("links")).and_then(|d| std::fs::read_dir(d).ok());
+    let pinned: Vec<String> = pins.into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(pinned.iter().all(|p| !p.starts_with("npv")), "endpoint links still pinned: {pinned:?}");
+}
+
+/// The sequence both ways of starting the daemon must serve: a network, two containers that
+/// talk over netpath's datapath and reach the outside masqueraded, published ports, and
+/// nothing left after `docker rm -f` and `docker network rm`.
+fn docker_sequence(t: &Topology, engine: &Engine, subnet: &str, gateway: &str) {
+    engine.docker(&["network", "create", "-d", "netpath", "--ipam-driver", "netpath", "--subnet", subnet, "web"]);
+    let web_id = engine.docker(&["network", "inspect", "-f", "{{.Id}}", "web"]);
+    let nets = t.np_json(&["network", "ls"]);
+    assert_eq!(nets[0]["external_id"], web_id.as_str(), "{nets}");
+    assert_eq!(nets[0]["subnet"], subnet, "{nets}");
+    assert_eq!(nets[0]["gateway"], gateway, "{nets}");
+
+    let c1 = engine.run("c1", "web", &[]);
+    let c2 = engine.run("c2", "web", &["-p", "8080:80"]);
+    assert_eq!(endpoint_ids(t).len(), 2);
+    assert!(ping_from(&c1.sandbox, &c2.ip.to_string()), "c1 cannot ping c2");
+    let tx_before = endpoint_stat(t, &c1.endpoint, "tx_bytes");
+    stream(&c1.sandbox, &c2.sandbox, SocketAddr::from((c2.ip, 5001)), 5001, 4 << 20);
+    assert!(endpoint_stat(t, &c1.endpoint, "tx_bytes") >= tx_before + (4 << 20), "the stream went through from_container");
+    assert!(endpoint_stat(t, &c2.endpoint, "rx_bytes") >= 4 << 20);
+    // The outside sees only the uplink's address.
+    let seen = stream(&c1.sandbox, &t.ns_path("outside"), SocketAddr::from((OUTSIDE_ADDR.parse::<Ipv4Addr>().unwrap(), 5002)), 5002, 1 << 16);
+    assert_eq!(seen.ip().to_string(), UPLINK_ADDR);
+    // -p 8080:80, from the outside and from the host's 127.0.0.1.
+    let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
+    stream(&t.ns_path("outside"), &c2.sandbox, SocketAddr::from((uplink, 8080)), 80, 1 << 16);
+    stream(&t.ns_path("host"), &c2.sandbox, SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)), 80, 1 << 16);
+
+    engine.docker(&["rm", "-f", "c1", "c2"]);
+    assert_eq!(endpoint_ids(t), Vec::<String>::new());
+    engine.docker(&["network", "rm", "web"]);
+    assert_nothing_left(t);
+}
+
+#[test]
+fn dockerd_runs_containers_on_netpath() {
+    let _global = Global::take();
+    let t = Topology::with_outside("dkd");
+    let daemon = Daemon::start(&t, Path::new(PLUGIN_SOCKET));
+    let engine = Engine::start(&t);
+    engine.import_busybox();
+
+    docker_sequence(&t, &engine, "10.72.0.0/24", "10.72.0.1");
+
+    // -P publishes the image's exposed port on a host port netpath picked.
+    engine.docker(&["network", "create", "-d", "netpath", "--ipam-driver", "netpath", "--subnet", "10.72.0.0/24", "web"]);
+    let c3 = engine.run("c3", "web", &["-P"]);
+    let port = host_port_of(&t, &c3.endpoint, 80);
+    let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
+    stream(&t.ns_path("outside"), &c3.sandbox, SocketAddr::from((uplink, port)), 80, 1 << 16);
+
+    // docker network connect / disconnect of a running container; a second network with
+    // Docker's default IPAM, whose addresses netpath records as static.
+    engine.docker(&["network", "create", "-d", "netpath", "--subnet", "10.74.0.0/24", "back"]);
+    let c4 = engine.run("c4", "back", &[]);
+    engine.docker(&["network", "connect", "back", "c3"]);
+    let c3_back = engine.container("c3", "back");
+    assert_eq!(endpoint_ids(&t).len(), 3);
+    assert!(ping_from(&c3.sandbox, &c4.ip.to_string()), "c3 cannot reach c4 after connect");
+    engine.docker(&["network", "disconnect", "back", "c3"]);
+    assert!(!endpoint_ids(&t).contains(&c3_back.endpoint), "the disconnected endpoint is gone");
+    assert!(!ping_from(&c3.sandbox, &c4.ip.to_string()), "c3 still reaches c4 after disconnect");
+
+    // SIGKILL between two containers' starts: both keep working, the second is removed
+    // by docker rm like the first.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid()), nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop(daemon);
+    assert!(ping_from(&c3.sandbox, "10.72.0.1"), "the datapath works without the daemon");
+    let daemon = Daemon::start(&t, Path::new(PLUGIN_SOCKET));
+    let c5 = engine.run("c5", "web", &[]);
+    assert!(ping_from(&c5.sandbox, &c3.ip.to_string()), "c5 cannot reach c3 after the restart");
+    stream(&t.ns_path("outside"), &c3.sandbox, SocketAddr::from((uplink, port)), 80, 1 << 16);
+    engine.docker(&["rm", "-f", "c3", "c4", "c5"]);
+    engine.docker(&["network", "rm", "web", "back"]);
+    assert_nothing_left(&t);
+
+    // Through systemd's socket activation: the daemon starts at the first connection.
+    assert!(daemon.stop().success());
+    let mut activate = std::process::Command::new("systemd-socket-activate");
+    activate.args(["-l", PLUGIN_SOCKET]).arg(netpath_tests::netpath_bin()).args([
+        "--state-dir",
+        t.state_dir().to_str().unwrap(),
+        "--bpffs",
+        t.pin_root().to_str().unwrap(),
+        "--host-netns",
+        &t.ns_path("host"),
+        "daemon",
+    ]);
+    let activated = Daemon { child: Some(activate.stdout(Stdio::null()).spawn().unwrap()), socket: PLUGIN_SOCKET.into() };
+    activated.wait_ready();
+    docker_sequence(&t, &engine, "10.75.0.0/24", "10.75.0.1");
+    assert!(activated.stop().success());
+    drop(engine);
+    t.teardown();
+}

@@ -94,7 +94,7 @@ struct IpamData {
 struct CreateNetworkBody {
     #[serde(rename = "NetworkID")]
     network_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     options: BTreeMap<String, Value>,
     #[serde(rename = "IPv4Data", default)]
     ipv4_data: Option<Vec<IpamData>>,
@@ -148,7 +148,7 @@ struct PortBinding {
 struct ConnectivityBody {
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     options: BTreeMap<String, Value>,
 }
 
@@ -177,8 +177,13 @@ struct AddressBody {
     pool_id: String,
     #[serde(default)]
     address: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     options: BTreeMap<String, String>,
+}
+
+/// Go encodes an empty map as `null`.
+fn null_is_empty<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Refusal> {
@@ -470,5 +475,8 @@ mod tests {
         assert_eq!(parse("/Nope.Method", b"{}").unwrap_err(), Refusal::UnknownMethod("Nope.Method".into()));
         assert!(matches!(parse("/NetworkDriver.Join", b"{not json"), Err(Refusal::Invalid(_))));
         assert!(matches!(parse("/IpamDriver.RequestPool", br#"{"V6":true}"#), Err(Refusal::Invalid(_))));
+        // Go sends empty maps as null.
+        let raw = br#"{"PoolID":"10.1.0.0/24","Address":"","Options":null}"#;
+        assert!(matches!(parse("/IpamDriver.RequestAddress", raw), Ok(Request::RequestAddress { gateway: false, .. })));
     }
 }
