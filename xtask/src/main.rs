@@ -40,7 +40,8 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::run()?;
             build::all()?;
-            build::test(&args)
+            let docker = bench::docker_for_tests()?;
+            build::test(&args, &docker)
         }
         Task::Demo => {
             setup::run()?;

@@ -29,6 +29,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::sh::{self, step, workspace_root};
+pub use install::docker_for_tests;
 use install::Peers;
 use scenario::Scenario;
 
