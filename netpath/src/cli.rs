@@ -503,10 +503,11 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
                             n.gateway.to_string(),
                             count.to_string(),
                             flags(n),
+                            engine_id(n),
                         ]
                     })
                     .collect::<Vec<_>>();
-                table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "FLAGS"], &rows)
+                table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "FLAGS", "DOCKER-ID"], &rows)
             })
         }
         NetworkCmd::Inspect { name, format } => {
@@ -614,8 +615,19 @@ fn network_text(n: &NetworkRecord) -> String {
         ("mtu", n.mtu.to_string()),
         ("flags", flags(n)),
         ("uplink", n.uplink.clone().unwrap_or_else(|| "(default route)".into())),
+        ("docker id", n.external_id.clone().unwrap_or_else(|| "-".into())),
     ];
-    key_values(&rows, 8)
+    key_values(&rows, 9)
+}
+
+/// The id Docker knows a network by, shortened as `docker network ls` shows it.
+fn engine_id(n: &NetworkRecord) -> String {
+    n.external_id.as_deref().map_or_else(|| "-".to_string(), |id| id.chars().take(12).collect())
+}
+
+/// The container end's name: Docker names the ends it was handed (eth0, eth1 …) itself.
+fn ifname_of(e: &EndpointRecord) -> String {
+    if e.handed { "(by docker)".to_string() } else { e.ifname.clone() }
 }
 
 fn endpoint_text(e: &EndpointRecord) -> String {
@@ -625,7 +637,7 @@ fn endpoint_text(e: &EndpointRecord) -> String {
         ("ip", format!("{}/{}", e.ip, e.prefix)),
         ("mac", e.mac.clone()),
         ("gateway", e.gateway.to_string()),
-        ("ifname", e.ifname.clone()),
+        ("ifname", ifname_of(e)),
         ("host", e.host_veth.clone()),
         ("netns", e.netns.clone()),
         ("ports", e.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
@@ -642,7 +654,7 @@ fn endpoints_table(eps: &[EndpointRecord]) -> String {
                 e.network.clone(),
                 format!("{}/{}", e.ip, e.prefix),
                 e.mac.clone(),
-                e.ifname.clone(),
+                ifname_of(e),
                 e.host_veth.clone(),
                 e.netns.clone(),
             ]
