@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, in_netns};
+use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, in_netns, tcp_request};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -152,16 +152,6 @@ fn tcp_echo_once(t: &Topology, ns: &str, port: u16) -> std::thread::JoinHandle<(
     })
 }
 
-fn tcp_roundtrip(t: &Topology, ns: &str, to: SocketAddr, msg: &str) -> String {
-    let mut conn = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&to, TIMEOUT))
-        .unwrap_or_else(|e| panic!("{ns} -> {to}: {e}"));
-    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    conn.write_all(msg.as_bytes()).unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    reply
-}
-
 fn endpoint_stat(t: &Topology, id: &str, field: &str) -> u64 {
     let stats = t.np_json(&["stats"]);
     let ep = stats["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).cloned();
@@ -246,7 +236,7 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
 
     assert!(t.ping("a", &b_ip.to_string(), 3), "a cannot ping b");
     let server = tcp_echo_once(&t, "b", 7000);
-    assert_eq!(tcp_roundtrip(&t, "a", SocketAddr::from((b_ip, 7000)), "over netpath"), "over netpath");
+    assert_eq!(tcp_request(&t, "a", SocketAddr::from((b_ip, 7000)), "over netpath").0, "over netpath");
     server.join().unwrap();
     assert!(endpoint_stat(&t, &a, "tx_packets") >= 5, "a's traffic went through from_container");
     assert!(endpoint_stat(&t, &b, "rx_packets") >= 5);
@@ -267,7 +257,7 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     for (host_port, port) in [(8080, 80), (picked, 81)] {
         let server = tcp_echo_once(&t, "b", port);
         let to = SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), host_port));
-        assert_eq!(tcp_roundtrip(&t, "outside", to, "published"), "published");
+        assert_eq!(tcp_request(&t, "outside", to, "published").0, "published");
         server.join().unwrap();
     }
 
@@ -278,7 +268,7 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     assert!(t.ping("a", &b_ip.to_string(), 2), "traffic needs no daemon");
     let server = tcp_echo_once(&t, "b", 80);
     let to = SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), 8080));
-    assert_eq!(tcp_roundtrip(&t, "outside", to, "no daemon"), "no daemon");
+    assert_eq!(tcp_request(&t, "outside", to, "no daemon").0, "no daemon");
     server.join().unwrap();
 
     // Killed outright, its socket file stays; a new daemon replaces it and answers for
