@@ -363,18 +363,27 @@ struct Engine {
     root: PathBuf,
     dir: PathBuf,
     dockerd: Option<Child>,
+    /// The topology's host namespace, where dockerd runs.
+    host: String,
 }
 
 impl Engine {
     fn start(t: &Topology) -> Self {
-        let root = docker_root();
         let dir = t.run_dir.join("engine");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("daemon.json"), "{}\n").unwrap();
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let mut engine = Self { root: docker_root(), dir, dockerd: None, host: t.ns_path("host") };
+        engine.spawn();
+        engine
+    }
+
+    /// Starts dockerd (again, with the same directories) and waits until it answers.
+    fn spawn(&mut self) {
+        let dir = &self.dir;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dockerd.log")).unwrap();
         let mut cmd = std::process::Command::new("nsenter");
-        cmd.arg(format!("--net={}", t.ns_path("host")))
-            .arg(root.join("usr/sbin/dockerd"))
+        cmd.arg(format!("--net={}", self.host))
+            .arg(self.root.join("usr/sbin/dockerd"))
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
             .arg("--data-root")
@@ -385,15 +394,39 @@ impl Engine {
             .arg(dir.join("dockerd.pid"))
             .args(["-H", &format!("unix://{}", dir.join("docker.sock").display())])
             .args(["--bridge", "none", "--iptables=false", "--ip-masq=false", "--cgroup-parent", CGROUP_PARENT]);
-        let mut engine = Self { root, dir, dockerd: None };
-        engine.env(&mut cmd);
-        engine.dockerd = Some(cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn dockerd"));
+        self.env(&mut cmd);
+        self.dockerd = Some(cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn dockerd"));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !engine.docker_output(&["version", "-f", "{{.Server.Version}}"]).status.success() {
-            assert!(Instant::now() < deadline, "dockerd did not start; see {}", engine.dir.join("dockerd.log").display());
+        while !self.docker_output(&["version", "-f", "{{.Server.Version}}"]).status.success() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                panic!("dockerd did not start; its log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        engine
+    }
+
+    /// SIGKILL to dockerd (its containerd and the containers' shims live on), then a new one.
+    fn kill_and_restart(&mut self) {
+        let mut dockerd = self.dockerd.take().expect("running");
+        dockerd.kill().unwrap();
+        dockerd.wait().unwrap();
+        // Its containerd dies with it; where PID 1 does not reap orphans, the zombie keeps
+        // its PID, and the next dockerd takes it for a live containerd and waits for it.
+        let pidfile = self.dir.join("exec/containerd/containerd.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let state = state.as_deref().and_then(|s| s.rsplit_once(')')).and_then(|(_, r)| r.split_whitespace().next());
+            if matches!(state, None | Some("Z")) {
+                let _ = std::fs::remove_file(&pidfile);
+                break;
+            }
+            assert!(Instant::now() < deadline, "containerd {pid} outlived dockerd");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.spawn();
     }
 
     /// The prefix's binaries first on PATH and its libraries before the system's.
@@ -481,12 +514,37 @@ impl Drop for Engine {
             let _ = dockerd.kill();
             let _ = dockerd.wait();
         }
-        // Its containerd and shims outlive it by a moment.
+        // Its containerd and shims outlive it by a moment; any still there after that (a
+        // dockerd that failed to come back) are found by this engine's own directory in
+        // their command line, and stopped by PID with the containers they run.
         std::thread::sleep(Duration::from_secs(1));
+        kill_engine_processes(&self.dir);
         let _ = std::process::Command::new("umount").arg("-R").arg(self.dir.join("exec")).status();
         for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let _ = std::fs::remove_dir(controller.path().join(CGROUP_PARENT));
         }
+    }
+}
+
+/// Processes whose command line names `dir` (containerd, its shims) and their children.
+fn kill_engine_processes(dir: &Path) {
+    let dir = dir.display().to_string();
+    let procs: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect();
+    let ours: Vec<i32> = procs.iter().filter(|(_, _, cmd)| cmd.contains(&dir)).map(|(pid, _, _)| *pid).collect();
+    let children = procs.iter().filter(|(_, ppid, _)| ours.contains(ppid)).map(|(pid, _, _)| *pid);
+    for pid in children.chain(ours.iter().copied()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -618,7 +676,7 @@ fn dockerd_runs_containers_on_netpath() {
     let _global = Global::take();
     let t = Topology::with_outside("dkd");
     let daemon = Daemon::start(&t, Path::new(PLUGIN_SOCKET));
-    let engine = Engine::start(&t);
+    let mut engine = Engine::start(&t);
     engine.import_busybox();
 
     docker_sequence(&t, &engine, "10.72.0.0/24", "10.72.0.1");
@@ -666,10 +724,28 @@ fn dockerd_runs_containers_on_netpath() {
         "--host-netns",
         &t.ns_path("host"),
         "daemon",
+        "--gc-interval",
+        "2",
     ]);
     let activated = Daemon { child: Some(activate.stdout(Stdio::null()).spawn().unwrap()), socket: PLUGIN_SOCKET.into() };
     activated.wait_ready();
     docker_sequence(&t, &engine, "10.75.0.0/24", "10.75.0.1");
+
+    // dockerd killed outright and started again: it does not run the containers it lost, and
+    // their endpoints are released (by its cleanup's Leave, or by the daemon's gc once the
+    // namespace is gone); `docker rm` then finds nothing left to undo.
+    engine.docker(&["network", "create", "-d", "netpath", "--ipam-driver", "netpath", "--subnet", "10.75.0.0/24", "web"]);
+    let c6 = engine.run("c6", "web", &[]);
+    assert_eq!(endpoint_ids(&t), vec![c6.endpoint.clone()]);
+    engine.kill_and_restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !endpoint_ids(&t).is_empty() {
+        assert!(Instant::now() < deadline, "c6's endpoint outlived dockerd's restart: {:?}", endpoint_ids(&t));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    engine.docker(&["rm", "-f", "c6"]);
+    engine.docker(&["network", "rm", "web"]);
+    assert_nothing_left(&t);
     assert!(activated.stop().success());
     drop(engine);
     t.teardown();
