@@ -112,10 +112,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
             return Err(Error::conflict(format!("{} exists and is not a socket; remove it", path.display())));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::conflict(format!(
-                "{} is served by a running daemon; stop it first",
-                path.display()
-            )));
+            return Err(Error::conflict(format!("{} is served by a running daemon; stop it first", path.display())));
         }
         std::fs::remove_file(path).context(|| format!("cannot remove stale socket {}", path.display()))?;
     }

@@ -18,8 +18,8 @@ use crate::{
     link::VethPeer,
     lock::Mode,
     netns::NsIdentity,
-    restore::EndpointAction,
     ports::{self, Port, Proto},
+    restore::EndpointAction,
     store::{EndpointRecord, NetworkRecord, NewEndpoint, Reservation, State},
 };
 
@@ -56,7 +56,13 @@ impl Controller {
 
     /// Records the address (and MAC, by default derived from it) an engine gave an endpoint
     /// it will join later. Returns the MAC.
-    pub fn claim_endpoint(&mut self, net: &NetworkRecord, id: &str, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> Result<[u8; 6]> {
+    pub fn claim_endpoint(
+        &mut self,
+        net: &NetworkRecord,
+        id: &str,
+        ip: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+    ) -> Result<[u8; 6]> {
         if !net.subnet.hosts().contains(&u32::from(ip)) || ip == net.gateway {
             return Err(Error::invalid(format!("address {ip} is not a free host address of {}", net.subnet)));
         }
@@ -172,8 +178,9 @@ impl Controller {
         }
     }
 
-    /// Publishes ports of a joined endpoint, picking host ports where the request leaves the
-    /// choice to netpath. Returns what was published.
+    /// Publishes the ports of a joined endpoint, replacing what it published before (the
+    /// engine sends the whole set, and may send it again), picking host ports where the
+    /// request leaves the choice to netpath. Returns what was published.
     pub async fn publish_ports(&mut self, id: &str, requests: &[PortRequest]) -> Result<Vec<Port>> {
         let _all = self.locks.global(Mode::Shared)?;
         let ep = self.endpoint(id)?;
@@ -186,6 +193,7 @@ impl Controller {
                 net.name
             )));
         }
+        self.withdraw_ports(id)?;
         let taken: Vec<Port> = self.ports()?.into_iter().map(|(_, p)| p).collect();
         let mut ports: Vec<Port> = Vec::new();
         for req in requests {
@@ -196,10 +204,18 @@ impl Controller {
             // A port named exactly is taken as it is: the checks below refuse it, naming why.
             let exact = first == last;
             let free = (first..=last)
-                .map(|host_port| Port { proto: req.proto, host_ip: req.host_ip, host_port, container_port: req.container_port })
+                .map(|host_port| Port {
+                    proto: req.proto,
+                    host_ip: req.host_ip,
+                    host_port,
+                    container_port: req.container_port,
+                })
                 .find(|p| exact || (!taken.iter().chain(&ports).any(|t| t.collides(p)) && !ports::host_port_in_use(p)));
             let port = free.ok_or_else(|| {
-                Error::conflict(format!("no free host port in {first}-{last}/{} to publish port {}", req.proto, req.container_port))
+                Error::conflict(format!(
+                    "no free host port in {first}-{last}/{} to publish port {}",
+                    req.proto, req.container_port
+                ))
             })?;
             ports.push(port);
         }
@@ -207,7 +223,7 @@ impl Controller {
         self.store.add_ports(id, &ports)?;
         let ep = self.endpoint(id)?;
         if let Err(e) = self.publish(&ep).await {
-            let _ = self.unpublish_ports(id).await;
+            let _ = self.withdraw_ports(id);
             return Err(e);
         }
         Ok(ports)
@@ -215,6 +231,15 @@ impl Controller {
 
     /// Withdraws every port an endpoint publishes.
     pub async fn unpublish_ports(&mut self, id: &str) -> Result<()> {
+        let _all = self.locks.global(Mode::Shared)?;
+        let Some(ep) = self.store.endpoint(id)? else { return Ok(()) };
+        let _net_lock = self.locks.network(&ep.network, Mode::Shared)?;
+        let _ep_lock = self.locks.endpoint(id)?;
+        self.withdraw_ports(id)
+    }
+
+    /// `unpublish_ports` for a caller that holds the endpoint's locks.
+    fn withdraw_ports(&mut self, id: &str) -> Result<()> {
         let Some(ep) = self.store.endpoint(id)? else { return Ok(()) };
         if ep.ports.is_empty() {
             return Ok(());

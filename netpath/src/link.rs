@@ -103,7 +103,8 @@ impl Netlink {
     /// directly inside `peer_ns` under its final name, so no temporary name can collide.
     /// A peer without a namespace stays in this one, for an engine to move (Docker's Join).
     pub async fn create_veth(&self, host: &str, bridge: u32, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string()).mtu(mtu).address(peer.mac.to_vec());
+        let mut peer_msg =
+            LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string()).mtu(mtu).address(peer.mac.to_vec());
         if let Some(ns) = peer.netns {
             peer_msg = peer_msg.setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns.fd()));
         }
@@ -118,7 +119,8 @@ impl Netlink {
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
             Some(libc::EEXIST) => Error::conflict(format!(
                 "network namespace '{}' already has an interface named '{}'; pass another --ifname",
-                peer.netns.map_or("of the host", |ns| ns.path.as_str()), peer.name
+                peer.netns.map_or("of the host", |ns| ns.path.as_str()),
+                peer.name
             )),
             _ => Error::system(format!("cannot create veth '{host}'"), e),
         })?;

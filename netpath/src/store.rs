@@ -248,8 +248,7 @@ fn parse_col<T: std::str::FromStr>(row: &Row, idx: &str) -> rusqlite::Result<T> 
     })
 }
 
-const NETWORK_COLS: &str =
-    "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, external_id, state, owner_pid, created_at";
+const NETWORK_COLS: &str = "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, external_id, state, owner_pid, created_at";
 
 fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
     Ok(NetworkRecord {
@@ -562,9 +561,10 @@ impl Store {
                 ip
             }
             // Addresses an engine holds through netpath's IPAM are taken too.
-            None => ipam::lowest_free(net.subnet, net.gateway, &(&used | &ipam_addresses(&tx, net.subnet)?)).ok_or_else(|| {
-                Error::conflict(format!("network '{}' has no free address left in {}", net.name, net.subnet))
-            })?,
+            None => ipam::lowest_free(net.subnet, net.gateway, &(&used | &ipam_addresses(&tx, net.subnet)?))
+                .ok_or_else(|| {
+                    Error::conflict(format!("network '{}' has no free address left in {}", net.name, net.subnet))
+                })?,
         };
         let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
         let mac_text = ipam::format_mac(&mac);
@@ -752,7 +752,8 @@ impl Store {
             let mut stmt = tx.prepare("SELECT name, subnet FROM networks UNION ALL SELECT '', pool FROM ipam_pools")?;
             for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
                 let (name, subnet) = row?;
-                let subnet = subnet.parse().map_err(|_| Error::system("state database", format!("bad subnet '{subnet}'")))?;
+                let subnet =
+                    subnet.parse().map_err(|_| Error::system("state database", format!("bad subnet '{subnet}'")))?;
                 taken.push((name, subnet));
             }
         }
@@ -767,7 +768,11 @@ impl Store {
             None => {
                 let taken: Vec<Ipv4Net> = taken.iter().map(|(_, t)| *t).chain(routes.iter().copied()).collect();
                 ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
-                    Error::conflict(format!("no free /{} left in {}; pass a subnet", ipam::DEFAULT_PREFIX, ipam::DEFAULT_POOL))
+                    Error::conflict(format!(
+                        "no free /{} left in {}; pass a subnet",
+                        ipam::DEFAULT_PREFIX,
+                        ipam::DEFAULT_POOL
+                    ))
                 })?
             }
         };

@@ -182,12 +182,11 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     assert!(answer["Err"].is_string());
     let (status, answer) = call(&socket, "NetworkDriver.Teleport", &json!({}));
     assert_eq!((status, answer["Err"].as_str().unwrap()), (404, "unknown method 'NetworkDriver.Teleport'"));
-    let (status, answer) = parse_response(&raw(
-        &socket,
-        b"POST /NetworkDriver.Join HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"Endpo\"}",
-    ));
+    let (status, answer) =
+        parse_response(&raw(&socket, b"POST /NetworkDriver.Join HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"Endpo\"}"));
     assert_eq!(status, 400, "{answer}");
-    let half = raw(&socket, b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"NetworkID\":");
+    let half =
+        raw(&socket, b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"NetworkID\":");
     assert_eq!(half, "", "a half-sent request gets no answer");
     // A client that says nothing holds no one up, and many at once are each answered.
     let mut silent = UnixStream::connect(&socket).unwrap();
@@ -210,11 +209,19 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     assert!(late.contains(" 408 "), "a silent client is timed out: {late:?}");
 
     // docker network create -d netpath --ipam-driver netpath --subnet 10.71.0.0/24 web
-    let pool = ok(&socket, "IpamDriver.RequestPool", json!({"AddressSpace": "netpath-local", "Pool": "10.71.0.0/24", "SubPool": "", "Options": {}, "V6": false}));
+    let pool = ok(
+        &socket,
+        "IpamDriver.RequestPool",
+        json!({"AddressSpace": "netpath-local", "Pool": "10.71.0.0/24", "SubPool": "", "Options": {}, "V6": false}),
+    );
     assert_eq!(pool["PoolID"], "10.71.0.0/24");
     let overlap = call(&socket, "IpamDriver.RequestPool", &json!({"Pool": "10.71.0.128/25"}));
     assert_eq!(overlap.0, 500, "{}", overlap.1);
-    let gw = ok(&socket, "IpamDriver.RequestAddress", json!({"PoolID": "10.71.0.0/24", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}));
+    let gw = ok(
+        &socket,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": "10.71.0.0/24", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    );
     assert_eq!(gw["Address"], "10.71.0.1/24");
     ok(
         &socket,
@@ -250,6 +257,15 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
             {"Proto": 6, "IP": "", "Port": 81, "HostIP": "", "HostPort": 0, "HostPortEnd": 0}]}}),
     );
+    // The same set again (Docker may repeat a call) replaces it: still two ports.
+    ok(
+        &socket,
+        "NetworkDriver.ProgramExternalConnectivity",
+        json!({"NetworkID": NET_ID, "EndpointID": b, "Options": {"com.docker.network.portmap": [
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+            {"Proto": 6, "IP": "", "Port": 81, "HostIP": "", "HostPort": 0, "HostPortEnd": 0}]}}),
+    );
+    assert_eq!(t.np_json(&["port", "ls"]).as_array().unwrap().len(), 2);
     let info = ok(&socket, "NetworkDriver.EndpointOperInfo", json!({"NetworkID": NET_ID, "EndpointID": b}));
     let bindings = info["Value"]["com.docker.network.portmap"].as_array().unwrap().clone();
     let picked = bindings.iter().find(|p| p["Port"] == 81).unwrap()["HostPort"].as_u64().unwrap() as u16;
@@ -343,7 +359,10 @@ impl Global {
         let file = std::fs::File::create("/run/netpath-tests-docker.lock").unwrap();
         let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock");
-        assert!(!Path::new(PLUGIN_SOCKET).exists(), "{PLUGIN_SOCKET} exists: another netpath daemon serves Docker here");
+        assert!(
+            !Path::new(PLUGIN_SOCKET).exists(),
+            "{PLUGIN_SOCKET} exists: another netpath daemon serves Docker here"
+        );
         let strays = STRAY_PATHS.iter().map(PathBuf::from).filter(|p| !p.exists()).collect();
         Self { _lock: file, strays }
     }
@@ -401,7 +420,10 @@ impl Engine {
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                panic!("dockerd did not start; its log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                panic!(
+                    "dockerd did not start; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -418,7 +440,8 @@ impl Engine {
         let deadline = Instant::now() + Duration::from_secs(10);
         while let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
             let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            let state = state.as_deref().and_then(|s| s.rsplit_once(')')).and_then(|(_, r)| r.split_whitespace().next());
+            let state =
+                state.as_deref().and_then(|s| s.rsplit_once(')')).and_then(|(_, r)| r.split_whitespace().next());
             if matches!(state, None | Some("Z")) {
                 let _ = std::fs::remove_file(&pidfile);
                 break;
@@ -594,7 +617,8 @@ fn stream(from: &str, to: &str, addr: SocketAddr, listen: u16, bytes: usize) -> 
         conn.write_all(&got.to_be_bytes()).unwrap();
         peer
     });
-    let mut conn = in_netns(from, || TcpStream::connect_timeout(&addr, TIMEOUT)).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let mut conn =
+        in_netns(from, || TcpStream::connect_timeout(&addr, TIMEOUT)).unwrap_or_else(|e| panic!("{addr}: {e}"));
     conn.set_read_timeout(Some(TIMEOUT)).unwrap();
     let chunk = vec![7u8; 65536];
     let mut sent = 0;
@@ -618,8 +642,10 @@ fn endpoint_ids(t: &Topology) -> Vec<String> {
 
 fn host_port_of(t: &Topology, endpoint: &str, container_port: u64) -> u16 {
     let ports = t.np_json(&["port", "ls"]);
-    let port = ports.as_array().unwrap().iter().find(|p| p["endpoint"] == endpoint && p["container_port"] == container_port);
-    port.unwrap_or_else(|| panic!("no port {container_port} of {endpoint} in {ports}"))["host_port"].as_u64().unwrap() as u16
+    let port =
+        ports.as_array().unwrap().iter().find(|p| p["endpoint"] == endpoint && p["container_port"] == container_port);
+    port.unwrap_or_else(|| panic!("no port {container_port} of {endpoint} in {ports}"))["host_port"].as_u64().unwrap()
+        as u16
 }
 
 /// Nothing of netpath's is left in the host namespace, the maps or the database.
@@ -634,7 +660,8 @@ fn assert_nothing_left(t: &Topology) {
         assert!(t.map_entries(map).is_empty(), "{map} entries left: {:?}", t.map_entries(map));
     }
     let pins = t.datapath_dir().map(|d| d.join("links")).and_then(|d| std::fs::read_dir(d).ok());
-    let pinned: Vec<String> = pins.into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let pinned: Vec<String> =
+        pins.into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(pinned.iter().all(|p| !p.starts_with("npv")), "endpoint links still pinned: {pinned:?}");
 }
 
@@ -655,10 +682,19 @@ fn docker_sequence(t: &Topology, engine: &Engine, subnet: &str, gateway: &str) {
     assert!(ping_from(&c1.sandbox, &c2.ip.to_string()), "c1 cannot ping c2");
     let tx_before = endpoint_stat(t, &c1.endpoint, "tx_bytes");
     stream(&c1.sandbox, &c2.sandbox, SocketAddr::from((c2.ip, 5001)), 5001, 4 << 20);
-    assert!(endpoint_stat(t, &c1.endpoint, "tx_bytes") >= tx_before + (4 << 20), "the stream went through from_container");
+    assert!(
+        endpoint_stat(t, &c1.endpoint, "tx_bytes") >= tx_before + (4 << 20),
+        "the stream went through from_container"
+    );
     assert!(endpoint_stat(t, &c2.endpoint, "rx_bytes") >= 4 << 20);
     // The outside sees only the uplink's address.
-    let seen = stream(&c1.sandbox, &t.ns_path("outside"), SocketAddr::from((OUTSIDE_ADDR.parse::<Ipv4Addr>().unwrap(), 5002)), 5002, 1 << 16);
+    let seen = stream(
+        &c1.sandbox,
+        &t.ns_path("outside"),
+        SocketAddr::from((OUTSIDE_ADDR.parse::<Ipv4Addr>().unwrap(), 5002)),
+        5002,
+        1 << 16,
+    );
     assert_eq!(seen.ip().to_string(), UPLINK_ADDR);
     // -p 8080:80, from the outside and from the host's 127.0.0.1.
     let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
@@ -682,7 +718,17 @@ fn dockerd_runs_containers_on_netpath() {
     docker_sequence(&t, &engine, "10.72.0.0/24", "10.72.0.1");
 
     // -P publishes the image's exposed port on a host port netpath picked.
-    engine.docker(&["network", "create", "-d", "netpath", "--ipam-driver", "netpath", "--subnet", "10.72.0.0/24", "web"]);
+    engine.docker(&[
+        "network",
+        "create",
+        "-d",
+        "netpath",
+        "--ipam-driver",
+        "netpath",
+        "--subnet",
+        "10.72.0.0/24",
+        "web",
+    ]);
     let c3 = engine.run("c3", "web", &["-P"]);
     let port = host_port_of(&t, &c3.endpoint, 80);
     let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
@@ -727,14 +773,25 @@ fn dockerd_runs_containers_on_netpath() {
         "--gc-interval",
         "2",
     ]);
-    let activated = Daemon { child: Some(activate.stdout(Stdio::null()).spawn().unwrap()), socket: PLUGIN_SOCKET.into() };
+    let activated =
+        Daemon { child: Some(activate.stdout(Stdio::null()).spawn().unwrap()), socket: PLUGIN_SOCKET.into() };
     activated.wait_ready();
     docker_sequence(&t, &engine, "10.75.0.0/24", "10.75.0.1");
 
     // dockerd killed outright and started again: it does not run the containers it lost, and
     // their endpoints are released (by its cleanup's Leave, or by the daemon's gc once the
     // namespace is gone); `docker rm` then finds nothing left to undo.
-    engine.docker(&["network", "create", "-d", "netpath", "--ipam-driver", "netpath", "--subnet", "10.75.0.0/24", "web"]);
+    engine.docker(&[
+        "network",
+        "create",
+        "-d",
+        "netpath",
+        "--ipam-driver",
+        "netpath",
+        "--subnet",
+        "10.75.0.0/24",
+        "web",
+    ]);
     let c6 = engine.run("c6", "web", &[]);
     assert_eq!(endpoint_ids(&t), vec![c6.endpoint.clone()]);
     engine.kill_and_restart();

@@ -47,7 +47,8 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Request, Re
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| refused(400, "request head is not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let mut start = lines.next().unwrap_or_default().split(' ');
-    let (Some(method), Some(path), Some(version), None) = (start.next(), start.next(), start.next(), start.next()) else {
+    let (Some(method), Some(path), Some(version), None) = (start.next(), start.next(), start.next(), start.next())
+    else {
         return Err(refused(400, "malformed request line"));
     };
     if !version.starts_with("HTTP/1.") {
@@ -74,7 +75,9 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Request, Re
     }
     let have = body.len();
     body.resize(length, 0);
-    r.read_exact(&mut body[have..]).await.map_err(|e| Refused { status: None, reason: format!("body cut short: {e}") })?;
+    r.read_exact(&mut body[have..])
+        .await
+        .map_err(|e| Refused { status: None, reason: format!("body cut short: {e}") })?;
     Ok(Request { method, path, body })
 }
 
@@ -117,10 +120,16 @@ mod tests {
     fn requests_and_refusals() {
         block_on(async {
             let ok = parse(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
-            assert_eq!((ok.method.as_str(), ok.path.as_str(), ok.body.as_slice()), ("POST", "/Plugin.Activate", &b"{}"[..]));
+            assert_eq!(
+                (ok.method.as_str(), ok.path.as_str(), ok.body.as_slice()),
+                ("POST", "/Plugin.Activate", &b"{}"[..])
+            );
             assert_eq!(parse(b"garbage\r\n\r\n").await.unwrap_err().status, Some(400));
             assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").await.unwrap_err().status, Some(400));
-            assert_eq!(parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap_err().status, Some(411));
+            assert_eq!(
+                parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap_err().status,
+                Some(411)
+            );
             // Half a request: the peer is gone, nobody to answer.
             assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}").await.unwrap_err().status, None);
             assert_eq!(parse(b"POST / HT").await.unwrap_err().status, None);

@@ -36,22 +36,52 @@ pub enum Request {
     Capabilities,
     CreateNetwork(NewNetwork),
     DeleteNetwork(String),
-    CreateEndpoint { network: String, endpoint: String, ip: Ipv4Addr, mac: Option<[u8; 6]> },
-    DeleteEndpoint { endpoint: String },
-    EndpointOperInfo { endpoint: String },
-    Join { endpoint: String, sandbox: String },
-    Leave { endpoint: String },
-    ProgramExternalConnectivity { endpoint: String, ports: Vec<PortRequest> },
-    RevokeExternalConnectivity { endpoint: String },
+    CreateEndpoint {
+        network: String,
+        endpoint: String,
+        ip: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+    },
+    DeleteEndpoint {
+        endpoint: String,
+    },
+    EndpointOperInfo {
+        endpoint: String,
+    },
+    Join {
+        endpoint: String,
+        sandbox: String,
+    },
+    Leave {
+        endpoint: String,
+    },
+    ProgramExternalConnectivity {
+        endpoint: String,
+        ports: Vec<PortRequest>,
+    },
+    RevokeExternalConnectivity {
+        endpoint: String,
+    },
     /// DiscoverNew, DiscoverDelete, AllocateNetwork, FreeNetwork: nothing to do for a
     /// local-scope driver.
     Nothing,
     IpamCapabilities,
     AddressSpaces,
-    RequestPool { pool: Option<Ipv4Net> },
-    ReleasePool { pool: Ipv4Net },
-    RequestAddress { pool: Ipv4Net, ip: Option<Ipv4Addr>, gateway: bool },
-    ReleaseAddress { pool: Ipv4Net, ip: Ipv4Addr },
+    RequestPool {
+        pool: Option<Ipv4Net>,
+    },
+    ReleasePool {
+        pool: Ipv4Net,
+    },
+    RequestAddress {
+        pool: Ipv4Net,
+        ip: Option<Ipv4Addr>,
+        gateway: bool,
+    },
+    ReleaseAddress {
+        pool: Ipv4Net,
+        ip: Ipv4Addr,
+    },
 }
 
 #[derive(Debug)]
@@ -230,7 +260,12 @@ pub fn parse(path: &str, raw: &[u8]) -> Result<Request, Refusal> {
                 "" => None,
                 text => Some(ipam::parse_mac(text).map_err(invalid)?),
             };
-            Request::CreateEndpoint { network: b.network_id, endpoint: b.endpoint_id, ip: address(&iface.address)?, mac }
+            Request::CreateEndpoint {
+                network: b.network_id,
+                endpoint: b.endpoint_id,
+                ip: address(&iface.address)?,
+                mac,
+            }
         }
         "NetworkDriver.DeleteEndpoint" => Request::DeleteEndpoint { endpoint: body::<EndpointRef>(raw)?.endpoint_id },
         "NetworkDriver.EndpointOperInfo" => {
