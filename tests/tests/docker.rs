@@ -734,6 +734,26 @@ fn dockerd_runs_containers_on_netpath() {
     let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
     stream(&t.ns_path("outside"), &c3.sandbox, SocketAddr::from((uplink, port)), 80, 1 << 16);
 
+    // Docker's --internal and netpath's own options (-o) reach the network.
+    engine.docker(&[
+        "network",
+        "create",
+        "-d",
+        "netpath",
+        "--internal",
+        "--subnet",
+        "10.76.0.0/24",
+        "-o",
+        "mtu=1400",
+        "int",
+    ]);
+    let int = t.np_json(&["network", "ls"]).as_array().unwrap().iter().find(|n| n["subnet"] == "10.76.0.0/24").cloned();
+    let int = int.expect("the internal network");
+    assert_eq!((int["internal"].as_bool(), int["mtu"].as_u64()), (Some(true), Some(1400)), "{int}");
+    let refused = engine.docker_output(&["network", "create", "-d", "netpath", "-o", "colour=red", "bad"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown option 'colour'"), "{refused:?}");
+    engine.docker(&["network", "rm", "int"]);
+
     // docker network connect / disconnect of a running container; a second network with
     // Docker's default IPAM, whose addresses netpath records as static.
     engine.docker(&["network", "create", "-d", "netpath", "--subnet", "10.74.0.0/24", "back"]);
