@@ -542,11 +542,40 @@ impl Drop for Engine {
         // their command line, and stopped by PID with the containers they run.
         std::thread::sleep(Duration::from_secs(1));
         kill_engine_processes(&self.dir);
-        let _ = std::process::Command::new("umount").arg("-R").arg(self.dir.join("exec")).status();
-        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(controller.path().join(CGROUP_PARENT));
+        // dockerd leaves its data root bind-mounted on itself (overlay2 makes it private),
+        // and a dockerd that died leaves overlay and sandbox (nsfs) mounts below its roots.
+        for _ in 0..3 {
+            for mount in mounts_at_or_below(&self.dir).iter().rev() {
+                let _ = std::process::Command::new("umount").arg(mount).status();
+            }
+        }
+        // The containers' cgroups under ours go when their last process has gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut left = false;
+            for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+                let parent = controller.path().join(CGROUP_PARENT);
+                for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                    if child.path().is_dir() {
+                        let _ = std::fs::remove_dir(child.path());
+                    }
+                }
+                left |= std::fs::remove_dir(&parent).is_err() && parent.exists();
+            }
+            if !left || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Mount points at or below `dir`, in mount order (a mount comes after the one it is on).
+fn mounts_at_or_below(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let points = mountinfo.lines().filter_map(|l| l.split_whitespace().nth(4));
+    points.filter(|m| *m == dir || m.starts_with(&format!("{dir}/"))).map(String::from).collect()
 }
 
 /// Processes whose command line names `dir` (containerd, its shims) and their children.
