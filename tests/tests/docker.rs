@@ -249,22 +249,14 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     assert!(endpoint_stat(&t, &b, "rx_packets") >= 5);
     assert!(t.ping("a", OUTSIDE_ADDR, 2), "a cannot reach the outside");
 
-    // -p 8080:80 and -P (host port 0: netpath picks one), as ProgramExternalConnectivity brings them.
-    ok(
-        &socket,
-        "NetworkDriver.ProgramExternalConnectivity",
-        json!({"NetworkID": NET_ID, "EndpointID": b, "Options": {"com.docker.network.portmap": [
-            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
-            {"Proto": 6, "IP": "", "Port": 81, "HostIP": "", "HostPort": 0, "HostPortEnd": 0}]}}),
-    );
-    // The same set again (Docker may repeat a call) replaces it: still two ports.
-    ok(
-        &socket,
-        "NetworkDriver.ProgramExternalConnectivity",
-        json!({"NetworkID": NET_ID, "EndpointID": b, "Options": {"com.docker.network.portmap": [
-            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
-            {"Proto": 6, "IP": "", "Port": 81, "HostIP": "", "HostPort": 0, "HostPortEnd": 0}]}}),
-    );
+    // -p 8080:80 and -P (host port 0: netpath picks one), as ProgramExternalConnectivity brings
+    // them; the same set again (Docker may repeat a call) replaces it: still two ports.
+    let program = json!({"NetworkID": NET_ID, "EndpointID": b, "Options": {"com.docker.network.portmap": [
+        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+        {"Proto": 6, "IP": "", "Port": 81, "HostIP": "", "HostPort": 0, "HostPortEnd": 0}]}});
+    for _ in 0..2 {
+        ok(&socket, "NetworkDriver.ProgramExternalConnectivity", program.clone());
+    }
     assert_eq!(t.np_json(&["port", "ls"]).as_array().unwrap().len(), 2);
     let info = ok(&socket, "NetworkDriver.EndpointOperInfo", json!({"NetworkID": NET_ID, "EndpointID": b}));
     let bindings = info["Value"]["com.docker.network.portmap"].as_array().unwrap().clone();
@@ -505,6 +497,14 @@ impl Engine {
         self.container(name, network)
     }
 
+    /// `docker network create -d netpath ARGS NAME`.
+    fn network(&self, name: &str, args: &[&str]) {
+        let mut all = vec!["network", "create", "-d", "netpath"];
+        all.extend(args);
+        all.push(name);
+        self.docker(&all);
+    }
+
     fn container(&self, name: &str, network: &str) -> Container {
         let f = format!(
             "{{{{.NetworkSettings.SandboxKey}}}} {{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}} {{{{(index .NetworkSettings.Networks \"{network}\").EndpointID}}}}"
@@ -698,7 +698,7 @@ fn assert_nothing_left(t: &Topology) {
 /// talk over netpath's datapath and reach the outside masqueraded, published ports, and
 /// nothing left after `docker rm -f` and `docker network rm`.
 fn docker_sequence(t: &Topology, engine: &Engine, subnet: &str, gateway: &str) {
-    engine.docker(&["network", "create", "-d", "netpath", "--ipam-driver", "netpath", "--subnet", subnet, "web"]);
+    engine.network("web", &["--ipam-driver", "netpath", "--subnet", subnet]);
     let web_id = engine.docker(&["network", "inspect", "-f", "{{.Id}}", "web"]);
     let nets = t.np_json(&["network", "ls"]);
     assert_eq!(nets[0]["external_id"], web_id.as_str(), "{nets}");
@@ -747,35 +747,14 @@ fn dockerd_runs_containers_on_netpath() {
     docker_sequence(&t, &engine, "10.72.0.0/24", "10.72.0.1");
 
     // -P publishes the image's exposed port on a host port netpath picked.
-    engine.docker(&[
-        "network",
-        "create",
-        "-d",
-        "netpath",
-        "--ipam-driver",
-        "netpath",
-        "--subnet",
-        "10.72.0.0/24",
-        "web",
-    ]);
+    engine.network("web", &["--ipam-driver", "netpath", "--subnet", "10.72.0.0/24"]);
     let c3 = engine.run("c3", "web", &["-P"]);
     let port = host_port_of(&t, &c3.endpoint, 80);
     let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
     stream(&t.ns_path("outside"), &c3.sandbox, SocketAddr::from((uplink, port)), 80, 1 << 16);
 
     // Docker's --internal and netpath's own options (-o) reach the network.
-    engine.docker(&[
-        "network",
-        "create",
-        "-d",
-        "netpath",
-        "--internal",
-        "--subnet",
-        "10.76.0.0/24",
-        "-o",
-        "mtu=1400",
-        "int",
-    ]);
+    engine.network("int", &["--internal", "--subnet", "10.76.0.0/24", "-o", "mtu=1400"]);
     let int = t.np_json(&["network", "ls"]).as_array().unwrap().iter().find(|n| n["subnet"] == "10.76.0.0/24").cloned();
     let int = int.expect("the internal network");
     assert_eq!((int["internal"].as_bool(), int["mtu"].as_u64()), (Some(true), Some(1400)), "{int}");
@@ -785,7 +764,7 @@ fn dockerd_runs_containers_on_netpath() {
 
     // docker network connect / disconnect of a running container; a second network with
     // Docker's default IPAM, whose addresses netpath records as static.
-    engine.docker(&["network", "create", "-d", "netpath", "--subnet", "10.74.0.0/24", "back"]);
+    engine.network("back", &["--subnet", "10.74.0.0/24"]);
     let c4 = engine.run("c4", "back", &[]);
     engine.docker(&["network", "connect", "back", "c3"]);
     let c3_back = engine.container("c3", "back");
@@ -830,17 +809,7 @@ fn dockerd_runs_containers_on_netpath() {
     // dockerd killed outright and started again: it does not run the containers it lost, and
     // their endpoints are released (by its cleanup's Leave, or by the daemon's gc once the
     // namespace is gone); `docker rm` then finds nothing left to undo.
-    engine.docker(&[
-        "network",
-        "create",
-        "-d",
-        "netpath",
-        "--ipam-driver",
-        "netpath",
-        "--subnet",
-        "10.75.0.0/24",
-        "web",
-    ]);
+    engine.network("web", &["--ipam-driver", "netpath", "--subnet", "10.75.0.0/24"]);
     let c6 = engine.run("c6", "web", &[]);
     assert_eq!(endpoint_ids(&t), vec![c6.endpoint.clone()]);
     engine.kill_and_restart();
