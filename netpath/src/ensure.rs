@@ -76,17 +76,7 @@ impl Controller {
             return Ok(Some(format!("host veth {} is not on bridge {}", ep.host_veth, net.bridge)));
         }
         let inside = Netlink::connect_in(ns)?;
-        // An engine renamed a handed container end: it is found as the host end's peer.
-        let name = match (ep.handed, host.peer) {
-            (false, _) => Some(ep.ifname.clone()),
-            (true, Some(index)) => inside.name_of(index).await?,
-            (true, None) => None,
-        };
-        let peer = match &name {
-            Some(name) => inside.facts(name).await?,
-            None => None,
-        };
-        let Some(peer) = peer else {
+        let Some(peer) = inside.facts(&ep.ifname).await? else {
             return Ok(Some(format!("{} is missing in {}", ep.ifname, ns.path)));
         };
         if peer.peer != Some(host.index) {
@@ -111,11 +101,6 @@ impl Controller {
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)
             }
-            // Its container end was configured by the engine, which must join it again.
-            Some(problem) if ep.handed => Err(Error::stale(format!(
-                "endpoint '{}' was wired by its engine and cannot be rebuilt by netpath: {problem}",
-                ep.id
-            ))),
             Some(problem) => {
                 // Stale datapath entries first: they point at an ifindex that is gone.
                 Error::all(self.unwire(ep, true).await?)?;

@@ -240,6 +240,10 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     let eps = t.np_json(&["endpoint", "ls"]);
     assert_eq!(eps.as_array().unwrap().len(), 2, "{eps}");
     assert!(eps[0]["handed"].as_bool().unwrap(), "{eps}");
+    // The CLI does not take over what Docker wired.
+    let net = "docker-5f1e7d0c3b2a";
+    let refused = t.np_err(&["attach", "--network", net, "--netns", &t.ns_path("a"), "--id", &a]);
+    assert!(refused.contains("detach it first"), "{refused}");
 
     assert!(t.ping("a", &b_ip.to_string(), 3), "a cannot ping b");
     let server = tcp_echo_once(&t, "b", 7000);
