@@ -917,6 +917,34 @@ mod tests {
     }
 
     #[test]
+    fn engine_ipam_and_attach_share_one_allocator() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let pool: Ipv4Net = "10.9.0.0/24".parse().unwrap();
+        assert_eq!(store.request_pool(Some(pool), &[]).unwrap(), pool);
+        assert!(store.request_pool(Some("10.9.0.128/25".parse().unwrap()), &[]).is_err(), "overlap");
+        let auto = store.request_pool(None, &["10.200.0.0/22".parse().unwrap()]).unwrap();
+        assert_eq!(auto.to_string(), "10.200.4.0/22");
+        assert_eq!(store.request_address(pool, None, true).unwrap().to_string(), "10.9.0.1");
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+        let n =
+            store.create_network(&NewNetwork { external_id: Some("d1".into()), ..net("a", Some("10.9.0.0/24")) }, &[]);
+        let n = n.unwrap();
+        store.set_network_ready(n.id).unwrap();
+        assert_eq!(store.network_by_external_id("d1").unwrap().unwrap().id, n.id);
+        // An attach without --ip skips what the engine holds, and the engine sees the attach.
+        let Reservation::New(e) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e.ip.to_string(), "10.9.0.3");
+        assert!(store.request_address(pool, Some(e.ip), false).is_err());
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.4");
+        store.release_address(pool, "10.9.0.2".parse().unwrap()).unwrap();
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+        store.release_pool(pool).unwrap();
+        assert!(store.request_address(pool, None, false).is_err(), "a released pool hands out nothing");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn endpoints_reserve_addresses_once() {
         let dir = tempdir();
         let mut store = Store::open(&dir).unwrap();
