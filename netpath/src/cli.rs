@@ -1,5 +1,5 @@
 //! The `netpath` command line: argument parsing, and rendering of what the controller returns.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -109,6 +109,16 @@ pub enum Command {
     /// The CNI plugin: `netpath` speaks CNI when CNI_COMMAND is set.
     #[command(subcommand)]
     Cni(CniCmd),
+    /// Serve Docker's network and IPAM plugin API (honours systemd socket activation) and
+    /// garbage-collect periodically, until SIGTERM.
+    Daemon {
+        /// The socket dockerd finds the plugin by.
+        #[arg(long, default_value = crate::daemon::DEFAULT_DOCKER_SOCKET)]
+        docker_socket: PathBuf,
+        /// Seconds between two runs of gc and conntrack gc.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        gc_interval: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -415,6 +425,10 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Gc { format } => print(format, &ctl.gc().await?, gc_text),
         Command::OciHook(cmd) => oci_hook(&mut ctl, cmd).await,
         Command::Cni(CniCmd::Install { .. }) => Err(Error::invalid("`netpath cni install` runs without a controller")),
+        Command::Daemon { docker_socket, gc_interval } => {
+            let opts = crate::daemon::DaemonOptions { docker_socket, gc_interval: Duration::from_secs(gc_interval) };
+            crate::daemon::run(ctl, opts).await
+        }
         Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
         Command::Port(PortCmd::Ls { format }) => {
             let ports: Vec<PortView> = ctl
@@ -548,6 +562,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
                 no_masquerade: a.no_masquerade,
                 uplink: a.uplink,
                 xdp: a.xdp,
+                external_id: None,
             };
             let net = ctl.network_create(&spec).await?;
             print(a.format, &net, |n| {
@@ -570,10 +585,11 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
                             n.gateway.to_string(),
                             count.to_string(),
                             flags(n),
+                            engine_id(n),
                         ]
                     })
                     .collect::<Vec<_>>();
-                table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "FLAGS"], &rows)
+                table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "FLAGS", "DOCKER-ID"], &rows)
             })
         }
         NetworkCmd::Inspect { name, format } => {
@@ -681,8 +697,19 @@ fn network_text(n: &NetworkRecord) -> String {
         ("mtu", n.mtu.to_string()),
         ("flags", flags(n)),
         ("uplink", n.uplink.clone().unwrap_or_else(|| "(default route)".into())),
+        ("docker id", n.external_id.clone().unwrap_or_else(|| "-".into())),
     ];
-    key_values(&rows, 8)
+    key_values(&rows, 9)
+}
+
+/// The id Docker knows a network by, shortened as `docker network ls` shows it.
+fn engine_id(n: &NetworkRecord) -> String {
+    n.external_id.as_deref().map_or_else(|| "-".to_string(), |id| id.chars().take(12).collect())
+}
+
+/// The container end's name: Docker names the ends it was handed (eth0, eth1 …) itself.
+fn ifname_of(e: &EndpointRecord) -> String {
+    if e.handed { "(by docker)".to_string() } else { e.ifname.clone() }
 }
 
 fn endpoint_text(e: &EndpointRecord) -> String {
@@ -692,7 +719,7 @@ fn endpoint_text(e: &EndpointRecord) -> String {
         ("ip", format!("{}/{}", e.ip, e.prefix)),
         ("mac", e.mac.clone()),
         ("gateway", e.gateway.to_string()),
-        ("ifname", e.ifname.clone()),
+        ("ifname", ifname_of(e)),
         ("host", e.host_veth.clone()),
         ("netns", e.netns.clone()),
         ("ports", e.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
@@ -709,7 +736,7 @@ fn endpoints_table(eps: &[EndpointRecord]) -> String {
                 e.network.clone(),
                 format!("{}/{}", e.ip, e.prefix),
                 e.mac.clone(),
-                e.ifname.clone(),
+                ifname_of(e),
                 e.host_veth.clone(),
                 e.netns.clone(),
             ]

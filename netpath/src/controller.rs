@@ -39,6 +39,8 @@ pub struct NetworkSpec {
     pub uplink: Option<String>,
     /// Serve inbound published ports with XDP on the uplink as well.
     pub xdp: bool,
+    /// The id an engine (Docker) knows the network by.
+    pub external_id: Option<String>,
 }
 
 /// Which namespace `netpath attach` wires.
@@ -189,6 +191,7 @@ impl Controller {
             masquerade: !spec.no_masquerade && !spec.internal,
             uplink,
             xdp: spec.xdp,
+            external_id: spec.external_id.clone(),
         };
         let record = self.store.create_network(&request, &routes)?;
         fault::step("network:reserved");
@@ -420,6 +423,7 @@ impl Controller {
             netns_path: ns.path.clone(),
             netns_id: ns.identity()?,
             ports,
+            handed: false,
         };
         if let Some(existing) = self.store.endpoint(&request.id)? {
             match existing.state {
@@ -475,7 +479,7 @@ impl Controller {
 
     /// Refuses host ports a host process already listens on, and host addresses the host
     /// does not have: the publication would silently steal or never see the traffic.
-    async fn check_host_ports(&self, ports: &[Port]) -> Result<()> {
+    pub(crate) async fn check_host_ports(&self, ports: &[Port]) -> Result<()> {
         if ports.is_empty() {
             return Ok(());
         }
@@ -503,7 +507,7 @@ impl Controller {
     pub(crate) async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
-        let peer = VethPeer { name: &ep.ifname, mac, netns: ns };
+        let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns) };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
         fault::step("attach:veth");
         let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: 0 };
@@ -590,7 +594,7 @@ impl Controller {
 
     /// The socket programs see every connect() on the machine: none without a published port.
     /// Checked under the lock, so a concurrent publish is not left without them.
-    fn detach_sock_programs_if_unused(&mut self) -> Result<()> {
+    pub(crate) fn detach_sock_programs_if_unused(&mut self) -> Result<()> {
         let _lock = self.datapath()?.lock()?;
         if self.store.has_published_ports()? { Ok(()) } else { self.datapath()?.detach_sock_programs() }
     }

@@ -101,13 +101,14 @@ impl Netlink {
 
     /// Creates a veth pair whose host end is enslaved to `bridge` and whose peer is created
     /// directly inside `peer_ns` under its final name, so no temporary name can collide.
+    /// A peer without a namespace stays in this one, for an engine to move (Docker's Join).
     pub async fn create_veth(&self, host: &str, bridge: u32, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
-        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.name.to_string())
-            .mtu(mtu)
-            .address(peer.mac.to_vec())
-            .setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&peer.netns.fd()))
-            .build();
+        let mut peer_msg =
+            LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string()).mtu(mtu).address(peer.mac.to_vec());
+        if let Some(ns) = peer.netns {
+            peer_msg = peer_msg.setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns.fd()));
+        }
+        let peer_msg = peer_msg.build();
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
             .mtu(mtu)
@@ -118,7 +119,8 @@ impl Netlink {
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
             Some(libc::EEXIST) => Error::conflict(format!(
                 "network namespace '{}' already has an interface named '{}'; pass another --ifname",
-                peer.netns.path, peer.name
+                peer.netns.map_or("of the host", |ns| ns.path.as_str()),
+                peer.name
             )),
             _ => Error::system(format!("cannot create veth '{host}'"), e),
         })?;
@@ -318,7 +320,8 @@ impl LinkFacts {
 pub struct VethPeer<'a> {
     pub name: &'a str,
     pub mac: [u8; 6],
-    pub netns: &'a Netns,
+    /// Where the peer is created; `None`: here, in the host's namespace.
+    pub netns: Option<&'a Netns>,
 }
 
 /// Lets the kernel route packets that arrive on `ifname` (a bridge netpath owns). The

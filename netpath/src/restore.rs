@@ -98,7 +98,10 @@ impl Controller {
         let reaped = self.reap_abandoned().await?;
         let mut endpoints = Vec::new();
         for ep in self.store.endpoints(None)?.into_iter().filter(|e| e.state == State::Ready) {
-            let action = match Netns::find(&ep.netns_id, &ep.netns) {
+            // An endpoint an engine wired has no namespace identity; its host end tells.
+            let found = if ep.handed { None } else { Netns::find(&ep.netns_id, &ep.netns) };
+            let action = match found {
+                _ if ep.handed => self.restore_handed(&ep, broken.contains(&ep.network_id)).await,
                 None => match self.teardown_endpoint(&ep, true).await {
                     Ok(()) => {
                         if let Some(lock) = self.locks.try_endpoint(&ep.id)? {

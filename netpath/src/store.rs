@@ -21,7 +21,7 @@ use crate::{
     ports::{Port, Proto},
 };
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = "
 CREATE TABLE networks (
     id          INTEGER PRIMARY KEY,
@@ -73,6 +73,32 @@ CREATE TABLE settings (
 const MIGRATE_TO_2: &str = "
 ALTER TABLE endpoints ADD COLUMN netns_cookie INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE endpoints ADD COLUMN netns_boot TEXT NOT NULL DEFAULT '';
+";
+
+/// Version 3, for engines that bring their own identifiers and move the container's side
+/// themselves (Docker's remote driver): a network may record the engine's id for it; an
+/// endpoint may be `handed` (its veth's container end was given to the engine, which moves,
+/// names and addresses it); an engine may claim an endpoint's address and MAC before the
+/// endpoint is wired; and the IPAM pools and addresses the engine requested from netpath are
+/// recorded, so one allocator serves the engine and `netpath attach` alike.
+const MIGRATE_TO_3: &str = "
+ALTER TABLE networks ADD COLUMN external_id TEXT;
+CREATE UNIQUE INDEX networks_external_id ON networks(external_id);
+ALTER TABLE endpoints ADD COLUMN handed INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE endpoint_claims (
+    id          TEXT PRIMARY KEY,
+    network_id  INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    ip          TEXT NOT NULL,
+    mac         TEXT NOT NULL
+);
+CREATE TABLE ipam_pools (
+    pool        TEXT PRIMARY KEY
+);
+CREATE TABLE ipam_addresses (
+    pool        TEXT NOT NULL REFERENCES ipam_pools(pool) ON DELETE CASCADE,
+    ip          TEXT NOT NULL,
+    PRIMARY KEY (pool, ip)
+);
 ";
 
 /// A row is `creating` from the moment its name or address is reserved until its kernel
@@ -132,6 +158,8 @@ pub struct NetworkRecord {
     pub uplink: Option<String>,
     /// Published ports are also served by XDP on the uplink.
     pub xdp: bool,
+    /// The id an engine (Docker) knows the network by.
+    pub external_id: Option<String>,
     pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
@@ -153,6 +181,9 @@ pub struct EndpointRecord {
     pub netns: String,
     #[serde(skip)]
     pub netns_id: NsIdentity,
+    /// The container end was handed to an engine, which moved, named and addressed it:
+    /// `ifname` is the name netpath created it under, not its name inside.
+    pub handed: bool,
     pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
@@ -177,6 +208,7 @@ pub struct NewNetwork {
     pub masquerade: bool,
     pub uplink: Option<String>,
     pub xdp: bool,
+    pub external_id: Option<String>,
 }
 
 /// What `attach` asks for.
@@ -190,6 +222,8 @@ pub struct NewEndpoint {
     pub netns_path: String,
     pub netns_id: NsIdentity,
     pub ports: Vec<Port>,
+    /// See [`EndpointRecord::handed`].
+    pub handed: bool,
 }
 
 pub enum Reservation {
@@ -214,8 +248,7 @@ fn parse_col<T: std::str::FromStr>(row: &Row, idx: &str) -> rusqlite::Result<T> 
     })
 }
 
-const NETWORK_COLS: &str =
-    "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state, owner_pid, created_at";
+const NETWORK_COLS: &str = "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, external_id, state, owner_pid, created_at";
 
 fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
     Ok(NetworkRecord {
@@ -229,6 +262,7 @@ fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
         masquerade: row.get("masquerade")?,
         uplink: row.get("uplink")?,
         xdp: row.get("xdp")?,
+        external_id: row.get("external_id")?,
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
@@ -236,8 +270,8 @@ fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 }
 
 const ENDPOINT_SELECT: &str = "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
-    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.state,
-    e.owner_pid, e.created_at
+    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed,
+    e.state, e.owner_pid, e.created_at
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
 fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
@@ -259,6 +293,7 @@ fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
             cookie: row.get("netns_cookie")?,
             boot: row.get("netns_boot")?,
         },
+        handed: row.get("handed")?,
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
@@ -312,6 +347,33 @@ fn check_ports(conn: &Connection, requested: &[Port]) -> Result<()> {
     Ok(())
 }
 
+fn insert_ports(conn: &Connection, endpoint: &str, ports: &[Port]) -> Result<()> {
+    for port in ports {
+        conn.execute(
+            "INSERT INTO ports (endpoint_id, proto, host_ip, host_port, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                endpoint,
+                port.proto.to_string(),
+                port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                port.host_port,
+                port.container_port
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_ip(text: &str) -> Result<Ipv4Addr> {
+    text.parse().map_err(|_| Error::system("state database", format!("bad address '{text}'")))
+}
+
+/// The addresses an engine holds in `pool` through netpath's IPAM.
+fn ipam_addresses(conn: &Connection, pool: Ipv4Net) -> Result<BTreeSet<u32>> {
+    let mut stmt = conn.prepare("SELECT ip FROM ipam_addresses WHERE pool = ?1")?;
+    let rows = stmt.query_map([pool.to_string()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.iter().map(|ip| parse_ip(ip).map(u32::from)).collect()
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).context(|| format!("cannot create state directory {}", dir.display()))?;
@@ -330,13 +392,14 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         match version {
-            0 => {
-                tx.execute_batch(SCHEMA)?;
-                tx.execute_batch(MIGRATE_TO_2)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            }
-            1 => {
-                tx.execute_batch(MIGRATE_TO_2)?;
+            0..=2 => {
+                if version == 0 {
+                    tx.execute_batch(SCHEMA)?;
+                }
+                if version < 2 {
+                    tx.execute_batch(MIGRATE_TO_2)?;
+                }
+                tx.execute_batch(MIGRATE_TO_3)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -359,6 +422,9 @@ impl Store {
             let mut stmt = tx.prepare(&format!("SELECT {NETWORK_COLS} FROM networks"))?;
             stmt.query_map([], network_row)?.collect::<rusqlite::Result<_>>()?
         };
+        if let Some(other) = existing.iter().find(|n| req.external_id.is_some() && n.external_id == req.external_id) {
+            return Err(Error::conflict(format!("network '{}' already has this engine id", other.name)));
+        }
         if existing.iter().any(|n| n.name == req.name) {
             return Err(Error::conflict(format!("network '{}' already exists; pick another name", req.name)));
         }
@@ -396,8 +462,9 @@ impl Store {
         };
         let gateway = ipam::gateway_for(subnet, req.gateway)?;
         tx.execute(
-            "INSERT INTO networks (name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state, owner_pid, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO networks (name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state, owner_pid,
+                created_at, external_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 req.name,
                 req.bridge,
@@ -410,7 +477,8 @@ impl Store {
                 req.xdp,
                 CREATING,
                 std::process::id(),
-                now()
+                now(),
+                req.external_id
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -492,9 +560,11 @@ impl Store {
                 ipam::check_requested(net.subnet, net.gateway, ip, &used)?;
                 ip
             }
-            None => ipam::lowest_free(net.subnet, net.gateway, &used).ok_or_else(|| {
-                Error::conflict(format!("network '{}' has no free address left in {}", net.name, net.subnet))
-            })?,
+            // Addresses an engine holds through netpath's IPAM are taken too.
+            None => ipam::lowest_free(net.subnet, net.gateway, &(&used | &ipam_addresses(&tx, net.subnet)?))
+                .ok_or_else(|| {
+                    Error::conflict(format!("network '{}' has no free address left in {}", net.name, net.subnet))
+                })?,
         };
         let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
         let mac_text = ipam::format_mac(&mac);
@@ -511,8 +581,8 @@ impl Store {
         }
         let inserted = tx.execute(
             "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
-                netns_cookie, netns_boot, state, owner_pid, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                netns_cookie, netns_boot, state, owner_pid, created_at, handed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 req.id,
                 net.id,
@@ -527,7 +597,8 @@ impl Store {
                 req.netns_id.boot,
                 CREATING,
                 std::process::id(),
-                now()
+                now(),
+                req.handed
             ],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
@@ -539,18 +610,7 @@ impl Store {
             }
         }
         inserted?;
-        for port in &req.ports {
-            tx.execute(
-                "INSERT INTO ports (endpoint_id, proto, host_ip, host_port, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    req.id,
-                    port.proto.to_string(),
-                    port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    port.host_port,
-                    port.container_port
-                ],
-            )?;
-        }
+        insert_ports(&tx, &req.id, &req.ports)?;
         let mut record = tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)?;
         record.ports = ports_of(&tx, &req.id)?;
         tx.commit()?;
@@ -629,6 +689,149 @@ impl Store {
     }
 }
 
+/// What engines (Docker) need beyond `netpath attach`: their ids, their IPAM, ports published
+/// after the endpoint exists, addresses claimed before it is wired.
+impl Store {
+    pub fn network_by_external_id(&self, external_id: &str) -> Result<Option<NetworkRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {NETWORK_COLS} FROM networks WHERE external_id = ?1"),
+                [external_id],
+                network_row,
+            )
+            .optional()?)
+    }
+
+    /// Publishes more ports of an existing endpoint, refused when another endpoint has them.
+    pub fn add_ports(&mut self, endpoint: &str, ports: &[Port]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_ports(&tx, ports)?;
+        insert_ports(&tx, endpoint, ports)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_ports(&self, endpoint: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM ports WHERE endpoint_id = ?1", [endpoint])?;
+        Ok(())
+    }
+
+    /// Records the address and MAC an engine gave an endpoint it has not wired yet.
+    pub fn claim_endpoint(&self, id: &str, network_id: u32, ip: Ipv4Addr, mac: &[u8; 6]) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO endpoint_claims (id, network_id, ip, mac) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET network_id = ?2, ip = ?3, mac = ?4",
+            params![id, network_id, ip.to_string(), ipam::format_mac(mac)],
+        )?;
+        Ok(())
+    }
+
+    /// An endpoint's claim: network id, address and MAC.
+    pub fn claim(&self, id: &str) -> Result<Option<(u32, Ipv4Addr, [u8; 6])>> {
+        let row = self
+            .conn
+            .query_row("SELECT network_id, ip, mac FROM endpoint_claims WHERE id = ?1", [id], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()?;
+        row.map(|(net, ip, mac)| Ok((net, parse_ip(&ip)?, ipam::parse_mac(&mac)?))).transpose()
+    }
+
+    pub fn remove_claim(&self, id: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM endpoint_claims WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Reserves an IPAM pool: the one asked for, if nothing overlaps it, or the first free
+    /// subnet of the default pool, as `network create` picks one.
+    pub fn request_pool(&mut self, pool: Option<Ipv4Net>, routes: &[Ipv4Net]) -> Result<Ipv4Net> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut taken: Vec<(String, Ipv4Net)> = Vec::new();
+        {
+            let mut stmt = tx.prepare("SELECT name, subnet FROM networks UNION ALL SELECT '', pool FROM ipam_pools")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                let (name, subnet) = row?;
+                let subnet =
+                    subnet.parse().map_err(|_| Error::system("state database", format!("bad subnet '{subnet}'")))?;
+                taken.push((name, subnet));
+            }
+        }
+        let pool = match pool {
+            Some(pool) => {
+                if let Some((name, other)) = taken.iter().find(|(_, t)| t.overlaps(&pool)) {
+                    let owner = if name.is_empty() { "an IPAM pool".to_string() } else { format!("network '{name}'") };
+                    return Err(Error::conflict(format!("{owner} already uses {other}; pick another subnet")));
+                }
+                pool
+            }
+            None => {
+                let taken: Vec<Ipv4Net> = taken.iter().map(|(_, t)| *t).chain(routes.iter().copied()).collect();
+                ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
+                    Error::conflict(format!(
+                        "no free /{} left in {}; pass a subnet",
+                        ipam::DEFAULT_PREFIX,
+                        ipam::DEFAULT_POOL
+                    ))
+                })?
+            }
+        };
+        ipam::gateway_for(pool, None)?;
+        tx.execute("INSERT INTO ipam_pools (pool) VALUES (?1)", [pool.to_string()])?;
+        tx.commit()?;
+        Ok(pool)
+    }
+
+    pub fn release_pool(&self, pool: Ipv4Net) -> Result<()> {
+        self.conn.execute("DELETE FROM ipam_pools WHERE pool = ?1", [pool.to_string()])?;
+        Ok(())
+    }
+
+    /// Reserves an address of a pool: the one asked for, the first host for a gateway, or
+    /// the lowest free one; endpoints of the pool's network hold theirs too.
+    pub fn request_address(&mut self, pool: Ipv4Net, ip: Option<Ipv4Addr>, gateway: bool) -> Result<Ipv4Addr> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let known: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM ipam_pools WHERE pool = ?1)", [pool.to_string()], |r| r.get(0))?;
+        if !known {
+            return Err(Error::not_found(format!("IPAM pool {pool} was not requested from netpath")));
+        }
+        let mut used = ipam_addresses(&tx, pool)?;
+        {
+            let mut stmt = tx.prepare(
+                "SELECT e.ip FROM endpoints e JOIN networks n ON n.id = e.network_id WHERE n.subnet = ?1
+                 UNION ALL SELECT gateway FROM networks WHERE subnet = ?1",
+            )?;
+            for ip in stmt.query_map([pool.to_string()], |r| r.get::<_, String>(0))? {
+                used.insert(u32::from(parse_ip(&ip?)?));
+            }
+        }
+        // The network address is never a host, so nothing is excluded as a gateway here.
+        let ip = match ip {
+            Some(ip) => {
+                ipam::check_requested(pool, pool.addr(), ip, &used)?;
+                ip
+            }
+            None if gateway => {
+                let first = Ipv4Addr::from(*pool.hosts().start());
+                ipam::check_requested(pool, pool.addr(), first, &used)?;
+                first
+            }
+            None => ipam::lowest_free(pool, pool.addr(), &used)
+                .ok_or_else(|| Error::conflict(format!("no free address left in {pool}")))?,
+        };
+        tx.execute("INSERT INTO ipam_addresses (pool, ip) VALUES (?1, ?2)", [pool.to_string(), ip.to_string()])?;
+        tx.commit()?;
+        Ok(ip)
+    }
+
+    pub fn release_address(&self, pool: Ipv4Net, ip: Ipv4Addr) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM ipam_addresses WHERE pool = ?1 AND ip = ?2", [pool.to_string(), ip.to_string()])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +857,7 @@ mod tests {
             masquerade: true,
             uplink: None,
             xdp: false,
+            external_id: None,
         }
     }
 
@@ -668,6 +872,7 @@ mod tests {
             netns_path: "/run/netns/x".into(),
             netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
             ports: Vec::new(),
+            handed: false,
         }
     }
 
@@ -708,6 +913,34 @@ mod tests {
         assert!(err.contains("already exists"), "{err}");
         // A refused request leaves no row.
         assert_eq!(store.networks().unwrap().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn engine_ipam_and_attach_share_one_allocator() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let pool: Ipv4Net = "10.9.0.0/24".parse().unwrap();
+        assert_eq!(store.request_pool(Some(pool), &[]).unwrap(), pool);
+        assert!(store.request_pool(Some("10.9.0.128/25".parse().unwrap()), &[]).is_err(), "overlap");
+        let auto = store.request_pool(None, &["10.200.0.0/22".parse().unwrap()]).unwrap();
+        assert_eq!(auto.to_string(), "10.200.4.0/22");
+        assert_eq!(store.request_address(pool, None, true).unwrap().to_string(), "10.9.0.1");
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+        let n =
+            store.create_network(&NewNetwork { external_id: Some("d1".into()), ..net("a", Some("10.9.0.0/24")) }, &[]);
+        let n = n.unwrap();
+        store.set_network_ready(n.id).unwrap();
+        assert_eq!(store.network_by_external_id("d1").unwrap().unwrap().id, n.id);
+        // An attach without --ip skips what the engine holds, and the engine sees the attach.
+        let Reservation::New(e) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e.ip.to_string(), "10.9.0.3");
+        assert!(store.request_address(pool, Some(e.ip), false).is_err());
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.4");
+        store.release_address(pool, "10.9.0.2".parse().unwrap()).unwrap();
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+        store.release_pool(pool).unwrap();
+        assert!(store.request_address(pool, None, false).is_err(), "a released pool hands out nothing");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -286,6 +286,21 @@ pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// How long a test's TCP exchange may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A TCP exchange from namespace `ns` to `to`; returns the reply and the peer address the
+/// client's socket reports.
+pub fn tcp_request(t: &Topology, ns: &str, to: SocketAddr, msg: &str) -> (String, SocketAddr) {
+    let mut conn = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&to, TIMEOUT))
+        .unwrap_or_else(|e| panic!("{ns} -> {to}: {e}"));
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(msg.as_bytes()).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    (reply, conn.peer_addr().unwrap())
+}
+
 pub fn ip_of(endpoint: &Value) -> Ipv4Addr {
     endpoint["ip"].as_str().expect("endpoint ip").parse().unwrap()
 }

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Topology, UPLINK_ADDR, in_netns};
+use netpath_tests::{Topology, UPLINK_ADDR, in_netns, tcp_request};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,18 +43,6 @@ fn udp_echo(sock: UdpSocket, datagrams: usize) -> JoinHandle<()> {
             sock.send_to(&reply, from).unwrap();
         }
     })
-}
-
-/// A TCP exchange from namespace `ns` to `to`; returns the reply and the peer address the
-/// client's socket reports.
-fn tcp_request(t: &Topology, ns: &str, to: SocketAddr, msg: &str) -> (String, SocketAddr) {
-    let mut conn = in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&to, TIMEOUT))
-        .unwrap_or_else(|e| panic!("{ns} -> {to}: {e}"));
-    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    conn.write_all(msg.as_bytes()).unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    (reply, conn.peer_addr().unwrap())
 }
 
 fn udp_request(t: &Topology, ns: &str, to: SocketAddr, msg: &str) -> (String, SocketAddr) {
@@ -275,7 +263,17 @@ fn a_client_reconnects_from_the_same_port_and_detach_forgets_connections() {
     // The server closes first, so the client's port is free again at once; the connection's
     // conntrack entries are still there (closing) when the same 4-tuple comes back.
     for i in 0..3 {
-        let mut conn = connect_from(&t, "outside", 40000, host(8080)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        // Under load the client may still wait for the final ACK of its FIN (LAST_ACK) when
+        // the next connection starts: its port is busy for that moment (EADDRNOTAVAIL).
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut conn = loop {
+            match connect_from(&t, "outside", 40000, host(8080)) {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => break other.unwrap_or_else(|e| panic!("connection {i}: {e}")),
+            }
+        };
         conn.set_read_timeout(Some(TIMEOUT)).unwrap();
         conn.write_all(b"again").unwrap();
         let mut reply = String::new();

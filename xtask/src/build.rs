@@ -29,7 +29,14 @@ pub fn all() -> Result<()> {
     sh::run(Command::new("cargo").current_dir(workspace_root()).args(["build", "--bins"]))
 }
 
-pub fn test(args: &[String]) -> Result<()> {
+/// `docker_root`: where docker.io is unpacked for the tests that drive a real dockerd.
+pub fn test(args: &[String], docker_root: &std::path::Path) -> Result<()> {
     step("running the tests");
-    sh::run(Command::new("cargo").current_dir(workspace_root()).args(["test", "--"]).args(args))
+    sh::run(
+        Command::new("cargo")
+            .current_dir(workspace_root())
+            .env("NETPATH_DOCKER_ROOT", docker_root)
+            .args(["test", "--"])
+            .args(args),
+    )
 }

@@ -41,7 +41,8 @@ fn main() -> Result<()> {
             setup::run()?;
             setup::for_tests()?;
             build::all()?;
-            build::test(&args)
+            let docker = bench::docker_for_tests()?;
+            build::test(&args, &docker)
         }
         Task::Demo => {
             setup::run()?;

@@ -52,7 +52,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 pub fn install() -> Result<Peers> {
-    system_packages()?;
+    system_packages(&[])?;
     let root = target_dir().join("bench-root");
     let mut versions = private_prefix(&root, PRIVATE)?;
     for (package, _) in SYSTEM {
@@ -86,8 +86,18 @@ fn apt_update() -> Result<()> {
     output_within(&mut apt(&["update", "-q"]), APT_LIMIT).map(drop).context("apt-get update")
 }
 
-fn system_packages() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM.iter().filter(|(_, bin)| !has_binary(bin)).map(|(pkg, _)| *pkg).collect();
+/// What the tests' real dockerd needs (`tests/tests/docker.rs`): runc, containerd and nsenter
+/// system-wide, docker.io and busybox-static in the private prefix, which it returns.
+pub fn docker_for_tests() -> Result<PathBuf> {
+    system_packages(&["runc", "containerd", "util-linux"])?;
+    let root = target_dir().join("bench-root");
+    private_prefix(&root, PRIVATE)?;
+    Ok(root)
+}
+
+fn system_packages(only: &[&str]) -> Result<()> {
+    let wanted = SYSTEM.iter().filter(|(pkg, _)| only.is_empty() || only.contains(pkg));
+    let missing: Vec<&str> = wanted.filter(|(_, bin)| !has_binary(bin)).map(|(pkg, _)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -30,6 +30,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::sh::{self, step, workspace_root};
 use install::Peers;
+pub use install::docker_for_tests;
 use scenario::Scenario;
 
 /// Everything the bench creates at run time lives here (plus namespaces `npbench-*`).
