@@ -225,7 +225,7 @@ fn no_masquerade_networks_route_with_the_container_address() {
 fn writing_ip_forward_mid_traffic_breaks_nothing() {
     let mut t = Topology::with_outside("ipfw");
     t.network("web", &["--subnet", "10.66.0.0/24"]);
-    let a = t.container("a", "web", &["-p", "8080:80"]);
+    t.container("a", "web", &["-p", "8080:80"]);
     let bridge_forwarding = |t: &Topology| t.exec("host", &["cat", "/proc/sys/net/ipv4/conf/np-web/forwarding"]);
 
     // One connection out, one in, each echoing a request at a time.

@@ -260,6 +260,7 @@ fn network_spec(conf: &NetConf, name: &str) -> Result<NetworkSpec, CniError> {
         no_masquerade: conf.ip_masq == Some(false),
         uplink: None,
         xdp: conf.xdp.unwrap_or(false),
+        external_id: None,
     })
 }
 
