@@ -1,0 +1,234 @@
+//! The state database: the source of truth from which every kernel object is derived.
+//!
+//! SQLite in WAL mode with a busy timeout, so many one-shot `netpath` processes can share it.
+//! Every choice that must be unique across processes (a subnet, an address) is made and
+//! recorded inside one `BEGIN IMMEDIATE` transaction.
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::error::{Context, Error, Result};
+
+mod endpoints;
+mod engine;
+mod networks;
+mod rows;
+mod schema;
+
+pub use rows::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State};
+use schema::{MIGRATE_TO_2, MIGRATE_TO_3, SCHEMA, SCHEMA_VERSION};
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn parse_col<T: std::str::FromStr>(row: &Row, idx: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {idx} '{text}'").into())
+    })
+}
+
+fn parse_ip(text: &str) -> Result<Ipv4Addr> {
+    text.parse().map_err(|_| Error::system("state database", format!("bad address '{text}'")))
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).context(|| format!("cannot create state directory {}", dir.display()))?;
+        let path = dir.join("netpath.db");
+        let conn = Connection::open(&path).context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mut store = Self { conn };
+        store.migrate(&path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0..=2 => {
+                if version == 0 {
+                    tx.execute_batch(SCHEMA)?;
+                }
+                if version < 2 {
+                    tx.execute_batch(MIGRATE_TO_2)?;
+                }
+                tx.execute_batch(MIGRATE_TO_3)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            SCHEMA_VERSION => {}
+            newer => {
+                return Err(Error::invalid(format!(
+                    "state database {} has schema version {newer}, newer than this netpath ({SCHEMA_VERSION}); upgrade netpath",
+                    path.display()
+                )));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self.conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+/// What engines (Docker) need beyond `netpath attach`: their ids, their IPAM, ports published
+/// after the endpoint exists, addresses claimed before it is wired.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cidr::Ipv4Net, netns::NsIdentity};
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("netpath-store-{}-{}", std::process::id(), now_nanos()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn now_nanos() -> u128 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    }
+
+    fn net(name: &str, subnet: Option<&str>) -> NewNetwork {
+        NewNetwork {
+            name: name.into(),
+            bridge: format!("np-{name}"),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            gateway: None,
+            mtu: 1500,
+            internal: false,
+            masquerade: true,
+            uplink: None,
+            xdp: false,
+            external_id: None,
+        }
+    }
+
+    fn endpoint(id: &str, network: &NetworkRecord, ip: Option<&str>) -> NewEndpoint {
+        NewEndpoint {
+            id: id.into(),
+            network: network.clone(),
+            ip: ip.map(|s| s.parse().unwrap()),
+            mac: None,
+            ifname: "eth0".into(),
+            host_veth: format!("npv{id}"),
+            netns_path: "/run/netns/x".into(),
+            netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
+            ports: Vec::new(),
+            handed: false,
+        }
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempdir();
+        {
+            let conn = Connection::open(dir.join("netpath.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO networks VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0, 'ready', 1, 0);
+                 INSERT INTO endpoints VALUES ('a', 1, '10.9.0.2', '02:4e:0a:09:00:02', 'eth0', 'npva', '/run/netns/a',
+                     7, 8, 'ready', 1, 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let ep = store.endpoint("a").unwrap().unwrap();
+        assert_eq!(ep.netns_id, NsIdentity { dev: 7, ino: 8, cookie: 0, boot: String::new() });
+        assert_eq!(ep.state, State::Ready);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn networks_get_disjoint_subnets_and_unique_names() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let routes = ["10.200.0.0/24".parse().unwrap()];
+        let a = store.create_network(&net("a", None), &routes).unwrap();
+        let b = store.create_network(&net("b", None), &routes).unwrap();
+        assert_eq!(a.subnet.to_string(), "10.200.4.0/22");
+        assert_eq!(b.subnet.to_string(), "10.200.8.0/22");
+        assert_eq!(a.gateway.to_string(), "10.200.4.1");
+        let err = store.create_network(&net("c", Some("10.200.8.0/24")), &[]).unwrap_err().to_string();
+        assert_eq!(err, "network 'b' already uses 10.200.8.0/22; pick another --subnet");
+        let err = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap_err().to_string();
+        assert!(err.contains("already exists"), "{err}");
+        // A refused request leaves no row.
+        assert_eq!(store.networks().unwrap().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn engine_ipam_and_attach_share_one_allocator() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let pool: Ipv4Net = "10.9.0.0/24".parse().unwrap();
+        assert_eq!(store.request_pool(Some(pool), &[]).unwrap(), pool);
+        assert!(store.request_pool(Some("10.9.0.128/25".parse().unwrap()), &[]).is_err(), "overlap");
+        let auto = store.request_pool(None, &["10.200.0.0/22".parse().unwrap()]).unwrap();
+        assert_eq!(auto.to_string(), "10.200.4.0/22");
+        assert_eq!(store.request_address(pool, None, true).unwrap().to_string(), "10.9.0.1");
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+        let n =
+            store.create_network(&NewNetwork { external_id: Some("d1".into()), ..net("a", Some("10.9.0.0/24")) }, &[]);
+        let n = n.unwrap();
+        store.set_network_ready(n.id).unwrap();
+        assert_eq!(store.network_by_external_id("d1").unwrap().unwrap().id, n.id);
+        // An attach without --ip skips what the engine holds, and the engine sees the attach.
+        let Reservation::New(e) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e.ip.to_string(), "10.9.0.3");
+        assert!(store.request_address(pool, Some(e.ip), false).is_err());
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.4");
+        store.release_address(pool, "10.9.0.2".parse().unwrap()).unwrap();
+        assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+        store.release_pool(pool).unwrap();
+        assert!(store.request_address(pool, None, false).is_err(), "a released pool hands out nothing");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn endpoints_reserve_addresses_once() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let n = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap();
+        store.set_network_ready(n.id).unwrap();
+        let Reservation::New(e1) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e1.ip.to_string(), "10.9.0.2");
+        assert_eq!(e1.mac, "02:4e:0a:09:00:02");
+        store.set_endpoint_ready("e1").unwrap();
+        let Reservation::Existing(again) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+        assert_eq!(again.ip, e1.ip);
+        let err = store.reserve_endpoint(&endpoint("e2", &n, Some("10.9.0.2"))).err().unwrap().to_string();
+        assert!(err.contains("already in use"), "{err}");
+        let Reservation::New(e2) = store.reserve_endpoint(&endpoint("e2", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e2.ip.to_string(), "10.9.0.3");
+        store.remove_endpoint("e1").unwrap();
+        let Reservation::New(e3) = store.reserve_endpoint(&endpoint("e3", &n, None)).unwrap() else { panic!() };
+        assert_eq!(e3.ip.to_string(), "10.9.0.2", "a freed address is handed out again");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
