@@ -1,4 +1,5 @@
-//! What container engines hand to netpath's allocator: endpoint claims, IPAM pools and addresses.
+//! What engines (Docker) need beyond `netpath attach`: their IPAM pools and addresses in
+//! netpath's one allocator, and addresses claimed before an endpoint is wired.
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};

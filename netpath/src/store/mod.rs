@@ -94,9 +94,6 @@ impl Store {
     }
 }
 
-/// What engines (Docker) need beyond `netpath attach`: their ids, their IPAM, ports published
-/// after the endpoint exists, addresses claimed before it is wired.
-
 #[cfg(test)]
 mod tests {
     use super::*;
