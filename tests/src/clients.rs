@@ -12,15 +12,17 @@ use serde_json::{Value, json};
 
 use crate::run;
 
-/// Held while a test uses global paths; engines' tests never overlap.
-/// The lock lasts as long as the open file.
+/// Held while a test uses global paths (engines' configuration and plugin directories,
+/// /run/containerd, /run/docker/plugins): engines' tests never overlap, whichever test binary
+/// or checkout they run from. The lock is taken on the `/run` directory itself, so it leaves
+/// no file behind; it lasts as long as the open descriptor.
 pub struct GlobalLock(#[allow(dead_code)] File);
 
 impl GlobalLock {
     pub fn take() -> Self {
-        let file = File::create("/run/netpath-tests-global-paths.lock").unwrap();
-        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
-        Self(file)
+        let run = File::open("/run").unwrap();
+        assert_eq!(unsafe { libc::flock(run.as_raw_fd(), libc::LOCK_EX) }, 0, "flock /run");
+        Self(run)
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, in_netns, tcp_request};
+use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, clients::GlobalLock, in_netns, tcp_request};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -346,21 +346,19 @@ fn docker_root() -> PathBuf {
 /// Holds a machine-wide lock for tests that use /run/docker/plugins; on drop, removes the
 /// plugin socket and what dockerd and the daemon made outside their directories.
 struct Global {
-    _lock: std::fs::File,
+    _lock: GlobalLock,
     strays: Vec<PathBuf>,
 }
 
 impl Global {
     fn take() -> Self {
-        let file = std::fs::File::create("/run/netpath-tests-docker.lock").unwrap();
-        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock");
+        let lock = GlobalLock::take();
         assert!(
             !Path::new(PLUGIN_SOCKET).exists(),
             "{PLUGIN_SOCKET} exists: another netpath daemon serves Docker here"
         );
         let strays = STRAY_PATHS.iter().map(PathBuf::from).filter(|p| !p.exists()).collect();
-        Self { _lock: file, strays }
+        Self { _lock: lock, strays }
     }
 }
 
