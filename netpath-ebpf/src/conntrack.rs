@@ -57,13 +57,20 @@ const UNTRACKED: u32 = u32::MAX;
 // lookup stays in the table its own entry is in; only claiming a tuple, which must be unique
 // across both, looks at both.
 
-/// A copy of the entry at `key`, from either table, with the table that holds it.
+/// The entry at `key`, from either table, with the table that holds it.
 #[inline(always)]
-fn find(key: &CtKey) -> Option<(&'static Table, CtEntry)> {
+fn find(key: &CtKey) -> Option<(&'static Table, &'static CtEntry)> {
+    // SAFETY: map value references from successful lookups; plain data.
     if let Some(e) = unsafe { CT.get(key) } {
-        return Some((&CT, *e));
+        return Some((&CT, e));
     }
-    unsafe { CT_NEW.get(key) }.map(|e| (&CT_NEW, *e))
+    unsafe { CT_NEW.get(key) }.map(|e| (&CT_NEW, e))
+}
+
+/// Whether `reply` is the reply entry of the connection whose original entry is at `key`.
+#[inline(always)]
+fn points_back(reply: &CtEntry, key: &CtKey) -> bool {
+    reply.dir == ct_dir::REPLY && CtKey::partner(reply, key.proto) == *key
 }
 
 #[inline(always)]
@@ -141,7 +148,7 @@ fn live_original(cfg: &Config, table: &Table, rkey: &CtKey, reply: &CtEntry, now
 fn reply_points_back(table: &Table, key: &CtKey, orig: &CtEntry, now: u64) -> bool {
     let rkey = CtKey::partner(orig, key.proto);
     match unsafe { table.get(&rkey) } {
-        Some(reply) => reply.dir == ct_dir::REPLY && CtKey::partner(reply, key.proto) == *key,
+        Some(reply) => points_back(reply, key),
         None => table.insert(&rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now), BPF_NOEXIST).is_ok(),
     }
 }
@@ -323,8 +330,8 @@ extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
 fn claim(cfg: &Config, key: &CtKey, rkey: &CtKey, back: &CtEntry) -> bool {
     if let Some((table, held)) = find(rkey) {
         let free = held.dir == ct_dir::REPLY
-            && (CtKey::partner(&held, key.proto) == *key
-                || live_original(cfg, table, rkey, &held, back.last_seen).is_none());
+            && (CtKey::partner(held, key.proto) == *key
+                || live_original(cfg, table, rkey, held, back.last_seen).is_none());
         if !free {
             return false;
         }
@@ -339,20 +346,17 @@ fn claim(cfg: &Config, key: &CtKey, rkey: &CtKey, back: &CtEntry) -> bool {
 #[inline(never)]
 fn commit_original(cfg: &Config, key: &CtKey, out: &mut CtEntry, rkey: &CtKey, tcp_flags: u8) -> u32 {
     let now = out.last_seen;
-    if let Some(table) = holder(key) {
-        // SAFETY: map value pointer from a successful lookup.
-        if let Some(e) = unsafe { table.get(key) } {
-            if e.dir == ct_dir::REPLY && live_original(cfg, table, key, e, now).is_some() {
-                // The tuple already answers a live connection the other way round.
-                let _ = CT_NEW.remove(rkey);
-                return drop_reason::NAT_EXHAUSTED;
-            }
-            if e.dir == ct_dir::ORIGINAL && stands(cfg, table, key, e, rkey, tcp_flags, now) {
-                // The same connection, created by another CPU meanwhile: its translation stands.
-                let _ = CT_NEW.remove(rkey);
-                *out = *e;
-                return TRANSLATE;
-            }
+    if let Some((table, e)) = find(key) {
+        if e.dir == ct_dir::REPLY && live_original(cfg, table, key, e, now).is_some() {
+            // The tuple already answers a live connection the other way round.
+            let _ = CT_NEW.remove(rkey);
+            return drop_reason::NAT_EXHAUSTED;
+        }
+        if e.dir == ct_dir::ORIGINAL && stands(cfg, table, key, e, rkey, tcp_flags, now) {
+            // The same connection, created by another CPU meanwhile: its translation stands.
+            let _ = CT_NEW.remove(rkey);
+            *out = *e;
+            return TRANSLATE;
         }
         let _ = table.remove(key);
     }
@@ -363,22 +367,12 @@ fn commit_original(cfg: &Config, key: &CtKey, out: &mut CtEntry, rkey: &CtKey, t
     drop_reason::NAT_EXHAUSTED
 }
 
-/// The table that holds `key`, if one does.
-#[inline(always)]
-fn holder(key: &CtKey) -> Option<&'static Table> {
-    if unsafe { CT.get(key) }.is_some() {
-        return Some(&CT);
-    }
-    unsafe { CT_NEW.get(key) }.is_some().then_some(&CT_NEW)
-}
-
 /// Whether the live original entry `e` already at `key` keeps its translation: it is not
 /// closing, its reply entry points back at it, and it is not the tuple `rkey` just claimed.
 #[inline(always)]
 fn stands(cfg: &Config, table: &Table, key: &CtKey, e: &CtEntry, rkey: &CtKey, tcp_flags: u8, now: u64) -> bool {
     let erkey = CtKey::partner(e, key.proto);
-    let reply_intact =
-        unsafe { table.get(&erkey) }.is_some_and(|r| r.dir == ct_dir::REPLY && CtKey::partner(r, key.proto) == *key);
+    let reply_intact = unsafe { table.get(&erkey) }.is_some_and(|r| points_back(r, key));
     !reopens(tcp_flags, e.state) && !expired(cfg, key.proto, e, now) && erkey != *rkey && reply_intact
 }
 
@@ -398,11 +392,11 @@ pub fn lookup_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Op
     let (table, entry) = find(&rkey)?;
     let now = now();
     let valid = if entry.dir == ct_dir::ORIGINAL {
-        !expired(cfg, rkey.proto, &entry, now)
+        !expired(cfg, rkey.proto, entry, now)
     } else {
-        live_original(cfg, table, &rkey, &entry, now).is_some()
+        live_original(cfg, table, &rkey, entry, now).is_some()
     };
-    valid.then_some(entry)
+    valid.then_some(*entry)
 }
 
 /// The translation for a packet arriving from outside: its tracked connection's, or a new

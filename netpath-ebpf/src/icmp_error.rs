@@ -51,18 +51,31 @@ const BROKEN: u32 = 2;
 #[inline(never)]
 fn translate_into<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4, addrs: &mut (u32, u32)) -> u32 {
     match lookup(ctx, cfg, ip) {
-        Some((inner, sport_off, dport_off, to)) => {
-            if rewrite(ctx, ip, &inner, sport_off, dport_off, &to, addrs).is_some() { DONE } else { BROKEN }
+        Some((embedded, to)) => {
+            if rewrite(ctx, ip, &embedded, &to, addrs).is_some() {
+                DONE
+            } else {
+                BROKEN
+            }
         }
         None => UNTOUCHED,
     }
 }
 
-/// The embedded packet, where its ports are, and the translation of its connection's answers.
+/// The packet an ICMP error embeds: its header, and its ports with where they are (ICMP echo
+/// has no destination port: offset 0).
+struct Embedded {
+    ip: Ipv4,
+    sport: u16,
+    dport: u16,
+    sport_off: usize,
+    dport_off: usize,
+}
+
+/// The embedded packet, and the translation of its connection's answers.
 #[inline(always)]
-fn lookup<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4) -> Option<(Ipv4, usize, usize, CtEntry)> {
-    let inner_off = ip.l4_off + 8;
-    let inner = parse_ipv4(ctx, inner_off)?;
+fn lookup<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4) -> Option<(Embedded, CtEntry)> {
+    let inner = parse_ipv4(ctx, ip.l4_off + 8)?;
     let (sport_off, dport_off) = match inner.proto {
         IPPROTO_TCP | IPPROTO_UDP => (inner.l4_off, inner.l4_off + 2),
         // An echo request carries its identifier where a source port would be, and no
@@ -76,31 +89,22 @@ fn lookup<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4) -> Option<(Ipv4, usize, us
     let dport = if dport_off == 0 { 0 } else { load_u16(ctx, dport_off)? };
     // `to` translates the answers' direction, the reverse of the embedded packet.
     let to = conntrack::lookup_embedded(cfg, &inner, sport, dport)?;
-    Some((inner, sport_off, dport_off, to))
+    Some((Embedded { ip: inner, sport, dport, sport_off, dport_off }, to))
 }
 
 /// Rewrites the embedded packet and the outer addresses as the translation says.
 #[inline(always)]
-fn rewrite<F: Frame>(
-    ctx: &F,
-    ip: &Ipv4,
-    inner: &Ipv4,
-    sport_off: usize,
-    dport_off: usize,
-    to: &CtEntry,
-    addrs: &mut (u32, u32),
-) -> Option<()> {
+fn rewrite<F: Frame>(ctx: &F, ip: &Ipv4, embedded: &Embedded, to: &CtEntry, addrs: &mut (u32, u32)) -> Option<()> {
+    let Embedded { ip: inner, sport, dport, sport_off, dport_off } = embedded;
     let inner_off = ip.l4_off + 8;
-    let sport = load_u16(ctx, sport_off)?;
-    let dport = if dport_off == 0 { 0 } else { load_u16(ctx, dport_off)? };
     let icmp_csum = ip.l4_off + 2;
     rewrite_embedded_addr(ctx, icmp_csum, inner_off, 12, inner.saddr, to.daddr)?;
     rewrite_embedded_addr(ctx, icmp_csum, inner_off, 16, inner.daddr, to.saddr)?;
-    if sport != to.dport {
-        rewrite_covered(ctx, icmp_csum, sport_off, sport, to.dport)?;
+    if *sport != to.dport {
+        rewrite_covered(ctx, icmp_csum, *sport_off, *sport, to.dport)?;
     }
-    if dport_off != 0 && dport != to.sport {
-        rewrite_covered(ctx, icmp_csum, dport_off, dport, to.sport)?;
+    if *dport_off != 0 && *dport != to.sport {
+        rewrite_covered(ctx, icmp_csum, *dport_off, *dport, to.sport)?;
     }
     // The outer addresses follow where they name the embedded packet's ends; a router's own
     // address (an error from the middle of the path) stays.
