@@ -51,10 +51,11 @@ pub fn from_container(ctx: TcContext) -> i32 {
         return drop_ip(&ctx, &ip, drop_reason::SOURCE_MISMATCH);
     }
     count(stat_kind::ENDPOINT_TX, ifindex, ctx.len());
-    let Some(net) = (unsafe { NETWORKS.get(&veth.network_id) }) else {
-        return TC_ACT_OK;
-    };
     if eth.to_group {
+        // The network is looked up only here: the unicast fast path below needs none of it.
+        let Some(net) = (unsafe { NETWORKS.get(&veth.network_id) }) else {
+            return TC_ACT_OK;
+        };
         // A unicast address in a group frame would reach every port of the bridge.
         let group = is_multicast_or_broadcast(ip.daddr) || ip.daddr == net.subnet | !net.mask;
         return if group { TC_ACT_OK } else { drop_ip(&ctx, &ip, drop_reason::GROUP_MAC) };
