@@ -239,10 +239,7 @@ impl Controller {
     /// Writes the network to the datapath and attaches `from_uplink` to its uplink.
     pub(crate) async fn publish_network(&mut self, net: &NetworkRecord) -> Result<()> {
         let info = self.network_info(net).await?;
-        // The datapath tells the host's own addresses from the outside with these, also when
-        // the routing lookup is unavailable (see the datapath's `route_into`).
-        let addrs = self.nl.all_ipv4_addresses().await?;
-        self.datapath()?.set_host_addrs(&addrs)?;
+        self.refresh_host_addrs().await?;
         if let Some(uplink) = &net.uplink {
             link::enable_forwarding(&net.bridge)?;
             self.datapath()?.attach_uplink(uplink)?;
@@ -532,11 +529,18 @@ impl Controller {
         if ep.ports.is_empty() {
             return Ok(());
         }
-        let addrs = self.nl.all_ipv4_addresses().await?;
+        self.refresh_host_addrs().await?;
         let dp = self.datapath()?;
-        dp.set_host_addrs(&addrs)?;
         dp.publish(ep.ip, &ep.ports)?;
         dp.attach_sock_programs()
+    }
+
+    /// Writes the host's current addresses to `HOST_ADDRS`: where ports published on every
+    /// address answer, and how the datapath tells the host's own addresses from the outside
+    /// when the routing lookup is unavailable (see the datapath's `route_into`).
+    async fn refresh_host_addrs(&mut self) -> Result<()> {
+        let addrs = self.nl.all_ipv4_addresses().await?;
+        self.datapath()?.set_host_addrs(&addrs)
     }
 
     /// Every published port, with its endpoint.
