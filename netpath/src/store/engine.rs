@@ -4,7 +4,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Store, parse_ip};
+use super::{Store, free_default_subnet, parse_ip};
 use crate::{
     cidr::Ipv4Net,
     error::{Error, Result},
@@ -67,16 +67,7 @@ impl Store {
                 }
                 pool
             }
-            None => {
-                let taken: Vec<Ipv4Net> = taken.iter().map(|(_, t)| *t).chain(routes.iter().copied()).collect();
-                ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
-                    Error::conflict(format!(
-                        "no free /{} left in {}; pass a subnet",
-                        ipam::DEFAULT_PREFIX,
-                        ipam::DEFAULT_POOL
-                    ))
-                })?
-            }
+            None => free_default_subnet(taken.iter().map(|(_, t)| *t), routes, "pass a subnet")?,
         };
         ipam::gateway_for(pool, None)?;
         tx.execute("INSERT INTO ipam_pools (pool) VALUES (?1)", [pool.to_string()])?;

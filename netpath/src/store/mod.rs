@@ -11,7 +11,11 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::error::{Context, Error, Result};
+use crate::{
+    cidr::Ipv4Net,
+    error::{Context, Error, Result},
+    ipam,
+};
 
 mod endpoints;
 mod engine;
@@ -34,6 +38,19 @@ fn parse_col<T: std::str::FromStr>(row: &Row, idx: &str) -> rusqlite::Result<T> 
     let text: String = row.get(idx)?;
     text.parse().map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {idx} '{text}'").into())
+    })
+}
+
+/// The first free subnet of the default pool, clear of `taken` (networks and pools) and of
+/// the host's `routes`; `hint` says how the asker names a subnet of its own choice.
+fn free_default_subnet(taken: impl Iterator<Item = Ipv4Net>, routes: &[Ipv4Net], hint: &str) -> Result<Ipv4Net> {
+    let taken: Vec<Ipv4Net> = taken.chain(routes.iter().copied()).collect();
+    ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
+        Error::conflict(format!(
+            "no free /{} left in the default pool {}; {hint}",
+            ipam::DEFAULT_PREFIX,
+            ipam::DEFAULT_POOL
+        ))
     })
 }
 

@@ -1,7 +1,7 @@
 //! Networks: names, bridges and subnets reserved in one transaction.
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Store, now, rows::*};
+use super::{Store, free_default_subnet, now, rows::*};
 use crate::{
     cidr::Ipv4Net,
     error::{Error, Result},
@@ -44,16 +44,7 @@ impl Store {
                 }
                 subnet
             }
-            None => {
-                let taken: Vec<Ipv4Net> = existing.iter().map(|n| n.subnet).chain(routes.iter().copied()).collect();
-                ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
-                    Error::conflict(format!(
-                        "no free /{} left in the default pool {}; pass --subnet",
-                        ipam::DEFAULT_PREFIX,
-                        ipam::DEFAULT_POOL
-                    ))
-                })?
-            }
+            None => free_default_subnet(existing.iter().map(|n| n.subnet), routes, "pass --subnet")?,
         };
         let gateway = ipam::gateway_for(subnet, req.gateway)?;
         tx.execute(
