@@ -1,4 +1,5 @@
-//! Embeds the eBPF object built by `cargo xtask build-ebpf`.
+//! Embeds the eBPF object built by `cargo xtask build-ebpf`, with its version: FNV-1a over the
+//! object, hashed here once rather than in every command (a millisecond for the whole object).
 use std::path::PathBuf;
 
 fn main() {
@@ -19,4 +20,7 @@ fn main() {
         return;
     }
     println!("cargo::rustc-env=NETPATH_EBPF_OBJECT={}", object.display());
+    let bytes = std::fs::read(&object).expect("the eBPF object exists");
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    println!("cargo::rustc-env=NETPATH_EBPF_VERSION={hash:016x}");
 }

@@ -2,7 +2,8 @@
 //! which interface a pinned link serves (its `LinkInfo` does not expose it; a TCX or XDP
 //! link whose interface was deleted stays pinned but defunct, interface 0, and `ensure` must
 //! replace it rather than trust the pin), the shape of a pinned map, pinning an object under
-//! a second name, and `BPF_LINK_UPDATE` (swap a link's program without a gap).
+//! a second name, and `BPF_LINK_UPDATE` (swap a link's program without a gap); and a TCX
+//! attachment without aya's feature probes, which cost more than the attachment itself.
 use std::{ffi::CString, os::fd::FromRawFd, os::fd::OwnedFd, os::unix::ffi::OsStrExt, path::Path};
 
 use crate::error::{Error, Result};
@@ -86,6 +87,40 @@ pub fn pin(fd: &OwnedFd, pin: &Path) -> Result<()> {
         ..Default::default()
     };
     bpf(BPF_OBJ_PIN, &mut attr).map(drop).map_err(|e| Error::system(format!("cannot pin {}", pin.display()), e))
+}
+
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_TCX_INGRESS: u32 = 46;
+/// Place the program after `relative_fd`; with 0, after every program already there.
+const BPF_F_AFTER: u32 = 1 << 4;
+
+/// `bpf_attr` for `BPF_LINK_CREATE` with its `tcx` member.
+#[repr(C)]
+#[derive(Default)]
+struct TcxLinkCreate {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    relative_fd: u32,
+    _pad: u32,
+    expected_revision: u64,
+}
+
+/// Attaches `prog` to the TCX ingress of interface `ifindex` (of the current namespace), last
+/// in line; returns the link, which detaches when its last descriptor and pin are gone.
+pub fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let mut attr = TcxLinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_TCX_INGRESS,
+        flags: BPF_F_AFTER,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[repr(C)]

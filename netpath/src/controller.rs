@@ -513,8 +513,7 @@ impl Controller {
         self.publish(ep).await?;
         fault::step("attach:published");
 
-        netns::run_in(ns, || link::disable_ipv6(&ep.ifname))??;
-        let inside = Netlink::connect_in(ns)?;
+        let inside = Netlink::connect_in_after(ns, || link::disable_ipv6(&ep.ifname))?;
         let index = inside.require_index(&ep.ifname).await?;
         inside.add_address(index, ep.ip, ep.prefix).await?;
         inside.set_up(index).await?;

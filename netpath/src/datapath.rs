@@ -26,11 +26,9 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, ProgramInfo, SchedClassifier, TcAttachType,
-        Xdp,
+        CgroupAttachMode, CgroupSockAddr, Program, ProgramError, ProgramInfo, SchedClassifier, Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
         links::{FdLink, PinnedLink},
-        tc::TcAttachOptions,
         xdp::XdpMode,
     },
 };
@@ -57,10 +55,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// (bpffs refuses names with a dot.)
 pub const PROBE_PREFIX: &str = "probe-";
 
-/// A short, stable name for this build's datapath: FNV-1a over the object.
+/// A short, stable name for this build's datapath: FNV-1a over the object, computed by the
+/// build script (hashing the object costs a millisecond, in every command that asked).
 pub fn version() -> String {
-    let hash = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
-    format!("{hash:016x}")
+    env!("NETPATH_EBPF_VERSION").to_string()
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -232,7 +230,7 @@ impl Datapath {
             Some(_) => self.detach(ifname)?,
             None => {}
         }
-        self.attach(program, ifname)
+        self.attach(program, ifname, ifindex)
     }
 
     /// Undoes `attach_endpoint`; parts that are already gone are fine.
@@ -322,19 +320,15 @@ impl Datapath {
     }
 
     /// Attaches a pinned program to an interface's TCX ingress and pins the link, so it stays
-    /// attached after this process exits.
-    fn attach(&mut self, program: &str, ifname: &str) -> Result<()> {
-        let mut prog = SchedClassifier::from_pin(self.dir.join(program))
-            .context(|| format!("cannot open the pinned {program} program"))?;
-        let link = prog
-            .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
-            .context(|| format!("cannot attach {program} to {ifname} (TCX ingress)"))?;
-        let link: FdLink =
-            prog.take_link(link).context(|| "cannot take the TCX link")?.try_into().context(|| "TCX link")?;
+    /// attached after this process exits. Through the raw syscall: aya would first probe the
+    /// kernel's features with a dozen test loads, on every attach.
+    fn attach(&mut self, program: &str, ifname: &str, ifindex: u32) -> Result<()> {
+        let prog = bpflink::open_pinned(&self.dir.join(program))?;
+        let link = bpflink::attach_tcx_ingress(&prog, ifindex)
+            .map_err(|e| Error::system(format!("cannot attach {program} to {ifname} (TCX ingress)"), e))?;
         let links = self.dir.join("links");
         std::fs::create_dir_all(&links).context(|| format!("cannot create {}", links.display()))?;
-        link.pin(self.link_pin(ifname)).context(|| format!("cannot pin the TCX link of {ifname}"))?;
-        Ok(())
+        bpflink::pin(&link, &self.link_pin(ifname))
     }
 
     /// Unpinning the link detaches the program once no process holds the link open.

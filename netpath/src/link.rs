@@ -61,12 +61,18 @@ impl Netlink {
 
     /// A connection inside `ns`: the socket is opened on a thread that entered it.
     pub fn connect_in(ns: &Netns) -> Result<Self> {
+        Self::connect_in_after(ns, || Ok(()))
+    }
+
+    /// A connection inside `ns`, opened after `first` ran there: one trip into the namespace
+    /// (a thread that enters it) for both.
+    pub fn connect_in_after(ns: &Netns, first: impl FnOnce() -> Result<()> + Send) -> Result<Self> {
         let runtime = tokio::runtime::Handle::current();
         let (conn, handle, _) = netns::run_in(ns, move || {
+            first()?;
             let _guard = runtime.enter();
-            rtnetlink::new_connection()
-        })?
-        .context(|| format!("cannot open a netlink socket in '{}'", ns.path))?;
+            rtnetlink::new_connection().context(|| format!("cannot open a netlink socket in '{}'", ns.path))
+        })??;
         tokio::spawn(conn);
         Ok(Self { handle })
     }
@@ -290,6 +296,47 @@ impl Netlink {
                 _ => None,
             })
         }))
+    }
+}
+
+/// Asks whether interfaces of the current thread's namespace exist, by name, through one
+/// socket: a `SIOCGIFINDEX` ioctl is a lookup in the kernel's name hash, without the RTNL lock
+/// and without the attributes a netlink answer carries.
+pub struct NameLookup {
+    sock: std::os::fd::OwnedFd,
+}
+
+impl NameLookup {
+    pub fn new() -> Result<Self> {
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .context(|| "cannot open a socket to look interfaces up")?;
+        Ok(Self { sock })
+    }
+
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: ifreq is plain data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if name.len() > IFNAMSIZ_MAX {
+            return Ok(false);
+        }
+        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFINDEX reads the name from and writes the index into `req`.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+        match rc {
+            0 => Ok(true),
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+                e => Err(Error::system(format!("cannot look up interface '{name}'"), e)),
+            },
+        }
     }
 }
 

@@ -199,7 +199,9 @@ impl Store {
     }
 
     /// Rows still `creating`: being created by a live process, or left by one that died; the
-    /// caller tells them apart by trying their locks.
+    /// caller tells them apart by trying their locks, and re-reads a row (with its ports) under
+    /// its lock. Endpoints come without their ports: every attach asks, and while many attach
+    /// at once most of these rows belong to live processes.
     pub fn creating(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
         let networks = {
             let mut stmt = self.conn.prepare(&format!("SELECT {NETWORK_COLS} FROM networks WHERE state = ?1"))?;
@@ -207,7 +209,7 @@ impl Store {
         };
         let endpoints = {
             let mut stmt = self.conn.prepare(&format!("{ENDPOINT_SELECT} WHERE e.state = ?1"))?;
-            with_ports(&self.conn, stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?)?
+            stmt.query_map([CREATING], endpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?
         };
         Ok((networks, endpoints))
     }
