@@ -5,6 +5,7 @@
 //!
 //! Nothing runs in the root network namespace and nothing is sent anywhere but between the
 //! bench's own namespaces; afterwards the machine is checked to be exactly as before.
+mod attach;
 mod charts;
 mod datapath;
 pub(crate) mod install;
@@ -42,7 +43,7 @@ pub struct Options {
     #[arg(long)]
     quick: bool,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
-    /// host-tcp, latency, connrate, udp-rate, ports, attach.
+    /// host-tcp, latency, connrate, udp-rate, ports, attach, attach-concurrent.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
@@ -66,7 +67,7 @@ pub struct Config {
 impl Config {
     fn new(quick: bool) -> Self {
         if quick {
-            Self { quick, runs: 1, seconds: 1, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![10, 100] }
+            Self { quick, runs: 1, seconds: 1, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![100, 500] }
         } else {
             Self { quick, runs: 3, seconds: 3, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![10, 100, 500] }
         }
@@ -80,7 +81,8 @@ impl Config {
             "sockperf ping-pong over UDP, one message in flight, client and server pinned to the same CPU (across CPUs this VM's wake-up, ~30 µs, would swamp the path): half the round trip, 50th and 99th percentile".into(),
             "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
-            format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, timed end to end (N = {:?})", self.endpoint_counts),
+            format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series (N = {:?}); netpath is its release build", self.endpoint_counts),
+            format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
             "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, the machine has no iptables".into(),
         ]
     }
@@ -124,11 +126,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let _lock = lock::RunLock::acquire()?;
     process::catch_interrupts();
     let peers = install::install()?;
-    let connrate = build_connrate()?;
-    let netpath = install::target_dir().join("debug/netpath");
-    if !netpath.exists() {
-        bail!("{} is missing: the build did not produce it", netpath.display());
-    }
+    let connrate = build_release("np-connrate", &["-p", "xtask", "--bin", "np-connrate"])?;
+    // What users run: a debug build would spend its time in unoptimised code.
+    let netpath = build_release("netpath", &["-p", "netpath", "--bin", "netpath"])?;
     step("sweeping what an earlier run may have left");
     leftovers::sweep(&netpath);
     let before = leftovers::Snapshot::take();
@@ -192,17 +192,14 @@ fn write_outputs(dir: &Path, report: &results::Report) -> Result<()> {
     Ok(())
 }
 
-/// np-connrate, optimised: a load generator built for debugging would measure itself.
-fn build_connrate() -> Result<PathBuf> {
-    step("building np-connrate");
-    sh::run(Command::new("cargo").current_dir(workspace_root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "xtask",
-        "--bin",
-        "np-connrate",
-    ]))?;
-    Ok(install::target_dir().join("release/np-connrate"))
+/// An optimised build of binary `bin` (cargo arguments `args`): np-connrate, so that the load
+/// generator does not measure itself, and netpath as users run it.
+fn build_release(bin: &str, args: &[&str]) -> Result<PathBuf> {
+    step(&format!("building {bin} (release)"));
+    sh::run(Command::new("cargo").current_dir(workspace_root()).args(["build", "--quiet", "--release"]).args(args))?;
+    let path = install::target_dir().join("release").join(bin);
+    if !path.exists() {
+        bail!("{} is missing: the build did not produce it", path.display());
+    }
+    Ok(path)
 }

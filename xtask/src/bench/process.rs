@@ -93,6 +93,7 @@ fn run_within(cmd: &mut Command, limit: Duration, input: Option<&[u8]>) -> Resul
         });
     }
     let deadline = Instant::now() + limit;
+    let exit = ExitWatch::new(&child);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -105,7 +106,7 @@ fn run_within(cmd: &mut Command, limit: Duration, input: Option<&[u8]>) -> Resul
             stop(&mut child);
             bail!("`{line}` did not finish within {}s", limit.as_secs());
         }
-        thread::sleep(Duration::from_millis(10));
+        exit.wait(Duration::from_millis(100));
     };
     let out = Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() };
     if !out.status.success() {
@@ -114,6 +115,34 @@ fn run_within(cmd: &mut Command, limit: Duration, input: Option<&[u8]>) -> Resul
         return Err(anyhow!("{}", summary(&out)).context(format!("`{line}` failed ({})", out.status)));
     }
     Ok(out)
+}
+
+/// Wakes up as soon as a child exits (a pidfd becomes readable then), so a command is timed to
+/// its exit, not to the next tick of a polling loop: the attach sweep times commands that take
+/// milliseconds. Without pidfds (before Linux 5.3) it falls back to short sleeps.
+struct ExitWatch(Option<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn new(child: &std::process::Child) -> Self {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
+        // SAFETY: a non-negative result is a descriptor we now own.
+        Self((fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Returns when the child has exited or `at_most` has passed.
+    fn wait(&self, at_most: Duration) {
+        use std::os::fd::AsRawFd;
+        match &self.0 {
+            Some(fd) => {
+                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, at_most.as_millis() as libc::c_int) };
+            }
+            None => thread::sleep(at_most.min(Duration::from_millis(1))),
+        }
+    }
 }
 
 /// What a failed command said, without the command line: for reports.

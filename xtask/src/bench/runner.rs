@@ -2,14 +2,13 @@
 //! every datapath in turn (rotated each run, so none always goes first), then the sweeps.
 //! A cell whose feature does not work is settled as missing on its first attempt, with the
 //! reason, and not tried again.
-use std::{collections::HashSet, time::Instant};
+use std::collections::HashSet;
 
 use anyhow::Result;
 
 use super::{
-    Ctx,
-    datapath::{Attacher, Datapath, Unavailable},
-    netns::Netns,
+    Ctx, attach,
+    datapath::{Datapath, Unavailable},
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
@@ -26,13 +25,14 @@ pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario]
     let runs = ctx.cfg.runs;
     let paths: Vec<&'static Scenario> = scenarios.iter().copied().filter(|s| !s.is_sweep()).collect();
     let ports = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::PortSweep));
-    let attach = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::AttachSweep));
+    let attaches: Vec<&'static Scenario> =
+        scenarios.iter().copied().filter(|s| matches!(s.kind, Kind::AttachSweep | Kind::AttachConcurrent)).collect();
     let n = datapaths.len();
     let total = n
         * runs
         * (paths.len()
             + ports.map_or(0, |_| ctx.cfg.port_counts.len())
-            + attach.map_or(0, |_| ctx.cfg.endpoint_counts.len()));
+            + attaches.iter().map(|s| attach::counts(&ctx.cfg, s.kind).len()).sum::<usize>());
     let mut cells =
         Runner { ctx, results, progress: Progress::new(total), tried: HashSet::new(), failed_up: Vec::new() };
 
@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario]
     if let Some(scenario) = ports {
         cells.port_sweep(datapaths, scenario)?;
     }
-    if let Some(scenario) = attach {
+    for scenario in attaches {
         cells.attach_sweep(datapaths, scenario)?;
     }
     Ok(())
@@ -211,10 +211,11 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Seconds to attach N endpoints, one command each, as a runtime starting N containers.
+    /// Attaching N endpoints, one command each, as a runtime starting N containers (see
+    /// `attach`).
     fn attach_sweep(&mut self, datapaths: &mut Datapaths, scenario: &'static Scenario) -> Result<()> {
         for run in 0..self.ctx.cfg.runs {
-            for &count in &self.ctx.cfg.endpoint_counts {
+            for count in attach::counts(&self.ctx.cfg, scenario.kind) {
                 for i in rotation(datapaths.len(), run) {
                     let dp = &mut datapaths[i];
                     let name = dp.name();
@@ -223,8 +224,8 @@ impl Runner<'_> {
                         "skipped (settled)".to_string()
                     } else if let Some(attacher) = dp.attacher() {
                         let first = self.tried.insert((scenario.name, Some(count), name));
-                        let timed = time_attach(self.ctx, name, attacher, count).map_err(|e| format!("{e:#}"));
-                        self.settle(scenario, Some(count), name, run, first, vec![timed])
+                        let outcomes = attach::measure(self.ctx, name, attacher, scenario.kind, count);
+                        self.settle(scenario, Some(count), name, run, first, outcomes)
                     } else {
                         let why = Unavailable::NotApplicable(
                             "the attach sweep compares netpath, the CNI bridge plugin and netavark".into(),
@@ -245,39 +246,5 @@ fn describe(why: &Unavailable) -> String {
     match why {
         Unavailable::Missing(r) => format!("missing: {r}"),
         Unavailable::NotApplicable(r) => format!("n/a: {r}"),
-    }
-}
-
-/// Makes `count` namespaces (untimed), attaches an endpoint to each (timed), then detaches
-/// them and removes the namespaces whatever happened.
-fn time_attach(ctx: &Ctx, datapath: &str, attacher: &mut dyn Attacher, count: u32) -> Result<f64> {
-    let mut batch = Batch(Vec::new());
-    for i in 0..count {
-        batch.0.push(Netns::create(&format!("{datapath}-e{i}"))?);
-    }
-    let mut attached = 0;
-    let start = Instant::now();
-    let result = (|| -> Result<f64> {
-        for (i, ns) in batch.0.iter().enumerate() {
-            attacher.attach(ctx, i as u32, ns)?;
-            attached += 1;
-            check_interrupt()?;
-        }
-        Ok(start.elapsed().as_secs_f64())
-    })();
-    for (i, ns) in batch.0.iter().enumerate().take(attached) {
-        let _ = attacher.detach(ctx, i as u32, ns);
-    }
-    result
-}
-
-/// Namespaces of one attach batch, deleted when it goes out of scope.
-struct Batch(Vec<Netns>);
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            ns.delete();
-        }
     }
 }

@@ -16,6 +16,8 @@ const PACKETS: Metric = Metric { name: "packets", unit: "kpps", higher_is_better
 const P50: Metric = Metric { name: "p50", unit: "µs", higher_is_better: false };
 const P99: Metric = Metric { name: "p99", unit: "µs", higher_is_better: false };
 const TIME: Metric = Metric { name: "time", unit: "s", higher_is_better: false };
+const ATTACH_P50: Metric = Metric { name: "p50", unit: "ms", higher_is_better: false };
+const ATTACH_P99: Metric = Metric { name: "p99", unit: "ms", higher_is_better: false };
 
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
@@ -28,8 +30,12 @@ pub enum Kind {
     ConnRate,
     /// Inbound throughput and connection rate with N ports published (a sweep over N).
     PortSweep,
-    /// Time to attach N endpoints (a sweep over N).
+    /// N endpoints attached one after another: per-attach p50 and p99, and the whole series
+    /// (a sweep over N).
     AttachSweep,
+    /// N endpoints attached at once, N commands launched together: time until the last one
+    /// returned.
+    AttachConcurrent,
 }
 
 #[derive(Debug)]
@@ -95,7 +101,18 @@ pub const ALL: &[Scenario] = &[
         kind: Kind::PortSweep,
         metrics: &[THROUGHPUT, CONNECTIONS],
     },
-    Scenario { name: "attach", title: "time to attach N endpoints", kind: Kind::AttachSweep, metrics: &[TIME] },
+    Scenario {
+        name: "attach",
+        title: "attach N endpoints one after another (per attach, and all N)",
+        kind: Kind::AttachSweep,
+        metrics: &[ATTACH_P50, ATTACH_P99, TIME],
+    },
+    Scenario {
+        name: "attach-concurrent",
+        title: "attach N endpoints at once, N commands launched together",
+        kind: Kind::AttachConcurrent,
+        metrics: &[TIME],
+    },
 ];
 
 impl Scenario {
@@ -109,7 +126,7 @@ impl Scenario {
     }
 
     pub fn is_sweep(&self) -> bool {
-        matches!(self.kind, Kind::PortSweep | Kind::AttachSweep)
+        matches!(self.kind, Kind::PortSweep | Kind::AttachSweep | Kind::AttachConcurrent)
     }
 
     /// The path the scenario's traffic takes.
@@ -117,7 +134,7 @@ impl Scenario {
         match self.kind {
             Kind::Tcp { route, .. } => route,
             Kind::PortSweep => Route::Ingress,
-            Kind::UdpRate | Kind::Latency | Kind::ConnRate | Kind::AttachSweep => Route::C2c,
+            Kind::UdpRate | Kind::Latency | Kind::ConnRate | Kind::AttachSweep | Kind::AttachConcurrent => Route::C2c,
         }
     }
 
@@ -138,7 +155,9 @@ impl Scenario {
                 traffic::tcp_throughput(target, 1, seconds).map_err(text),
                 traffic::conn_rate(ctx, target, seconds).map_err(text),
             ],
-            Kind::AttachSweep => vec![Err("the attach sweep is timed by the runner, not measured on a path".into())],
+            Kind::AttachSweep | Kind::AttachConcurrent => {
+                vec![Err("the attach sweeps are timed by the runner, not measured on a path".into())]
+            }
         }
     }
 }

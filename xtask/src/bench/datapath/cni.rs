@@ -4,9 +4,9 @@
 //! configuration on stdin, the previous plugin's result passed on as `prevResult`, port
 //! mappings as `runtimeConfig` to the plugin that declares the capability, and on DEL the
 //! list in reverse with the cached result. The plugins run in the host namespace.
-use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, sync::Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 
 use super::{Attacher, Datapath, Routes};
@@ -28,7 +28,8 @@ pub struct Cni {
     ipam_dir: PathBuf,
     routes: Routes,
     /// Container id → its namespace and the chain's result, which DEL needs (libcni caches it).
-    attached: HashMap<String, (Netns, Value)>,
+    /// Shared by the threads of the concurrent attach sweep.
+    attached: Mutex<HashMap<String, (Netns, Value)>>,
 }
 
 impl Datapath for Cni {
@@ -61,7 +62,7 @@ impl Datapath for Cni {
         if let Some(topo) = &mut self.topo {
             topo.stop_servers();
         }
-        let ids: Vec<String> = self.attached.keys().cloned().collect();
+        let ids: Vec<String> = self.attached.lock().map(|a| a.keys().cloned().collect()).unwrap_or_default();
         for id in ids {
             let _ = self.del(ctx, &id);
         }
@@ -75,11 +76,11 @@ impl Datapath for Cni {
 }
 
 impl Attacher for Cni {
-    fn attach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
-        self.add(ctx, &format!("e{index}"), ns, &[]).map(drop)
+    fn attach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
+        self.add(ctx, &format!("e{index}"), ns, &[])
     }
 
-    fn detach(&mut self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
+    fn detach(&self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
         self.del(ctx, &format!("e{index}"))
     }
 }
@@ -98,7 +99,7 @@ impl Cni {
     }
 
     /// CNI ADD of the whole list; returns the container's address.
-    fn add(&mut self, ctx: &Ctx, id: &str, ns: &Netns, ports: &[(u16, u16)]) -> Result<Ipv4Addr> {
+    fn add(&self, ctx: &Ctx, id: &str, ns: &Netns, ports: &[(u16, u16)]) -> Result<Ipv4Addr> {
         let mappings: Vec<Value> = ports
             .iter()
             .map(|(host, container)| json!({"hostPort": host, "containerPort": container, "protocol": "tcp"}))
@@ -119,13 +120,21 @@ impl Cni {
             .with_context(|| format!("no address in the CNI result for {id}: {result}"))?;
         let ip =
             address.split('/').next().unwrap_or_default().parse().with_context(|| format!("CNI address {address}"))?;
-        self.attached.insert(id.to_string(), (ns.clone(), result));
+        self.attached
+            .lock()
+            .map_err(|_| anyhow!("a thread of the attach sweep panicked"))?
+            .insert(id.to_string(), (ns.clone(), result));
         Ok(ip)
     }
 
     /// CNI DEL of the list in reverse, with the cached result.
-    fn del(&mut self, ctx: &Ctx, id: &str) -> Result<()> {
-        let (ns, result) = self.attached.remove(id).with_context(|| format!("{id} is not attached"))?;
+    fn del(&self, ctx: &Ctx, id: &str) -> Result<()> {
+        let (ns, result) = self
+            .attached
+            .lock()
+            .map_err(|_| anyhow!("a thread of the attach sweep panicked"))?
+            .remove(id)
+            .with_context(|| format!("{id} is not attached"))?;
         for mut conf in self.plugins().into_iter().rev() {
             conf["prevResult"] = result.clone();
             self.exec(ctx, "DEL", id, &ns, conf)?;

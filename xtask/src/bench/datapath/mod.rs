@@ -99,10 +99,12 @@ pub trait PortTable {
     fn remove_fillers(&mut self, ctx: &Ctx) -> Result<()>;
 }
 
-/// Attaches and detaches endpoint `index` in namespace `ns`, one command per endpoint.
-pub trait Attacher {
-    fn attach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()>;
-    fn detach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()>;
+/// Attaches and detaches endpoint `index` in namespace `ns`, one command per endpoint, from
+/// many threads at once in the concurrent sweep.
+pub trait Attacher: Sync {
+    /// Returns the endpoint's address.
+    fn attach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<Ipv4Addr>;
+    fn detach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()>;
 }
 
 /// Every datapath, in the order of the report's columns; netpath first, the reference of

@@ -2,9 +2,9 @@
 //! the way Podman drives it: `netavark --config DIR setup|teardown NETNS` with the network
 //! options JSON on stdin, addresses chosen by the caller (Podman does its own IPAM), run in
 //! the host namespace, where it makes its bridge and iptables rules.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::Ipv4Addr, path::PathBuf, sync::Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 
 use super::{Attacher, Datapath, Routes, nth_ip};
@@ -27,8 +27,9 @@ pub struct Netavark {
     topo: Option<Topology>,
     config_dir: PathBuf,
     routes: Routes,
-    /// Containers set up (index, namespace, published), torn down in `down`.
-    containers: Vec<(u32, Netns, bool)>,
+    /// Containers set up (index, namespace, published), torn down in `down`; shared by the
+    /// threads of the concurrent attach sweep.
+    containers: Mutex<Vec<(u32, Netns, bool)>>,
 }
 
 impl Datapath for Netavark {
@@ -61,7 +62,8 @@ impl Datapath for Netavark {
         if let Some(topo) = &mut self.topo {
             topo.stop_servers();
         }
-        for (index, ns, published) in std::mem::take(&mut self.containers).into_iter().rev() {
+        let containers = self.containers.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+        for (index, ns, published) in containers.into_iter().rev() {
             let _ = self.netavark(ctx, "teardown", index, &ns, published);
         }
         self.topo = None;
@@ -74,18 +76,20 @@ impl Datapath for Netavark {
 }
 
 impl Attacher for Netavark {
-    fn attach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
-        self.netavark(ctx, "setup", SWEEP_FIRST_INDEX + index, ns, false)
+    /// The address is the caller's choice, as Podman's own IPAM makes it.
+    fn attach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
+        self.netavark(ctx, "setup", SWEEP_FIRST_INDEX + index, ns, false)?;
+        Ok(nth_ip(SUBNET, SWEEP_FIRST_INDEX + index))
     }
 
-    fn detach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
+    fn detach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
         self.netavark(ctx, "teardown", SWEEP_FIRST_INDEX + index, ns, false)
     }
 }
 
 impl Netavark {
     /// One `netavark setup|teardown` of container `index` in `ns`, as Podman runs it.
-    fn netavark(&mut self, ctx: &Ctx, command: &str, index: u32, ns: &Netns, published: bool) -> Result<()> {
+    fn netavark(&self, ctx: &Ctx, command: &str, index: u32, ns: &Netns, published: bool) -> Result<()> {
         let host = &self.topo.as_ref().context("netavark is not up")?.host;
         let options = network_options(index, published);
         let mut cmd = host.cmd(
@@ -94,9 +98,10 @@ impl Netavark {
         );
         feed_within(ctx.peers.env(&mut cmd), SETUP_LIMIT, options.to_string().as_bytes())
             .with_context(|| format!("netavark {command} of container {index}"))?;
+        let mut containers = self.containers.lock().map_err(|_| anyhow!("a thread of the attach sweep panicked"))?;
         match command {
-            "setup" => self.containers.push((index, ns.clone(), published)),
-            _ => self.containers.retain(|(i, _, _)| *i != index),
+            "setup" => containers.push((index, ns.clone(), published)),
+            _ => containers.retain(|(i, _, _)| *i != index),
         }
         Ok(())
     }

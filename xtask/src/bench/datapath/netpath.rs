@@ -208,12 +208,11 @@ impl PortTable for Netpath {
 }
 
 impl Attacher for Netpath {
-    fn attach(&mut self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
-        let netns = ns.path().to_string_lossy();
-        self.run(ctx, &["attach", "--network", NETWORK, "--netns", &netns, "--id", &format!("e{index}")]).map(drop)
+    fn attach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
+        self.attach_endpoint(ctx, &format!("e{index}"), ns, &[])
     }
 
-    fn detach(&mut self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
+    fn detach(&self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
         self.run(ctx, &["detach", "--id", &format!("e{index}")]).map(drop)
     }
 }
