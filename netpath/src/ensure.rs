@@ -8,7 +8,7 @@ use crate::{
     controller::Controller,
     error::{Error, Result},
     link::{self, Netlink},
-    netns::Netns,
+    netns::{self, Netns},
     store::{EndpointRecord, NetworkRecord},
 };
 
@@ -95,6 +95,9 @@ impl Controller {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
                 let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
+                // An endpoint wired by an older build may lack it; `refresh_endpoint` makes
+                // it an XDP target.
+                netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
                 let info =
                     EndpointInfo { host_ifindex, network_id: net.id, mac: ep.mac_bytes()?, _pad: Default::default() };
                 self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info)?;
