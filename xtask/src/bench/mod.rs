@@ -42,7 +42,7 @@ pub struct Options {
     #[arg(long)]
     quick: bool,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
-    /// host-tcp, latency, connrate, udp-rate, ports, attach.
+    /// host-tcp, latency, connrate, udp-rate, udp-in, flood, ports, attach.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
