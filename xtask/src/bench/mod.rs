@@ -42,7 +42,7 @@ pub struct Options {
     #[arg(long)]
     quick: bool,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
-    /// host-tcp, latency, connrate, udp-rate, ports, attach.
+    /// host-tcp, latency, connrate, udp-rate, udp-in, flood, ports, attach.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
@@ -79,6 +79,8 @@ impl Config {
             format!("iperf3 runs {} s (TCP: receiver's throughput; UDP: 64-byte datagrams at full speed, datagrams that arrived per second)", self.seconds),
             "sockperf ping-pong over UDP, one message in flight, client and server pinned to the same CPU (across CPUs this VM's wake-up, ~30 µs, would swamp the path): half the round trip, 50th and 99th percentile".into(),
             "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
+            "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before".into(),
+            "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, timed end to end (N = {:?})", self.endpoint_counts),
             "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, the machine has no iptables".into(),
@@ -203,6 +205,8 @@ fn build_connrate() -> Result<PathBuf> {
         "xtask",
         "--bin",
         "np-connrate",
+        "--bin",
+        "np-flood",
     ]))?;
     Ok(install::target_dir().join("release/np-connrate"))
 }
