@@ -1,51 +1,63 @@
-//! Per-endpoint and per-drop-reason counters, and drop events for `netpath monitor`.
+//! Per-endpoint (by slot) and per-drop-reason counters, and drop events for `netpath monitor`.
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netpath_common::{Counter, DropEvent, StatKey, stat_kind};
 
 use crate::{
-    maps::{EVENTS, STATS},
+    maps::{ENDPOINT_COUNTERS, EVENTS, STATS},
     packet::Ipv4,
 };
 
-/// Adds one packet to a counter the control plane created when it attached the endpoint;
-/// `false` when there is no such counter.
+/// Adds one packet the endpoint in `slot` sent.
 #[inline(always)]
-pub fn count(kind: u32, id: u32, bytes: u32) -> bool {
-    let Some(counter) = STATS.get_ptr_mut(&StatKey { kind, id }) else {
-        return false;
-    };
-    // SAFETY: per-CPU value, so no other CPU writes it concurrently.
-    unsafe {
-        (*counter).packets += 1;
-        (*counter).bytes += u64::from(bytes);
+pub fn count_tx(slot: u16, bytes: u32) {
+    if let Some(c) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+        unsafe { add(&mut (*c).tx, bytes) }
     }
-    true
 }
 
-/// Adds one packet to a counter that is created on first use (drop reasons, XDP).
+/// Adds one packet delivered to the endpoint in `slot`.
+#[inline(always)]
+pub fn count_rx(slot: u16, bytes: u32) {
+    if let Some(c) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: as in `count_tx`.
+        unsafe { add(&mut (*c).rx, bytes) }
+    }
+}
+
+#[inline(always)]
+fn add(counter: &mut Counter, bytes: u32) {
+    counter.packets += 1;
+    counter.bytes += u64::from(bytes);
+}
+
+/// Adds one packet to a datapath-wide counter (drop reasons, XDP), created on first use.
 #[inline(always)]
 pub fn bump(kind: u32, id: u32, bytes: u32) {
-    if !count(kind, id, bytes) {
+    let key = StatKey { kind, id };
+    match STATS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+        Some(counter) => unsafe { add(&mut *counter, bytes) },
         // First use on any CPU; a racing insert from another CPU wins and this packet goes
         // uncounted, which a counter can afford.
-        let _ = STATS.insert(&StatKey { kind, id }, &Counter { packets: 1, bytes: u64::from(bytes) }, 0);
+        None => {
+            let _ = STATS.insert(&key, &Counter { packets: 1, bytes: u64::from(bytes) }, 0);
+        }
     }
 }
 
 /// Counts a dropped packet under its reason and reports it; the caller returns TC_ACT_SHOT.
 #[inline(always)]
 pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protocol: u8) {
-    bump(stat_kind::DROP, reason, ctx.len());
-    let event = DropEvent {
-        reason,
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        saddr,
-        daddr,
-        protocol,
-        _pad: 0,
-        _pad2: 0,
-        len: ctx.len(),
-    };
+    report_drop(reason, unsafe { (*ctx.skb.skb).ifindex }, ctx.len(), saddr, daddr, protocol);
+}
+
+/// Counts a packet of `len` bytes dropped on `ifindex` under its reason and reports it to
+/// `netpath monitor`; TC and XDP programs alike.
+#[inline(always)]
+pub fn report_drop(reason: u32, ifindex: u32, len: u32, saddr: u32, daddr: u32, protocol: u8) {
+    bump(stat_kind::DROP, reason, len);
+    let event = DropEvent { reason, ifindex, saddr, daddr, protocol, _pad: 0, _pad2: 0, len };
     let _ = EVENTS.output::<DropEvent>(&event, 0);
 }
 

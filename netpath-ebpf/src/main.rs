@@ -16,6 +16,7 @@ mod nat;
 mod packet;
 mod portmap;
 mod sock;
+mod uplink;
 mod xdp_uplink;
 
 #[cfg(not(test))]

@@ -2,11 +2,11 @@
 //! every later load (and every other netpath process) reuses the same maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, VethInfo,
-    limits, names,
+    Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey,
+    StatKey, VethInfo, limits, names,
 };
 
 #[map]
@@ -24,6 +24,10 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map]
 pub static STATS: PerCpuHashMap<StatKey, Counter> = PerCpuHashMap::pinned(limits::MAX_STATS, 0);
+
+/// By the slot in the endpoint's `ENDPOINTS` and `VETHS` entries.
+#[map]
+pub static ENDPOINT_COUNTERS: PerCpuArray<EndpointCounters> = PerCpuArray::pinned(limits::MAX_ENDPOINTS, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
@@ -52,3 +56,10 @@ pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, PortTarget> = LruHashMap::pinn
 /// stages of `from_container` and of `from_uplink`.
 #[map]
 pub static TAIL_CALLS: ProgramArray = ProgramArray::pinned(names::TAIL_CALLED.len() as u32, 0);
+
+/// By host veth ifindex: the endpoints `xdp_uplink` may redirect to, each keyed and targeted by
+/// its host veth. The control plane adds an endpoint once its container side has NAPI (GRO on),
+/// without which a veth drops what `ndo_xdp_xmit` hands it; the kernel removes an entry when
+/// its device goes away.
+#[map]
+pub static XDP_TARGETS: DevMapHash = DevMapHash::pinned(limits::MAX_ENDPOINTS, 0);

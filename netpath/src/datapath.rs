@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSockAddr, Program, ProgramError, ProgramInfo, SchedClassifier, Xdp,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -34,8 +34,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, VethInfo, ct_dir, names,
-    stat_kind,
+    Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey,
+    VethInfo, ct_dir, names,
 };
 use nix::fcntl::{Flock, FlockArg};
 
@@ -114,6 +114,26 @@ pub fn cgroup2_root() -> Result<PathBuf> {
         .ok_or_else(|| Error::not_found("no cgroup v2 hierarchy is mounted; mount one to publish ports to the host"))
 }
 
+/// How `attach_xdp` left the uplink.
+pub enum XdpAttach {
+    Native,
+    /// Generic mode, and why native mode was refused.
+    Generic(String),
+    /// A link was attached already.
+    Kept,
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 /// The pinned datapath, opened from its pins.
 pub struct Datapath {
     dir: PathBuf,
@@ -122,6 +142,7 @@ pub struct Datapath {
     networks: HashMap<MapData, u32, NetworkInfo>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     stats: PerCpuHashMap<MapData, StatKey, Counter>,
+    endpoint_counters: PerCpuArray<MapData, EndpointCounters>,
     config: Array<MapData, Config>,
     veths: HashMap<MapData, u32, VethInfo>,
     /// Established connections, and those not answered yet (see the datapath's conntrack).
@@ -129,6 +150,7 @@ pub struct Datapath {
     ct_new: HashMap<MapData, CtKey, CtEntry>,
     portmap: HashMap<MapData, PortKey, PortTarget>,
     host_addrs: HashMap<MapData, u32, u32>,
+    xdp_targets: DevMapHash<MapData>,
 }
 
 impl Datapath {
@@ -163,12 +185,14 @@ impl Datapath {
             networks: map(names::NETWORKS)?.try_into().map_err(wrong(names::NETWORKS))?,
             endpoints: map(names::ENDPOINTS)?.try_into().map_err(wrong(names::ENDPOINTS))?,
             stats: map(names::STATS)?.try_into().map_err(wrong(names::STATS))?,
+            endpoint_counters: map(names::ENDPOINT_COUNTERS)?.try_into().map_err(wrong(names::ENDPOINT_COUNTERS))?,
             config: map(names::CONFIG)?.try_into().map_err(wrong(names::CONFIG))?,
             veths: map(names::VETHS)?.try_into().map_err(wrong(names::VETHS))?,
             ct: map(names::CT)?.try_into().map_err(wrong(names::CT))?,
             ct_new: map(names::CT_NEW)?.try_into().map_err(wrong(names::CT_NEW))?,
             portmap: map(names::PORTMAP)?.try_into().map_err(wrong(names::PORTMAP))?,
             host_addrs: map(names::HOST_ADDRS)?.try_into().map_err(wrong(names::HOST_ADDRS))?,
+            xdp_targets: map(names::XDP_TARGETS)?.try_into().map_err(wrong(names::XDP_TARGETS))?,
             dir,
             lock_dir,
         })
@@ -190,35 +214,29 @@ impl Datapath {
     /// Attaches `from_container` to the endpoint's host veth (TCX ingress, pinned link) and
     /// publishes the endpoint in the maps.
     pub fn attach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
-        let cpus = possible_cpus()?;
-        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
-            let key = StatKey { kind, id: info.host_ifindex };
-            let zero =
-                PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
-            self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
-        }
+        let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); possible_cpus()?])
+            .context(|| "cannot size per-CPU counters")?;
+        self.endpoint_counters
+            .set(u32::from(info.slot), zero, 0)
+            .context(|| format!("cannot reset counter slot {} for {host_veth}", info.slot))?;
         self.refresh_endpoint(host_veth, ip, info)
     }
 
     /// Makes a wired endpoint's datapath side whole again without resetting its counters:
-    /// counters that are missing, its map entries, and its TCX link if the pin is gone or
-    /// points at an interface that no longer exists. `attach_endpoint` ends here too: every
-    /// entry an endpoint needs is written in this one place.
+    /// its map entries, and its TCX link if the pin is gone or points at an interface that no
+    /// longer exists. `attach_endpoint` ends here too: every entry an endpoint needs is
+    /// written in this one place.
     pub fn refresh_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
-        let cpus = possible_cpus()?;
-        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
-            let key = StatKey { kind, id: info.host_ifindex };
-            if self.stats.get(&key, 0).is_err() {
-                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
-                    .context(|| "cannot size per-CPU counters")?;
-                self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
-            }
-        }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
-        let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, _pad: 0 };
+        let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, slot: info.slot };
         self.veths
             .insert(info.host_ifindex, veth, 0)
             .context(|| format!("cannot write {host_veth} to the VETHS map"))?;
+        // Callers turn GRO on at the container's side first (`link::enable_gro`): a veth takes
+        // frames redirected by XDP only with NAPI there.
+        self.xdp_targets
+            .insert(info.host_ifindex, info.host_ifindex, None, 0)
+            .map_err(|e| Error::system(format!("cannot write {host_veth} to the XDP_TARGETS map"), e))?;
         self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
     }
 
@@ -237,16 +255,14 @@ impl Datapath {
     pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
         self.detach(host_veth)?;
         // A veth that died with its namespace has no ifindex left to ask for: the ENDPOINTS
-        // entry remembers it, so its counters and VETHS entry still go. They go before the
-        // entry that remembers their ifindex, so a process killed in between leaves nothing
-        // the next teardown cannot find.
+        // entry remembers it, so its VETHS entry still goes. It goes before the entry that
+        // remembers its ifindex, so a process killed in between leaves nothing the next
+        // teardown cannot find.
         let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|i| i.host_ifindex));
         if let Some(ifindex) = host_ifindex {
             ignore_missing(self.veths.remove(&ifindex)).context(|| format!("cannot remove {host_veth} from VETHS"))?;
-            for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
-                ignore_missing(self.stats.remove(&StatKey { kind, id: ifindex }))
-                    .context(|| "cannot remove the endpoint's counters from STATS")?;
-            }
+            ignore_missing(self.xdp_targets.remove(ifindex))
+                .context(|| format!("cannot remove {host_veth} from XDP_TARGETS"))?;
         }
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
     }
@@ -261,24 +277,32 @@ impl Datapath {
         self.detach(uplink)
     }
 
-    /// Attaches `xdp_uplink` to the uplink unless it is there already. Generic (skb) mode:
-    /// redirecting into a veth from native XDP needs XDP on the container's side too.
-    pub fn attach_xdp(&mut self, uplink: &str) -> Result<()> {
+    /// Attaches `xdp_uplink` to the uplink unless it is there already: in native (driver) mode,
+    /// or in generic (skb) mode when the device has no XDP of its own. Says which mode it took;
+    /// a link already there is left as it is (`Kept`).
+    pub fn attach_xdp(&mut self, uplink: &str) -> Result<XdpAttach> {
         let _lock = lock(&self.lock_dir)?;
         let pin = self.link_pin(&format!("xdp-{uplink}"));
         match bpflink::pinned_ifindex(&pin)? {
-            Some(current) if current == ifindex_of(uplink)? => return Ok(()),
+            Some(current) if current == ifindex_of(uplink)? => return Ok(XdpAttach::Kept),
             Some(_) => self.detach(&format!("xdp-{uplink}"))?,
             None => {}
         }
         let mut prog = Xdp::from_pin(self.dir.join(names::XDP_UPLINK), XdpAttachType::Interface)
             .context(|| "cannot open the pinned xdp_uplink program")?;
-        let link = prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
+        let (link, attached) = match prog.attach(uplink, XdpMode::Driver) {
+            Ok(link) => (link, XdpAttach::Native),
+            Err(native) => {
+                let link =
+                    prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
+                (link, XdpAttach::Generic(error_chain(&native)))
+            }
+        };
         let link: FdLink =
             prog.take_link(link).context(|| "cannot take the XDP link")?.try_into().context(|| "XDP link")?;
         std::fs::create_dir_all(self.dir.join("links")).context(|| "cannot create the links directory")?;
         link.pin(&pin).context(|| format!("cannot pin the XDP link of {uplink}"))?;
-        Ok(())
+        Ok(attached)
     }
 
     pub fn detach_xdp(&mut self, uplink: &str) -> Result<()> {
@@ -437,15 +461,24 @@ impl Datapath {
         ignore_missing(self.ct_new.remove(key)).context(|| "cannot remove a CT_NEW entry")
     }
 
-    /// Every counter, summed over the CPUs.
+    /// The counters of the endpoint in `slot`, summed over the CPUs.
+    pub fn endpoint_counters(&self, slot: u16) -> Result<EndpointCounters> {
+        let per_cpu = self
+            .endpoint_counters
+            .get(&u32::from(slot), 0)
+            .context(|| format!("cannot read counter slot {slot} of ENDPOINT_COUNTERS"))?;
+        Ok(per_cpu.iter().fold(EndpointCounters::default(), |acc, c| EndpointCounters {
+            tx: add(acc.tx, c.tx),
+            rx: add(acc.rx, c.rx),
+        }))
+    }
+
+    /// Every datapath-wide counter (drop reasons, XDP), summed over the CPUs.
     pub fn counters(&self) -> Result<Vec<(StatKey, Counter)>> {
         let mut out = Vec::new();
         for entry in self.stats.iter() {
             let (key, per_cpu) = entry.context(|| "cannot read the STATS map")?;
-            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-            });
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| add(acc, *c));
             out.push((key, sum));
         }
         Ok(out)
@@ -494,10 +527,6 @@ impl Datapath {
     /// Removes an ENDPOINTS entry nobody owns.
     pub fn remove_endpoint_entry(&mut self, ip: Ipv4Addr) -> Result<()> {
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
-    }
-
-    pub fn remove_counter(&mut self, key: &StatKey) -> Result<()> {
-        ignore_missing(self.stats.remove(key)).context(|| "cannot remove a counter from STATS")
     }
 
     pub fn remove_published(&mut self, key: &PortKey) -> Result<()> {
@@ -589,6 +618,10 @@ pub(crate) fn lock(dir: &Path) -> Result<Flock<File>> {
     let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::system(format!("cannot lock {}", path.display()), e))
+}
+
+fn add(a: Counter, b: Counter) -> Counter {
+    Counter { packets: a.packets + b.packets, bytes: a.bytes + b.bytes }
 }
 
 fn possible_cpus() -> Result<usize> {

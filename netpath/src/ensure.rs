@@ -1,14 +1,13 @@
 //! One idempotent way to bring each object's kernel side in line with its row: `network
 //! create`, `attach`, `datapath reload` and `restore` all go through here. Each function
 //! compares what the database says with what the kernel has and changes only what differs.
-use netpath_common::EndpointInfo;
 use serde::Serialize;
 
 use crate::{
     controller::Controller,
     error::{Error, Result},
     link::{self, Netlink},
-    netns::Netns,
+    netns::{self, Netns},
     store::{EndpointRecord, NetworkRecord},
 };
 
@@ -95,9 +94,10 @@ impl Controller {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
                 let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
-                let info =
-                    EndpointInfo { host_ifindex, network_id: net.id, mac: ep.mac_bytes()?, _pad: Default::default() };
-                self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info)?;
+                // An endpoint wired by an older build may lack it; `refresh_endpoint` makes
+                // it an XDP target.
+                netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
+                self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)
             }

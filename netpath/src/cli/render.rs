@@ -3,6 +3,7 @@ use serde::Serialize;
 
 use crate::{
     error::Result,
+    link::XdpMode,
     output::{Format, json, key_values, table},
     ports::Port,
     restore::{EndpointAction, RestoreReport},
@@ -52,6 +53,8 @@ pub(super) fn settings_text(s: &Settings) -> String {
 pub(super) struct NetworkView {
     #[serde(flatten)]
     pub network: NetworkRecord,
+    /// How `xdp_uplink` runs on the uplink, as the kernel reports it; `null` without `--xdp`.
+    pub xdp_mode: Option<XdpMode>,
     pub endpoints: Vec<EndpointRecord>,
 }
 
@@ -118,9 +121,6 @@ pub(super) fn gc_text(r: &crate::gc::GcReport) -> String {
     ];
     let mut lines: Vec<String> =
         lists.iter().flat_map(|(what, items)| items.iter().map(move |i| format!("{what}: {i}"))).collect();
-    if r.counters > 0 {
-        lines.push(format!("removed {} orphan counter(s)", r.counters));
-    }
     if r.connections > 0 {
         lines.push(format!("removed {} orphan conntrack entr(ies)", r.connections));
     }

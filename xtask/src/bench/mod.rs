@@ -43,7 +43,7 @@ pub struct Options {
     #[arg(long)]
     quick: bool,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
-    /// host-tcp, latency, connrate, udp-rate, ports, attach, attach-concurrent.
+    /// host-tcp, latency, connrate, udp-rate, udp-in, flood, ports, attach, attach-concurrent.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
@@ -80,6 +80,8 @@ impl Config {
             format!("iperf3 runs {} s (TCP: receiver's throughput; UDP: 64-byte datagrams at full speed, datagrams that arrived per second)", self.seconds),
             "sockperf ping-pong over UDP, one message in flight, client and server pinned to the same CPU (across CPUs this VM's wake-up, ~30 µs, would swamp the path): half the round trip, 50th and 99th percentile".into(),
             "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
+            "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before".into(),
+            "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series (N = {:?}); netpath is its release build", self.endpoint_counts),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
@@ -126,7 +128,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let _lock = lock::RunLock::acquire()?;
     process::catch_interrupts();
     let peers = install::install()?;
-    let connrate = build_release("np-connrate", &["-p", "xtask", "--bin", "np-connrate"])?;
+    // np-flood is found next to np-connrate.
+    let connrate = build_release("np-connrate", &["-p", "xtask", "--bin", "np-connrate", "--bin", "np-flood"])?;
     // What users run: a debug build would spend its time in unoptimised code.
     let netpath = build_release("netpath", &["-p", "netpath", "--bin", "netpath"])?;
     step("sweeping what an earlier run may have left");
@@ -192,8 +195,8 @@ fn write_outputs(dir: &Path, report: &results::Report) -> Result<()> {
     Ok(())
 }
 
-/// An optimised build of binary `bin` (cargo arguments `args`): np-connrate, so that the load
-/// generator does not measure itself, and netpath as users run it.
+/// An optimised build of binary `bin` (cargo arguments `args`): the load generators, so that
+/// they do not measure themselves, and netpath as users run it.
 fn build_release(bin: &str, args: &[&str]) -> Result<PathBuf> {
     step(&format!("building {bin} (release)"));
     sh::run(Command::new("cargo").current_dir(workspace_root()).args(["build", "--quiet", "--release"]).args(args))?;

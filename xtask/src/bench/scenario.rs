@@ -16,6 +16,8 @@ const PACKETS: Metric = Metric { name: "packets", unit: "kpps", higher_is_better
 const P50: Metric = Metric { name: "p50", unit: "µs", higher_is_better: false };
 const P99: Metric = Metric { name: "p99", unit: "µs", higher_is_better: false };
 const TIME: Metric = Metric { name: "time", unit: "s", higher_is_better: false };
+const UNDER_FLOOD: Metric = Metric { name: "under flood", unit: "conn/s", higher_is_better: true };
+const KEPT: Metric = Metric { name: "kept", unit: "× without flood", higher_is_better: true };
 const ATTACH_P50: Metric = Metric { name: "p50", unit: "ms", higher_is_better: false };
 const ATTACH_P99: Metric = Metric { name: "p99", unit: "ms", higher_is_better: false };
 
@@ -25,9 +27,14 @@ pub enum Kind {
         route: Route,
         streams: u32,
     },
-    UdpRate,
+    UdpRate {
+        route: Route,
+    },
     Latency,
     ConnRate,
+    /// The inbound connection rate while the outside floods the server's own address with
+    /// unsolicited datagrams, and its ratio to the rate without the flood.
+    Flood,
     /// Inbound throughput and connection rate with N ports published (a sweep over N).
     PortSweep,
     /// N endpoints attached one after another: per-attach p50 and p99, and the whole series
@@ -92,8 +99,20 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "udp-rate",
         title: "container → container, UDP 64-byte packets",
-        kind: Kind::UdpRate,
+        kind: Kind::UdpRate { route: Route::C2c },
         metrics: &[PACKETS],
+    },
+    Scenario {
+        name: "udp-in",
+        title: "outside → published port, UDP 64-byte packets",
+        kind: Kind::UdpRate { route: Route::Ingress },
+        metrics: &[PACKETS],
+    },
+    Scenario {
+        name: "flood",
+        title: "outside → published port, TCP connect + request + close, under an unsolicited flood",
+        kind: Kind::Flood,
+        metrics: &[UNDER_FLOOD, KEPT],
     },
     Scenario {
         name: "ports",
@@ -132,9 +151,9 @@ impl Scenario {
     /// The path the scenario's traffic takes.
     pub fn route(&self) -> Route {
         match self.kind {
-            Kind::Tcp { route, .. } => route,
-            Kind::PortSweep => Route::Ingress,
-            Kind::UdpRate | Kind::Latency | Kind::ConnRate | Kind::AttachSweep | Kind::AttachConcurrent => Route::C2c,
+            Kind::Tcp { route, .. } | Kind::UdpRate { route } => route,
+            Kind::PortSweep | Kind::Flood => Route::Ingress,
+            Kind::Latency | Kind::ConnRate | Kind::AttachSweep | Kind::AttachConcurrent => Route::C2c,
         }
     }
 
@@ -145,12 +164,16 @@ impl Scenario {
         let text = |e: anyhow::Error| format!("{e:#}");
         match self.kind {
             Kind::Tcp { streams, .. } => vec![traffic::tcp_throughput(target, streams, seconds).map_err(text)],
-            Kind::UdpRate => vec![traffic::udp_rate(target, seconds).map_err(text)],
+            Kind::UdpRate { .. } => vec![traffic::udp_rate(target, seconds).map_err(text)],
             Kind::Latency => match traffic::latency(target, seconds) {
                 Ok(percentiles) => percentiles.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(text(e)); 2],
             },
             Kind::ConnRate => vec![traffic::conn_rate(ctx, target, seconds).map_err(text)],
+            Kind::Flood => match traffic::conn_rate_under_flood(ctx, target, seconds) {
+                Ok((flooded, calm)) => vec![Ok(flooded), Ok(flooded / calm)],
+                Err(e) => vec![Err(text(e)); 2],
+            },
             Kind::PortSweep => vec![
                 traffic::tcp_throughput(target, 1, seconds).map_err(text),
                 traffic::conn_rate(ctx, target, seconds).map_err(text),
