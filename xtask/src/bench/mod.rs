@@ -45,8 +45,9 @@ pub struct Options {
     /// host-tcp, latency, connrate, udp-rate, udp-in, flood, ports, attach.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
-    /// netavark, cni.
+    /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
+    /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), veth, bridge,
+    /// docker, netavark, cni.
     #[arg(long = "datapath", value_name = "NAME")]
     datapaths: Vec<String>,
     /// Where results go: a directory named after the run's start time is made in it.

@@ -114,7 +114,8 @@ pub trait Attacher {
 pub fn all() -> Vec<Box<dyn Datapath>> {
     vec![
         Box::new(netpath::Netpath::tc()),
-        Box::new(netpath::Netpath::xdp()),
+        Box::new(netpath::Netpath::xdp_filter()),
+        Box::new(netpath::Netpath::xdp_redirect()),
         Box::new(veth::Veth::default()),
         Box::new(bridge::Bridge::default()),
         Box::new(docker::Docker::default()),

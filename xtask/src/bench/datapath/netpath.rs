@@ -1,7 +1,8 @@
 //! Datapath 6: netpath, through its CLI as a user runs it, with its own state directory and
-//! a bpffs pin root under the run directory. Two flavours: TC programs everywhere (the
-//! reference of every ratio), and the XDP variant on the uplink, which only changes inbound
-//! traffic and so is measured on the inbound path only.
+//! a bpffs pin root under the run directory. Three flavours: TC programs everywhere (the
+//! reference of every ratio), and XDP on the uplink as `--xdp` (filter: drops before the
+//! stack, published ports on TC) and `--xdp redirect` (published ports redirected by XDP too),
+//! which only change inbound traffic and so are measured on the inbound paths only.
 //!
 //! Features still being built (egress masquerade, published ports, the XDP variant) are
 //! detected when the bench runs: a refused command or traffic that does not pass makes the
@@ -32,7 +33,8 @@ const FILLER_BASE_PORT: u32 = 10000;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Tc,
-    Xdp,
+    XdpFilter,
+    XdpRedirect,
 }
 
 pub struct Netpath {
@@ -50,8 +52,12 @@ impl Netpath {
         Self::new(Mode::Tc)
     }
 
-    pub fn xdp() -> Self {
-        Self::new(Mode::Xdp)
+    pub fn xdp_filter() -> Self {
+        Self::new(Mode::XdpFilter)
+    }
+
+    pub fn xdp_redirect() -> Self {
+        Self::new(Mode::XdpRedirect)
     }
 
     fn new(mode: Mode) -> Self {
@@ -100,21 +106,29 @@ impl Datapath for Netpath {
     fn name(&self) -> &'static str {
         match self.mode {
             Mode::Tc => "netpath",
-            Mode::Xdp => "netpath-xdp",
+            Mode::XdpFilter => "netpath-xdp",
+            Mode::XdpRedirect => "netpath-xdp-redirect",
         }
     }
 
     fn description(&self) -> String {
         match self.mode {
             Mode::Tc => "netpath: bridge and veths, TCX programs and shared pinned maps, no iptables".into(),
-            Mode::Xdp => "netpath with its XDP program on the uplink, native mode (inbound paths only)".into(),
+            Mode::XdpFilter => {
+                "netpath with XDP on the uplink, native mode, filtering; published ports on TC (inbound paths only)"
+                    .into()
+            }
+            Mode::XdpRedirect => {
+                "netpath with XDP on the uplink, native mode, redirecting published ports (inbound paths only)".into()
+            }
         }
     }
 
     fn up(&mut self, ctx: &Ctx) -> Result<()> {
         let xdp_args: &[&str] = match self.mode {
             Mode::Tc => &[],
-            Mode::Xdp => &["--xdp"],
+            Mode::XdpFilter => &["--xdp"],
+            Mode::XdpRedirect => &["--xdp", "redirect"],
         };
         let topo = self.topo.insert(Topology::new(ctx, self.name())?);
         self.dir = topo.dir(ctx, "netpath")?;
@@ -143,7 +157,7 @@ impl Datapath for Netpath {
                 self.routes.set(route, Err(Unavailable::Missing(format!("publishing ports failed: {reason}"))));
             }
         }
-        if self.mode == Mode::Xdp {
+        if self.mode != Mode::Tc {
             for route in [Route::C2c, Route::Egress, Route::HostLocal] {
                 self.routes.set(route, Err(Self::not_applicable()));
             }
