@@ -15,6 +15,7 @@ mod maps;
 mod nat;
 mod packet;
 mod portmap;
+mod reference;
 mod sock;
 mod xdp_uplink;
 
