@@ -51,7 +51,7 @@ pub struct Options {
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
-    /// netavark, cni.
+    /// netavark, cni, redirect-ref.
     #[arg(long = "datapath", value_name = "NAME")]
     datapaths: Vec<String>,
     /// Where results go: a directory named after the run's start time is made in it.
@@ -202,6 +202,21 @@ fn write_outputs(dir: &Path, report: &results::Report) -> Result<()> {
     Ok(())
 }
 
+/// np-connrate, optimised: a load generator built for debugging would measure itself.
+fn build_connrate() -> Result<PathBuf> {
+    step("building np-connrate");
+    sh::run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "xtask",
+        "--bin",
+        "np-connrate",
+    ]))?;
+    Ok(install::target_dir().join("release/np-connrate"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -233,19 +248,4 @@ mod tests {
             assert!(runs(&["--runs", bad]).is_err(), "--runs {bad} was accepted");
         }
     }
-}
-
-/// np-connrate, optimised: a load generator built for debugging would measure itself.
-fn build_connrate() -> Result<PathBuf> {
-    step("building np-connrate");
-    sh::run(Command::new("cargo").current_dir(workspace_root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "xtask",
-        "--bin",
-        "np-connrate",
-    ]))?;
-    Ok(install::target_dir().join("release/np-connrate"))
 }

@@ -110,7 +110,8 @@ impl Results {
         self.mark_metrics(scenario, param, datapath, &vec![Some(why.clone()); count]);
     }
 
-    /// Settles the metrics given a reason (one entry per metric, in order).
+    /// Settles the metrics given a reason (one entry per metric, in order). A cell settled
+    /// before keeps its first status and reason.
     pub fn mark_metrics(
         &mut self,
         scenario: &'static Scenario,
@@ -120,6 +121,7 @@ impl Results {
     ) {
         for (cell, why) in self.cells_of(scenario, param, datapath).zip(whys) {
             let (status, reason) = match why {
+                _ if cell.status != Status::Ok => continue,
                 None => continue,
                 Some(Unavailable::Missing(r)) => (Status::Missing, r),
                 Some(Unavailable::NotApplicable(r)) => (Status::NotApplicable, r),
@@ -310,5 +312,17 @@ mod tests {
         assert_eq!(cell("netpath").ratio, Some(1.0));
         assert_eq!((cell("cni").status, cell("cni").reason.as_deref()), (Status::Missing, Some("run 1: boom")));
         assert_eq!((cell("veth").status, cell("veth").reason.as_deref()), (Status::NotApplicable, Some("why")));
+    }
+
+    #[test]
+    fn a_settled_cell_keeps_its_first_reason() {
+        let c2c = &ALL[0];
+        let mut results = Results::new(1);
+        results.mark(c2c, None, "veth", &Unavailable::NotApplicable("no program".into()));
+        results.mark(c2c, None, "veth", &Unavailable::Missing("failed".into()));
+        results.record(c2c, None, "veth", 0, &[Ok(1.0)]);
+        let cells = results.finish("netpath");
+        assert!(cells.iter().all(|c| c.status == Status::NotApplicable && c.reason.as_deref() == Some("no program")));
+        assert!(cells.iter().all(|c| c.samples == vec![None]), "a settled cell records nothing");
     }
 }

@@ -131,7 +131,8 @@ fn load_between(object: &Path, bpffs: &Path, host: &Netns, veths: [&str; 2]) -> 
             .with_context(|| format!("loading {}", object.display()))?;
         let [a, b] = [ifindex(&veths[0])?, ifindex(&veths[1])?];
         let map = ebpf.map_mut(PEERS).with_context(|| format!("the object has no {PEERS} map"))?;
-        let mut peers: HashMap<_, u32, u32> = HashMap::try_from(map).with_context(|| format!("{PEERS}"))?;
+        let mut peers: HashMap<_, u32, u32> =
+            HashMap::try_from(map).with_context(|| format!("{PEERS} is not a hash map of u32 to u32"))?;
         for (from, to) in [(a, b), (b, a)] {
             peers.insert(from, to, 0).with_context(|| format!("filling {PEERS}"))?;
         }
