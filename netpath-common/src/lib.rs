@@ -11,6 +11,7 @@ pub mod names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
+    pub const ENDPOINT_COUNTERS: &str = "ENDPOINT_COUNTERS";
     pub const EVENTS: &str = "EVENTS";
     pub const CT: &str = "CT";
     pub const CT_NEW: &str = "CT_NEW";
@@ -55,9 +56,10 @@ pub mod names {
 /// Capacity of the maps; the control plane refuses to create more objects than fit.
 pub mod limits {
     pub const MAX_NETWORKS: u32 = 1024;
+    /// Also the number of counter slots, so a slot always fits the `u16` it is stored in.
     pub const MAX_ENDPOINTS: u32 = 65536;
-    /// Per endpoint two counters (tx, rx) plus the drop reasons.
-    pub const MAX_STATS: u32 = 2 * MAX_ENDPOINTS + 64;
+    /// Drop reasons and the XDP redirect counter (endpoints count in `ENDPOINT_COUNTERS`).
+    pub const MAX_STATS: u32 = 64;
     pub const EVENTS_BYTES: u32 = 256 * 1024;
     /// Two entries per connection (original and reply direction).
     pub const MAX_CT: u32 = 262_144;
@@ -106,7 +108,8 @@ pub struct EndpointInfo {
     pub host_ifindex: u32,
     pub network_id: u32,
     pub mac: [u8; 6],
-    pub _pad: u16,
+    /// The endpoint's index in `ENDPOINT_COUNTERS`.
+    pub slot: u16,
 }
 
 /// An endpoint's host-side veth as the datapath sees it: `VETHS[host ifindex]`. Every frame
@@ -118,7 +121,8 @@ pub struct VethInfo {
     pub addr: u32,
     pub network_id: u32,
     pub mac: [u8; 6],
-    pub _pad: u16,
+    /// The endpoint's index in `ENDPOINT_COUNTERS`.
+    pub slot: u16,
 }
 
 /// `CONFIG[0]`: datapath-wide settings written by the control plane.
@@ -309,19 +313,15 @@ impl Config {
     }
 }
 
-/// What a `STATS` entry counts.
+/// What a `STATS` entry counts (1 and 2 counted endpoints before `ENDPOINT_COUNTERS`).
 pub mod stat_kind {
-    /// Packets the endpoint sent, seen on its host veth.
-    pub const ENDPOINT_TX: u32 = 1;
-    /// Packets the datapath delivered to the endpoint.
-    pub const ENDPOINT_RX: u32 = 2;
     /// Packets dropped, `id` is the reason.
     pub const DROP: u32 = 3;
     /// Packets `xdp_uplink` redirected to an endpoint (`id` 0).
     pub const XDP_REDIRECT: u32 = 4;
 }
 
-/// `STATS` key: per-endpoint counters use the host veth ifindex as `id`, drops the reason.
+/// `STATS` key: drops use the reason as `id`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StatKey {
@@ -335,6 +335,18 @@ pub struct StatKey {
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// `ENDPOINT_COUNTERS[slot]` (per CPU; userspace sums the CPUs). An array indexed by a slot
+/// the control plane stores in the endpoint's map entries: counting a packet is an index, not
+/// a hash lookup. The control plane zeroes a slot when it gives it to an endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// What the endpoint sent, seen on its host veth.
+    pub tx: Counter,
+    /// What the datapath delivered to it.
+    pub rx: Counter,
 }
 
 /// Why the datapath dropped a packet. Counted in `STATS` and reported in `EVENTS`.
@@ -473,6 +485,7 @@ mod pod {
         PortTarget,
         SockRevNatKey,
         StatKey,
+        EndpointCounters,
         Counter,
         DropEvent
     );

@@ -1,34 +1,48 @@
-//! Per-endpoint and per-drop-reason counters, and drop events for `netpath monitor`.
+//! Per-endpoint (by slot) and per-drop-reason counters, and drop events for `netpath monitor`.
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netpath_common::{Counter, DropEvent, StatKey, stat_kind};
 
 use crate::{
-    maps::{EVENTS, STATS},
+    maps::{ENDPOINT_COUNTERS, EVENTS, STATS},
     packet::Ipv4,
 };
 
-/// Adds one packet to a counter the control plane created when it attached the endpoint;
-/// `false` when there is no such counter.
+/// Adds one packet the endpoint in `slot` sent.
 #[inline(always)]
-pub fn count(kind: u32, id: u32, bytes: u32) -> bool {
-    let Some(counter) = STATS.get_ptr_mut(&StatKey { kind, id }) else {
-        return false;
-    };
-    // SAFETY: per-CPU value, so no other CPU writes it concurrently.
-    unsafe {
-        (*counter).packets += 1;
-        (*counter).bytes += u64::from(bytes);
+pub fn count_tx(slot: u16, bytes: u32) {
+    if let Some(c) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+        unsafe { add(&mut (*c).tx, bytes) }
     }
-    true
 }
 
-/// Adds one packet to a counter that is created on first use (drop reasons, XDP).
+/// Adds one packet delivered to the endpoint in `slot`.
+#[inline(always)]
+pub fn count_rx(slot: u16, bytes: u32) {
+    if let Some(c) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: as in `count_tx`.
+        unsafe { add(&mut (*c).rx, bytes) }
+    }
+}
+
+#[inline(always)]
+fn add(counter: &mut Counter, bytes: u32) {
+    counter.packets += 1;
+    counter.bytes += u64::from(bytes);
+}
+
+/// Adds one packet to a datapath-wide counter (drop reasons, XDP), created on first use.
 #[inline(always)]
 pub fn bump(kind: u32, id: u32, bytes: u32) {
-    if !count(kind, id, bytes) {
+    let key = StatKey { kind, id };
+    match STATS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+        Some(counter) => unsafe { add(&mut *counter, bytes) },
         // First use on any CPU; a racing insert from another CPU wins and this packet goes
         // uncounted, which a counter can afford.
-        let _ = STATS.insert(&StatKey { kind, id }, &Counter { packets: 1, bytes: u64::from(bytes) }, 0);
+        None => {
+            let _ = STATS.insert(&key, &Counter { packets: 1, bytes: u64::from(bytes) }, 0);
+        }
     }
 }
 

@@ -8,10 +8,10 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use netpath_common::{EndpointInfo, NetworkInfo, drop_reason, stat_kind};
+use netpath_common::{EndpointInfo, NetworkInfo, drop_reason};
 
 use crate::{
-    counters::{count, drop_packet},
+    counters::{count_rx, drop_packet},
     maps::HOST_ADDRS,
 };
 
@@ -138,13 +138,12 @@ pub fn to_endpoint(ctx: &TcContext, ep: &EndpointInfo, src_mac: Option<&[u8; 6]>
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         let _ = ctx.change_type(PACKET_HOST);
     }
-    let target = ep.host_ifindex;
     let len = ctx.len();
-    let action = unsafe { bpf_redirect_peer(target, 0) } as i32;
+    let action = unsafe { bpf_redirect_peer(ep.host_ifindex, 0) } as i32;
     if action == TC_ACT_SHOT as i32 {
         drop_packet(ctx, drop_reason::REDIRECT_FAILED, saddr, daddr, 0);
         return action;
     }
-    count(stat_kind::ENDPOINT_RX, target, len);
+    count_rx(ep.slot, len);
     action
 }

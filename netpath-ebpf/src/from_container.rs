@@ -7,11 +7,11 @@
 //! conntrack (another network's: dropped). Everything else goes on, by tail call, to the
 //! translating programs (`container_nat`), each verified on its own.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{VethInfo, drop_reason, stat_kind};
+use netpath_common::{VethInfo, drop_reason};
 
 use crate::{
     container_nat::NAT_SLOT,
-    counters::{count, drop_frame, drop_ip},
+    counters::{count_tx, drop_frame, drop_ip},
     forward::to_endpoint,
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
     packet::{
@@ -50,7 +50,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
     if ip.saddr != veth.addr {
         return drop_ip(&ctx, &ip, drop_reason::SOURCE_MISMATCH);
     }
-    count(stat_kind::ENDPOINT_TX, ifindex, ctx.len());
+    count_tx(veth.slot, ctx.len());
     if eth.to_group {
         // The network is looked up only here: the unicast fast path below needs none of it.
         let Some(net) = (unsafe { NETWORKS.get(&veth.network_id) }) else {

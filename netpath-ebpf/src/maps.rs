@@ -2,11 +2,11 @@
 //! every later load (and every other netpath process) reuses the same maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey, StatKey, VethInfo,
-    limits, names,
+    Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey,
+    StatKey, VethInfo, limits, names,
 };
 
 #[map]
@@ -24,6 +24,10 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map]
 pub static STATS: PerCpuHashMap<StatKey, Counter> = PerCpuHashMap::pinned(limits::MAX_STATS, 0);
+
+/// By the slot in the endpoint's `ENDPOINTS` and `VETHS` entries.
+#[map]
+pub static ENDPOINT_COUNTERS: PerCpuArray<EndpointCounters> = PerCpuArray::pinned(limits::MAX_ENDPOINTS, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);

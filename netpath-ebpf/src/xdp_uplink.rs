@@ -13,7 +13,7 @@ use netpath_common::stat_kind;
 
 use crate::{
     conntrack::{self, Tracked},
-    counters::{bump, count},
+    counters::{bump, count_rx},
     frame::Frame,
     maps::{ENDPOINTS, NETWORKS},
     nat::{apply, decrement_ttl},
@@ -50,7 +50,7 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     }
     let len = Frame::len(&ctx) as u32;
-    count(stat_kind::ENDPOINT_RX, ep.host_ifindex, len);
+    count_rx(ep.slot, len);
     bump(stat_kind::XDP_REDIRECT, 0, len);
     unsafe { bpf_redirect(ep.host_ifindex, 0) as u32 }
 }

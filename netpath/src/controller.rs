@@ -3,7 +3,7 @@
 //! ready; on failure it removes what it made, so bad input leaves nothing behind.
 use std::path::PathBuf;
 
-use netpath_common::{EndpointInfo, NetworkInfo, network_flags};
+use netpath_common::{NetworkInfo, network_flags};
 
 use crate::{
     cidr::{self, Ipv4Net},
@@ -507,8 +507,7 @@ impl Controller {
         let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns) };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
         fault::step("attach:veth");
-        let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: 0 };
-        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)?;
+        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
         fault::step("attach:datapath");
         self.publish(ep).await?;
         fault::step("attach:published");

@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, ProgramInfo, SchedClassifier, TcAttachType,
         Xdp,
@@ -36,8 +36,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
-    Config, Counter, CtEntry, CtKey, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey, VethInfo, ct_dir, names,
-    stat_kind,
+    Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, StatKey,
+    VethInfo, ct_dir, names,
 };
 use nix::fcntl::{Flock, FlockArg};
 
@@ -124,6 +124,7 @@ pub struct Datapath {
     networks: HashMap<MapData, u32, NetworkInfo>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     stats: PerCpuHashMap<MapData, StatKey, Counter>,
+    endpoint_counters: PerCpuArray<MapData, EndpointCounters>,
     config: Array<MapData, Config>,
     veths: HashMap<MapData, u32, VethInfo>,
     /// Established connections, and those not answered yet (see the datapath's conntrack).
@@ -165,6 +166,7 @@ impl Datapath {
             networks: map(names::NETWORKS)?.try_into().map_err(wrong(names::NETWORKS))?,
             endpoints: map(names::ENDPOINTS)?.try_into().map_err(wrong(names::ENDPOINTS))?,
             stats: map(names::STATS)?.try_into().map_err(wrong(names::STATS))?,
+            endpoint_counters: map(names::ENDPOINT_COUNTERS)?.try_into().map_err(wrong(names::ENDPOINT_COUNTERS))?,
             config: map(names::CONFIG)?.try_into().map_err(wrong(names::CONFIG))?,
             veths: map(names::VETHS)?.try_into().map_err(wrong(names::VETHS))?,
             ct: map(names::CT)?.try_into().map_err(wrong(names::CT))?,
@@ -192,32 +194,21 @@ impl Datapath {
     /// Attaches `from_container` to the endpoint's host veth (TCX ingress, pinned link) and
     /// publishes the endpoint in the maps.
     pub fn attach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
-        let cpus = possible_cpus()?;
-        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
-            let key = StatKey { kind, id: info.host_ifindex };
-            let zero =
-                PerCpuValues::try_from(vec![Counter::default(); cpus]).context(|| "cannot size per-CPU counters")?;
-            self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
-        }
+        let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); possible_cpus()?])
+            .context(|| "cannot size per-CPU counters")?;
+        self.endpoint_counters
+            .set(u32::from(info.slot), zero, 0)
+            .context(|| format!("cannot reset counter slot {} for {host_veth}", info.slot))?;
         self.refresh_endpoint(host_veth, ip, info)
     }
 
     /// Makes a wired endpoint's datapath side whole again without resetting its counters:
-    /// counters that are missing, its map entries, and its TCX link if the pin is gone or
-    /// points at an interface that no longer exists. `attach_endpoint` ends here too: every
-    /// entry an endpoint needs is written in this one place.
+    /// its map entries, and its TCX link if the pin is gone or points at an interface that no
+    /// longer exists. `attach_endpoint` ends here too: every entry an endpoint needs is
+    /// written in this one place.
     pub fn refresh_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
-        let cpus = possible_cpus()?;
-        for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
-            let key = StatKey { kind, id: info.host_ifindex };
-            if self.stats.get(&key, 0).is_err() {
-                let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
-                    .context(|| "cannot size per-CPU counters")?;
-                self.stats.insert(key, zero, 0).context(|| "cannot create the endpoint's counters in STATS")?;
-            }
-        }
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
-        let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, _pad: 0 };
+        let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, slot: info.slot };
         self.veths
             .insert(info.host_ifindex, veth, 0)
             .context(|| format!("cannot write {host_veth} to the VETHS map"))?;
@@ -239,16 +230,12 @@ impl Datapath {
     pub fn detach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, host_ifindex: Option<u32>) -> Result<()> {
         self.detach(host_veth)?;
         // A veth that died with its namespace has no ifindex left to ask for: the ENDPOINTS
-        // entry remembers it, so its counters and VETHS entry still go. They go before the
-        // entry that remembers their ifindex, so a process killed in between leaves nothing
-        // the next teardown cannot find.
+        // entry remembers it, so its VETHS entry still goes. It goes before the entry that
+        // remembers its ifindex, so a process killed in between leaves nothing the next
+        // teardown cannot find.
         let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|i| i.host_ifindex));
         if let Some(ifindex) = host_ifindex {
             ignore_missing(self.veths.remove(&ifindex)).context(|| format!("cannot remove {host_veth} from VETHS"))?;
-            for kind in [stat_kind::ENDPOINT_TX, stat_kind::ENDPOINT_RX] {
-                ignore_missing(self.stats.remove(&StatKey { kind, id: ifindex }))
-                    .context(|| "cannot remove the endpoint's counters from STATS")?;
-            }
         }
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
     }
@@ -443,15 +430,24 @@ impl Datapath {
         ignore_missing(self.ct_new.remove(key)).context(|| "cannot remove a CT_NEW entry")
     }
 
-    /// Every counter, summed over the CPUs.
+    /// The counters of the endpoint in `slot`, summed over the CPUs.
+    pub fn endpoint_counters(&self, slot: u16) -> Result<EndpointCounters> {
+        let per_cpu = self
+            .endpoint_counters
+            .get(&u32::from(slot), 0)
+            .context(|| format!("cannot read counter slot {slot} of ENDPOINT_COUNTERS"))?;
+        Ok(per_cpu.iter().fold(EndpointCounters::default(), |acc, c| EndpointCounters {
+            tx: add(acc.tx, c.tx),
+            rx: add(acc.rx, c.rx),
+        }))
+    }
+
+    /// Every datapath-wide counter (drop reasons, XDP), summed over the CPUs.
     pub fn counters(&self) -> Result<Vec<(StatKey, Counter)>> {
         let mut out = Vec::new();
         for entry in self.stats.iter() {
             let (key, per_cpu) = entry.context(|| "cannot read the STATS map")?;
-            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-            });
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| add(acc, *c));
             out.push((key, sum));
         }
         Ok(out)
@@ -500,10 +496,6 @@ impl Datapath {
     /// Removes an ENDPOINTS entry nobody owns.
     pub fn remove_endpoint_entry(&mut self, ip: Ipv4Addr) -> Result<()> {
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
-    }
-
-    pub fn remove_counter(&mut self, key: &StatKey) -> Result<()> {
-        ignore_missing(self.stats.remove(key)).context(|| "cannot remove a counter from STATS")
     }
 
     pub fn remove_published(&mut self, key: &PortKey) -> Result<()> {
@@ -595,6 +587,10 @@ pub(crate) fn lock(dir: &Path) -> Result<Flock<File>> {
     let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::system(format!("cannot lock {}", path.display()), e))
+}
+
+fn add(a: Counter, b: Counter) -> Counter {
+    Counter { packets: a.packets + b.packets, bytes: a.bytes + b.bytes }
 }
 
 fn possible_cpus() -> Result<usize> {

@@ -1,7 +1,6 @@
 //! One idempotent way to bring each object's kernel side in line with its row: `network
 //! create`, `attach`, `datapath reload` and `restore` all go through here. Each function
 //! compares what the database says with what the kernel has and changes only what differs.
-use netpath_common::EndpointInfo;
 use serde::Serialize;
 
 use crate::{
@@ -95,9 +94,7 @@ impl Controller {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
                 let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
-                let info =
-                    EndpointInfo { host_ifindex, network_id: net.id, mac: ep.mac_bytes()?, _pad: Default::default() };
-                self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info)?;
+                self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)
             }

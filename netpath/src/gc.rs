@@ -4,10 +4,9 @@
 //! and `restore`: it removes rows a killed command left `creating` (their lock is free) and
 //! releases endpoints whose namespace is gone (their veth died with it and no name or process
 //! holds a namespace with their device and inode). The full one, `netpath gc`, also removes
-//! netpath-named links, pinned links, map entries, counters and connections that no row owns.
+//! netpath-named links, pinned links, map entries and connections that no row owns.
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use netpath_common::stat_kind;
 use serde::Serialize;
 
 use crate::{
@@ -36,7 +35,6 @@ pub struct GcReport {
     pub map_entries: Vec<String>,
     /// Datapath directories a killed `datapath reload` left (staged or retired).
     pub datapath_dirs: Vec<String>,
-    pub counters: usize,
     pub connections: usize,
 }
 
@@ -49,7 +47,6 @@ impl GcReport {
             && self.pinned_links.is_empty()
             && self.map_entries.is_empty()
             && self.datapath_dirs.is_empty()
-            && self.counters == 0
             && self.connections == 0
     }
 }
@@ -214,15 +211,6 @@ impl Controller {
                 collect(format!("PORTMAP {}:{port}/{}", Ipv4Addr::from(key.addr.to_ne_bytes()), key.proto), {
                     dp.remove_published(&key)
                 });
-            }
-        }
-        for (key, _) in dp.counters()? {
-            let endpoint_counter = key.kind == stat_kind::ENDPOINT_TX || key.kind == stat_kind::ENDPOINT_RX;
-            if endpoint_counter && !ifindexes.contains(&key.id) {
-                match dp.remove_counter(&key) {
-                    Ok(()) => report.counters += 1,
-                    Err(e) => errors.push(e),
-                }
             }
         }
         // A connection belongs to the endpoint whose address it carries, in either direction.

@@ -8,8 +8,6 @@
 //! addresses from netpath's allocator.
 use std::net::Ipv4Addr;
 
-use netpath_common::EndpointInfo;
-
 use crate::{
     cidr::Ipv4Net,
     controller::{Controller, DetachSpec, host_veth_name},
@@ -139,8 +137,7 @@ impl Controller {
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: None };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
-        let info = EndpointInfo { host_ifindex, network_id: net.id, mac, _pad: 0 };
-        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info)
+        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)
     }
 
     /// `restore` for a handed endpoint: its host end tells whether it lives. Present, its
@@ -159,8 +156,7 @@ impl Controller {
                     Ok(EndpointAction::Failed(format!("network '{}' could not be restored", ep.network)))
                 }
                 Some(host_ifindex) => {
-                    let info = EndpointInfo { host_ifindex, network_id: ep.network_id, mac: ep.mac_bytes()?, _pad: 0 };
-                    self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info)?;
+                    self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
                     self.publish(ep).await?;
                     Ok::<_, Error>(EndpointAction::Intact)
                 }

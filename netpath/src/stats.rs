@@ -1,12 +1,13 @@
 //! `netpath stats`: the datapath's per-CPU counters, summed and put next to the endpoints.
 use std::time::Duration;
 
-use netpath_common::{drop_reason, stat_kind};
+use netpath_common::{EndpointCounters, drop_reason, stat_kind};
 use serde::Serialize;
 
 use crate::{
     controller::Controller,
     error::{Context, Result},
+    store::State,
 };
 
 #[derive(Debug, Default, Serialize)]
@@ -48,22 +49,22 @@ pub async fn collect(ctl: &mut Controller, network: Option<&str>) -> Result<Repo
     let counters = ctl.datapath()?.counters()?;
     let mut out = Vec::new();
     for ep in endpoints {
-        let ifindex = ctl.host_ifindex(&ep).await?;
-        let mut row = EndpointStats {
-            id: ep.id.clone(),
-            network: ep.network.clone(),
-            ip: ep.ip.to_string(),
-            host_veth: ep.host_veth.clone(),
-            ..Default::default()
+        // A slot still being handed over (`creating`) may hold its last owner's counts.
+        let c = if ep.state == State::Ready {
+            ctl.datapath()?.endpoint_counters(ep.slot)?
+        } else {
+            EndpointCounters::default()
         };
-        for (key, c) in counters.iter().filter(|(k, _)| Some(k.id) == ifindex) {
-            match key.kind {
-                stat_kind::ENDPOINT_TX => (row.tx_packets, row.tx_bytes) = (c.packets, c.bytes),
-                stat_kind::ENDPOINT_RX => (row.rx_packets, row.rx_bytes) = (c.packets, c.bytes),
-                _ => {}
-            }
-        }
-        out.push(row);
+        out.push(EndpointStats {
+            id: ep.id,
+            network: ep.network,
+            ip: ep.ip.to_string(),
+            host_veth: ep.host_veth,
+            tx_packets: c.tx.packets,
+            tx_bytes: c.tx.bytes,
+            rx_packets: c.rx.packets,
+            rx_bytes: c.rx.bytes,
+        });
     }
     let drops = drop_reason::ALL
         .iter()

@@ -343,22 +343,13 @@ impl Topology {
     }
 }
 
-/// A STATS key as bpftool prints it (formatted with BTF, or raw bytes): (kind, id).
-pub fn stat_key(entry: &Value) -> (u32, u32) {
-    if let Some(k) = entry.get("formatted").and_then(|f| f.get("key")) {
-        return (k["kind"].as_u64().unwrap() as u32, k["id"].as_u64().unwrap() as u32);
-    }
-    let byte = |i: usize| {
-        u32::from(u8::from_str_radix(entry["key"][i].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-    };
-    let word = |at: usize| byte(at) | byte(at + 1) << 8 | byte(at + 2) << 16 | byte(at + 3) << 24;
-    (word(0), word(4))
-}
-
 impl Topology {
-    /// Per-endpoint counters (STATS kinds 1 and 2, tx and rx) in the pinned map.
-    pub fn endpoint_counters(&self) -> usize {
-        self.map_entries("STATS").iter().filter(|e| matches!(stat_key(e).0, 1 | 2)).count()
+    /// One of an endpoint's counters in `netpath stats` (`rx_packets`, `tx_packets`, ...).
+    pub fn endpoint_stat(&self, id: &str, field: &str) -> u64 {
+        let stats = self.np_json(&["stats"]);
+        let endpoints = stats["endpoints"].as_array().unwrap();
+        let ep = endpoints.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("no endpoint {id} in {stats}"));
+        ep[field].as_u64().unwrap()
     }
 }
 

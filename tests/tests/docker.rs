@@ -152,12 +152,6 @@ fn tcp_echo_once(t: &Topology, ns: &str, port: u16) -> std::thread::JoinHandle<(
     })
 }
 
-fn endpoint_stat(t: &Topology, id: &str, field: &str) -> u64 {
-    let stats = t.np_json(&["stats"]);
-    let ep = stats["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).cloned();
-    ep.unwrap_or_else(|| panic!("{id} not in {stats}"))[field].as_u64().unwrap()
-}
-
 #[test]
 fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     let mut t = Topology::with_outside("dk");
@@ -249,8 +243,8 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     let server = tcp_echo_once(&t, "b", 7000);
     assert_eq!(tcp_request(&t, "a", SocketAddr::from((b_ip, 7000)), "over netpath").0, "over netpath");
     server.join().unwrap();
-    assert!(endpoint_stat(&t, &a, "tx_packets") >= 5, "a's traffic went through from_container");
-    assert!(endpoint_stat(&t, &b, "rx_packets") >= 5);
+    assert!(t.endpoint_stat(&a, "tx_packets") >= 5, "a's traffic went through from_container");
+    assert!(t.endpoint_stat(&b, "rx_packets") >= 5);
     assert!(t.ping("a", OUTSIDE_ADDR, 2), "a cannot reach the outside");
 
     // -p 8080:80 and -P (host port 0: netpath picks one), as ProgramExternalConnectivity brings
@@ -711,13 +705,13 @@ fn docker_sequence(t: &Topology, engine: &Engine, subnet: &str, gateway: &str) {
     let c2 = engine.run("c2", "web", &["-p", "8080:80"]);
     assert_eq!(endpoint_ids(t).len(), 2);
     assert!(ping_from(&c1.sandbox, &c2.ip.to_string()), "c1 cannot ping c2");
-    let tx_before = endpoint_stat(t, &c1.endpoint, "tx_bytes");
+    let tx_before = t.endpoint_stat(&c1.endpoint, "tx_bytes");
     stream(&c1.sandbox, &c2.sandbox, SocketAddr::from((c2.ip, 5001)), 5001, 4 << 20);
     assert!(
-        endpoint_stat(t, &c1.endpoint, "tx_bytes") >= tx_before + (4 << 20),
+        t.endpoint_stat(&c1.endpoint, "tx_bytes") >= tx_before + (4 << 20),
         "the stream went through from_container"
     );
-    assert!(endpoint_stat(t, &c2.endpoint, "rx_bytes") >= 4 << 20);
+    assert!(t.endpoint_stat(&c2.endpoint, "rx_bytes") >= 4 << 20);
     // The outside sees only the uplink's address.
     let seen = stream(
         &c1.sandbox,

@@ -243,13 +243,6 @@ fn connection_from(t: &Topology, source: &str) -> Option<Value> {
     connections(t).into_iter().find(|c| c["source"] == source)
 }
 
-/// One of an endpoint's counters in `netpath stats` (`rx_packets`, `tx_packets`, ...).
-fn endpoint_stat(t: &Topology, id: &str, field: &str) -> u64 {
-    let stats = t.np_json(&["stats"]);
-    let ep = stats["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).expect("endpoint in stats").clone();
-    ep[field].as_u64().unwrap()
-}
-
 /// The MACs of the outside's end of the uplink and of the host's (the uplink).
 fn wire_macs(t: &Topology) -> (Mac, Mac) {
     (mac_of(t, "outside", "eth0"), mac_of(t, "host", UPLINK))
@@ -349,7 +342,7 @@ fn not_a_syn(uplink: Uplink) {
     let (outside_mac, uplink_mac) = wire_macs(&t);
 
     let mut v = Verdict::default();
-    let (before, rx_before) = (t.drop_count("not-syn"), endpoint_stat(&t, "srv", "rx_packets"));
+    let (before, rx_before) = (t.drop_count("not-syn"), t.endpoint_stat("srv", "rx_packets"));
     let sports = [42001, 42002, 42003];
     for sport in sports {
         let ack = Tcp { sport, dport: 8080, seq: 0x1234_5678, ack: 0x0abc_def0, flags: TCP_ACK };
@@ -365,7 +358,7 @@ fn not_a_syn(uplink: Uplink) {
             "bare ACKs to published port 8080 created conntrack entries (expected drop reason `not-syn`): {created:?}"
         )
     });
-    let rx_after = endpoint_stat(&t, "srv", "rx_packets");
+    let rx_after = t.endpoint_stat("srv", "rx_packets");
     v.check(rx_after == rx_before, || {
         format!("bare ACKs reached the endpoint: its rx_packets went from {rx_before} to {rx_after} (expected drop reason `not-syn`)")
     });
@@ -375,12 +368,12 @@ fn not_a_syn(uplink: Uplink) {
 
     // A SYN from an address nobody answers for: the endpoint answers it, the handshake never
     // completes, and the connection is tracked as what it is, not as established.
-    let tx_before = endpoint_stat(&t, "srv", "tx_packets");
+    let tx_before = t.endpoint_stat("srv", "tx_packets");
     let spoofed = Ipv4Addr::new(10, 99, 0, 77);
     let syn = Tcp { sport: 42010, dport: 8080, seq: 0x0101_0101, ack: 0, flags: TCP_SYN };
     wire.send(&tcp_frame(uplink_mac, outside_mac, Ipv4::new(spoofed, uplink_ip(), IPPROTO_TCP), syn, b""));
     // The endpoint's SYN-ACK has gone through the datapath once its tx counter moves.
-    let answered = wait_for(TIMEOUT, || endpoint_stat(&t, "srv", "tx_packets") > tx_before);
+    let answered = wait_for(TIMEOUT, || t.endpoint_stat("srv", "tx_packets") > tx_before);
     assert!(answered, "the endpoint never answered a SYN to its published port");
     let half_open = connection_from(&t, "10.99.0.77:42010");
     v.check(half_open.as_ref().is_some_and(|c| c["state"] != "established"), || {

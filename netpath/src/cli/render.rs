@@ -118,9 +118,6 @@ pub(super) fn gc_text(r: &crate::gc::GcReport) -> String {
     ];
     let mut lines: Vec<String> =
         lists.iter().flat_map(|(what, items)| items.iter().map(move |i| format!("{what}: {i}"))).collect();
-    if r.counters > 0 {
-        lines.push(format!("removed {} orphan counter(s)", r.counters));
-    }
     if r.connections > 0 {
         lines.push(format!("removed {} orphan conntrack entr(ies)", r.connections));
     }

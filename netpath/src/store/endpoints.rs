@@ -65,6 +65,21 @@ pub(super) fn insert_ports(conn: &Connection, endpoint: &str, ports: &[Port]) ->
     Ok(())
 }
 
+/// The lowest counter slot no endpoint holds, of any network.
+fn free_slot(conn: &Connection) -> Result<u16> {
+    let mut stmt = conn.prepare("SELECT slot FROM endpoints ORDER BY slot")?;
+    let mut next = 0u32;
+    for slot in stmt.query_map([], |r| r.get::<_, u32>(0))? {
+        if slot? != next {
+            break;
+        }
+        next += 1;
+    }
+    u16::try_from(next).map_err(|_| {
+        Error::conflict(format!("netpath already has {next} endpoints, as many as it can count; detach some first"))
+    })
+}
+
 impl Store {
     /// Reserves an address for a new endpoint, or returns the endpoint this id already has.
     pub fn reserve_endpoint(&mut self, req: &NewEndpoint) -> Result<Reservation> {
@@ -112,6 +127,7 @@ impl Store {
                     Error::conflict(format!("network '{}' has no free address left in {}", net.name, net.subnet))
                 })?,
         };
+        let slot = free_slot(&tx)?;
         let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
         let mac_text = ipam::format_mac(&mac);
         let owner: Option<String> = tx
@@ -127,8 +143,8 @@ impl Store {
         }
         let inserted = tx.execute(
             "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
-                netns_cookie, netns_boot, state, owner_pid, created_at, handed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                netns_cookie, netns_boot, state, owner_pid, created_at, handed, slot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 req.id,
                 net.id,
@@ -144,7 +160,8 @@ impl Store {
                 CREATING,
                 std::process::id(),
                 now(),
-                req.handed
+                req.handed,
+                slot
             ],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {

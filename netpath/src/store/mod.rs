@@ -24,7 +24,7 @@ mod rows;
 mod schema;
 
 pub use rows::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State};
-use schema::{MIGRATE_TO_2, MIGRATE_TO_3, SCHEMA, SCHEMA_VERSION};
+use schema::{MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, SCHEMA, SCHEMA_VERSION};
 
 pub struct Store {
     conn: Connection,
@@ -76,14 +76,17 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         match version {
-            0..=2 => {
+            0..=3 => {
                 if version == 0 {
                     tx.execute_batch(SCHEMA)?;
                 }
                 if version < 2 {
                     tx.execute_batch(MIGRATE_TO_2)?;
                 }
-                tx.execute_batch(MIGRATE_TO_3)?;
+                if version < 3 {
+                    tx.execute_batch(MIGRATE_TO_3)?;
+                }
+                tx.execute_batch(MIGRATE_TO_4)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -166,7 +169,9 @@ mod tests {
             conn.execute_batch(
                 "INSERT INTO networks VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0, 'ready', 1, 0);
                  INSERT INTO endpoints VALUES ('a', 1, '10.9.0.2', '02:4e:0a:09:00:02', 'eth0', 'npva', '/run/netns/a',
-                     7, 8, 'ready', 1, 0);",
+                     7, 8, 'ready', 1, 0);
+                 INSERT INTO endpoints VALUES ('b', 1, '10.9.0.3', '02:4e:0a:09:00:03', 'eth0', 'npvb', '/run/netns/b',
+                     7, 9, 'ready', 1, 0);",
             )
             .unwrap();
         }
@@ -174,6 +179,8 @@ mod tests {
         let ep = store.endpoint("a").unwrap().unwrap();
         assert_eq!(ep.netns_id, NsIdentity { dev: 7, ino: 8, cookie: 0, boot: String::new() });
         assert_eq!(ep.state, State::Ready);
+        let slots: Vec<u16> = store.endpoints(None).unwrap().iter().map(|e| e.slot).collect();
+        assert_eq!(slots, [0, 1], "each migrated endpoint gets a counter slot of its own");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -221,6 +228,28 @@ mod tests {
         assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
         store.release_pool(pool).unwrap();
         assert!(store.request_address(pool, None, false).is_err(), "a released pool hands out nothing");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn new_slot(store: &mut Store, id: &str, n: &NetworkRecord) -> u16 {
+        match store.reserve_endpoint(&endpoint(id, n, None)).unwrap() {
+            Reservation::New(e) => e.slot,
+            Reservation::Existing(_) => panic!("{id} existed"),
+        }
+    }
+
+    #[test]
+    fn counter_slots_are_unique_across_networks_and_reused_lowest_first() {
+        let dir = tempdir();
+        let mut store = Store::open(&dir).unwrap();
+        let a = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap();
+        let b = store.create_network(&net("b", Some("10.10.0.0/24")), &[]).unwrap();
+        let mut slot = |id: &str, n: &NetworkRecord| new_slot(&mut store, id, n);
+        assert_eq!([slot("a1", &a), slot("b1", &b), slot("a2", &a)], [0, 1, 2]);
+        store.remove_endpoint("b1").unwrap();
+        store.remove_endpoint("a1").unwrap();
+        let mut slot = |id: &str, n: &NetworkRecord| new_slot(&mut store, id, n);
+        assert_eq!([slot("b2", &b), slot("b3", &b), slot("a3", &a)], [0, 1, 3]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,6 +1,7 @@
 //! Rows as records, and the object states they carry.
 use std::net::Ipv4Addr;
 
+use netpath_common::EndpointInfo;
 use rusqlite::Row;
 use serde::Serialize;
 
@@ -102,11 +103,19 @@ pub struct EndpointRecord {
     pub owner_pid: i32,
     pub created: u64,
     pub ports: Vec<Port>,
+    /// Its index in the datapath's `ENDPOINT_COUNTERS`.
+    #[serde(skip)]
+    pub slot: u16,
 }
 
 impl EndpointRecord {
     pub fn mac_bytes(&self) -> Result<[u8; 6]> {
         ipam::parse_mac(&self.mac)
+    }
+
+    /// Its `ENDPOINTS` entry, once its host veth has `host_ifindex`.
+    pub fn datapath_info(&self, host_ifindex: u32) -> Result<EndpointInfo> {
+        Ok(EndpointInfo { host_ifindex, network_id: self.network_id, mac: self.mac_bytes()?, slot: self.slot })
     }
 }
 
@@ -170,7 +179,7 @@ pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 pub(super) const ENDPOINT_SELECT: &str =
     "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
     e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed,
-    e.state, e.owner_pid, e.created_at
+    e.state, e.owner_pid, e.created_at, e.slot
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
 pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
@@ -197,6 +206,7 @@ pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,
         ports: Vec::new(),
+        slot: row.get("slot")?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The database schema and the migrations from older versions.
 
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE networks (
@@ -79,4 +79,12 @@ CREATE TABLE ipam_addresses (
     ip          TEXT NOT NULL,
     PRIMARY KEY (pool, ip)
 );
+";
+
+/// Version 4: every endpoint owns a counter slot (its index in the `ENDPOINT_COUNTERS` array),
+/// unique across networks. Existing endpoints are numbered in the order they were made.
+pub(super) const MIGRATE_TO_4: &str = "
+ALTER TABLE endpoints ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
+UPDATE endpoints SET slot = (SELECT COUNT(*) FROM endpoints older WHERE older.rowid < endpoints.rowid);
+CREATE UNIQUE INDEX endpoints_slot ON endpoints(slot);
 ";
