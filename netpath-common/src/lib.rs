@@ -20,6 +20,7 @@ pub mod names {
     pub const PORTMAP: &str = "PORTMAP";
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
+    pub const XDP_TARGETS: &str = "XDP_TARGETS";
     pub const FROM_CONTAINER: &str = "from_container";
     /// Stages reached by tail call (`TAIL_CALLS`), never attached themselves.
     pub const FROM_CONTAINER_NAT: &str = "from_container_nat";

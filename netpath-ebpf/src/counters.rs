@@ -49,17 +49,15 @@ pub fn bump(kind: u32, id: u32, bytes: u32) {
 /// Counts a dropped packet under its reason and reports it; the caller returns TC_ACT_SHOT.
 #[inline(always)]
 pub fn drop_packet(ctx: &TcContext, reason: u32, saddr: u32, daddr: u32, protocol: u8) {
-    bump(stat_kind::DROP, reason, ctx.len());
-    let event = DropEvent {
-        reason,
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        saddr,
-        daddr,
-        protocol,
-        _pad: 0,
-        _pad2: 0,
-        len: ctx.len(),
-    };
+    report_drop(reason, unsafe { (*ctx.skb.skb).ifindex }, ctx.len(), saddr, daddr, protocol);
+}
+
+/// Counts a packet of `len` bytes dropped on `ifindex` under its reason and reports it to
+/// `netpath monitor`; TC and XDP programs alike.
+#[inline(always)]
+pub fn report_drop(reason: u32, ifindex: u32, len: u32, saddr: u32, daddr: u32, protocol: u8) {
+    bump(stat_kind::DROP, reason, len);
+    let event = DropEvent { reason, ifindex, saddr, daddr, protocol, _pad: 0, _pad2: 0, len };
     let _ = EVENTS.output::<DropEvent>(&event, 0);
 }
 

@@ -133,6 +133,12 @@ pub fn to_endpoint(ctx: &TcContext, ep: &EndpointInfo, src_mac: Option<&[u8; 6]>
     if let Some(mac) = src_mac {
         let _ = ctx.store(6, mac, 0);
     }
+    redirect_to_endpoint(ctx, ep, saddr, daddr)
+}
+
+/// Hands a frame already addressed to the endpoint to its `eth0`.
+#[inline(always)]
+pub fn redirect_to_endpoint(ctx: &TcContext, ep: &EndpointInfo, saddr: u32, daddr: u32) -> i32 {
     // The frame arrived addressed to another MAC than the receiving veth's; kernels before
     // 6.15 keep that packet type across `bpf_redirect_peer` and the endpoint drops it.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {

@@ -13,6 +13,13 @@ pub trait Frame {
     /// The frame's full length.
     fn len(&self) -> usize;
     fn load<T: Copy>(&self, off: usize) -> Option<T>;
+    /// `load` for the frame's own headers, at an offset the compiler knows: TC reads them in
+    /// place when they are in the skb's linear part (they are, as a veth delivers them),
+    /// saving a helper call per header on every packet.
+    #[inline(always)]
+    fn load_head<T: Copy>(&self, off: usize) -> Option<T> {
+        self.load(off)
+    }
     fn store<T: Copy>(&self, off: usize, value: &T) -> Option<()>;
     /// Updates the IP header checksum at `csum_off` for a `size`-byte field going from `from`
     /// to `to` (raw, as in the packet).
@@ -29,6 +36,15 @@ impl Frame for TcContext {
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Option<T> {
         TcContext::load::<T>(self, off).ok()
+    }
+    #[inline(always)]
+    fn load_head<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.data() + off;
+        if start + core::mem::size_of::<T>() > self.data_end() {
+            return Frame::load(self, off);
+        }
+        // SAFETY: the value lies inside the linear data, as checked just above.
+        Some(unsafe { (start as *const T).read_unaligned() })
     }
     #[inline(always)]
     fn store<T: Copy>(&self, off: usize, value: &T) -> Option<()> {

@@ -12,7 +12,7 @@ use netpath_common::{VethInfo, drop_reason};
 use crate::{
     container_nat::NAT_SLOT,
     counters::{count_tx, drop_frame, drop_ip},
-    forward::to_endpoint,
+    forward::redirect_to_endpoint,
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
     packet::{
         ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, is_multicast_or_broadcast, mac_words,
@@ -65,9 +65,13 @@ pub fn from_container(ctx: TcContext) -> i32 {
             return drop_ip(&ctx, &ip, drop_reason::POLICY);
         }
         // Nothing between endpoints is ever translated (hairpin callers are translated to the
-        // gateway), so this needs no conntrack. The sender resolved the peer over the bridge;
-        // set the MAC anyway so a stale neighbour entry cannot misaddress the frame.
-        return to_endpoint(&ctx, dst, None, ip.saddr, ip.daddr);
+        // gateway), so this needs no conntrack. The sender resolved the peer over the bridge,
+        // so the frame normally carries the peer's MAC already: the write (a helper call per
+        // packet) is left for a stale neighbour entry.
+        if eth.dst != mac_words(&dst.mac) {
+            let _ = ctx.store(0, &dst.mac, 0);
+        }
+        return redirect_to_endpoint(&ctx, dst, ip.saddr, ip.daddr);
     }
     unsafe { TAIL_CALLS.tail_call(&ctx, NAT_SLOT) };
     // Only a datapath loaded half-way has no program there: fail closed.

@@ -6,33 +6,30 @@
 //! addressed to an endpoint is dropped as unsolicited, whether or not the host forwards.
 //! Everything else is the host's own traffic and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{Config, CtEntry, EndpointInfo, IPPROTO_TCP, IPPROTO_UDP, drop_reason, network_flags};
+use netpath_common::{Config, CtEntry, EndpointInfo, drop_reason};
 
 use crate::{
     conntrack::{self, Tracked},
-    counters::drop_ip,
+    counters::{drop_frame, drop_ip},
     forward::to_endpoint,
     icmp_error::{self, Translated},
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS},
     nat::{apply, decrement_ttl},
-    packet::{Ipv4, L3, L4, is_loopback, load_u16, parse, parse_l4},
-    portmap::{self, published},
+    packet::{Ipv4, L3, L4, parse, parse_l4},
+    portmap::published,
+    uplink::{self, Untracked},
 };
 
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
-    let L3::Ipv4(ip) = parse(&ctx) else {
-        return TC_ACT_OK;
+    let ip = match parse(&ctx) {
+        L3::Ipv4(ip) => ip,
+        // The stack would drop it too; counted here, as `xdp_uplink` counts it.
+        L3::Malformed => return drop_frame(&ctx, drop_reason::MALFORMED),
+        L3::Other => return TC_ACT_OK,
     };
-    // Loopback never arrives on a wire: such a packet targets what listens on 127.0.0.1
-    // (CVE-2020-8558).
-    if is_loopback(ip.saddr) || is_loopback(ip.daddr) {
-        return drop_ip(&ctx, &ip, drop_reason::MARTIAN);
-    }
-    // Nothing from the outside legitimately carries an endpoint's address as its source; such
-    // a packet could forge state in the endpoint's own connections.
-    if unsafe { ENDPOINTS.get(&ip.saddr) }.is_some() {
-        return drop_ip(&ctx, &ip, drop_reason::SOURCE_MISMATCH);
+    if let Some(reason) = uplink::refused(&ip) {
+        return drop_ip(&ctx, &ip, reason);
     }
     let Some(cfg) = conntrack::config() else {
         return TC_ACT_OK;
@@ -40,7 +37,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     if icmp_error::is_error(&ctx, &ip) {
         return icmp(&ctx, cfg, &ip);
     }
-    if ip.fragment && ip.fragment_offset == 0 && guards_first_fragment(&ctx, cfg, &ip) {
+    if uplink::guards_first_fragment(&ctx, cfg, &ip) {
         return drop_ip(&ctx, &ip, drop_reason::FRAGMENT);
     }
     let Some(l4) = parse_l4(&ctx, &ip) else {
@@ -106,35 +103,13 @@ fn translated(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry) -> i32 {
     deliver(ctx, ip, ep, to.daddr)
 }
 
-/// Fragments are not translated. A first fragment (the one with ports) for a published or an
-/// SNAT port is dropped, so the datagram is never reassembled and delivered to a host socket
-/// in the container's stead.
-#[inline(always)]
-fn guards_first_fragment(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> bool {
-    if !matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP) {
-        return false;
-    }
-    let Some(port) = load_u16(ctx, ip.l4_off + 2) else {
-        // A first fragment too short to hold its ports cannot be judged: not let through.
-        return true;
-    };
-    let host_port = u16::from_be(port);
-    (cfg.snat_port_min..=cfg.snat_port_max).contains(&host_port)
-        || portmap::published_on(ip.daddr, port, ip.proto).is_some()
-}
-
-/// Traffic for an endpoint outside any connection: delivered on networks that route without
-/// masquerading (that is their point), dropped on every other.
+/// Traffic for an endpoint outside any connection: see `uplink::untracked`.
 #[inline(always)]
 fn routed_or_unsolicited(ctx: &TcContext, ip: &Ipv4) -> i32 {
-    let Some(ep) = (unsafe { ENDPOINTS.get(&ip.daddr) }) else {
-        return TC_ACT_OK;
-    };
-    match unsafe { NETWORKS.get(&ep.network_id) } {
-        Some(net) if net.flags & (network_flags::MASQUERADE | network_flags::INTERNAL) == 0 => {
-            deliver(ctx, ip, ep, ip.daddr)
-        }
-        _ => drop_ip(ctx, ip, drop_reason::UNSOLICITED),
+    match uplink::untracked(ip) {
+        Untracked::Host => TC_ACT_OK,
+        Untracked::Routed(ep) => deliver(ctx, ip, ep, ip.daddr),
+        Untracked::Unsolicited => drop_ip(ctx, ip, drop_reason::UNSOLICITED),
     }
 }
 

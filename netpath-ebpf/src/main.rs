@@ -17,6 +17,7 @@ mod packet;
 mod portmap;
 mod reference;
 mod sock;
+mod uplink;
 mod xdp_uplink;
 
 #[cfg(not(test))]

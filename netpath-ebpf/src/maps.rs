@@ -2,7 +2,7 @@
 //! every later load (and every other netpath process) reuses the same maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netpath_common::{
     Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey,
@@ -56,3 +56,10 @@ pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, PortTarget> = LruHashMap::pinn
 /// stages of `from_container` and of `from_uplink`.
 #[map]
 pub static TAIL_CALLS: ProgramArray = ProgramArray::pinned(names::TAIL_CALLED.len() as u32, 0);
+
+/// By host veth ifindex: the endpoints `xdp_uplink` may redirect to, each keyed and targeted by
+/// its host veth. The control plane adds an endpoint once its container side has NAPI (GRO on),
+/// without which a veth drops what `ndo_xdp_xmit` hands it; the kernel removes an entry when
+/// its device goes away.
+#[map]
+pub static XDP_TARGETS: DevMapHash = DevMapHash::pinned(limits::MAX_ENDPOINTS, 0);

@@ -7,7 +7,7 @@ use netpath_common::{NetworkInfo, network_flags};
 
 use crate::{
     cidr::{self, Ipv4Net},
-    datapath::{self, Datapath},
+    datapath::{self, Datapath, XdpAttach},
     error::{Error, Result},
     fault, ipam,
     link::{self, Netlink, VethPeer},
@@ -236,6 +236,18 @@ impl Controller {
         Ok(self.nl.mtu_of(index).await?.unwrap_or(DEFAULT_MTU))
     }
 
+    /// How `xdp_uplink` runs on the network's uplink, as the kernel reports it; `None` for a
+    /// network without `--xdp` (another network's program on the same uplink is not its own).
+    pub async fn xdp_mode(&self, net: &NetworkRecord) -> Result<Option<link::XdpMode>> {
+        match (&net.uplink, net.xdp) {
+            (Some(uplink), true) => match self.nl.index_of(uplink).await? {
+                Some(index) => self.nl.xdp_mode(index).await,
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
     /// Writes the network to the datapath and attaches `from_uplink` to its uplink.
     pub(crate) async fn publish_network(&mut self, net: &NetworkRecord) -> Result<()> {
         let info = self.network_info(net).await?;
@@ -244,7 +256,9 @@ impl Controller {
             link::enable_forwarding(&net.bridge)?;
             self.datapath()?.attach_uplink(uplink)?;
             if net.xdp {
-                self.datapath()?.attach_xdp(uplink)?;
+                if let XdpAttach::Generic(why) = self.datapath()?.attach_xdp(uplink)? {
+                    eprintln!("notice: {uplink} has no native XDP ({why}); xdp_uplink runs in generic mode");
+                }
             }
         }
         self.datapath()?.set_network(net.id, &info)

@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, ProgramInfo, SchedClassifier, TcAttachType,
         Xdp,
@@ -116,6 +116,26 @@ pub fn cgroup2_root() -> Result<PathBuf> {
         .ok_or_else(|| Error::not_found("no cgroup v2 hierarchy is mounted; mount one to publish ports to the host"))
 }
 
+/// How `attach_xdp` left the uplink.
+pub enum XdpAttach {
+    Native,
+    /// Generic mode, and why native mode was refused.
+    Generic(String),
+    /// A link was attached already.
+    Kept,
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 /// The pinned datapath, opened from its pins.
 pub struct Datapath {
     dir: PathBuf,
@@ -132,6 +152,7 @@ pub struct Datapath {
     ct_new: HashMap<MapData, CtKey, CtEntry>,
     portmap: HashMap<MapData, PortKey, PortTarget>,
     host_addrs: HashMap<MapData, u32, u32>,
+    xdp_targets: DevMapHash<MapData>,
 }
 
 impl Datapath {
@@ -173,6 +194,7 @@ impl Datapath {
             ct_new: map(names::CT_NEW)?.try_into().map_err(wrong(names::CT_NEW))?,
             portmap: map(names::PORTMAP)?.try_into().map_err(wrong(names::PORTMAP))?,
             host_addrs: map(names::HOST_ADDRS)?.try_into().map_err(wrong(names::HOST_ADDRS))?,
+            xdp_targets: map(names::XDP_TARGETS)?.try_into().map_err(wrong(names::XDP_TARGETS))?,
             dir,
             lock_dir,
         })
@@ -212,6 +234,11 @@ impl Datapath {
         self.veths
             .insert(info.host_ifindex, veth, 0)
             .context(|| format!("cannot write {host_veth} to the VETHS map"))?;
+        // Callers turn GRO on at the container's side first (`link::enable_gro`): a veth takes
+        // frames redirected by XDP only with NAPI there.
+        self.xdp_targets
+            .insert(info.host_ifindex, info.host_ifindex, None, 0)
+            .map_err(|e| Error::system(format!("cannot write {host_veth} to the XDP_TARGETS map"), e))?;
         self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
     }
 
@@ -236,6 +263,8 @@ impl Datapath {
         let host_ifindex = host_ifindex.or_else(|| self.endpoints.get(&map_key(ip), 0).ok().map(|i| i.host_ifindex));
         if let Some(ifindex) = host_ifindex {
             ignore_missing(self.veths.remove(&ifindex)).context(|| format!("cannot remove {host_veth} from VETHS"))?;
+            ignore_missing(self.xdp_targets.remove(ifindex))
+                .context(|| format!("cannot remove {host_veth} from XDP_TARGETS"))?;
         }
         ignore_missing(self.endpoints.remove(&map_key(ip))).context(|| format!("cannot remove {ip} from ENDPOINTS"))
     }
@@ -250,24 +279,32 @@ impl Datapath {
         self.detach(uplink)
     }
 
-    /// Attaches `xdp_uplink` to the uplink unless it is there already. Generic (skb) mode:
-    /// redirecting into a veth from native XDP needs XDP on the container's side too.
-    pub fn attach_xdp(&mut self, uplink: &str) -> Result<()> {
+    /// Attaches `xdp_uplink` to the uplink unless it is there already: in native (driver) mode,
+    /// or in generic (skb) mode when the device has no XDP of its own. Says which mode it took;
+    /// a link already there is left as it is (`Kept`).
+    pub fn attach_xdp(&mut self, uplink: &str) -> Result<XdpAttach> {
         let _lock = lock(&self.lock_dir)?;
         let pin = self.link_pin(&format!("xdp-{uplink}"));
         match bpflink::pinned_ifindex(&pin)? {
-            Some(current) if current == ifindex_of(uplink)? => return Ok(()),
+            Some(current) if current == ifindex_of(uplink)? => return Ok(XdpAttach::Kept),
             Some(_) => self.detach(&format!("xdp-{uplink}"))?,
             None => {}
         }
         let mut prog = Xdp::from_pin(self.dir.join(names::XDP_UPLINK), XdpAttachType::Interface)
             .context(|| "cannot open the pinned xdp_uplink program")?;
-        let link = prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
+        let (link, attached) = match prog.attach(uplink, XdpMode::Driver) {
+            Ok(link) => (link, XdpAttach::Native),
+            Err(native) => {
+                let link =
+                    prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
+                (link, XdpAttach::Generic(error_chain(&native)))
+            }
+        };
         let link: FdLink =
             prog.take_link(link).context(|| "cannot take the XDP link")?.try_into().context(|| "XDP link")?;
         std::fs::create_dir_all(self.dir.join("links")).context(|| "cannot create the links directory")?;
         link.pin(&pin).context(|| format!("cannot pin the XDP link of {uplink}"))?;
-        Ok(())
+        Ok(attached)
     }
 
     pub fn detach_xdp(&mut self, uplink: &str) -> Result<()> {

@@ -7,7 +7,7 @@ use crate::{
     controller::Controller,
     error::{Error, Result},
     link::{self, Netlink},
-    netns::Netns,
+    netns::{self, Netns},
     store::{EndpointRecord, NetworkRecord},
 };
 
@@ -94,6 +94,9 @@ impl Controller {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
                 let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
+                // An endpoint wired by an older build may lack it; `refresh_endpoint` makes
+                // it an XDP target.
+                netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
                 self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)

@@ -7,7 +7,7 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         address::AddressAttribute,
-        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
         route::{RouteAddress, RouteAttribute, RouteType},
     },
 };
@@ -102,6 +102,8 @@ impl Netlink {
     /// Creates a veth pair whose host end is enslaved to `bridge` and whose peer is created
     /// directly inside `peer_ns` under its final name, so no temporary name can collide.
     /// A peer without a namespace stays in this one, for an engine to move (Docker's Join).
+    /// The peer gets GRO before the host end comes up: a veth takes frames XDP redirects into
+    /// it only if its peer runs NAPI, and it checks that when it comes up (`enable_gro`).
     pub async fn create_veth(&self, host: &str, bridge: u32, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
         let mut peer_msg =
             LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string()).mtu(mtu).address(peer.mac.to_vec());
@@ -113,7 +115,6 @@ impl Netlink {
             .name(host.to_string())
             .mtu(mtu)
             .controller(bridge)
-            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
@@ -124,7 +125,13 @@ impl Netlink {
             )),
             _ => Error::system(format!("cannot create veth '{host}'"), e),
         })?;
-        self.require_index(host).await
+        let index = self.require_index(host).await?;
+        match peer.netns {
+            Some(ns) => netns::run_in(ns, || enable_gro(peer.name))??,
+            None => enable_gro(peer.name)?,
+        }
+        self.set_up(index).await?;
+        Ok(index)
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
@@ -280,6 +287,28 @@ impl Netlink {
         }))
     }
 
+    /// How an XDP program is attached to an interface, as the kernel reports it (`IFLA_XDP`);
+    /// `None` when none is.
+    pub async fn xdp_mode(&self, index: u32) -> Result<Option<XdpMode>> {
+        let link = self.handle.link().get().match_index(index).execute().try_next().await;
+        let link = link.context(|| format!("cannot look up interface {index}"))?;
+        let attached = link.into_iter().flat_map(|l| l.attributes).find_map(|a| match a {
+            LinkAttribute::Xdp(xdp) => xdp.into_iter().find_map(|x| match x {
+                LinkXdp::Attached(attached) => Some(attached),
+                _ => None,
+            }),
+            _ => None,
+        });
+        Ok(match attached {
+            Some(XdpAttached::Driver) => Some(XdpMode::Native),
+            Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
+            Some(XdpAttached::Hardware) => Some(XdpMode::Offloaded),
+            // Several programs at once, or a kind this build does not know.
+            Some(XdpAttached::None) | None => None,
+            Some(_) => Some(XdpMode::Multiple),
+        })
+    }
+
     /// The MAC address of an interface.
     pub async fn mac_of(&self, index: u32) -> Result<Option<[u8; 6]>> {
         let link = self.handle.link().get().match_index(index).execute().try_next().await;
@@ -330,6 +359,63 @@ pub struct VethPeer<'a> {
 pub fn enable_forwarding(ifname: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
     std::fs::write(&path, "1").context(|| format!("cannot enable forwarding on {ifname}"))
+}
+
+/// How XDP runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver, before an skb exists.
+    Native,
+    /// On the skb, after the driver: the fallback for devices without XDP of their own.
+    Generic,
+    Offloaded,
+    Multiple,
+}
+
+impl std::fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Offloaded => "offloaded",
+            Self::Multiple => "multiple",
+        })
+    }
+}
+
+/// Turns GRO on for `ifname` in the calling thread's namespace (a container's side of a veth).
+/// A veth then runs NAPI (kernel 5.13 and later), which is what it needs to take the frames
+/// `xdp_uplink` redirects into its peer; the alternative, an XDP program on it, would run for
+/// every frame the container receives. Its peer offers itself as a redirect target
+/// (`NDO_XMIT`) only when it comes up after this, or when this is done while both are up.
+pub fn enable_gro(ifname: &str) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_SGRO: u32 = 0x0000_002c;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes().take(IFNAMSIZ_MAX)) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    let fail = |e| Error::system(format!("cannot turn GRO on for {ifname}"), e);
+    // SAFETY: a socket only for the ioctl, closed when `sock` drops; `req` and `value` outlive
+    // the call.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL, &mut req) };
+    if rc < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Turns IPv6 off on `ifname` in the calling thread's namespace (a container's interface):

@@ -133,7 +133,7 @@ fn stage(staging: &Path, current: Option<&Path>, report: &mut ReloadReport) -> R
             key_size: def.key_size(),
             value_size: def.value_size(),
             max_entries: def.max_entries(),
-            flags: def.map_flags(),
+            flags: def.map_flags() | kernel_added_flags(def.map_type()),
         };
         let old = current.map(|c| c.join(name)).filter(|p| p.exists()).map(|p| bpflink::open_pinned(&p)).transpose()?;
         match old {
@@ -145,6 +145,15 @@ fn stage(staging: &Path, current: Option<&Path>, report: &mut ReloadReport) -> R
         }
     }
     datapath::load(staging)
+}
+
+/// Flags the kernel adds to a map of this type when it creates it: devmaps are read-only to
+/// programs (`BPF_F_RDONLY_PROG`), whatever the object asked for.
+fn kernel_added_flags(map_type: u32) -> u32 {
+    const DEVMAP: u32 = 14;
+    const DEVMAP_HASH: u32 = 25;
+    const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+    if matches!(map_type, DEVMAP | DEVMAP_HASH) { BPF_F_RDONLY_PROG } else { 0 }
 }
 
 /// Maps whose values are programs or maps (tail-call tables, maps of maps) refer to objects

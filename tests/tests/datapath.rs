@@ -102,6 +102,13 @@ fn udp_and_ping_between_containers() {
     let stats = t.np_json(&["stats"]);
     assert!(endpoint_stats(&stats, "b")["rx_packets"].as_u64().unwrap() >= 103);
     assert!(endpoint_stats(&stats, "a")["rx_packets"].as_u64().unwrap() >= 103);
+
+    // The fast path keeps a frame's destination MAC when it is the peer's; one addressed
+    // after a stale neighbour entry is readdressed, not lost.
+    let stale = ["ip", "neigh", "replace", &ip_of(&b).to_string(), "lladdr", "02:00:00:00:00:99", "dev", "eth0"];
+    t.exec("a", &[&stale[..], &["nud", "permanent"]].concat());
+    assert!(t.ping("a", &ip_of(&b).to_string(), 2), "a stale neighbour entry broke the path");
+    assert_eq!(t.drop_count("mac-spoof"), 0);
     t.teardown();
 }
 

@@ -268,8 +268,12 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
         NetworkCmd::Inspect { name, format } => {
             let network = ctl.store().network(&name)?;
             let endpoints = ctl.store().endpoints(Some(network.id))?;
-            let view = NetworkView { network, endpoints };
-            print(format, &view, |v| format!("{}\n\n{}", network_text(&v.network), endpoints_table(&v.endpoints)))
+            let xdp_mode = ctl.xdp_mode(&network).await?;
+            let view = NetworkView { network, xdp_mode, endpoints };
+            print(format, &view, |v| {
+                let xdp = v.xdp_mode.map(|m| format!("\nxdp       {m}")).unwrap_or_default();
+                format!("{}{xdp}\n\n{}", network_text(&v.network), endpoints_table(&v.endpoints))
+            })
         }
         NetworkCmd::Rm { name, force } => {
             ctl.network_rm(&name, force).await?;

@@ -3,6 +3,7 @@ use serde::Serialize;
 
 use crate::{
     error::Result,
+    link::XdpMode,
     output::{Format, json, key_values, table},
     ports::Port,
     restore::{EndpointAction, RestoreReport},
@@ -52,6 +53,8 @@ pub(super) fn settings_text(s: &Settings) -> String {
 pub(super) struct NetworkView {
     #[serde(flatten)]
     pub network: NetworkRecord,
+    /// How `xdp_uplink` runs on the uplink, as the kernel reports it; `null` without `--xdp`.
+    pub xdp_mode: Option<XdpMode>,
     pub endpoints: Vec<EndpointRecord>,
 }
 

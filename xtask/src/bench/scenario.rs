@@ -34,6 +34,8 @@ pub const PROGRAM: Metric = Metric { name: "program", unit: "ns/packet", higher_
 const GB: f64 = 1e9;
 const MPKT: f64 = 1e6;
 const KCONN: f64 = 1e3;
+const UNDER_FLOOD: Metric = Metric { name: "under flood", unit: "conn/s", higher_is_better: true };
+const KEPT: Metric = Metric { name: "kept", unit: "× without flood", higher_is_better: true };
 
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
@@ -41,9 +43,14 @@ pub enum Kind {
         route: Route,
         streams: u32,
     },
-    UdpRate,
+    UdpRate {
+        route: Route,
+    },
     Latency,
     ConnRate,
+    /// The inbound connection rate while the outside floods the server's own address with
+    /// unsolicited datagrams, and its ratio to the rate without the flood.
+    Flood,
     /// Inbound throughput and connection rate with N ports published (a sweep over N).
     PortSweep,
     /// Time to attach N endpoints (a sweep over N).
@@ -104,8 +111,20 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "udp-rate",
         title: "container → container, UDP 64-byte packets",
-        kind: Kind::UdpRate,
+        kind: Kind::UdpRate { route: Route::C2c },
         metrics: &[PACKETS, CPU_PER_MPKT, PROGRAM],
+    },
+    Scenario {
+        name: "udp-in",
+        title: "outside → published port, UDP 64-byte packets",
+        kind: Kind::UdpRate { route: Route::Ingress },
+        metrics: &[PACKETS, CPU_PER_MPKT],
+    },
+    Scenario {
+        name: "flood",
+        title: "outside → published port, TCP connect + request + close, under an unsolicited flood",
+        kind: Kind::Flood,
+        metrics: &[UNDER_FLOOD, KEPT],
     },
     Scenario {
         name: "ports",
@@ -133,9 +152,9 @@ impl Scenario {
     /// The path the scenario's traffic takes.
     pub fn route(&self) -> Route {
         match self.kind {
-            Kind::Tcp { route, .. } => route,
-            Kind::PortSweep => Route::Ingress,
-            Kind::UdpRate | Kind::Latency | Kind::ConnRate | Kind::AttachSweep => Route::C2c,
+            Kind::Tcp { route, .. } | Kind::UdpRate { route } => route,
+            Kind::PortSweep | Kind::Flood => Route::Ingress,
+            Kind::Latency | Kind::ConnRate | Kind::AttachSweep => Route::C2c,
         }
     }
 
@@ -152,12 +171,16 @@ impl Scenario {
         let figure = |work: Result<Work>| work.map(|w| w.figure).map_err(text);
         match self.kind {
             Kind::Tcp { streams, .. } => self.costed(GB, program, || traffic::tcp_throughput(target, streams, seconds)),
-            Kind::UdpRate => self.costed(MPKT, program, || traffic::udp_rate(target, seconds)),
+            Kind::UdpRate { .. } => self.costed(MPKT, program, || traffic::udp_rate(target, seconds)),
             Kind::Latency => match traffic::latency(target, seconds) {
                 Ok(percentiles) => percentiles.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(text(e)); 2],
             },
             Kind::ConnRate => self.costed(KCONN, program, || traffic::conn_rate(ctx, target, seconds)),
+            Kind::Flood => match traffic::conn_rate_under_flood(ctx, target, seconds) {
+                Ok((flooded, calm)) => vec![Ok(flooded), Ok(flooded / calm)],
+                Err(e) => vec![Err(text(e)); 2],
+            },
             Kind::PortSweep => vec![
                 figure(traffic::tcp_throughput(target, 1, seconds)),
                 figure(traffic::conn_rate(ctx, target, seconds)),

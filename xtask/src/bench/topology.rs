@@ -48,6 +48,10 @@ impl Topology {
         topo.host.veth(UPLINK, &topo.outside, "eth0")?;
         topo.host.address(UPLINK, &format!("{HOST_UPLINK_IP}/{UPLINK_PREFIX}"))?;
         topo.outside.address("eth0", &format!("{OUTSIDE_IP}/{UPLINK_PREFIX}"))?;
+        // The outside sends as a NIC delivers, whole checksums and no TSO (turning tx
+        // checksumming off turns TSO off too), for every datapath alike: XDP rewrites checksums
+        // by hand and needs whole ones, and the TC paths are measured on the same frames.
+        topo.outside.run(&["ethtool", "-K", "eth0", "tx", "off"]).context("turning off tx checksumming")?;
         topo.host.run(&["ip", "route", "add", "default", "via", &OUTSIDE_IP.to_string()])?;
         let outside = topo.outside.clone();
         topo.serve(ctx, &outside, "outside")?;

@@ -2,7 +2,7 @@
 //! its figure (and, for the rates, the work behind it): iperf3 (TCP throughput, UDP packet
 //! rate), sockperf (latency percentiles) and the workspace's np-connrate (connection rate, and
 //! a reachability probe).
-use std::{process::Command, time::Duration};
+use std::{process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -17,6 +17,9 @@ use super::{
 const STALLED_BYTES: f64 = 1024.0 * 1024.0;
 /// UDP payload of the packet-rate scenario: small packets make the per-packet cost show.
 const UDP_PAYLOAD: &str = "64";
+/// The flood's bounds: at most this many datagrams, to ports nothing publishes.
+const FLOOD_PACKETS: &str = "20000000";
+const FLOOD_PORTS: &str = "20000-29999";
 /// Concurrent connections of the connection-rate client: one per core.
 const CONNRATE_THREADS: &str = "2";
 /// The CPU both ends of the latency test run on. Across CPUs, this VM's wake-up of the other
@@ -128,4 +131,49 @@ pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<Work> {
     let json: Value = serde_json::from_str(&out).with_context(|| format!("np-connrate output: {out}"))?;
     let field = |name: &str| json[name].as_f64().with_context(|| format!("np-connrate printed no {name}: {out}"));
     Ok(Work { figure: field("per_second")?, amount: field("connections")? })
+}
+
+/// The connection rate to the target's published port while the outside floods the server
+/// container's own address (which nothing outside may reach unasked) with 64-byte datagrams,
+/// and the rate without the flood, measured just before: (with, without).
+pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result<(f64, f64)> {
+    let calm = conn_rate(ctx, target, seconds)?.figure;
+    // The outside reaches the server's address through the host, as a LAN peer that guesses
+    // the host routes the containers' subnet would; removed again below.
+    let (server, via) = (format!("{}/32", target.server), target.addr.to_string());
+    let routed = target.server != target.addr;
+    if routed {
+        target.client.run(&["ip", "route", "replace", &server, "via", &via])?;
+    }
+    let flood = target.client.cmd(
+        &ctx.connrate.with_file_name("np-flood"),
+        &[
+            "--addr",
+            &target.server.to_string(),
+            "--ports",
+            FLOOD_PORTS,
+            "--packets",
+            FLOOD_PACKETS,
+            "--seconds",
+            &(seconds + 2).to_string(),
+        ],
+    );
+    let flooded = thread::scope(|scope| {
+        let mut flood = flood;
+        let flooding = scope.spawn(move || stdout_within(&mut flood, limit(seconds + 2)));
+        // Let the flood reach full speed first.
+        thread::sleep(Duration::from_millis(500));
+        let rate = conn_rate(ctx, target, seconds);
+        (rate, flooding.join())
+    });
+    if routed {
+        let _ = target.client.run(&["ip", "route", "del", &server]);
+    }
+    let (rate, flooding) = flooded;
+    match flooding {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => bail!("np-flood to {}: {}", target.server, root_cause(&e)),
+        Err(_) => bail!("np-flood's thread panicked"),
+    }
+    Ok((rate?.figure, calm))
 }

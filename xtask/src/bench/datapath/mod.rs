@@ -43,6 +43,9 @@ pub struct Target {
     pub iperf_port: u16,
     pub connrate_port: u16,
     pub sockperf_port: u16,
+    /// The server container's own address (the target of unsolicited floods): `addr` itself
+    /// when nothing translates.
+    pub server: Ipv4Addr,
 }
 
 impl Target {
@@ -54,12 +57,13 @@ impl Target {
             iperf_port: IPERF_PORT,
             connrate_port: CONNRATE_PORT,
             sockperf_port: SOCKPERF_PORT,
+            server: addr,
         }
     }
 
     /// The host ports published to the server container.
-    fn published(client: &Netns, addr: Ipv4Addr) -> Self {
-        Self { iperf_port: PUBLISHED_IPERF, connrate_port: PUBLISHED_CONNRATE, ..Self::direct(client, addr) }
+    fn published(client: &Netns, addr: Ipv4Addr, server: Ipv4Addr) -> Self {
+        Self { iperf_port: PUBLISHED_IPERF, connrate_port: PUBLISHED_CONNRATE, server, ..Self::direct(client, addr) }
     }
 }
 
@@ -141,8 +145,8 @@ impl Routes {
         let mut routes = Self::default();
         routes.set(Route::C2c, Ok(Target::direct(c1, c2_ip)));
         routes.set(Route::Egress, Ok(Target::direct(c1, OUTSIDE_IP)));
-        routes.set(Route::Ingress, Ok(Target::published(outside, HOST_UPLINK_IP)));
-        routes.set(Route::HostLocal, Ok(Target::published(host, Ipv4Addr::LOCALHOST)));
+        routes.set(Route::Ingress, Ok(Target::published(outside, HOST_UPLINK_IP, c2_ip)));
+        routes.set(Route::HostLocal, Ok(Target::published(host, Ipv4Addr::LOCALHOST, c2_ip)));
         routes
     }
 
