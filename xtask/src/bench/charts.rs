@@ -83,7 +83,12 @@ fn slug(unit: &str) -> String {
         "CPU-s/GB" => "cpu-per-gb".into(),
         "CPU-s/Mpkt" => "cpu-per-mpkt".into(),
         "CPU-s/kconn" => "cpu-per-kconn".into(),
-        other => other.replace('/', "-per-").to_lowercase(),
+        other => {
+            let words = other.replace('/', " per ").to_lowercase();
+            let words: Vec<&str> =
+                words.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+            words.join("-")
+        }
     }
 }
 

@@ -109,6 +109,18 @@ pub const GOALS: &[Goal] = &[
     vs("CPU-seconds per GB, egress ≤ 0.9× Docker", "egress-tcp", "cpu", "docker", Bound::AtMost(0.9)),
     vs("CPU-seconds per GB, inbound published ≤ 1.05× veth", "ingress-tcp", "cpu", "veth", Bound::AtMost(1.05)),
     vs("CPU-seconds per GB, inbound published ≤ 0.9× Docker", "ingress-tcp", "cpu", "docker", Bound::AtMost(0.9)),
+    ratio(
+        "XDP: inbound 64-byte UDP pps to a published port ≥ 1.5× the TC path",
+        cell("udp-in", "packets", "netpath-xdp"),
+        cell("udp-in", "packets", NETPATH),
+        Bound::AtLeast(1.5),
+    ),
+    Goal {
+        text: "XDP: under an unsolicited flood, the published port's connection rate ≥ 0.8× without",
+        figure: cell("flood", "kept", "netpath-xdp"),
+        against: Against::Value,
+        bound: Bound::AtLeast(0.8),
+    },
     Goal {
         text: "500 sequential attaches < 5 s",
         figure: Figure { scenario: "attach", metric: "time", param: Some(500), datapath: NETPATH },

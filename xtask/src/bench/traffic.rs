@@ -146,7 +146,7 @@ pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result
         target.client.run(&["ip", "route", "replace", &server, "via", &via])?;
     }
     let flood = target.client.cmd(
-        &ctx.connrate.with_file_name("np-flood"),
+        ctx.connrate.with_file_name("np-flood"),
         &[
             "--addr",
             &target.server.to_string(),
