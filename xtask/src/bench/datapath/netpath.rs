@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::{Attacher, Datapath, PortTable, Route, Routes, Unavailable};
 use crate::bench::{
     Ctx,
+    cost::{PinnedProgram, ProgramStats},
     netns::Netns,
     process::{SETUP_LIMIT, output_within, root_cause, stdout_within},
     topology::{CONNRATE_PORT, IPERF_PORT, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
@@ -45,6 +46,8 @@ pub struct Netpath {
     /// Filler endpoints of the port sweep, and how many ports they publish.
     fillers: Vec<String>,
     filler_ports: u32,
+    /// `from_container` as pinned, once up (TC flavour: the one on the c2c path).
+    from_container: Option<PinnedProgram>,
 }
 
 impl Netpath {
@@ -61,7 +64,15 @@ impl Netpath {
     }
 
     fn new(mode: Mode) -> Self {
-        Self { mode, topo: None, dir: PathBuf::new(), routes: Routes::default(), fillers: Vec::new(), filler_ports: 0 }
+        Self {
+            mode,
+            topo: None,
+            dir: PathBuf::new(),
+            routes: Routes::default(),
+            fillers: Vec::new(),
+            filler_ports: 0,
+            from_container: None,
+        }
     }
 
     /// A netpath command bound to this topology's host namespace, state and pins.
@@ -161,6 +172,9 @@ impl Datapath for Netpath {
             for route in [Route::C2c, Route::Egress, Route::HostLocal] {
                 self.routes.set(route, Err(Self::not_applicable()));
             }
+        } else {
+            self.from_container =
+                Some(PinnedProgram { pin_root: self.dir.join("bpffs/netpath"), name: "from_container" });
         }
         Ok(())
     }
@@ -181,6 +195,7 @@ impl Datapath for Netpath {
         self.routes = Routes::default();
         self.fillers.clear();
         self.filler_ports = 0;
+        self.from_container = None;
     }
 
     fn port_table(&mut self) -> Option<&mut dyn PortTable> {
@@ -192,6 +207,10 @@ impl Datapath for Netpath {
     fn attacher(&mut self) -> Option<&mut dyn Attacher> {
         // Attaching does not depend on the uplink program: measured once, with TC.
         if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
+    }
+
+    fn c2c_program(&self) -> Option<&dyn ProgramStats> {
+        self.from_container.as_ref().map(|p| p as &dyn ProgramStats)
     }
 }
 
@@ -232,7 +251,7 @@ impl Attacher for Netpath {
     }
 }
 
-fn unmount(path: &Path) {
+pub(super) fn unmount(path: &Path) {
     if path.exists() {
         let _ = output_within(Command::new("umount").arg(path), SETUP_LIMIT);
     }
