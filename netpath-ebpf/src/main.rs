@@ -15,6 +15,7 @@ mod maps;
 mod nat;
 mod packet;
 mod portmap;
+mod reference;
 mod sock;
 mod uplink;
 mod xdp_uplink;

@@ -16,7 +16,7 @@ use crate::{
     ports::{self, Port},
     reload::{self, ReloadReport},
     settings::{Changes, Settings},
-    store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State, Store},
+    store::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State, Store, Xdp},
 };
 
 /// Where netpath keeps its state and its pins.
@@ -37,8 +37,8 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub no_masquerade: bool,
     pub uplink: Option<String>,
-    /// Serve inbound published ports with XDP on the uplink as well.
-    pub xdp: bool,
+    /// What XDP on the uplink does for the network.
+    pub xdp: Xdp,
     /// The id an engine (Docker) knows the network by.
     pub external_id: Option<String>,
 }
@@ -152,7 +152,7 @@ impl Controller {
             Some(mtu) => mtu,
             None => self.uplink_mtu(uplink.as_deref()).await?,
         };
-        if spec.xdp && uplink.is_none() {
+        if spec.xdp.is_on() && uplink.is_none() {
             return Err(Error::invalid(
                 "--xdp needs an uplink; the network is internal or the host has no default route",
             ));
@@ -239,7 +239,7 @@ impl Controller {
     /// How `xdp_uplink` runs on the network's uplink, as the kernel reports it; `None` for a
     /// network without `--xdp` (another network's program on the same uplink is not its own).
     pub async fn xdp_mode(&self, net: &NetworkRecord) -> Result<Option<link::XdpMode>> {
-        match (&net.uplink, net.xdp) {
+        match (&net.uplink, net.xdp.is_on()) {
             (Some(uplink), true) => match self.nl.index_of(uplink).await? {
                 Some(index) => self.nl.xdp_mode(index).await,
                 None => Ok(None),
@@ -255,7 +255,7 @@ impl Controller {
         if let Some(uplink) = &net.uplink {
             link::enable_forwarding(&net.bridge)?;
             self.datapath()?.attach_uplink(uplink)?;
-            if net.xdp {
+            if net.xdp.is_on() {
                 if let XdpAttach::Generic(why) = self.datapath()?.attach_xdp(uplink)? {
                     eprintln!("notice: {uplink} has no native XDP ({why}); xdp_uplink runs in generic mode");
                 }
@@ -332,7 +332,7 @@ impl Controller {
             let _lock = self.datapath()?.lock()?;
             let others: Vec<NetworkRecord> =
                 self.store.networks()?.into_iter().filter(|n| n.id != net.id && n.uplink == net.uplink).collect();
-            if !others.iter().any(|n| n.xdp) {
+            if !others.iter().any(|n| n.xdp.is_on()) {
                 errors.extend(self.datapath()?.detach_xdp(uplink).err());
             }
             if others.is_empty() {
@@ -518,10 +518,15 @@ impl Controller {
     pub(crate) async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
-        let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns) };
+        let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns), gro: ep.network_xdp.redirects() };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
         fault::step("attach:veth");
-        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
+        self.datapath()?.attach_endpoint(
+            &ep.host_veth,
+            ep.ip,
+            &ep.datapath_info(host_ifindex)?,
+            ep.network_xdp.redirects(),
+        )?;
         fault::step("attach:datapath");
         self.publish(ep).await?;
         fault::step("attach:published");

@@ -212,31 +212,50 @@ impl Datapath {
     }
 
     /// Attaches `from_container` to the endpoint's host veth (TCX ingress, pinned link) and
-    /// publishes the endpoint in the maps.
-    pub fn attach_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
+    /// publishes the endpoint in the maps; an `xdp_target` also in `XDP_TARGETS`.
+    pub fn attach_endpoint(
+        &mut self,
+        host_veth: &str,
+        ip: Ipv4Addr,
+        info: &EndpointInfo,
+        xdp_target: bool,
+    ) -> Result<()> {
         let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); possible_cpus()?])
             .context(|| "cannot size per-CPU counters")?;
         self.endpoint_counters
             .set(u32::from(info.slot), zero, 0)
             .context(|| format!("cannot reset counter slot {} for {host_veth}", info.slot))?;
-        self.refresh_endpoint(host_veth, ip, info)
+        self.refresh_endpoint(host_veth, ip, info, xdp_target)
     }
 
     /// Makes a wired endpoint's datapath side whole again without resetting its counters:
     /// its map entries, and its TCX link if the pin is gone or points at an interface that no
     /// longer exists. `attach_endpoint` ends here too: every entry an endpoint needs is
     /// written in this one place.
-    pub fn refresh_endpoint(&mut self, host_veth: &str, ip: Ipv4Addr, info: &EndpointInfo) -> Result<()> {
+    pub fn refresh_endpoint(
+        &mut self,
+        host_veth: &str,
+        ip: Ipv4Addr,
+        info: &EndpointInfo,
+        xdp_target: bool,
+    ) -> Result<()> {
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
         let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, slot: info.slot };
         self.veths
             .insert(info.host_ifindex, veth, 0)
             .context(|| format!("cannot write {host_veth} to the VETHS map"))?;
-        // Callers turn GRO on at the container's side first (`link::enable_gro`): a veth takes
-        // frames redirected by XDP only with NAPI there.
-        self.xdp_targets
-            .insert(info.host_ifindex, info.host_ifindex, None, 0)
-            .map_err(|e| Error::system(format!("cannot write {host_veth} to the XDP_TARGETS map"), e))?;
+        // `xdp_uplink` passes traffic to endpoints outside `XDP_TARGETS` to `from_uplink`: only
+        // a `redirect` network's are in it. Callers turn GRO on at their container's side first
+        // (`link::enable_gro`): a veth takes frames redirected by XDP only with NAPI there. An
+        // entry an older build wrote for every endpoint goes here.
+        if xdp_target {
+            self.xdp_targets
+                .insert(info.host_ifindex, info.host_ifindex, None, 0)
+                .map_err(|e| Error::system(format!("cannot write {host_veth} to the XDP_TARGETS map"), e))?;
+        } else {
+            ignore_missing(self.xdp_targets.remove(info.host_ifindex))
+                .context(|| format!("cannot remove {host_veth} from XDP_TARGETS"))?;
+        }
         self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
     }
 

@@ -94,10 +94,18 @@ impl Controller {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
                 let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
-                // An endpoint wired by an older build may lack it; `refresh_endpoint` makes
-                // it an XDP target.
-                netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
-                self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &ep.datapath_info(host_ifindex)?)?;
+                // An endpoint wired by an older build may lack it (GRO turned on while both
+                // ends are up is seen too); `refresh_endpoint` makes it an XDP
+                // target. Other endpoints are left as they are: no namespace switch.
+                if ep.network_xdp.redirects() {
+                    netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
+                }
+                self.datapath()?.refresh_endpoint(
+                    &ep.host_veth,
+                    ep.ip,
+                    &ep.datapath_info(host_ifindex)?,
+                    ep.network_xdp.redirects(),
+                )?;
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)
             }

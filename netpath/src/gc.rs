@@ -167,7 +167,7 @@ impl Controller {
         for net in &networks {
             if let Some(uplink) = &net.uplink {
                 owned.insert(uplink.clone());
-                if net.xdp {
+                if net.xdp.is_on() {
                     owned.insert(format!("xdp-{uplink}"));
                 }
             }

@@ -108,8 +108,9 @@ impl Netlink {
     /// Creates a veth pair whose host end is enslaved to `bridge` and whose peer is created
     /// directly inside `peer_ns` under its final name, so no temporary name can collide.
     /// A peer without a namespace stays in this one, for an engine to move (Docker's Join).
-    /// The peer gets GRO before the host end comes up: a veth takes frames XDP redirects into
-    /// it only if its peer runs NAPI, and it checks that when it comes up (`enable_gro`).
+    /// A peer that asks for GRO gets it before the host end comes up: a veth takes frames XDP
+    /// redirects into it only if its peer runs NAPI, and it checks that when it comes up
+    /// (`enable_gro`).
     pub async fn create_veth(&self, host: &str, bridge: u32, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
         let mut peer_msg =
             LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string()).mtu(mtu).address(peer.mac.to_vec());
@@ -133,6 +134,7 @@ impl Netlink {
         })?;
         let index = self.require_index(host).await?;
         match peer.netns {
+            _ if !peer.gro => {}
             Some(ns) => netns::run_in(ns, || enable_gro(peer.name))??,
             None => enable_gro(peer.name)?,
         }
@@ -398,6 +400,8 @@ pub struct VethPeer<'a> {
     pub mac: [u8; 6],
     /// Where the peer is created; `None`: here, in the host's namespace.
     pub netns: Option<&'a Netns>,
+    /// Turn GRO on at the peer, so that its host end takes frames XDP redirects into it.
+    pub gro: bool,
 }
 
 /// Lets the kernel route packets that arrive on `ifname` (a bridge netpath owns). The

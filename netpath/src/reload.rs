@@ -122,8 +122,10 @@ pub fn reload(pin_root: &Path, lock_dir: &Path) -> Result<ReloadReport> {
 fn stage(staging: &Path, current: Option<&Path>, report: &mut ReloadReport) -> Result<()> {
     std::fs::create_dir_all(staging).context(|| format!("cannot create {}", staging.display()))?;
     let object = aya_obj::Object::parse(OBJECT).map_err(|e| Error::system("cannot parse netpath's eBPF object", e))?;
+    // Only the pinned maps are the datapath's; the unpinned ones (data sections such as
+    // `.rodata`, the bench's reference program's map) live and die with whoever loads them.
     let mut maps: Vec<(&String, &aya_obj::Map)> =
-        object.maps.iter().filter(|(name, _)| !name.starts_with('.')).collect();
+        object.maps.iter().filter(|(_, def)| def.pinning() == aya_obj::maps::PinningType::ByName).collect();
     maps.sort_by_key(|(name, _)| name.as_str());
     for (name, def) in maps {
         let wanted = MapShape {

@@ -64,6 +64,11 @@ fn bad_input_fails_with_its_message_and_changes_nothing() {
         (vec!["network", "create", "x", "--bridge", "br-0123456789abc"], "bridge name 'br-0123456789abc' is 16 bytes"),
         (vec!["network", "create", "bad/name"], "invalid network name 'bad/name'"),
         (vec!["network", "create", "x", "--uplink", "nosuchif"], "uplink interface 'nosuchif' does not exist"),
+        (
+            vec!["network", "create", "x", "--xdp", "bogus"],
+            "invalid --xdp 'bogus'; pass --xdp (filter) or --xdp redirect",
+        ),
+        (vec!["network", "create", "x", "--internal", "--xdp", "redirect"], "--xdp needs an uplink"),
         (vec!["network", "rm", "nosuch"], "network 'nosuch' does not exist"),
         (vec!["network", "rm", "../../x"], "network '../../x' does not exist"),
         (vec!["attach", "--network", "../x", "--netns", &free], "network '../x' does not exist"),

@@ -149,6 +149,9 @@ fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
     assert_eq!(t.map_entries("ENDPOINTS").len(), 2);
     assert_eq!(t.map_entries("NETWORKS").len(), 1);
     let version = t.datapath_dir().expect("the datapath is pinned");
+    for reference in ["redirect_peer_ref", "REFERENCE_PEERS"] {
+        assert!(!version.join(reference).exists(), "the bench's reference {reference} is not part of the datapath");
+    }
     let links = || std::fs::read_dir(version.join("links")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(links(), 2);
 

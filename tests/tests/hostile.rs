@@ -248,25 +248,31 @@ fn wire_macs(t: &Topology) -> (Mac, Mac) {
     (mac_of(t, "outside", "eth0"), mac_of(t, "host", UPLINK))
 }
 
-/// How the uplink serves published ports: TC only, or XDP first (`network create --xdp`). The
-/// attacks from the wire run against both, since each path translates on its own.
+/// How the uplink serves published ports: TC only, XDP filtering in front of TC (`network
+/// create --xdp`), or XDP translating and redirecting them itself (`--xdp redirect`). The
+/// attacks from the wire run against all three: each path translates on its own, and a filtering
+/// XDP tracks the connection before `from_uplink` tracks it again.
 #[derive(Clone, Copy, PartialEq)]
 enum Uplink {
     Tc,
-    Xdp,
+    XdpFilter,
+    XdpRedirect,
 }
 
 /// A topology with an outside and a network `web` on `subnet`, served on the uplink as `uplink`
 /// says.
 fn wire_topology(tag: &str, subnet: &str, uplink: Uplink) -> Topology {
-    let t = Topology::with_outside(&format!("{tag}{}", if uplink == Uplink::Xdp { "x" } else { "" }));
-    let mut args = vec!["--subnet", subnet];
-    if uplink == Uplink::Xdp {
+    let (suffix, xdp): (&str, &[&str]) = match uplink {
+        Uplink::Tc => ("", &[]),
+        Uplink::XdpFilter => ("f", &["--xdp"]),
+        Uplink::XdpRedirect => ("x", &["--xdp", "redirect"]),
+    };
+    let t = Topology::with_outside(&format!("{tag}{suffix}"));
+    if uplink != Uplink::Tc {
         // XDP updates checksums by hand: the outside sends fully checksummed frames, as a NIC does.
         t.exec("outside", &["ethtool", "-K", "eth0", "tx", "off"]);
-        args.push("--xdp");
     }
-    t.network("web", &args);
+    t.network("web", &[&["--subnet", subnet], xdp].concat());
     t
 }
 
@@ -283,8 +289,13 @@ fn a_loopback_publication_is_not_served_to_the_wire() {
 }
 
 #[test]
-fn a_loopback_publication_is_not_served_to_the_wire_with_xdp() {
-    loopback_publication(Uplink::Xdp);
+fn a_loopback_publication_is_not_served_to_the_wire_with_xdp_filter() {
+    loopback_publication(Uplink::XdpFilter);
+}
+
+#[test]
+fn a_loopback_publication_is_not_served_to_the_wire_with_xdp_redirect() {
+    loopback_publication(Uplink::XdpRedirect);
 }
 
 fn loopback_publication(uplink: Uplink) {
@@ -330,8 +341,13 @@ fn a_segment_that_is_not_a_syn_opens_no_connection() {
 }
 
 #[test]
-fn a_segment_that_is_not_a_syn_opens_no_connection_with_xdp() {
-    not_a_syn(Uplink::Xdp);
+fn a_segment_that_is_not_a_syn_opens_no_connection_with_xdp_filter() {
+    not_a_syn(Uplink::XdpFilter);
+}
+
+#[test]
+fn a_segment_that_is_not_a_syn_opens_no_connection_with_xdp_redirect() {
+    not_a_syn(Uplink::XdpRedirect);
 }
 
 fn not_a_syn(uplink: Uplink) {
@@ -714,8 +730,13 @@ fn an_out_of_window_reset_does_not_close_a_connection() {
 }
 
 #[test]
-fn an_out_of_window_reset_does_not_close_a_connection_with_xdp() {
-    out_of_window(Uplink::Xdp);
+fn an_out_of_window_reset_does_not_close_a_connection_with_xdp_filter() {
+    out_of_window(Uplink::XdpFilter);
+}
+
+#[test]
+fn an_out_of_window_reset_does_not_close_a_connection_with_xdp_redirect() {
+    out_of_window(Uplink::XdpRedirect);
 }
 
 fn out_of_window(uplink: Uplink) {
@@ -768,8 +789,13 @@ fn a_syn_flood_does_not_evict_an_established_connection() {
 }
 
 #[test]
-fn a_syn_flood_does_not_evict_an_established_connection_with_xdp() {
-    syn_flood(Uplink::Xdp);
+fn a_syn_flood_does_not_evict_an_established_connection_with_xdp_filter() {
+    syn_flood(Uplink::XdpFilter);
+}
+
+#[test]
+fn a_syn_flood_does_not_evict_an_established_connection_with_xdp_redirect() {
+    syn_flood(Uplink::XdpRedirect);
 }
 
 fn syn_flood(uplink: Uplink) {
@@ -916,8 +942,13 @@ fn fragments_to_published_and_snat_ports_are_dropped() {
 }
 
 #[test]
-fn fragments_to_published_and_snat_ports_are_dropped_with_xdp() {
-    fragments(Uplink::Xdp);
+fn fragments_to_published_and_snat_ports_are_dropped_with_xdp_filter() {
+    fragments(Uplink::XdpFilter);
+}
+
+#[test]
+fn fragments_to_published_and_snat_ports_are_dropped_with_xdp_redirect() {
+    fragments(Uplink::XdpRedirect);
 }
 
 fn fragments(uplink: Uplink) {

@@ -199,11 +199,22 @@ fn processes_in(ns_path: &str) -> Vec<u32> {
 }
 
 #[test]
-fn the_xdp_variant_serves_published_ports_from_outside() {
-    let mut t = Topology::with_outside("xdp");
+fn the_xdp_filter_variant_serves_published_ports_from_outside() {
+    xdp_variant("xdpf", "10.74.1.0/24", &[]);
+}
+
+#[test]
+fn the_xdp_redirect_variant_serves_published_ports_from_outside() {
+    xdp_variant("xdp", "10.74.0.0/24", &["redirect"]);
+}
+
+/// `--xdp` followed by `mode`: the same published ports answer; only `redirect` has XDP carry
+/// them.
+fn xdp_variant(tag: &str, subnet: &str, mode: &[&str]) {
+    let mut t = Topology::with_outside(tag);
     // XDP updates checksums by hand: the outside sends fully checksummed frames, as a NIC does.
     t.exec("outside", &["ethtool", "-K", "eth0", "tx", "off"]);
-    t.network("web", &["--subnet", "10.74.0.0/24", "--xdp"]);
+    t.network("web", &[&["--subnet", subnet, "--xdp"], mode].concat());
     t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
     // veth has XDP in its driver: the kernel must say so, not only netpath.
     let link = t.exec("host", &["ip", "-d", "link", "show", netpath_tests::UPLINK]);
@@ -220,7 +231,12 @@ fn the_xdp_variant_serves_published_ports_from_outside() {
     tcp_server.join().unwrap();
     udp_server.join().unwrap();
     let stats = t.np_json(&["stats"]);
-    assert!(stats["xdp_redirected"]["packets"].as_u64().unwrap() >= 9, "XDP did not carry the traffic: {stats}");
+    let redirected = stats["xdp_redirected"]["packets"].as_u64().unwrap();
+    if mode == ["redirect"] {
+        assert!(redirected >= 9, "XDP did not carry the traffic: {stats}");
+    } else {
+        assert_eq!(redirected, 0, "XDP redirected in filter mode: {stats}");
+    }
     t.np(&["network", "rm", "web", "--force"]);
     assert!(
         !t.exec("host", &["ip", "link", "show", netpath_tests::UPLINK]).contains("prog/xdp"),

@@ -1,7 +1,8 @@
 //! `xdp_uplink` on a veth uplink: attached in native mode (as the kernel reports it, not only
-//! netpath), published TCP and UDP ports served through its devmap redirect, and what the
-//! outside must not send dropped by XDP itself (the uplink's own XDP drop counter moves) under
-//! the same reasons as the TC path.
+//! netpath); with `--xdp redirect`, published TCP and UDP ports served through its devmap
+//! redirect; with `--xdp` (filter), served by the TC path while XDP redirects nothing; in both,
+//! what the outside must not send dropped by XDP itself (the uplink's own XDP drop counter
+//! moves) under the same reasons as the TC path.
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
@@ -32,33 +33,27 @@ fn uplink_counter(t: &Topology, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in ethtool -S {UPLINK}:\n{out}"))
 }
 
-/// A topology whose network `web` has `--xdp`; the outside sends whole checksums, as a NIC does.
-fn xdp_topology(tag: &str, subnet: &str) -> Topology {
+/// A topology whose network `web` has `--xdp` and `mode` after it (none: filter); the outside
+/// sends whole checksums, as a NIC does.
+fn xdp_topology(tag: &str, subnet: &str, mode: &[&str]) -> Topology {
     let t = Topology::with_outside(tag);
     t.exec("outside", &["ethtool", "-K", "eth0", "tx", "off"]);
-    t.network("web", &["--subnet", subnet, "--xdp"]);
+    t.network("web", &[&["--subnet", subnet, "--xdp"], mode].concat());
     t
 }
 
-#[test]
-fn xdp_runs_native_and_redirects_published_tcp_and_udp() {
-    let mut t = xdp_topology("xnat", "10.76.0.0/24");
-    t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
+/// Whether GRO is on at the container's end of `ns`'s eth0.
+fn endpoint_gro(t: &Topology, ns: &str) -> bool {
+    let features = t.exec(ns, &["ethtool", "-k", "eth0"]);
+    features.contains("generic-receive-offload: on")
+}
 
-    // The kernel's word: a driver-mode program (`ip` says `xdp`, not `xdpgeneric`), and a BPF
-    // link of type xdp on the uplink.
-    let link = t.exec("host", &["ip", "-d", "link", "show", UPLINK]);
-    assert!(link.contains("prog/xdp") && !link.contains("xdpgeneric"), "xdp_uplink is not native:\n{link}");
-    let links = t.exec("host", &["bpftool", "link", "show"]);
-    assert!(links.contains("type xdp") || links.contains(": xdp "), "no XDP link:\n{links}");
-    assert_eq!(t.np_json(&["network", "inspect", "web"])["xdp_mode"], "native");
-    // The container's end runs NAPI (GRO on), without which it would drop redirected frames.
-    let features = t.exec("srv", &["ethtool", "-k", "eth0"]);
-    assert!(features.contains("generic-receive-offload: on"), "GRO is off on the endpoint:\n{features}");
-
+/// Three TCP requests to published port 8080 (container port 80) and three datagrams to 5353
+/// (53/udp) from the outside, each answered or received as sent.
+fn serve_published_tcp_and_udp(t: &Topology, srv: &str) {
     let any = Ipv4Addr::UNSPECIFIED;
-    let listener = in_netns(&t.ns_path("srv"), || TcpListener::bind((any, 80)).unwrap());
-    let udp = in_netns(&t.ns_path("srv"), || UdpSocket::bind((any, 53)).unwrap());
+    let listener = in_netns(&t.ns_path(srv), || TcpListener::bind((any, 80)).unwrap());
+    let udp = in_netns(&t.ns_path(srv), || UdpSocket::bind((any, 53)).unwrap());
     let tcp_server = std::thread::spawn(move || {
         for _ in 0..3 {
             let (mut s, _) = listener.accept().unwrap();
@@ -67,10 +62,9 @@ fn xdp_runs_native_and_redirects_published_tcp_and_udp() {
             s.write_all(&buf[..n]).unwrap();
         }
     });
-    let redirected_before = uplink_counter(&t, "rx_queue_0_xdp_redirect");
     for i in 0..3 {
         let msg = format!("tcp {i}");
-        assert_eq!(tcp_request(&t, "outside", SocketAddr::from((uplink_ip(), 8080)), &msg).0, msg);
+        assert_eq!(tcp_request(t, "outside", SocketAddr::from((uplink_ip(), 8080)), &msg).0, msg);
         let client = in_netns(&t.ns_path("outside"), || UdpSocket::bind("0.0.0.0:0").unwrap());
         client.send_to(format!("udp {i}").as_bytes(), (uplink_ip(), 5353)).unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -80,6 +74,26 @@ fn xdp_runs_native_and_redirects_published_tcp_and_udp() {
         assert_eq!(from.ip(), outside_ip(), "the client's address reaches the endpoint untranslated");
     }
     tcp_server.join().unwrap();
+}
+
+#[test]
+fn xdp_runs_native_and_redirects_published_tcp_and_udp() {
+    let mut t = xdp_topology("xnat", "10.76.0.0/24", &["redirect"]);
+    t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
+
+    // The kernel's word: a driver-mode program (`ip` says `xdp`, not `xdpgeneric`), and a BPF
+    // link of type xdp on the uplink.
+    let link = t.exec("host", &["ip", "-d", "link", "show", UPLINK]);
+    assert!(link.contains("prog/xdp") && !link.contains("xdpgeneric"), "xdp_uplink is not native:\n{link}");
+    let links = t.exec("host", &["bpftool", "link", "show"]);
+    assert!(links.contains("type xdp") || links.contains(": xdp "), "no XDP link:\n{links}");
+    let inspect = t.np_json(&["network", "inspect", "web"]);
+    assert_eq!((&inspect["xdp"], &inspect["xdp_mode"]), (&"redirect".into(), &"native".into()), "{inspect}");
+    // The container's end runs NAPI (GRO on), without which it would drop redirected frames.
+    assert!(endpoint_gro(&t, "srv"), "GRO is off on the endpoint of a redirecting network");
+
+    let redirected_before = uplink_counter(&t, "rx_queue_0_xdp_redirect");
+    serve_published_tcp_and_udp(&t, "srv");
     // Every TCP segment and datagram from the outside went through XDP_REDIRECT, by the
     // kernel's count: 3 datagrams + 3 connections of at least 4 segments each.
     let redirected = uplink_counter(&t, "rx_queue_0_xdp_redirect") - redirected_before;
@@ -93,12 +107,82 @@ fn xdp_runs_native_and_redirects_published_tcp_and_udp() {
     t.teardown();
 }
 
+/// `--xdp` alone filters: the program runs native on the uplink, but published ports are served
+/// by `from_uplink` (the veth driver redirected nothing, netpath counted no XDP redirect), and
+/// the endpoint's interface is left as created (no GRO turned on for it).
+#[test]
+fn xdp_filter_serves_published_tcp_and_udp_through_tc() {
+    let mut t = xdp_topology("xflt", "10.76.2.0/24", &[]);
+    t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
+    let inspect = t.np_json(&["network", "inspect", "web"]);
+    assert_eq!((&inspect["xdp"], &inspect["xdp_mode"]), (&"filter".into(), &"native".into()), "{inspect}");
+    assert_eq!(t.np_json(&["network", "ls"])[0]["xdp"], "filter");
+    assert!(!endpoint_gro(&t, "srv"), "a filtering network turned GRO on at its endpoint");
+
+    let redirected_before = uplink_counter(&t, "rx_queue_0_xdp_redirect");
+    let passed_before = uplink_counter(&t, "rx_queue_0_xdp_packets");
+    serve_published_tcp_and_udp(&t, "srv");
+    assert_eq!(uplink_counter(&t, "rx_queue_0_xdp_redirect"), redirected_before, "XDP redirected in filter mode");
+    // The frames did run through XDP (and were passed on): the program is not idle.
+    let ran = uplink_counter(&t, "rx_queue_0_xdp_packets") - passed_before;
+    assert!(ran >= 15, "only {ran} frames ran through xdp_uplink");
+    let stats = t.np_json(&["stats"]);
+    assert_eq!(stats["xdp_redirected"]["packets"], 0, "{stats}");
+    t.assert_no_netfilter();
+    t.teardown();
+}
+
+/// Two networks on one uplink, one filtering and one redirecting: each endpoint is served its
+/// network's way, and the program stays on the uplink until the last network with XDP goes.
+#[test]
+fn networks_with_different_xdp_modes_share_the_uplink() {
+    let mut t = xdp_topology("xmix", "10.76.3.0/24", &[]);
+    t.network("fast", &["--subnet", "10.76.4.0/24", "--xdp", "redirect"]);
+    t.network("plain", &["--subnet", "10.76.5.0/24"]);
+    t.container("srv", "web", &["-p", "8080:80", "-p", "5353:53/udp"]);
+    t.container("fsrv", "fast", &["-p", "8081:80", "-p", "5354:53/udp"]);
+    assert!(!endpoint_gro(&t, "srv") && endpoint_gro(&t, "fsrv"), "GRO only at the redirecting network's endpoint");
+
+    let redirected_before = uplink_counter(&t, "rx_queue_0_xdp_redirect");
+    serve_published_tcp_and_udp(&t, "srv");
+    assert_eq!(
+        uplink_counter(&t, "rx_queue_0_xdp_redirect"),
+        redirected_before,
+        "the filter network's traffic was redirected"
+    );
+    let any = Ipv4Addr::UNSPECIFIED;
+    let udp = in_netns(&t.ns_path("fsrv"), || UdpSocket::bind((any, 53)).unwrap());
+    let client = in_netns(&t.ns_path("outside"), || UdpSocket::bind("0.0.0.0:0").unwrap());
+    client.send_to(b"fast", (uplink_ip(), 5354)).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = udp.recv(&mut buf).expect("a datagram to the redirecting network's port 5354");
+    assert_eq!(&buf[..n], b"fast");
+    assert_eq!(uplink_counter(&t, "rx_queue_0_xdp_redirect") - redirected_before, 1, "not redirected by XDP");
+
+    let on_uplink = |t: &Topology| t.exec("host", &["ip", "link", "show", UPLINK]).contains("prog/xdp");
+    t.np(&["network", "rm", "fast", "--force"]);
+    assert!(on_uplink(&t), "removing the redirecting network took XDP off the filtering network's uplink");
+    t.np(&["network", "rm", "web", "--force"]);
+    assert!(!on_uplink(&t), "XDP left on the uplink with no network using it");
+    t.teardown();
+}
+
 /// Crafted frames from the outside's raw socket: each kind is dropped by XDP (the uplink's
 /// `xdp_drops` counts it, so the stack and `from_uplink` never saw it) under the reason the TC
 /// path gives it, and the published port keeps working.
 #[test]
 fn xdp_drops_unsolicited_spoofed_martian_and_malformed_frames() {
-    let mut t = xdp_topology("xdrop", "10.76.1.0/24");
+    drops_in_xdp("xdrop", "10.76.1.0/24", &[]);
+}
+
+#[test]
+fn xdp_redirect_drops_unsolicited_spoofed_martian_and_malformed_frames() {
+    drops_in_xdp("xrdrop", "10.76.6.0/24", &["redirect"]);
+}
+
+fn drops_in_xdp(tag: &str, subnet: &str, mode: &[&str]) {
+    let mut t = xdp_topology(tag, subnet, mode);
     let srv = t.container("srv", "web", &["-p", "8080:80"]);
     let endpoint = ip_of(&srv);
     let wire = RawSocket::open(&t.ns_path("outside"), "eth0");

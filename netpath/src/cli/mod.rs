@@ -13,6 +13,7 @@ use crate::{
     privileges, probe,
     settings::Changes,
     stats,
+    store::Xdp,
 };
 
 mod args;
@@ -222,6 +223,15 @@ fn conntrack_cmd(ctl: &mut Controller, cmd: ConntrackCmd) -> Result<()> {
     }
 }
 
+/// `--xdp [MODE]`: absent is off; clap fills in `filter` when the mode is left out.
+fn xdp_mode(arg: Option<&str>) -> Result<Xdp> {
+    match arg {
+        None => Ok(Xdp::Off),
+        Some(name) => Xdp::from_name(name)
+            .ok_or_else(|| Error::invalid(format!("invalid --xdp '{name}'; pass --xdp (filter) or --xdp redirect"))),
+    }
+}
+
 async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
     match cmd {
         NetworkCmd::Create(a) => {
@@ -234,7 +244,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
                 internal: a.internal,
                 no_masquerade: a.no_masquerade,
                 uplink: a.uplink,
-                xdp: a.xdp,
+                xdp: xdp_mode(a.xdp.as_deref())?,
                 external_id: None,
             };
             let net = ctl.network_create(&spec).await?;
@@ -271,7 +281,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
             let xdp_mode = ctl.xdp_mode(&network).await?;
             let view = NetworkView { network, xdp_mode, endpoints };
             print(format, &view, |v| {
-                let xdp = v.xdp_mode.map(|m| format!("\nxdp       {m}")).unwrap_or_default();
+                let xdp = v.xdp_mode.map(|m| format!("\nxdp       {} ({m})", v.network.xdp)).unwrap_or_default();
                 format!("{}{xdp}\n\n{}", network_text(&v.network), endpoints_table(&v.endpoints))
             })
         }

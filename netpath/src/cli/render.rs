@@ -73,8 +73,9 @@ pub(super) fn flags(n: &NetworkRecord) -> String {
     } else if n.masquerade {
         flags.push("masquerade");
     }
-    if n.xdp {
-        flags.push("xdp");
+    let xdp = format!("xdp-{}", n.xdp);
+    if n.xdp.is_on() {
+        flags.push(&xdp);
     }
     let state = n.state.to_string();
     if n.state != State::Ready {

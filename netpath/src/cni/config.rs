@@ -11,6 +11,7 @@ use crate::{
     controller::{AttachSpec, NetworkSpec, Target},
     link,
     ports::Proto,
+    store::Xdp,
 };
 
 /// The CNI versions this plugin speaks.
@@ -259,7 +260,8 @@ fn network_spec(conf: &NetConf, name: &str) -> Result<NetworkSpec, CniError> {
         internal,
         no_masquerade: conf.ip_masq == Some(false),
         uplink: None,
-        xdp: conf.xdp.unwrap_or(false),
+        // `"xdp": true` is `--xdp` alone: filter.
+        xdp: if conf.xdp == Some(true) { Xdp::Filter } else { Xdp::Off },
         external_id: None,
     })
 }

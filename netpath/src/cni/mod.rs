@@ -124,7 +124,7 @@ async fn ensure_network(ctl: &mut Controller, config: &Config) -> Result<(), Cni
     if stated.ip_masq.is_some_and(|m| m != existing.masquerade) {
         return Err(differs("ipMasq", existing.masquerade.to_string()));
     }
-    if stated.xdp.is_some_and(|x| x != existing.xdp) {
+    if stated.xdp.is_some_and(|x| x != existing.xdp.is_on()) {
         return Err(differs("xdp", existing.xdp.to_string()));
     }
     Ok(())

@@ -18,6 +18,7 @@ use crate::{
     handed::PortRequest,
     ipam,
     ports::{Port, Proto},
+    store::Xdp,
 };
 
 /// The network options key under which `docker network create -o k=v` arrive.
@@ -242,6 +243,25 @@ fn flag(value: &Value) -> bool {
     }
 }
 
+/// `-o xdp=`: a true flag is `filter`, as `--xdp` alone; `filter` and `redirect` name the mode;
+/// anything else that is not a flag is refused rather than read as off.
+fn xdp_option(value: Option<&Value>) -> Result<Xdp, Refusal> {
+    let refused = |given: &str| {
+        Refusal::Invalid(format!(
+            "-o xdp={given} is not an XDP mode; pass xdp=true (filter), xdp=redirect or leave it out"
+        ))
+    };
+    match value {
+        None | Some(Value::Bool(false)) => Ok(Xdp::Off),
+        Some(v) if flag(v) => Ok(Xdp::Filter),
+        Some(Value::String(s)) => match s.as_str() {
+            "false" | "0" | "no" => Ok(Xdp::Off),
+            name => Xdp::from_name(name).ok_or_else(|| refused(name)),
+        },
+        Some(other) => Err(refused(&other.to_string())),
+    }
+}
+
 /// Turns one call into a typed request. `path` is the HTTP path (`/NetworkDriver.Join`).
 pub fn parse(path: &str, raw: &[u8]) -> Result<Request, Refusal> {
     let method = path.strip_prefix('/').unwrap_or(path);
@@ -361,7 +381,7 @@ fn new_network(b: CreateNetworkBody) -> Result<NewNetwork, Refusal> {
         internal: generic.get("internal").is_some_and(flag) || b.options.get(INTERNAL).is_some_and(flag),
         no_masquerade: generic.get("masquerade").is_some_and(|v| !flag(v)),
         uplink: text("uplink"),
-        xdp: generic.get("xdp").is_some_and(flag),
+        xdp: xdp_option(generic.get("xdp"))?,
         external_id: Some(b.network_id.clone()),
     };
     Ok(NewNetwork { docker_id: b.network_id, spec })
@@ -492,7 +512,19 @@ mod tests {
         assert_eq!(n.spec.subnet.as_deref(), Some("10.77.0.0/24"));
         assert_eq!(n.spec.gateway.as_deref(), Some("10.77.0.1"));
         assert_eq!(n.spec.mtu, Some(1400));
-        assert!(n.spec.xdp && !n.spec.internal && !n.spec.no_masquerade);
+        assert!(n.spec.xdp == Xdp::Filter && !n.spec.internal && !n.spec.no_masquerade);
+        let with_xdp = |value: &str| {
+            let raw = format!(
+                r#"{{"NetworkID":"0123456789abcdef0123","Options":{{"com.docker.network.generic":{{"xdp":{value}}}}},"IPv4Data":[{{"Pool":"10.77.0.0/24"}}]}}"#
+            );
+            parse("/NetworkDriver.CreateNetwork", raw.as_bytes()).map(|r| match r {
+                Request::CreateNetwork(n) => n.spec.xdp,
+                _ => panic!("not a CreateNetwork"),
+            })
+        };
+        assert_eq!(with_xdp(r#""redirect""#).unwrap(), Xdp::Redirect);
+        assert_eq!(with_xdp("false").unwrap(), Xdp::Off);
+        assert!(matches!(with_xdp(r#""bogus""#), Err(Refusal::Invalid(m)) if m.contains("xdp=bogus")));
         let bad = br#"{"NetworkID":"0123456789abcdef0123","Options":{"com.docker.network.generic":{"colour":"red"}},"IPv4Data":[{"Pool":"10.77.0.0/24"}]}"#;
         assert!(matches!(parse("/NetworkDriver.CreateNetwork", bad), Err(Refusal::Invalid(m)) if m.contains("colour")));
     }

@@ -30,7 +30,7 @@ mod networks;
 mod rows;
 mod schema;
 
-pub use rows::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State};
+pub use rows::{EndpointRecord, NetworkRecord, NewEndpoint, NewNetwork, Reservation, State, Xdp};
 use schema::{MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, SCHEMA, SCHEMA_VERSION};
 
 pub struct Store {
@@ -177,7 +177,7 @@ mod tests {
             internal: false,
             masquerade: true,
             uplink: None,
-            xdp: false,
+            xdp: Xdp::Off,
             external_id: None,
         }
     }

@@ -55,6 +55,76 @@ impl rusqlite::types::FromSql for State {
     }
 }
 
+/// What `xdp_uplink` does for a network's inbound traffic. Stored as an integer: 0 and 1 are
+/// what the column held when it was a flag, and 1 keeps the safe meaning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Xdp {
+    /// No XDP: `from_uplink` alone.
+    #[default]
+    Off = 0,
+    /// Drops what the outside must not send before the stack sees it; published-port traffic
+    /// passes to `from_uplink`.
+    Filter = 1,
+    /// Filters, and also translates and redirects published-port traffic (devmap) to its
+    /// endpoint: for drivers where XDP avoids the skb. On a veth uplink it is slower than
+    /// `from_uplink` (docs/DESIGN.md, "XDP on the uplink").
+    Redirect = 2,
+}
+
+impl Xdp {
+    /// The mode a user names: `filter` or `redirect` (`off` is the absence of the option).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "filter" => Some(Self::Filter),
+            "redirect" => Some(Self::Redirect),
+            _ => None,
+        }
+    }
+
+    /// Whether `xdp_uplink` runs on the network's uplink.
+    pub fn is_on(self) -> bool {
+        self != Self::Off
+    }
+
+    /// Whether the network's endpoints are `XDP_TARGETS`, which needs GRO at their container's
+    /// end.
+    pub fn redirects(self) -> bool {
+        self == Self::Redirect
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Filter => "filter",
+            Self::Redirect => "redirect",
+        }
+    }
+}
+
+impl std::fmt::Display for Xdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for Xdp {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok((*self as i64).into())
+    }
+}
+
+impl rusqlite::types::FromSql for Xdp {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_i64()? {
+            0 => Ok(Self::Off),
+            1 => Ok(Self::Filter),
+            2 => Ok(Self::Redirect),
+            other => Err(rusqlite::types::FromSqlError::OutOfRange(other)),
+        }
+    }
+}
+
 pub(super) const CREATING: State = State::Creating;
 
 pub(super) const READY: State = State::Ready;
@@ -70,8 +140,8 @@ pub struct NetworkRecord {
     pub internal: bool,
     pub masquerade: bool,
     pub uplink: Option<String>,
-    /// Published ports are also served by XDP on the uplink.
-    pub xdp: bool,
+    /// What XDP on the uplink does for the network.
+    pub xdp: Xdp,
     /// The id an engine (Docker) knows the network by.
     pub external_id: Option<String>,
     pub state: State,
@@ -106,6 +176,9 @@ pub struct EndpointRecord {
     /// Its index in the datapath's `ENDPOINT_COUNTERS`.
     #[serde(skip)]
     pub slot: u16,
+    /// Its network's XDP mode: the endpoints of a `redirect` network are `XDP_TARGETS`.
+    #[serde(skip)]
+    pub network_xdp: Xdp,
 }
 
 impl EndpointRecord {
@@ -129,7 +202,7 @@ pub struct NewNetwork {
     pub internal: bool,
     pub masquerade: bool,
     pub uplink: Option<String>,
-    pub xdp: bool,
+    pub xdp: Xdp,
     pub external_id: Option<String>,
 }
 
@@ -179,7 +252,7 @@ pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 pub(super) const ENDPOINT_SELECT: &str =
     "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
     e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed,
-    e.state, e.owner_pid, e.created_at, e.slot
+    e.state, e.owner_pid, e.created_at, e.slot, n.xdp
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
 pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
@@ -207,6 +280,7 @@ pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
         created: row.get("created_at")?,
         ports: Vec::new(),
         slot: row.get("slot")?,
+        network_xdp: row.get("xdp")?,
     })
 }
 

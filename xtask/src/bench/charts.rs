@@ -1,5 +1,6 @@
 //! SVG charts: grouped bars for the scenarios (one chart per unit, a bar per datapath), and
-//! lines for the sweeps (one chart per sweep and metric, a line per datapath).
+//! lines for the sweeps (one chart per sweep and metric, a line per datapath); every median
+//! with an error bar from the smallest to the largest run.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
@@ -38,12 +39,11 @@ pub fn draw(dir: &Path, cells: &[Cell], datapaths: &[&str]) -> Result<Vec<PathBu
         }
     }
     for unit in units {
-        let groups: Vec<(String, &str, &str)> = bar_scenarios
-            .iter()
-            .flat_map(|s| {
-                s.metrics.iter().filter(|m| m.unit == unit).map(move |m| (group_label(s, m.name), s.name, m.name))
-            })
-            .collect();
+        let metrics =
+            || bar_scenarios.iter().flat_map(|s| s.metrics.iter().filter(|m| m.unit == unit).map(move |m| (s, m)));
+        let groups: Vec<(String, &str, &str)> =
+            metrics().map(|(s, m)| (group_label(s, m.name), s.name, m.name)).collect();
+        let higher_is_better = metrics().all(|(_, m)| m.higher_is_better);
         let has_data = groups
             .iter()
             .any(|(_, s, m)| cells.iter().any(|c| c.scenario == *s && c.metric == *m && c.median.is_some()));
@@ -51,7 +51,7 @@ pub fn draw(dir: &Path, cells: &[Cell], datapaths: &[&str]) -> Result<Vec<PathBu
             continue;
         }
         let file = dir.join(format!("bars-{}.svg", slug(unit)));
-        bars(&file, unit, &groups, cells, datapaths)?;
+        bars(&file, (unit, higher_is_better), &groups, cells, datapaths)?;
         files.push(file);
     }
     for scenario in ALL.iter().filter(|s| s.is_sweep()) {
@@ -80,7 +80,15 @@ fn slug(unit: &str) -> String {
     match unit {
         "µs" => "latency-us".into(),
         "conn/s" => "connections-per-s".into(),
-        other => other.replace('/', "-per-").to_lowercase(),
+        "CPU-s/GB" => "cpu-per-gb".into(),
+        "CPU-s/Mpkt" => "cpu-per-mpkt".into(),
+        "CPU-s/kconn" => "cpu-per-kconn".into(),
+        other => {
+            let words = other.replace('/', " per ").to_lowercase();
+            let words: Vec<&str> =
+                words.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+            words.join("-")
+        }
     }
 }
 
@@ -99,19 +107,26 @@ fn canvas(file: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>> {
     Ok(root)
 }
 
-/// Median of each datapath per group; a missing figure leaves a gap marked "–".
-fn bars(file: &Path, unit: &str, groups: &[(String, &str, &str)], cells: &[Cell], datapaths: &[&str]) -> Result<()> {
+/// Median of each datapath per group, with its error bar; a missing figure leaves a gap marked
+/// "–".
+fn bars(
+    file: &Path,
+    (unit, higher_is_better): (&str, bool),
+    groups: &[(String, &str, &str)],
+    cells: &[Cell],
+    datapaths: &[&str],
+) -> Result<()> {
     let root = canvas(file)?;
-    let value = |s: &str, m: &str, d: &str| {
-        cells.iter().find(|c| c.scenario == s && c.metric == m && c.datapath == d).and_then(|c| c.median)
+    let cell = |s: &str, m: &str, d: &str| {
+        cells.iter().find(|c| c.scenario == s && c.metric == m && c.datapath == d && c.median.is_some())
     };
-    let max =
-        groups.iter().flat_map(|(_, s, m)| datapaths.iter().filter_map(move |d| value(s, m, d))).fold(0.0, f64::max);
+    let max = groups
+        .iter()
+        .flat_map(|(_, s, m)| datapaths.iter().filter_map(move |d| cell(s, m, d)).filter_map(|c| c.max.or(c.median)))
+        .fold(0.0, f64::max);
+    let better = if higher_is_better { "higher is better" } else { "lower is better" };
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("median, {unit} ({})", if unit == "µs" { "lower is better" } else { "higher is better" }),
-            ("sans-serif", 20),
-        )
+        .caption(format!("median and min–max of the runs, {unit} ({better})"), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
@@ -130,16 +145,22 @@ fn bars(file: &Path, unit: &str, groups: &[(String, &str, &str)], cells: &[Cell]
     let width = 0.8 / datapaths.len() as f64;
     for (i, datapath) in datapaths.iter().enumerate() {
         let fill = color(datapaths, datapath);
+        let left = |g: usize| g as f64 + 0.1 + i as f64 * width;
         let bars = groups.iter().enumerate().filter_map(|(g, (_, s, m))| {
-            let x = g as f64 + 0.1 + i as f64 * width;
-            value(s, m, datapath).map(|v| Rectangle::new([(x, 0.0), (x + width * 0.9, v)], fill.filled()))
+            let v = cell(s, m, datapath)?.median?;
+            Some(Rectangle::new([(left(g), 0.0), (left(g) + width * 0.9, v)], fill.filled()))
         });
         chart
             .draw_series(bars)
             .map_err(plot_err(file))?
             .label(*datapath)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], fill.filled()));
-        let gaps = groups.iter().enumerate().filter(|(_, (_, s, m))| value(s, m, datapath).is_none()).map(|(g, _)| {
+        let spreads = groups.iter().enumerate().filter_map(|(g, (_, s, m))| {
+            let c = cell(s, m, datapath)?;
+            error_bar(left(g) + width * 0.45, width * 0.2, c.min?, c.max?, BLACK.stroke_width(1))
+        });
+        chart.draw_series(spreads.flatten()).map_err(plot_err(file))?;
+        let gaps = groups.iter().enumerate().filter(|(_, (_, s, m))| cell(s, m, datapath).is_none()).map(|(g, _)| {
             let x = g as f64 + 0.1 + (i as f64 + 0.45) * width;
             Text::new(
                 "–",
@@ -173,10 +194,10 @@ fn lines(file: &Path, scenario: &Scenario, unit: &str, points: &[&Cell], datapat
     let root = canvas(file)?;
     let params: Vec<f64> = points.iter().filter_map(|c| c.param).map(f64::from).collect();
     let (min_x, max_x) = (params.iter().copied().fold(f64::MAX, f64::min), params.iter().copied().fold(0.0, f64::max));
-    let max_y = points.iter().filter_map(|c| c.median).fold(0.0, f64::max);
+    let max_y = points.iter().filter_map(|c| c.max.or(c.median)).fold(0.0, f64::max);
     let metric = points[0].metric;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{}: {metric}, median ({unit})", scenario.title), ("sans-serif", 20))
+        .caption(format!("{}: {metric}, median and min–max ({unit})", scenario.title), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
@@ -208,6 +229,16 @@ fn lines(file: &Path, scenario: &Scenario, unit: &str, points: &[&Cell], datapat
             .label(*datapath)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], stroke.stroke_width(2)));
         chart.draw_series(series.into_iter().map(|p| Circle::new(p, 4, stroke.filled()))).map_err(plot_err(file))?;
+        // On the log axis, a cap as wide as a tenth of the point's own N looks the same everywhere.
+        let spreads = points
+            .iter()
+            .filter(|c| c.datapath == *datapath && c.status == Status::Ok)
+            .filter_map(|c| {
+                let x = f64::from(c.param?);
+                error_bar(x, x * 0.05, c.min?, c.max?, stroke.stroke_width(1))
+            })
+            .flatten();
+        chart.draw_series(spreads).map_err(plot_err(file))?;
     }
     chart
         .configure_series_labels()
@@ -217,4 +248,18 @@ fn lines(file: &Path, scenario: &Scenario, unit: &str, points: &[&Cell], datapat
         .draw()
         .map_err(plot_err(file))?;
     root.present().map_err(plot_err(file))
+}
+
+/// A vertical line at `x` from `min` to `max` with caps `half_cap` either side; nothing where
+/// the runs agree.
+fn error_bar(x: f64, half_cap: f64, min: f64, max: f64, style: ShapeStyle) -> Option<[PathElement<(f64, f64)>; 3]> {
+    if min == max {
+        return None;
+    }
+    let line = |points: Vec<(f64, f64)>| PathElement::new(points, style);
+    Some([
+        line(vec![(x, min), (x, max)]),
+        line(vec![(x - half_cap, min), (x + half_cap, min)]),
+        line(vec![(x - half_cap, max), (x + half_cap, max)]),
+    ])
 }

@@ -7,7 +7,9 @@
 //! bench's own namespaces; afterwards the machine is checked to be exactly as before.
 mod attach;
 mod charts;
+mod cost;
 mod datapath;
+mod goals;
 pub(crate) mod install;
 mod leftovers;
 mod lock;
@@ -42,12 +44,16 @@ pub struct Options {
     /// A short run (one run of 1 s per figure, smaller attach sweep): minutes, not half an hour.
     #[arg(long)]
     quick: bool,
+    /// Runs per figure (default: 3, or 1 with --quick); every figure shows the min–max across them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: Option<u32>,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
     /// host-tcp, latency, connrate, udp-rate, udp-in, flood, ports, attach, attach-concurrent.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Only these datapaths besides netpath (repeatable): netpath-xdp, veth, bridge, docker,
-    /// netavark, cni.
+    /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
+    /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), veth, bridge,
+    /// docker, netavark, cni, redirect-ref.
     #[arg(long = "datapath", value_name = "NAME")]
     datapaths: Vec<String>,
     /// Where results go: a directory named after the run's start time is made in it.
@@ -65,21 +71,24 @@ pub struct Config {
 }
 
 impl Config {
-    fn new(quick: bool) -> Self {
-        if quick {
+    fn new(quick: bool, runs: Option<u32>) -> Self {
+        let cfg = if quick {
             Self { quick, runs: 1, seconds: 1, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![100, 500] }
         } else {
             Self { quick, runs: 3, seconds: 3, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![10, 100, 500] }
-        }
+        };
+        Self { runs: runs.map_or(cfg.runs, |n| n as usize), ..cfg }
     }
 
     /// The method, in words, for the report.
     fn method(&self) -> Vec<String> {
         vec![
-            format!("{} run(s); in each run every datapath is measured once per scenario, in an order rotated from run to run", self.runs),
+            format!("{} run(s); in each run every datapath is measured once per scenario, in an order rotated from run to run; every figure is the median of the runs with their min–max, every ratio the median of the run-by-run ratios with theirs", self.runs),
             format!("iperf3 runs {} s (TCP: receiver's throughput; UDP: 64-byte datagrams at full speed, datagrams that arrived per second)", self.seconds),
             "sockperf ping-pong over UDP, one message in flight, client and server pinned to the same CPU (across CPUs this VM's wake-up, ~30 µs, would swamp the path): half the round trip, 50th and 99th percentile".into(),
             "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
+            "CPU cost: the whole machine's busy time (all CPUs in /proc/stat: user, nice, system, irq and softirq, i.e. all but idle, iowait and steal) read just before and just after the load generator runs, divided by the work it reports: bytes the iperf3 receiver got (CPU-s/GB, 1 GB = 10⁹ bytes), datagrams that arrived (CPU-s/Mpkt), connections np-connrate completed (CPU-s/kconn); it counts both ends, the tools' start and whatever else the machine ran meanwhile (other users' builds on a shared machine show up as spread)".into(),
+            "program cost (ns/packet): on the container → container scenarios, a second pass of the same traffic right after the first, with the kernel's BPF run-time statistics on for that pass only (BPF_ENABLE_STATS, off again when its descriptor closes; the first pass's figures do not pay for them): run time over runs of the program every packet leaving a container passes, netpath's from_container and, in `redirect-ref`, the reference program that only calls bpf_redirect_peer (netpath-ebpf/src/reference.rs); for TCP a packet is an skb as the program sees it".into(),
             "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before".into(),
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
@@ -140,7 +149,7 @@ pub fn run(opts: &Options) -> Result<()> {
     for dir in [Path::new(RUN_DIR), &logs] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let ctx = Ctx { cfg: Config::new(opts.quick), peers, netpath, connrate, run_dir: RUN_DIR.into(), logs };
+    let ctx = Ctx { cfg: Config::new(opts.quick, opts.runs), peers, netpath, connrate, run_dir: RUN_DIR.into(), logs };
     let (started, stamp) = machine::timestamp();
     let mut results = results::Results::new(ctx.cfg.runs);
 
@@ -154,6 +163,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let unchanged = before.compare(&leftovers::Snapshot::take());
     outcome?;
 
+    let cells = results.finish(datapath::REFERENCE);
     let report = results::Report {
         started,
         finished: machine::timestamp().0,
@@ -170,7 +180,8 @@ pub fn run(opts: &Options) -> Result<()> {
             .map(|d| results::DatapathInfo { name: d.name(), description: d.description() })
             .collect(),
         scenarios: scenarios.iter().map(|s| results::ScenarioInfo::from(*s)).collect(),
-        cells: results.finish(datapath::REFERENCE),
+        goals: goals::evaluate(goals::GOALS, &cells),
+        cells,
         method: ctx.cfg.method(),
     };
     let dir = opts.out.join(&stamp);
@@ -205,4 +216,37 @@ fn build_release(bin: &str, args: &[&str]) -> Result<PathBuf> {
         bail!("{} is missing: the build did not produce it", path.display());
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: Options,
+    }
+
+    fn runs(args: &[&str]) -> Result<usize, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?;
+        Ok(Config::new(cli.bench.quick, cli.bench.runs).runs)
+    }
+
+    #[test]
+    fn runs_default_to_three_or_one_when_quick_and_can_be_chosen() {
+        assert_eq!(runs(&[]).unwrap(), 3);
+        assert_eq!(runs(&["--quick"]).unwrap(), 1);
+        assert_eq!(runs(&["--quick", "--runs", "2"]).unwrap(), 2);
+        assert_eq!(runs(&["--runs", "5"]).unwrap(), 5);
+    }
+
+    #[test]
+    fn runs_refuses_zero_and_nonsense() {
+        for bad in ["0", "-1", "two", "101"] {
+            assert!(runs(&["--runs", bad]).is_err(), "--runs {bad} was accepted");
+        }
+    }
 }

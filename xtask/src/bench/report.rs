@@ -1,9 +1,11 @@
-//! The Markdown report: a header saying what was run where, one table row per scenario,
-//! metric and sweep point, one column per datapath, and the reasons behind each gap.
+//! The Markdown report: a header saying what was run where, the goals of issue 13 met or not,
+//! one table row per scenario, metric and sweep point, one column per datapath (median, the
+//! runs' min–max, the ratio to netpath and its min–max), and the reasons behind each gap.
 use std::fmt::Write;
 
 use super::{
-    results::{Report, Status, figure},
+    goals::GoalResult,
+    results::{Cell, Report, Status, figure},
     scenario::ALL,
 };
 
@@ -14,13 +16,15 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
     let _ = writeln!(
         md,
         "A {kind}: {} run(s) per figure, {} s per measurement, datapaths interleaved run by run; \
-         each figure is the median, and ×N its ratio to `{}` computed run by run (median of the ratios).\n",
+         each figure is the median with the runs' min–max in brackets, and ×N its ratio to `{}` \
+         computed run by run (median of the ratios, and their min–max).\n",
         report.runs, report.seconds_per_measurement, report.reference
     );
     let _ = writeln!(md, "- Machine: {}", report.machine.summary());
     let versions: Vec<String> = report.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(md, "- Versions: {}", versions.join(", "));
     let _ = writeln!(md, "- Finished: {}\n", report.finished);
+    goal_table(&mut md, &report.goals);
 
     let datapaths: Vec<&str> = report.datapaths.iter().map(|d| d.name).collect();
     let _ = writeln!(md, "| scenario | unit | {} |", datapaths.join(" | "));
@@ -56,11 +60,7 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
                     });
                     let text = match cell {
                         None => "".to_string(),
-                        Some(c) if c.status == Status::Ok => match (c.median, c.ratio) {
-                            (Some(v), Some(r)) if *datapath != report.reference => format!("{} (×{r:.2})", figure(v)),
-                            (Some(v), _) => figure(v),
-                            _ => "".into(),
-                        },
+                        Some(c) if c.status == Status::Ok => cell_text(c, *datapath == report.reference),
                         Some(c) => {
                             let reason = c.reason.clone().unwrap_or_default();
                             let index = reasons.iter().position(|r| *r == reason).unwrap_or_else(|| {
@@ -96,4 +96,65 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
             writeln!(md, "\nCharts: {}", charts.iter().map(|c| format!("[{c}]({c})")).collect::<Vec<_>>().join(", "));
     }
     md
+}
+
+/// `9.8 (9.1–10.2), ×1.02 (0.98–1.05)`: the median and the runs' range, then the ratio to
+/// the reference and its range (a range only where the runs differ).
+fn cell_text(c: &Cell, is_reference: bool) -> String {
+    let Some(median) = c.median else { return String::new() };
+    let mut text = format!("{}{}", figure(median), range(c.min, c.max, figure));
+    if let (Some(r), false) = (c.ratio, is_reference) {
+        let _ = write!(text, ", ×{r:.2}{}", range(c.ratio_min, c.ratio_max, |v| format!("{v:.2}")));
+    }
+    text
+}
+
+/// ` (min–max)`, or nothing when the runs agree (or there was one).
+fn range(min: Option<f64>, max: Option<f64>, show: impl Fn(f64) -> String) -> String {
+    match (min, max) {
+        (Some(min), Some(max)) if min != max => format!(" ({}–{})", show(min), show(max)),
+        _ => String::new(),
+    }
+}
+
+/// One line per goal: the measured ratio (or value) with its range, and whether it is met.
+fn goal_table(md: &mut String, goals: &[GoalResult]) {
+    if goals.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Goals of issue 13: netpath's figure over the other datapath's, run by run; the median decides, \
+         the runs' min–max is in brackets, and every figure is rounded towards missing the goal.\n"
+    );
+    let _ = writeln!(md, "| goal | measured | met |");
+    let _ = writeln!(md, "|---|---|---|");
+    for goal in goals {
+        let (measured, met) = match (goal.shown(), goal.met) {
+            (Some(shown), Some(met)) => (shown, if met { "met" } else { "**not met**" }),
+            _ => (format!("not measured: {}", goal.reason.as_deref().unwrap_or_default().replace('\n', " ")), "–"),
+        };
+        let _ = writeln!(md, "| {} | {measured} | {met} |", goal.goal.text);
+    }
+    let _ = writeln!(md);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{results::Results, scenario::Scenario};
+
+    #[test]
+    fn a_cell_shows_its_spread_and_its_ratio_spread_only_where_runs_differ() {
+        let scenario = Scenario::by_name("c2c-tcp-1").unwrap();
+        let mut results = Results::new(3);
+        for (run, (netpath, veth)) in [(10.0, 9.8), (10.0, 9.1), (10.0, 10.2)].into_iter().enumerate() {
+            results.record(scenario, None, "netpath", run, &[Ok(netpath)]);
+            results.record(scenario, None, "veth", run, &[Ok(veth)]);
+        }
+        let cells = results.finish("netpath");
+        let cell = |d: &str| cells.iter().find(|c| c.datapath == d).unwrap();
+        assert_eq!(cell_text(cell("veth"), false), "9.80 (9.10–10.2), ×0.98 (0.91–1.02)");
+        assert_eq!(cell_text(cell("netpath"), true), "10.0");
+    }
 }

@@ -1,11 +1,13 @@
 //! The figures: one cell per scenario × metric × sweep point × datapath, with the sample of
-//! every run, the median, and the ratio to netpath computed run by run.
+//! every run, the median and the spread (min–max across runs), and the ratio to netpath
+//! computed run by run, with its median and spread.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::{
     datapath::Unavailable,
+    goals::GoalResult,
     machine::Machine,
     scenario::{Outcome, Scenario},
 };
@@ -35,9 +37,15 @@ pub struct Cell {
     /// One per run, in run order; none where that run failed.
     pub samples: Vec<Option<f64>>,
     pub median: Option<f64>,
-    /// This datapath's figure over netpath's from the same run, per run, and their median.
+    /// The smallest and largest sample.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// This datapath's figure over netpath's from the same run, per run, their median, and
+    /// the smallest and largest of them.
     pub ratio_samples: Vec<Option<f64>>,
     pub ratio: Option<f64>,
+    pub ratio_min: Option<f64>,
+    pub ratio_max: Option<f64>,
     /// Failures of single runs of a cell that did produce figures.
     pub errors: Vec<String>,
 }
@@ -78,8 +86,12 @@ impl Results {
                     reason: None,
                     samples: vec![None; self.runs],
                     median: None,
+                    min: None,
+                    max: None,
                     ratio_samples: Vec::new(),
                     ratio: None,
+                    ratio_min: None,
+                    ratio_max: None,
                     errors: Vec::new(),
                 });
             }
@@ -98,7 +110,8 @@ impl Results {
         self.mark_metrics(scenario, param, datapath, &vec![Some(why.clone()); count]);
     }
 
-    /// Settles the metrics given a reason (one entry per metric, in order).
+    /// Settles the metrics given a reason (one entry per metric, in order). A cell settled
+    /// before keeps its first status and reason.
     pub fn mark_metrics(
         &mut self,
         scenario: &'static Scenario,
@@ -108,6 +121,7 @@ impl Results {
     ) {
         for (cell, why) in self.cells_of(scenario, param, datapath).zip(whys) {
             let (status, reason) = match why {
+                _ if cell.status != Status::Ok => continue,
                 None => continue,
                 Some(Unavailable::Missing(r)) => (Status::Missing, r),
                 Some(Unavailable::NotApplicable(r)) => (Status::NotApplicable, r),
@@ -135,10 +149,11 @@ impl Results {
         }
     }
 
-    /// Medians and ratios; a cell with no sample left is missing, with its first error.
+    /// Medians, spreads and ratios; a cell with no sample left is missing, with its first error.
     pub fn finish(mut self, reference: &str) -> Vec<Cell> {
         for cell in &mut self.cells {
             cell.median = median(&cell.samples);
+            (cell.min, cell.max) = spread(&cell.samples).unzip();
             if cell.status == Status::Ok && cell.median.is_none() {
                 cell.status = Status::Missing;
                 cell.reason = Some(cell.errors.first().cloned().unwrap_or_else(|| "not measured".into()));
@@ -152,19 +167,31 @@ impl Results {
             .collect();
         for cell in &mut self.cells {
             let Some(reference) = references.get(&(cell.scenario, cell.metric, cell.param)) else { continue };
-            cell.ratio_samples = cell
-                .samples
-                .iter()
-                .zip(reference)
-                .map(|(v, r)| match (v, r) {
-                    (Some(v), Some(r)) if *r != 0.0 => Some(v / r),
-                    _ => None,
-                })
-                .collect();
+            cell.ratio_samples = ratios(&cell.samples, reference);
             cell.ratio = median(&cell.ratio_samples);
+            (cell.ratio_min, cell.ratio_max) = spread(&cell.ratio_samples).unzip();
         }
         self.cells
     }
+}
+
+/// `samples` over `reference`, run by run; none where either run has no figure.
+pub fn ratios(samples: &[Option<f64>], reference: &[Option<f64>]) -> Vec<Option<f64>> {
+    samples
+        .iter()
+        .zip(reference)
+        .map(|(v, r)| match (v, r) {
+            (Some(v), Some(r)) if *r != 0.0 => Some(v / r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The smallest and the largest of the runs that gave a figure.
+pub fn spread(samples: &[Option<f64>]) -> Option<(f64, f64)> {
+    let mut values = samples.iter().flatten().copied();
+    let first = values.next()?;
+    Some(values.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
 }
 
 /// A figure for people: three significant digits, no exponent (17.8, 0.412, 0.000266, 23400).
@@ -231,6 +258,8 @@ pub struct Report {
     pub datapaths: Vec<DatapathInfo>,
     pub scenarios: Vec<ScenarioInfo>,
     pub cells: Vec<Cell>,
+    /// Issue 13's goals the bench can measure, each against its cells.
+    pub goals: Vec<GoalResult>,
     pub method: Vec<String>,
 }
 
@@ -256,6 +285,13 @@ mod tests {
     }
 
     #[test]
+    fn spread_is_the_range_of_the_runs_that_gave_a_figure() {
+        assert_eq!(spread(&[Some(9.8), None, Some(10.2), Some(9.1)]), Some((9.1, 10.2)));
+        assert_eq!(spread(&[Some(4.0)]), Some((4.0, 4.0)));
+        assert_eq!(spread(&[None, None]), None);
+    }
+
+    #[test]
     fn ratios_pair_runs_and_unavailable_cells_keep_their_reason() {
         let c2c = &ALL[0];
         let mut results = Results::new(3);
@@ -270,8 +306,23 @@ mod tests {
         assert_eq!(cell("docker").median, Some(5.0));
         assert_eq!(cell("docker").ratio_samples, vec![Some(0.5), Some(0.25), Some(0.8)]);
         assert_eq!(cell("docker").ratio, Some(0.5));
+        assert_eq!((cell("docker").ratio_min, cell("docker").ratio_max), (Some(0.25), Some(0.8)));
+        assert_eq!((cell("docker").min, cell("docker").max), (Some(5.0), Some(8.0)));
+        assert_eq!((cell("netpath").min, cell("netpath").max), (Some(10.0), Some(20.0)));
         assert_eq!(cell("netpath").ratio, Some(1.0));
         assert_eq!((cell("cni").status, cell("cni").reason.as_deref()), (Status::Missing, Some("run 1: boom")));
         assert_eq!((cell("veth").status, cell("veth").reason.as_deref()), (Status::NotApplicable, Some("why")));
+    }
+
+    #[test]
+    fn a_settled_cell_keeps_its_first_reason() {
+        let c2c = &ALL[0];
+        let mut results = Results::new(1);
+        results.mark(c2c, None, "veth", &Unavailable::NotApplicable("no program".into()));
+        results.mark(c2c, None, "veth", &Unavailable::Missing("failed".into()));
+        results.record(c2c, None, "veth", 0, &[Ok(1.0)]);
+        let cells = results.finish("netpath");
+        assert!(cells.iter().all(|c| c.status == Status::NotApplicable && c.reason.as_deref() == Some("no program")));
+        assert!(cells.iter().all(|c| c.samples == vec![None]), "a settled cell records nothing");
     }
 }

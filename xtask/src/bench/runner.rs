@@ -12,7 +12,7 @@ use super::{
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
-    scenario::{Kind, Outcome, Scenario},
+    scenario::{Kind, NO_PROGRAM, Outcome, PROGRAM, Scenario},
     traffic,
 };
 
@@ -132,11 +132,20 @@ impl Runner<'_> {
                 return describe(&why);
             }
         }
-        let mut outcomes = scenario.measure(self.ctx, &target);
+        let program = dp.c2c_program();
+        if program.is_none() && scenario.has_program_cost() {
+            let whys: Vec<_> = scenario
+                .metrics
+                .iter()
+                .map(|m| (m.name == PROGRAM.name).then(|| Unavailable::NotApplicable(NO_PROGRAM.into())))
+                .collect();
+            self.results.mark_metrics(scenario, param, name, &whys);
+        }
+        let mut outcomes = scenario.measure(self.ctx, &target, program);
         // One retry: a single hiccup must not settle a working path as missing.
         let open = self.results.open(scenario, param, name);
         if outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
-            outcomes = scenario.measure(self.ctx, &target);
+            outcomes = scenario.measure(self.ctx, &target, program);
         }
         self.settle(scenario, param, name, run, first, outcomes)
     }

@@ -1,7 +1,12 @@
 //! The scenarios: what each measures, on which path, with which tool, in which unit.
 use anyhow::{Result, bail};
 
-use super::{Ctx, datapath::Route, datapath::Target, traffic};
+use super::{
+    Ctx,
+    cost::{self, ProgramStats},
+    datapath::{Route, Target},
+    traffic::{self, Work},
+};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Metric {
@@ -16,6 +21,19 @@ const PACKETS: Metric = Metric { name: "packets", unit: "kpps", higher_is_better
 const P50: Metric = Metric { name: "p50", unit: "µs", higher_is_better: false };
 const P99: Metric = Metric { name: "p99", unit: "µs", higher_is_better: false };
 const TIME: Metric = Metric { name: "time", unit: "s", higher_is_better: false };
+/// The whole machine's CPU time per unit of work: what transfers to a bigger machine.
+const CPU_PER_GB: Metric = Metric { name: "cpu", unit: "CPU-s/GB", higher_is_better: false };
+const CPU_PER_MPKT: Metric = Metric { name: "cpu", unit: "CPU-s/Mpkt", higher_is_better: false };
+const CPU_PER_KCONN: Metric = Metric { name: "cpu", unit: "CPU-s/kconn", higher_is_better: false };
+/// Run time per packet of the eBPF program on the path (for TCP a "packet" is an skb as the
+/// program sees it, often many segments), measured in a second pass with the kernel's BPF
+/// run-time statistics on, so the other figures do not pay for them.
+pub const PROGRAM: Metric = Metric { name: "program", unit: "ns/packet", higher_is_better: false };
+
+/// Bytes in a GB, packets in a Mpkt, connections in a kconn: the units of the CPU metrics.
+const GB: f64 = 1e9;
+const MPKT: f64 = 1e6;
+const KCONN: f64 = 1e3;
 const UNDER_FLOOD: Metric = Metric { name: "under flood", unit: "conn/s", higher_is_better: true };
 const KEPT: Metric = Metric { name: "kept", unit: "× without flood", higher_is_better: true };
 const ATTACH_P50: Metric = Metric { name: "p50", unit: "ms", higher_is_better: false };
@@ -58,31 +76,31 @@ pub const ALL: &[Scenario] = &[
         name: "c2c-tcp-1",
         title: "container → container, TCP, 1 stream",
         kind: Kind::Tcp { route: Route::C2c, streams: 1 },
-        metrics: &[THROUGHPUT],
+        metrics: &[THROUGHPUT, CPU_PER_GB, PROGRAM],
     },
     Scenario {
         name: "c2c-tcp-4",
         title: "container → container, TCP, 4 streams",
         kind: Kind::Tcp { route: Route::C2c, streams: 4 },
-        metrics: &[THROUGHPUT],
+        metrics: &[THROUGHPUT, CPU_PER_GB, PROGRAM],
     },
     Scenario {
         name: "egress-tcp",
         title: "container → outside (masquerade), TCP",
         kind: Kind::Tcp { route: Route::Egress, streams: 1 },
-        metrics: &[THROUGHPUT],
+        metrics: &[THROUGHPUT, CPU_PER_GB],
     },
     Scenario {
         name: "ingress-tcp",
         title: "outside → published port, TCP",
         kind: Kind::Tcp { route: Route::Ingress, streams: 1 },
-        metrics: &[THROUGHPUT],
+        metrics: &[THROUGHPUT, CPU_PER_GB],
     },
     Scenario {
         name: "host-tcp",
         title: "host → published port on 127.0.0.1, TCP",
         kind: Kind::Tcp { route: Route::HostLocal, streams: 1 },
-        metrics: &[THROUGHPUT],
+        metrics: &[THROUGHPUT, CPU_PER_GB],
     },
     Scenario {
         name: "latency",
@@ -94,19 +112,19 @@ pub const ALL: &[Scenario] = &[
         name: "connrate",
         title: "container → container, TCP connect + request + close",
         kind: Kind::ConnRate,
-        metrics: &[CONNECTIONS],
+        metrics: &[CONNECTIONS, CPU_PER_KCONN],
     },
     Scenario {
         name: "udp-rate",
         title: "container → container, UDP 64-byte packets",
         kind: Kind::UdpRate { route: Route::C2c },
-        metrics: &[PACKETS],
+        metrics: &[PACKETS, CPU_PER_MPKT, PROGRAM],
     },
     Scenario {
         name: "udp-in",
         title: "outside → published port, UDP 64-byte packets",
         kind: Kind::UdpRate { route: Route::Ingress },
-        metrics: &[PACKETS],
+        metrics: &[PACKETS, CPU_PER_MPKT],
     },
     Scenario {
         name: "flood",
@@ -157,32 +175,66 @@ impl Scenario {
         }
     }
 
+    /// Whether one of the metrics is the cost of the eBPF program on the path.
+    pub fn has_program_cost(&self) -> bool {
+        self.metrics.iter().any(|m| m.name == PROGRAM.name)
+    }
+
     /// Runs the load generator(s) once against `target`: one outcome per metric, so a metric
-    /// that works keeps its figure when another of the same scenario does not.
-    pub fn measure(&self, ctx: &Ctx, target: &Target) -> Vec<Outcome> {
+    /// that works keeps its figure when another of the same scenario does not. `program` is
+    /// the eBPF program on the path, for the program-cost metric.
+    pub fn measure(&self, ctx: &Ctx, target: &Target, program: Option<&dyn ProgramStats>) -> Vec<Outcome> {
         let seconds = ctx.cfg.seconds;
-        let text = |e: anyhow::Error| format!("{e:#}");
+        let figure = |work: Result<Work>| work.map(|w| w.figure).map_err(text);
         match self.kind {
-            Kind::Tcp { streams, .. } => vec![traffic::tcp_throughput(target, streams, seconds).map_err(text)],
-            Kind::UdpRate { .. } => vec![traffic::udp_rate(target, seconds).map_err(text)],
+            Kind::Tcp { streams, .. } => self.costed(GB, program, || traffic::tcp_throughput(target, streams, seconds)),
+            Kind::UdpRate { .. } => self.costed(MPKT, program, || traffic::udp_rate(target, seconds)),
             Kind::Latency => match traffic::latency(target, seconds) {
                 Ok(percentiles) => percentiles.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(text(e)); 2],
             },
-            Kind::ConnRate => vec![traffic::conn_rate(ctx, target, seconds).map_err(text)],
+            Kind::ConnRate => self.costed(KCONN, program, || traffic::conn_rate(ctx, target, seconds)),
             Kind::Flood => match traffic::conn_rate_under_flood(ctx, target, seconds) {
                 Ok((flooded, calm)) => vec![Ok(flooded), Ok(flooded / calm)],
                 Err(e) => vec![Err(text(e)); 2],
             },
             Kind::PortSweep => vec![
-                traffic::tcp_throughput(target, 1, seconds).map_err(text),
-                traffic::conn_rate(ctx, target, seconds).map_err(text),
+                figure(traffic::tcp_throughput(target, 1, seconds)),
+                figure(traffic::conn_rate(ctx, target, seconds)),
             ],
             Kind::AttachSweep | Kind::AttachConcurrent => {
                 vec![Err("the attach sweeps are timed by the runner, not measured on a path".into())]
             }
         }
     }
+
+    /// A rate and its CPU cost per `unit` of work from one pass of `traffic`, and where the
+    /// scenario has one, the program's cost from a second pass with run-time statistics on.
+    fn costed(
+        &self,
+        unit: f64,
+        program: Option<&dyn ProgramStats>,
+        traffic: impl Fn() -> Result<Work>,
+    ) -> Vec<Outcome> {
+        let mut outcomes = match cost::metered(unit, &traffic) {
+            Ok(figures) => figures.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(text(e)); 2],
+        };
+        if self.has_program_cost() {
+            outcomes.push(match program {
+                Some(program) => cost::program_cost(program, &traffic).map_err(text),
+                None => Err(NO_PROGRAM.into()),
+            });
+        }
+        outcomes
+    }
+}
+
+/// Why a datapath has no program-cost figure.
+pub const NO_PROGRAM: &str = "no eBPF program on this path";
+
+fn text(e: anyhow::Error) -> String {
+    format!("{e:#}")
 }
 
 /// One metric's figure from one run, or why there is none.

@@ -1,6 +1,7 @@
 //! The load generators, run in the client's namespace against a [`Target`], each returning
-//! its figure: iperf3 (TCP throughput, UDP packet rate), sockperf (latency percentiles) and
-//! the workspace's np-connrate (connection rate, and a reachability probe).
+//! its figure (and, for the rates, the work behind it): iperf3 (TCP throughput, UDP packet
+//! rate), sockperf (latency percentiles) and the workspace's np-connrate (connection rate, and
+//! a reachability probe).
 use std::{process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -24,6 +25,14 @@ const CONNRATE_THREADS: &str = "2";
 /// The CPU both ends of the latency test run on. Across CPUs, this VM's wake-up of the other
 /// CPU (~30 µs, and bimodal) would swamp the path's own cost of a few microseconds.
 pub const LATENCY_CPU: &str = "0";
+
+/// A rate and the work done to reach it (bytes, packets, connections), for the CPU cost per
+/// unit of work.
+#[derive(Clone, Copy, Debug)]
+pub struct Work {
+    pub figure: f64,
+    pub amount: f64,
+}
 
 /// Whether a request and its response pass over the target's path (np-connrate's port).
 pub fn probe(ctx: &Ctx, target: &Target) -> Result<()> {
@@ -56,8 +65,9 @@ fn iperf3(target: &Target, seconds: u32, extra: &[&str]) -> Result<Value> {
     Ok(json)
 }
 
-/// TCP throughput in Gbit/s as the receiver counted it, over `streams` parallel streams.
-pub fn tcp_throughput(target: &Target, streams: u32, seconds: u32) -> Result<f64> {
+/// TCP throughput in Gbit/s as the receiver counted it, over `streams` parallel streams, and
+/// the bytes received.
+pub fn tcp_throughput(target: &Target, streams: u32, seconds: u32) -> Result<Work> {
     let json = iperf3(target, seconds, &["-P", &streams.to_string()])?;
     // A path that passes the handshake and a few segments but stalls is broken, not slow:
     // any working path here moves gigabytes a second, this is under 1 MiB in the whole run.
@@ -72,12 +82,12 @@ pub fn tcp_throughput(target: &Target, streams: u32, seconds: u32) -> Result<f64
     let bps = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3: no end.sum_received.bits_per_second")?;
-    Ok(bps / 1e9)
+    Ok(Work { figure: bps / 1e9, amount: bytes })
 }
 
 /// Small UDP datagrams as fast as the sender can go; thousands of packets per second that
-/// arrived (sent minus lost, as the receiver reported them).
-pub fn udp_rate(target: &Target, seconds: u32) -> Result<f64> {
+/// arrived (sent minus lost, as the receiver reported them), and the packets that arrived.
+pub fn udp_rate(target: &Target, seconds: u32) -> Result<Work> {
     let json = iperf3(target, seconds, &["-u", "-l", UDP_PAYLOAD, "-b", "0"])?;
     let sum = &json["end"]["sum"];
     let (packets, lost, secs) = (sum["packets"].as_f64(), sum["lost_packets"].as_f64(), sum["seconds"].as_f64());
@@ -87,7 +97,7 @@ pub fn udp_rate(target: &Target, seconds: u32) -> Result<f64> {
     if packets - lost <= 0.0 {
         bail!("iperf3: no UDP datagram arrived");
     }
-    Ok((packets - lost) / secs / 1e3)
+    Ok(Work { figure: (packets - lost) / secs / 1e3, amount: packets - lost })
 }
 
 /// sockperf ping-pong (UDP, one message in flight, both ends on [`LATENCY_CPU`]): the 50th
@@ -109,8 +119,9 @@ pub fn latency(target: &Target, seconds: u32) -> Result<[f64; 2]> {
     Ok([percentile("50.000")?, percentile("99.000")?])
 }
 
-/// New connections per second, each: connect, a 64-byte request, a 64-byte response, close.
-pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<f64> {
+/// New connections per second, each: connect, a 64-byte request, a 64-byte response, close;
+/// and how many completed.
+pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<Work> {
     let addr = format!("{}:{}", target.addr, target.connrate_port);
     let time = seconds.to_string();
     let mut cmd = target
@@ -118,14 +129,15 @@ pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<f64> {
         .cmd(&ctx.connrate, &["client", "--addr", &addr, "--seconds", &time, "--threads", CONNRATE_THREADS]);
     let out = run("np-connrate", target, target.connrate_port, &mut cmd, limit(seconds))?;
     let json: Value = serde_json::from_str(&out).with_context(|| format!("np-connrate output: {out}"))?;
-    json["per_second"].as_f64().with_context(|| format!("np-connrate printed no per_second: {out}"))
+    let field = |name: &str| json[name].as_f64().with_context(|| format!("np-connrate printed no {name}: {out}"));
+    Ok(Work { figure: field("per_second")?, amount: field("connections")? })
 }
 
 /// The connection rate to the target's published port while the outside floods the server
 /// container's own address (which nothing outside may reach unasked) with 64-byte datagrams,
 /// and the rate without the flood, measured just before: (with, without).
 pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result<(f64, f64)> {
-    let calm = conn_rate(ctx, target, seconds)?;
+    let calm = conn_rate(ctx, target, seconds)?.figure;
     // The outside reaches the server's address through the host, as a LAN peer that guesses
     // the host routes the containers' subnet would; removed again below.
     let (server, via) = (format!("{}/32", target.server), target.addr.to_string());
@@ -134,7 +146,7 @@ pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result
         target.client.run(&["ip", "route", "replace", &server, "via", &via])?;
     }
     let flood = target.client.cmd(
-        &ctx.connrate.with_file_name("np-flood"),
+        ctx.connrate.with_file_name("np-flood"),
         &[
             "--addr",
             &target.server.to_string(),
@@ -163,5 +175,5 @@ pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result
         Ok(Err(e)) => bail!("np-flood to {}: {}", target.server, root_cause(&e)),
         Err(_) => bail!("np-flood's thread panicked"),
     }
-    Ok((rate?, calm))
+    Ok((rate?.figure, calm))
 }

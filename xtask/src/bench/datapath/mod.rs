@@ -6,6 +6,7 @@ mod cni;
 mod docker;
 mod netavark;
 mod netpath;
+mod redirect_ref;
 mod veth;
 
 use std::net::Ipv4Addr;
@@ -14,6 +15,7 @@ use anyhow::Result;
 
 use super::{
     Ctx,
+    cost::ProgramStats,
     netns::Netns,
     topology::{
         CONNRATE_PORT, HOST_UPLINK_IP, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, SOCKPERF_PORT,
@@ -93,6 +95,11 @@ pub trait Datapath {
     fn attacher(&mut self) -> Option<&mut dyn Attacher> {
         None
     }
+    /// For the program-cost metric: the eBPF program container-to-container traffic runs
+    /// through on its way out of the sending container, where there is one.
+    fn c2c_program(&self) -> Option<&dyn ProgramStats> {
+        None
+    }
 }
 
 /// Publishes ports to a filler container, so the measured ports sit among many others.
@@ -116,12 +123,14 @@ pub trait Attacher: Sync {
 pub fn all() -> Vec<Box<dyn Datapath>> {
     vec![
         Box::new(netpath::Netpath::tc()),
-        Box::new(netpath::Netpath::xdp()),
+        Box::new(netpath::Netpath::xdp_filter()),
+        Box::new(netpath::Netpath::xdp_redirect()),
         Box::new(veth::Veth::default()),
         Box::new(bridge::Bridge::default()),
         Box::new(docker::Docker::default()),
         Box::new(netavark::Netavark::default()),
         Box::new(cni::Cni::default()),
+        Box::new(redirect_ref::RedirectRef::default()),
     ]
 }
 

@@ -1,7 +1,8 @@
 //! Datapath 6: netpath, through its CLI as a user runs it, with its own state directory and
-//! a bpffs pin root under the run directory. Two flavours: TC programs everywhere (the
-//! reference of every ratio), and the XDP variant on the uplink, which only changes inbound
-//! traffic and so is measured on the inbound path only.
+//! a bpffs pin root under the run directory. Three flavours: TC programs everywhere (the
+//! reference of every ratio), and XDP on the uplink as `--xdp` (filter: drops before the
+//! stack, published ports on TC) and `--xdp redirect` (published ports redirected by XDP too),
+//! which only change inbound traffic and so are measured on the inbound paths only.
 //!
 //! Features still being built (egress masquerade, published ports, the XDP variant) are
 //! detected when the bench runs: a refused command or traffic that does not pass makes the
@@ -18,6 +19,7 @@ use serde_json::Value;
 use super::{Attacher, Datapath, PortTable, Route, Routes, Unavailable};
 use crate::bench::{
     Ctx,
+    cost::{PinnedProgram, ProgramStats},
     netns::Netns,
     process::{SETUP_LIMIT, output_within, root_cause, stdout_within},
     topology::{CONNRATE_PORT, IPERF_PORT, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
@@ -32,7 +34,8 @@ const FILLER_BASE_PORT: u32 = 10000;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Tc,
-    Xdp,
+    XdpFilter,
+    XdpRedirect,
 }
 
 pub struct Netpath {
@@ -43,6 +46,8 @@ pub struct Netpath {
     /// Filler endpoints of the port sweep, and how many ports they publish.
     fillers: Vec<String>,
     filler_ports: u32,
+    /// `from_container` as pinned, once up (TC flavour: the one on the c2c path).
+    from_container: Option<PinnedProgram>,
 }
 
 impl Netpath {
@@ -50,12 +55,24 @@ impl Netpath {
         Self::new(Mode::Tc)
     }
 
-    pub fn xdp() -> Self {
-        Self::new(Mode::Xdp)
+    pub fn xdp_filter() -> Self {
+        Self::new(Mode::XdpFilter)
+    }
+
+    pub fn xdp_redirect() -> Self {
+        Self::new(Mode::XdpRedirect)
     }
 
     fn new(mode: Mode) -> Self {
-        Self { mode, topo: None, dir: PathBuf::new(), routes: Routes::default(), fillers: Vec::new(), filler_ports: 0 }
+        Self {
+            mode,
+            topo: None,
+            dir: PathBuf::new(),
+            routes: Routes::default(),
+            fillers: Vec::new(),
+            filler_ports: 0,
+            from_container: None,
+        }
     }
 
     /// A netpath command bound to this topology's host namespace, state and pins.
@@ -100,21 +117,29 @@ impl Datapath for Netpath {
     fn name(&self) -> &'static str {
         match self.mode {
             Mode::Tc => "netpath",
-            Mode::Xdp => "netpath-xdp",
+            Mode::XdpFilter => "netpath-xdp",
+            Mode::XdpRedirect => "netpath-xdp-redirect",
         }
     }
 
     fn description(&self) -> String {
         match self.mode {
             Mode::Tc => "netpath: bridge and veths, TCX programs and shared pinned maps, no iptables".into(),
-            Mode::Xdp => "netpath with its XDP program on the uplink, native mode (inbound paths only)".into(),
+            Mode::XdpFilter => {
+                "netpath with XDP on the uplink, native mode, filtering; published ports on TC (inbound paths only)"
+                    .into()
+            }
+            Mode::XdpRedirect => {
+                "netpath with XDP on the uplink, native mode, redirecting published ports (inbound paths only)".into()
+            }
         }
     }
 
     fn up(&mut self, ctx: &Ctx) -> Result<()> {
         let xdp_args: &[&str] = match self.mode {
             Mode::Tc => &[],
-            Mode::Xdp => &["--xdp"],
+            Mode::XdpFilter => &["--xdp"],
+            Mode::XdpRedirect => &["--xdp", "redirect"],
         };
         let topo = self.topo.insert(Topology::new(ctx, self.name())?);
         self.dir = topo.dir(ctx, "netpath")?;
@@ -143,10 +168,13 @@ impl Datapath for Netpath {
                 self.routes.set(route, Err(Unavailable::Missing(format!("publishing ports failed: {reason}"))));
             }
         }
-        if self.mode == Mode::Xdp {
+        if self.mode != Mode::Tc {
             for route in [Route::C2c, Route::Egress, Route::HostLocal] {
                 self.routes.set(route, Err(Self::not_applicable()));
             }
+        } else {
+            self.from_container =
+                Some(PinnedProgram { pin_root: self.dir.join("bpffs/netpath"), name: "from_container" });
         }
         Ok(())
     }
@@ -167,6 +195,7 @@ impl Datapath for Netpath {
         self.routes = Routes::default();
         self.fillers.clear();
         self.filler_ports = 0;
+        self.from_container = None;
     }
 
     fn port_table(&mut self) -> Option<&mut dyn PortTable> {
@@ -178,6 +207,10 @@ impl Datapath for Netpath {
     fn attacher(&mut self) -> Option<&mut dyn Attacher> {
         // Attaching does not depend on the uplink program: measured once, with TC.
         if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
+    }
+
+    fn c2c_program(&self) -> Option<&dyn ProgramStats> {
+        self.from_container.as_ref().map(|p| p as &dyn ProgramStats)
     }
 }
 
@@ -217,7 +250,7 @@ impl Attacher for Netpath {
     }
 }
 
-fn unmount(path: &Path) {
+pub(super) fn unmount(path: &Path) {
     if path.exists() {
         let _ = output_within(Command::new("umount").arg(path), SETUP_LIMIT);
     }
