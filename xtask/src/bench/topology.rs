@@ -37,6 +37,15 @@ pub struct Topology {
     servers: Vec<(Daemon, PathBuf)>,
 }
 
+/// The outside sends as a NIC delivers, whole checksums and no TSO (turning tx checksumming
+/// off turns TSO off too), for every datapath alike: XDP rewrites checksums by hand and needs
+/// whole ones, and the TC paths and the references are measured on the same frames.
+pub fn send_as_a_wire(ns: &Netns, ifname: &str) -> Result<()> {
+    ns.run(&["ethtool", "-K", ifname, "tx", "off"])
+        .with_context(|| format!("turning off tx checksumming on {ifname}"))?;
+    Ok(())
+}
+
 impl Topology {
     /// Host and outside namespaces joined by the uplink, the host's default route through it,
     /// and servers in the outside namespace for egress scenarios.
@@ -48,10 +57,7 @@ impl Topology {
         topo.host.veth(UPLINK, &topo.outside, "eth0")?;
         topo.host.address(UPLINK, &format!("{HOST_UPLINK_IP}/{UPLINK_PREFIX}"))?;
         topo.outside.address("eth0", &format!("{OUTSIDE_IP}/{UPLINK_PREFIX}"))?;
-        // The outside sends as a NIC delivers, whole checksums and no TSO (turning tx
-        // checksumming off turns TSO off too), for every datapath alike: XDP rewrites checksums
-        // by hand and needs whole ones, and the TC paths are measured on the same frames.
-        topo.outside.run(&["ethtool", "-K", "eth0", "tx", "off"]).context("turning off tx checksumming")?;
+        send_as_a_wire(&topo.outside, "eth0")?;
         topo.host.run(&["ip", "route", "add", "default", "via", &OUTSIDE_IP.to_string()])?;
         let outside = topo.outside.clone();
         topo.serve(ctx, &outside, "outside")?;

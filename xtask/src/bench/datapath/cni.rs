@@ -48,7 +48,13 @@ impl Datapath for Cni {
         let c2 = topo.container("c2")?;
         let (host, outside) = (topo.host.clone(), topo.outside.clone());
         self.add(ctx, "c1", &c1, &[])?;
-        let c2_ip = self.add(ctx, "c2", &c2, &[(PUBLISHED_IPERF, IPERF_PORT), (PUBLISHED_CONNRATE, CONNRATE_PORT)])?;
+        // iperf3's UDP test sends its datagrams to the port of its TCP control connection.
+        let published = [
+            (PUBLISHED_IPERF, IPERF_PORT, "tcp"),
+            (PUBLISHED_IPERF, IPERF_PORT, "udp"),
+            (PUBLISHED_CONNRATE, CONNRATE_PORT, "tcp"),
+        ];
+        let c2_ip = self.add(ctx, "c2", &c2, &published)?;
         self.topo.as_mut().expect("set above").serve(ctx, &c2, "c2")?;
         self.routes = Routes::translated(&host, &outside, &c1, c2_ip);
         Ok(())
@@ -99,10 +105,10 @@ impl Cni {
     }
 
     /// CNI ADD of the whole list; returns the container's address.
-    fn add(&self, ctx: &Ctx, id: &str, ns: &Netns, ports: &[(u16, u16)]) -> Result<Ipv4Addr> {
+    fn add(&self, ctx: &Ctx, id: &str, ns: &Netns, ports: &[(u16, u16, &str)]) -> Result<Ipv4Addr> {
         let mappings: Vec<Value> = ports
             .iter()
-            .map(|(host, container)| json!({"hostPort": host, "containerPort": container, "protocol": "tcp"}))
+            .map(|(host, container, proto)| json!({"hostPort": host, "containerPort": container, "protocol": proto}))
             .collect();
         let mut result = Value::Null;
         for mut conf in self.plugins() {

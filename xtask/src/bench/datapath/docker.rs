@@ -87,7 +87,12 @@ impl Datapath for Docker {
         output_within(Command::new("sh").args(["-c", &import]), SETUP_LIMIT)
             .context("docker import of the busybox rootfs")?;
         let c1 = self.run_container(ctx, CONTAINERS[0], &[])?;
-        let published = [format!("{PUBLISHED_IPERF}:{IPERF_PORT}"), format!("{PUBLISHED_CONNRATE}:{CONNRATE_PORT}")];
+        // iperf3's UDP test sends its datagrams to the port of its TCP control connection.
+        let published = [
+            format!("{PUBLISHED_IPERF}:{IPERF_PORT}"),
+            format!("{PUBLISHED_IPERF}:{IPERF_PORT}/udp"),
+            format!("{PUBLISHED_CONNRATE}:{CONNRATE_PORT}"),
+        ];
         let c2 = self.run_container(ctx, CONTAINERS[1], &published)?;
         let topo = self.topo.as_mut().expect("set above");
         topo.serve(ctx, &c2.0, "c2")?;

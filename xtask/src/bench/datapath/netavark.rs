@@ -109,9 +109,14 @@ impl Netavark {
 
 /// The JSON Podman hands netavark for one container on the bench's network.
 fn network_options(index: u32, published: bool) -> Value {
-    let port = |host: u16, container: u16| json!({"host_ip": "", "container_port": container, "host_port": host, "range": 1, "protocol": "tcp"});
+    let port = |host: u16, container: u16, protocol: &str| json!({"host_ip": "", "container_port": container, "host_port": host, "range": 1, "protocol": protocol});
     let ports = if published {
-        vec![port(PUBLISHED_IPERF, IPERF_PORT), port(PUBLISHED_CONNRATE, CONNRATE_PORT)]
+        // iperf3's UDP test sends its datagrams to the port of its TCP control connection.
+        vec![
+            port(PUBLISHED_IPERF, IPERF_PORT, "tcp"),
+            port(PUBLISHED_IPERF, IPERF_PORT, "udp"),
+            port(PUBLISHED_CONNRATE, CONNRATE_PORT, "tcp"),
+        ]
     } else {
         vec![]
     };

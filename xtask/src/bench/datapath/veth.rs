@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 use super::{Datapath, Route, Routes, Target};
-use crate::bench::{Ctx, topology::Topology};
+use crate::bench::{
+    Ctx,
+    topology::{Topology, send_as_a_wire},
+};
 
 #[derive(Default)]
 pub struct Veth {
@@ -39,6 +42,9 @@ impl Datapath for Veth {
             let (client_if, server_if) = (format!("p{subnet}c"), format!("p{subnet}s"));
             client.veth(&client_if, server, &server_if)?;
             client.address(&client_if, &format!("{client_ip}/30"))?;
+            if route == Route::Ingress {
+                send_as_a_wire(client, &client_if)?;
+            }
             server.address(&server_if, &format!("{server_ip}/30"))?;
             self.routes.set(route, Ok(Target::direct(client, server_ip)));
         }
