@@ -52,8 +52,9 @@ pub struct Options {
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
-    /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), veth, bridge,
-    /// docker, netavark, cni, redirect-ref.
+    /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), netpath-daemon
+    /// (attaches through `netpath daemon`, the Docker driver), veth, bridge, docker, netavark,
+    /// cni, redirect-ref.
     #[arg(long = "datapath", value_name = "NAME")]
     datapaths: Vec<String>,
     /// Where results go: a directory named after the run's start time is made in it.
@@ -93,6 +94,7 @@ impl Config {
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series (N = {:?}); netpath is its release build", self.endpoint_counts),
+            "netpath-daemon attaches as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), then the engine's part: the handed veth end moved into the namespace and renamed eth0 (`ip link set … netns … name eth0` in the host namespace), its address, up and default route (one `ip -batch` in the namespace); the whole of it is timed, both `ip` processes included; detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
             "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, the machine has no iptables".into(),
         ]

@@ -237,7 +237,7 @@ impl Runner<'_> {
                         self.settle(scenario, Some(count), name, run, first, outcomes)
                     } else {
                         let why = Unavailable::NotApplicable(
-                            "the attach sweep compares netpath, the CNI bridge plugin and netavark".into(),
+                            "the attach sweep compares netpath (its CLI and its daemon), the CNI bridge plugin and netavark".into(),
                         );
                         self.results.mark(scenario, Some(count), name, &why);
                         describe(&why)

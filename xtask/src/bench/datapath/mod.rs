@@ -6,6 +6,7 @@ mod cni;
 mod docker;
 mod netavark;
 mod netpath;
+mod netpath_daemon;
 mod redirect_ref;
 mod veth;
 
@@ -125,6 +126,7 @@ pub fn all() -> Vec<Box<dyn Datapath>> {
         Box::new(netpath::Netpath::tc()),
         Box::new(netpath::Netpath::xdp_filter()),
         Box::new(netpath::Netpath::xdp_redirect()),
+        Box::new(netpath_daemon::NetpathDaemon::default()),
         Box::new(veth::Veth::default()),
         Box::new(bridge::Bridge::default()),
         Box::new(docker::Docker::default()),

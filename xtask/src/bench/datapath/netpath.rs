@@ -78,15 +78,7 @@ impl Netpath {
     /// A netpath command bound to this topology's host namespace, state and pins.
     fn netpath(&self, ctx: &Ctx, args: &[&str]) -> Result<Command> {
         let topo = self.topo.as_ref().context("netpath is not up")?;
-        let mut cmd = Command::new(&ctx.netpath);
-        cmd.arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--bpffs")
-            .arg(self.dir.join("bpffs/netpath"))
-            .arg("--host-netns")
-            .arg(topo.host.path())
-            .args(args);
-        Ok(cmd)
+        Ok(command(ctx, &self.dir, &topo.host, args))
     }
 
     /// Runs netpath; an error quotes the command as a user would type it and netpath's words.
@@ -248,6 +240,20 @@ impl Attacher for Netpath {
     fn detach(&self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
         self.run(ctx, &["detach", "--id", &format!("e{index}")]).map(drop)
     }
+}
+
+/// A netpath command with its state and bpffs pins under `dir`, bound to the host namespace
+/// `host`: the CLI and the daemon of a bench datapath share them.
+pub(super) fn command(ctx: &Ctx, dir: &Path, host: &Netns, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&ctx.netpath);
+    cmd.arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--bpffs")
+        .arg(dir.join("bpffs/netpath"))
+        .arg("--host-netns")
+        .arg(host.path())
+        .args(args);
+    cmd
 }
 
 pub(super) fn unmount(path: &Path) {

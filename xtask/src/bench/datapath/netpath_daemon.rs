@@ -1,0 +1,290 @@
+//! netpath attached through `netpath daemon`, its Docker network and IPAM driver,
+//! as dockerd drives it. Attach scenarios only: the datapath is netpath's own, measured as
+//! `netpath`.
+//!
+//! `up` starts the daemon in the root namespace with its own state, bpffs pins and socket
+//! under the run directory, bound to this topology's host namespace, and creates the pool and
+//! the network as `docker network create -d netpath --ipam-driver netpath` does. An attach is
+//! what dockerd does for `docker run`: IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint
+//! and NetworkDriver.Join over the socket, then the engine's own part (move the handed veth end
+//! into the sandbox as eth0, address it, bring it up, default route through the gateway).
+//!
+//! The daemon answers every request with `Connection: close`, so each call is a connection of
+//! its own, as it is for dockerd with this driver.
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::Ipv4Addr,
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use super::{
+    Attacher, Datapath, Route, Routes, Unavailable,
+    netpath::{command, unmount},
+};
+use crate::bench::{
+    Ctx,
+    netns::Netns,
+    process::{Daemon, SETUP_LIMIT, feed_within, root_cause, stdout_within},
+    topology::Topology,
+};
+
+/// The pool, distinct from the CLI datapath's so a report never confuses them.
+const SUBNET: &str = "10.202.0.0/16";
+/// A Docker network id (64 hex digits); netpath names the network after its first 12.
+const NETWORK_ID: &str = "6e7470617468000000000000000000000000000000000000000000000000beac";
+/// The daemon gets this long to listen after it starts.
+const START_LIMIT: Duration = Duration::from_secs(20);
+/// One plugin call; a daemon that takes longer is stuck.
+const CALL_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct NetpathDaemon {
+    topo: Option<Topology>,
+    dir: PathBuf,
+    daemon: Option<Daemon>,
+    /// The pool IPAM handed out, once requested, and the network's gateway (CIDR).
+    pool: Option<String>,
+    gateway: Option<String>,
+    network: bool,
+    routes: Routes,
+    /// Each attached endpoint's address with its prefix, for ReleaseAddress.
+    addresses: Mutex<HashMap<u32, String>>,
+}
+
+impl NetpathDaemon {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("netpath.sock")
+    }
+
+    /// One plugin API call; an error names the method and the daemon's words.
+    fn call(&self, method: &str, body: &Value) -> Result<Value> {
+        call(&self.socket(), method, body).with_context(|| format!("{method} through netpath daemon"))
+    }
+
+    /// Starts the daemon and waits until its socket answers.
+    fn start(&mut self, ctx: &Ctx) -> Result<()> {
+        let topo = self.topo.as_ref().context("netpath-daemon is not up")?;
+        let socket = self.socket();
+        let log = ctx.log(&format!("{}-daemon", self.name()));
+        let args = ["daemon", "--docker-socket", socket.to_str().context("run directory is not UTF-8")?];
+        let daemon =
+            self.daemon.insert(Daemon::spawn("netpath daemon", &mut command(ctx, &self.dir, &topo.host, &args), &log)?);
+        let deadline = Instant::now() + START_LIMIT;
+        while UnixStream::connect(&socket).is_err() {
+            daemon.check_alive(&log)?;
+            if Instant::now() > deadline {
+                bail!(
+                    "netpath daemon did not listen on {} within {}s; see {}",
+                    socket.display(),
+                    START_LIMIT.as_secs(),
+                    log.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// `docker network create -d netpath --ipam-driver netpath --subnet SUBNET`: the pool, the
+    /// gateway's address, then the network.
+    fn create_network(&mut self) -> Result<()> {
+        let pool = self.call(
+            "IpamDriver.RequestPool",
+            &json!({"AddressSpace": "netpath-local", "Pool": SUBNET, "SubPool": "", "Options": {}, "V6": false}),
+        )?;
+        let pool = self.pool.insert(text(&pool, "PoolID")?).clone();
+        let gateway = self.call(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+        )?;
+        let gateway = self.gateway.insert(text(&gateway, "Address")?).clone();
+        self.call(
+            "NetworkDriver.CreateNetwork",
+            &json!({"NetworkID": NETWORK_ID, "Options": {"com.docker.network.generic": {}},
+                    "IPv4Data": [{"AddressSpace": "netpath-local", "Pool": pool, "Gateway": gateway}], "IPv6Data": []}),
+        )?;
+        self.network = true;
+        Ok(())
+    }
+
+    /// What dockerd undoes at `docker network rm`, best effort; returns whether the network is gone.
+    fn delete_network(&mut self) -> bool {
+        let mut gone = !self.network;
+        if self.network {
+            gone = self.call("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NETWORK_ID})).is_ok();
+            self.network = false;
+        }
+        if let (Some(pool), Some(gateway)) = (&self.pool, self.gateway.take()) {
+            let _ = self.call("IpamDriver.ReleaseAddress", &json!({"PoolID": pool, "Address": gateway}));
+        }
+        if let Some(pool) = self.pool.take() {
+            let _ = self.call("IpamDriver.ReleasePool", &json!({"PoolID": pool}));
+        }
+        gone
+    }
+
+    fn pool(&self) -> Result<&str> {
+        self.pool.as_deref().context("netpath-daemon has no pool")
+    }
+
+    /// RequestAddress, CreateEndpoint, Join, then the engine's part.
+    fn attach_endpoint(&self, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
+        let pool = self.pool()?;
+        let endpoint = endpoint_id(index);
+        let cidr = text(
+            &self.call("IpamDriver.RequestAddress", &json!({"PoolID": pool, "Address": "", "Options": {}}))?,
+            "Address",
+        )?;
+        self.addresses.lock().unwrap_or_else(|e| e.into_inner()).insert(index, cidr.clone());
+        self.call(
+            "NetworkDriver.CreateEndpoint",
+            &json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint,
+                    "Interface": {"Address": cidr, "AddressIPv6": "", "MacAddress": ""}, "Options": {}}),
+        )?;
+        let joined = self.call(
+            "NetworkDriver.Join",
+            &json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint, "SandboxKey": ns.path(), "Options": {}}),
+        )?;
+        let ifname = joined["InterfaceName"]["SrcName"].as_str().with_context(|| format!("no SrcName in {joined}"))?;
+        let gateway = text(&joined, "Gateway")?;
+        self.configure(ifname, ns, &cidr, &gateway).map_err(|e| anyhow!("after Join: {}", root_cause(&e)))?;
+        address_of(&cidr)
+    }
+
+    /// The engine's part after Join: the handed end `ifname`, still in the host namespace,
+    /// moves into the sandbox renamed eth0 (one netlink request), then gets its address,
+    /// comes up and routes through the gateway (one `ip -batch`).
+    fn configure(&self, ifname: &str, ns: &Netns, cidr: &str, gateway: &str) -> Result<()> {
+        let host = &self.topo.as_ref().context("netpath-daemon is not up")?.host;
+        host.run(&["ip", "link", "set", ifname, "netns", ns.name(), "name", "eth0"])?;
+        let batch = format!("addr add {cidr} dev eth0\nlink set eth0 up\nroute add default via {gateway}\n");
+        feed_within(&mut ns.cmd("ip", &["-batch", "-"]), SETUP_LIMIT, batch.as_bytes())
+            .with_context(|| format!("configuring eth0 in {}", ns.path().display()))?;
+        Ok(())
+    }
+}
+
+/// Endpoint `index`'s id: 64 hex digits, as Docker's.
+fn endpoint_id(index: u32) -> String {
+    format!("{index:064x}")
+}
+
+/// A string field of an answer.
+fn text(answer: &Value, field: &str) -> Result<String> {
+    answer[field].as_str().map(str::to_string).with_context(|| format!("no {field} in {answer}"))
+}
+
+/// `10.202.0.5/16` → its address.
+fn address_of(cidr: &str) -> Result<Ipv4Addr> {
+    let ip = cidr.split_once('/').map_or(cidr, |(ip, _)| ip);
+    ip.parse().with_context(|| format!("{cidr:?} is not an IPv4 address"))
+}
+
+/// One POST on a connection of its own, read until the daemon closes it; a non-200 status or
+/// an `Err` in the answer is an error with the daemon's words.
+fn call(socket: &std::path::Path, method: &str, body: &Value) -> Result<Value> {
+    let body = body.to_string();
+    let request = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(CALL_LIMIT))?;
+    stream.set_write_timeout(Some(CALL_LIMIT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").with_context(|| format!("malformed answer {response:?}"))?;
+    let status = head.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
+    let answer: Value = serde_json::from_str(body).with_context(|| format!("answer {body:?}"))?;
+    match (status, answer.get("Err")) {
+        (Some(200), None) => Ok(answer),
+        (_, Some(err)) => Err(anyhow!("{}", err.as_str().unwrap_or_default())),
+        (status, None) => Err(anyhow!("status {status:?}: {body}")),
+    }
+}
+
+impl Datapath for NetpathDaemon {
+    fn name(&self) -> &'static str {
+        "netpath-daemon"
+    }
+
+    fn description(&self) -> String {
+        "netpath through `netpath daemon`, its Docker network and IPAM driver, called over its unix socket as dockerd does (attach scenarios only)".into()
+    }
+
+    fn up(&mut self, ctx: &Ctx) -> Result<()> {
+        let topo = self.topo.insert(Topology::new(ctx, "netpath-daemon")?);
+        self.dir = topo.dir(ctx, "netpath")?;
+        self.start(ctx)?;
+        self.create_network().context("creating the network through netpath daemon")?;
+        let why =
+            "the daemon only changes how endpoints are attached; its datapath is netpath's, measured as `netpath`";
+        for route in [Route::C2c, Route::Egress, Route::Ingress, Route::HostLocal] {
+            self.routes.set(route, Err(Unavailable::NotApplicable(why.into())));
+        }
+        Ok(())
+    }
+
+    fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    fn down(&mut self, ctx: &Ctx) {
+        let gone = self.daemon.is_some() && self.delete_network();
+        // SIGTERM by PID, then wait (`Daemon`'s drop).
+        self.daemon = None;
+        if let Some(topo) = &self.topo {
+            if !gone && self.dir.join("state").exists() {
+                let name = format!("docker-{}", &NETWORK_ID[..12]);
+                let _ = stdout_within(
+                    &mut command(ctx, &self.dir, &topo.host, &["network", "rm", &name, "--force"]),
+                    SETUP_LIMIT,
+                );
+            }
+        }
+        unmount(&self.dir.join("bpffs"));
+        self.topo = None;
+        self.routes = Routes::default();
+        self.pool = None;
+        self.gateway = None;
+        self.network = false;
+        self.addresses.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+        if self.network { Some(self) } else { None }
+    }
+}
+
+impl Attacher for NetpathDaemon {
+    fn attach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
+        // The sweep detaches only what attached: a failed attach undoes its own steps, as
+        // dockerd does when `docker run` fails half-way.
+        self.attach_endpoint(index, ns).inspect_err(|_| {
+            let _ = self.detach(ctx, index, ns);
+        })
+    }
+
+    fn detach(&self, _ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
+        let ids = json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint_id(index)});
+        // Every step is tried, so a half-made endpoint is undone as far as it was made.
+        let left = self.call("NetworkDriver.Leave", &ids);
+        let deleted = self.call("NetworkDriver.DeleteEndpoint", &ids);
+        let cidr = self.addresses.lock().unwrap_or_else(|e| e.into_inner()).remove(&index);
+        let released = match cidr {
+            Some(cidr) => self.call("IpamDriver.ReleaseAddress", &json!({"PoolID": self.pool()?, "Address": cidr})),
+            None => Ok(Value::Null),
+        };
+        left.and(deleted).and(released).map(drop)
+    }
+}
