@@ -515,18 +515,25 @@ impl Controller {
 
     /// The datapath is attached before the container's side comes up, so not one packet of
     /// the endpoint can take the bridge's path untranslated.
+    /// Publishes a new endpoint in the datapath, on its new host veth, from a zeroed counter slot.
+    pub(crate) fn attach_datapath(&mut self, ep: &EndpointRecord, host_ifindex: u32) -> Result<()> {
+        let info = ep.datapath_info(host_ifindex)?;
+        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects())
+    }
+
+    /// Writes an intact endpoint's datapath entries again, keeping its counters.
+    pub(crate) fn refresh_datapath(&mut self, ep: &EndpointRecord, host_ifindex: u32) -> Result<()> {
+        let info = ep.datapath_info(host_ifindex)?;
+        self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects())
+    }
+
     pub(crate) async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns), gro: ep.network_xdp.redirects() };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
         fault::step("attach:veth");
-        self.datapath()?.attach_endpoint(
-            &ep.host_veth,
-            ep.ip,
-            &ep.datapath_info(host_ifindex)?,
-            ep.network_xdp.redirects(),
-        )?;
+        self.attach_datapath(ep, host_ifindex)?;
         fault::step("attach:datapath");
         self.publish(ep).await?;
         fault::step("attach:published");

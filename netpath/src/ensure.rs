@@ -100,12 +100,7 @@ impl Controller {
                 if ep.network_xdp.redirects() {
                     netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
                 }
-                self.datapath()?.refresh_endpoint(
-                    &ep.host_veth,
-                    ep.ip,
-                    &ep.datapath_info(host_ifindex)?,
-                    ep.network_xdp.redirects(),
-                )?;
+                self.refresh_datapath(ep, host_ifindex)?;
                 self.publish(ep).await?;
                 Ok(Wiring::Intact)
             }

@@ -137,12 +137,7 @@ impl Controller {
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: None, gro: ep.network_xdp.redirects() };
         let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
-        self.datapath()?.attach_endpoint(
-            &ep.host_veth,
-            ep.ip,
-            &ep.datapath_info(host_ifindex)?,
-            ep.network_xdp.redirects(),
-        )
+        self.attach_datapath(ep, host_ifindex)
     }
 
     /// `restore` for a handed endpoint: its host end tells whether it lives. Present, its
@@ -161,12 +156,7 @@ impl Controller {
                     Ok(EndpointAction::Failed(format!("network '{}' could not be restored", ep.network)))
                 }
                 Some(host_ifindex) => {
-                    self.datapath()?.refresh_endpoint(
-                        &ep.host_veth,
-                        ep.ip,
-                        &ep.datapath_info(host_ifindex)?,
-                        ep.network_xdp.redirects(),
-                    )?;
+                    self.refresh_datapath(ep, host_ifindex)?;
                     self.publish(ep).await?;
                     Ok::<_, Error>(EndpointAction::Intact)
                 }
