@@ -513,8 +513,6 @@ impl Controller {
         Ok(())
     }
 
-    /// The datapath is attached before the container's side comes up, so not one packet of
-    /// the endpoint can take the bridge's path untranslated.
     /// Publishes a new endpoint in the datapath, on its new host veth, from a zeroed counter slot.
     pub(crate) fn attach_datapath(&mut self, ep: &EndpointRecord, host_ifindex: u32) -> Result<()> {
         let info = ep.datapath_info(host_ifindex)?;
@@ -527,6 +525,8 @@ impl Controller {
         self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects())
     }
 
+    /// The datapath is attached before the container's side comes up, so not one packet of
+    /// the endpoint can take the bridge's path untranslated.
     pub(crate) async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;

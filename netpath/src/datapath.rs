@@ -41,7 +41,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::{
     bpflink,
-    error::{Context, Error, Result},
+    error::{self, Context, Error, Result},
     ports::Port,
     reload,
 };
@@ -121,17 +121,6 @@ pub enum XdpAttach {
     Generic(String),
     /// A link was attached already.
     Kept,
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// The pinned datapath, opened from its pins.
@@ -314,7 +303,7 @@ impl Datapath {
             Err(native) => {
                 let link =
                     prog.attach(uplink, XdpMode::Skb).context(|| format!("cannot attach xdp_uplink to {uplink}"))?;
-                (link, XdpAttach::Generic(error_chain(&native)))
+                (link, XdpAttach::Generic(error::chain(&native)))
             }
         };
         let link: FdLink =

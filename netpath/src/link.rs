@@ -118,12 +118,16 @@ impl Netlink {
             peer_msg = peer_msg.setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns.fd()));
         }
         let peer_msg = peer_msg.build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        let mut msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
             .mtu(mtu)
             .controller(bridge)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-            .build();
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)));
+        // Without GRO to turn on first, the host end comes up in the same request.
+        if !peer.gro {
+            msg = msg.up();
+        }
+        let msg = msg.build();
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
             Some(libc::EEXIST) => Error::conflict(format!(
                 "network namespace '{}' already has an interface named '{}'; pass another --ifname",
@@ -133,12 +137,13 @@ impl Netlink {
             _ => Error::system(format!("cannot create veth '{host}'"), e),
         })?;
         let index = self.require_index(host).await?;
-        match peer.netns {
-            _ if !peer.gro => {}
-            Some(ns) => netns::run_in(ns, || enable_gro(peer.name))??,
-            None => enable_gro(peer.name)?,
+        if peer.gro {
+            match peer.netns {
+                Some(ns) => netns::run_in(ns, || enable_gro(peer.name))??,
+                None => enable_gro(peer.name)?,
+            }
+            self.set_up(index).await?;
         }
-        self.set_up(index).await?;
         Ok(index)
     }
 
