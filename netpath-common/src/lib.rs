@@ -21,14 +21,15 @@ pub mod names {
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const XDP_TARGETS: &str = "XDP_TARGETS";
+    pub const STAGE_RUNS: &str = "STAGE_RUNS";
     pub const FROM_CONTAINER: &str = "from_container";
     /// Stages reached by tail call (`TAIL_CALLS`), never attached themselves.
     pub const FROM_CONTAINER_NAT: &str = "from_container_nat";
     pub const FROM_CONTAINER_OPEN: &str = "from_container_open";
     pub const FROM_CONTAINER_EGRESS: &str = "from_container_egress";
     pub const FROM_UPLINK_OPEN: &str = "from_uplink_open";
-    /// `TAIL_CALLS`, in slot order.
-    pub const TAIL_CALLED: [&str; 4] =
+    /// `TAIL_CALLS` (and `STAGE_RUNS`), in slot order: `TAIL_CALLED[stage::X]` is stage X.
+    pub const TAIL_CALLED: [&str; super::stage::COUNT as usize] =
         [FROM_CONTAINER_NAT, FROM_CONTAINER_OPEN, FROM_CONTAINER_EGRESS, FROM_UPLINK_OPEN];
     pub const FROM_UPLINK: &str = "from_uplink";
     pub const XDP_UPLINK: &str = "xdp_uplink";
@@ -52,6 +53,22 @@ pub mod names {
         RECVMSG4,
         GETPEERNAME4,
     ];
+}
+
+/// The stages reached by tail call: each one's slot in `TAIL_CALLS` (where the calling program
+/// finds it) and in `STAGE_RUNS` (where it counts its runs), in the order of
+/// `names::TAIL_CALLED`.
+///
+/// `STAGE_RUNS[slot]` is a per-CPU `u64`: how many times the stage ran. The kernel's run-time
+/// statistics count only the program a hook runs, never the programs it tail-calls (their time
+/// is part of the caller's), so the stages count their runs themselves, one per-CPU array slot
+/// each, incremented as the stage starts.
+pub mod stage {
+    pub const FROM_CONTAINER_NAT: u32 = 0;
+    pub const FROM_CONTAINER_OPEN: u32 = 1;
+    pub const FROM_CONTAINER_EGRESS: u32 = 2;
+    pub const FROM_UPLINK_OPEN: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Capacity of the maps; the control plane refuses to create more objects than fit.

@@ -9,11 +9,11 @@
 //!   uplink, masqueraded and sent with `bpf_redirect_neigh`. Everything else (the gateway, the
 //!   host's own addresses) falls through to the bridge.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{CtEntry, EndpointInfo, NetworkInfo, PortTarget, drop_reason, network_flags};
+use netpath_common::{CtEntry, EndpointInfo, NetworkInfo, PortTarget, drop_reason, network_flags, stage};
 
 use crate::{
     conntrack::{self, Tracked},
-    counters::drop_ip,
+    counters::{count_stage, drop_ip},
     forward::{Route, route, to_endpoint, to_next_hop},
     icmp_error::{self, Translated},
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
@@ -22,13 +22,9 @@ use crate::{
     portmap::published,
 };
 
-/// `TAIL_CALLS` slots, in the order of `netpath_common::names::TAIL_CALLED`.
-pub const NAT_SLOT: u32 = 0;
-pub const OPEN_SLOT: u32 = 1;
-pub const EGRESS_SLOT: u32 = 2;
-
 #[classifier]
 pub fn from_container_nat(ctx: TcContext) -> i32 {
+    count_stage(stage::FROM_CONTAINER_NAT);
     let Some((ip, from)) = sender(&ctx) else {
         return TC_ACT_OK;
     };
@@ -52,12 +48,13 @@ pub fn from_container_nat(ctx: TcContext) -> i32 {
         }
         None => {}
     }
-    unsafe { TAIL_CALLS.tail_call(&ctx, OPEN_SLOT) };
+    unsafe { TAIL_CALLS.tail_call(&ctx, stage::FROM_CONTAINER_OPEN) };
     drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE)
 }
 
 #[classifier]
 pub fn from_container_open(ctx: TcContext) -> i32 {
+    count_stage(stage::FROM_CONTAINER_OPEN);
     let Some((ip, from)) = sender(&ctx) else {
         return TC_ACT_OK;
     };
@@ -74,12 +71,13 @@ pub fn from_container_open(ctx: TcContext) -> i32 {
     if net.flags & network_flags::INTERNAL != 0 {
         return drop_ip(&ctx, &ip, drop_reason::EGRESS_DENIED);
     }
-    unsafe { TAIL_CALLS.tail_call(&ctx, EGRESS_SLOT) };
+    unsafe { TAIL_CALLS.tail_call(&ctx, stage::FROM_CONTAINER_EGRESS) };
     drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE)
 }
 
 #[classifier]
 pub fn from_container_egress(ctx: TcContext) -> i32 {
+    count_stage(stage::FROM_CONTAINER_EGRESS);
     let Some((ip, from)) = sender(&ctx) else {
         return TC_ACT_OK;
     };

@@ -1,9 +1,10 @@
-//! Per-endpoint (by slot) and per-drop-reason counters, and drop events for `netpath monitor`.
+//! Per-endpoint (by slot), per-drop-reason and per-stage counters, and drop events for
+//! `netpath monitor`.
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netpath_common::{Counter, DropEvent, StatKey, stat_kind};
 
 use crate::{
-    maps::{ENDPOINT_COUNTERS, EVENTS, STATS},
+    maps::{ENDPOINT_COUNTERS, EVENTS, STAGE_RUNS, STATS},
     packet::Ipv4,
 };
 
@@ -22,6 +23,16 @@ pub fn count_rx(slot: u16, bytes: u32) {
     if let Some(c) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
         // SAFETY: as in `count_tx`.
         unsafe { add(&mut (*c).rx, bytes) }
+    }
+}
+
+/// Counts one run of the tail-called stage in `slot` (`netpath_common::stage`): one per-CPU
+/// array slot, at the stage's start.
+#[inline(always)]
+pub fn count_stage(slot: u32) {
+    if let Some(runs) = STAGE_RUNS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU value, so no other CPU writes it concurrently.
+        unsafe { *runs += 1 }
     }
 }
 

@@ -7,10 +7,9 @@
 //! conntrack (another network's: dropped). Everything else goes on, by tail call, to the
 //! translating programs (`container_nat`), each verified on its own.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{VethInfo, drop_reason};
+use netpath_common::{VethInfo, drop_reason, stage};
 
 use crate::{
-    container_nat::NAT_SLOT,
     counters::{count_tx, drop_frame, drop_ip},
     forward::redirect_to_endpoint,
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
@@ -73,7 +72,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
         }
         return redirect_to_endpoint(&ctx, dst, ip.saddr, ip.daddr);
     }
-    unsafe { TAIL_CALLS.tail_call(&ctx, NAT_SLOT) };
+    unsafe { TAIL_CALLS.tail_call(&ctx, stage::FROM_CONTAINER_NAT) };
     // Only a datapath loaded half-way has no program there: fail closed.
     drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE)
 }

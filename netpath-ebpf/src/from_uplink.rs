@@ -6,11 +6,11 @@
 //! addressed to an endpoint is dropped as unsolicited, whether or not the host forwards.
 //! Everything else is the host's own traffic and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{Config, CtEntry, EndpointInfo, drop_reason};
+use netpath_common::{Config, CtEntry, EndpointInfo, drop_reason, stage};
 
 use crate::{
     conntrack::{self, Tracked},
-    counters::{drop_frame, drop_ip},
+    counters::{count_stage, drop_frame, drop_ip},
     forward::to_endpoint,
     icmp_error::{self, Translated},
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS},
@@ -48,20 +48,18 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
         Tracked::Refuse(reason) => drop_ip(&ctx, &ip, reason),
         Tracked::No if published(&ip, &l4).is_some() => {
             // Opening a connection is a program of its own: verified apart, with its own stack.
-            unsafe { TAIL_CALLS.tail_call(&ctx, OPEN_SLOT) };
+            unsafe { TAIL_CALLS.tail_call(&ctx, stage::FROM_UPLINK_OPEN) };
             drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE)
         }
         Tracked::No => routed_or_unsolicited(&ctx, &ip),
     }
 }
 
-/// `TAIL_CALLS` slot of `from_uplink_open`.
-pub const OPEN_SLOT: u32 = 3;
-
 /// A first packet to a published port: a SYN (or a first datagram) opens a connection to its
 /// endpoint, anything else is refused.
 #[classifier]
 pub fn from_uplink_open(ctx: TcContext) -> i32 {
+    count_stage(stage::FROM_UPLINK_OPEN);
     let L3::Ipv4(ip) = parse(&ctx) else {
         return TC_ACT_OK;
     };

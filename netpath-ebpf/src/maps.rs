@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey,
-    StatKey, VethInfo, limits, names,
+    StatKey, VethInfo, limits, names, stage,
 };
 
 #[map]
@@ -56,6 +56,11 @@ pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, PortTarget> = LruHashMap::pinn
 /// stages of `from_container` and of `from_uplink`.
 #[map]
 pub static TAIL_CALLS: ProgramArray = ProgramArray::pinned(names::TAIL_CALLED.len() as u32, 0);
+
+/// By `stage` slot: how many times each tail-called stage ran (the kernel counts only the
+/// program a hook runs, not what it tail-calls).
+#[map]
+pub static STAGE_RUNS: PerCpuArray<u64> = PerCpuArray::pinned(stage::COUNT, 0);
 
 /// By host veth ifindex: the endpoints `xdp_uplink` may redirect to, each keyed and targeted by
 /// its host veth. The control plane adds an endpoint once its container side has NAPI (GRO on),

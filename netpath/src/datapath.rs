@@ -5,6 +5,7 @@
 //! ```text
 //! <pin root>/<version>/NETWORKS, ENDPOINTS, VETHS, CONFIG, STATS, EVENTS  maps
 //! <pin root>/<version>/CT, CT_NEW, PORTMAP, HOST_ADDRS, SOCK_REVNAT  (more maps)
+//! <pin root>/<version>/ENDPOINT_COUNTERS, STAGE_RUNS, TAIL_CALLS, XDP_TARGETS
 //! <pin root>/<version>/from_container, from_uplink                     TC programs
 //! <pin root>/<version>/connect4, sendmsg4, recvmsg4, getpeername4      cgroup programs
 //! <pin root>/<version>/xdp_uplink                                      XDP program
@@ -140,6 +141,18 @@ pub struct Datapath {
     portmap: HashMap<MapData, PortKey, PortTarget>,
     host_addrs: HashMap<MapData, u32, u32>,
     xdp_targets: DevMapHash<MapData>,
+    /// Runs of each tail-called stage, by `stage` slot (counted by the stages themselves).
+    stage_runs: PerCpuArray<MapData, u64>,
+}
+
+/// How often one program ran, and for how long when the kernel measured it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    pub program: &'static str,
+    pub runs: u64,
+    /// Total run time; `None` for a tail-called stage, whose time the kernel counts as part of
+    /// the program that called it.
+    pub run_ns: Option<u64>,
 }
 
 impl Datapath {
@@ -182,6 +195,7 @@ impl Datapath {
             portmap: map(names::PORTMAP)?.try_into().map_err(wrong(names::PORTMAP))?,
             host_addrs: map(names::HOST_ADDRS)?.try_into().map_err(wrong(names::HOST_ADDRS))?,
             xdp_targets: map(names::XDP_TARGETS)?.try_into().map_err(wrong(names::XDP_TARGETS))?,
+            stage_runs: map(names::STAGE_RUNS)?.try_into().map_err(wrong(names::STAGE_RUNS))?,
             dir,
             lock_dir,
         })
@@ -510,16 +524,30 @@ impl Datapath {
     }
 
     /// Each pinned program's run count and total run time in nanoseconds, as the kernel
-    /// counts them while run-time statistics are on.
-    pub fn program_runs(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+    /// counts them while run-time statistics are on. The kernel counts only the program a hook
+    /// runs: a tail-called stage's runs come from its own counter (`STAGE_RUNS`, always on),
+    /// and its time is not measured apart from its caller's.
+    pub fn program_runs(&self) -> Result<Vec<ProgramRuns>> {
         names::PROGRAMS
             .iter()
             .map(|&name| {
+                if let Some(slot) = names::TAIL_CALLED.iter().position(|&s| s == name) {
+                    let runs = self.stage_runs(slot as u32)?;
+                    return Ok(ProgramRuns { program: name, runs, run_ns: None });
+                }
                 let path = self.dir.join(name);
                 let info = ProgramInfo::from_pin(&path).context(|| format!("cannot read {}", path.display()))?;
-                Ok((name, info.run_count(), u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX)))
+                let run_ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+                Ok(ProgramRuns { program: name, runs: info.run_count(), run_ns: Some(run_ns) })
             })
             .collect()
+    }
+
+    /// How many times the tail-called stage in `slot` ran, summed over the CPUs.
+    fn stage_runs(&self, slot: u32) -> Result<u64> {
+        let per_cpu =
+            self.stage_runs.get(&slot, 0).context(|| format!("cannot read slot {slot} of {}", names::STAGE_RUNS))?;
+        Ok(per_cpu.iter().sum())
     }
 
     /// The host veths (by ifindex) the datapath checks frames for.

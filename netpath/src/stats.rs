@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::{
     controller::Controller,
+    datapath::ProgramRuns,
     error::{Context, Result},
     store::State,
 };
@@ -87,7 +88,12 @@ pub async fn collect(ctl: &mut Controller, network: Option<&str>) -> Result<Repo
 pub struct ProgramCost {
     pub program: &'static str,
     pub runs: u64,
-    pub run_ns: u64,
+    /// Who counted `runs`: `kernel` (its run-time statistics, while they are on) or `netpath`
+    /// (a tail-called stage's own counter, always on: the kernel does not count those).
+    pub counted_by: &'static str,
+    /// `None` when not measured: the kernel times a tail-called stage as part of the program
+    /// that called it.
+    pub run_ns: Option<u64>,
     pub ns_per_run: Option<f64>,
 }
 
@@ -123,14 +129,37 @@ pub async fn programs(ctl: &mut Controller, window: Option<Duration>) -> Result<
 }
 
 /// Each program's runs and time, less what `before` had already counted.
-fn costs(now: &[(&'static str, u64, u64)], before: Option<&[(&'static str, u64, u64)]>) -> Vec<ProgramCost> {
+fn costs(now: &[ProgramRuns], before: Option<&[ProgramRuns]>) -> Vec<ProgramCost> {
     now.iter()
-        .map(|&(program, runs, ns)| {
-            let (runs0, ns0) =
-                before.and_then(|b| b.iter().find(|(p, ..)| *p == program)).map_or((0, 0), |&(_, r, n)| (r, n));
-            let (runs, run_ns) = (runs.saturating_sub(runs0), ns.saturating_sub(ns0));
-            let ns_per_run = (runs > 0).then(|| run_ns as f64 / runs as f64);
-            ProgramCost { program, runs, run_ns, ns_per_run }
+        .map(|p| {
+            let earlier = before.and_then(|b| b.iter().find(|e| e.program == p.program));
+            let runs = p.runs.saturating_sub(earlier.map_or(0, |e| e.runs));
+            let run_ns = p.run_ns.map(|ns| ns.saturating_sub(earlier.and_then(|e| e.run_ns).unwrap_or(0)));
+            let ns_per_run = run_ns.filter(|_| runs > 0).map(|ns| ns as f64 / runs as f64);
+            let counted_by = if p.run_ns.is_some() { "kernel" } else { "netpath" };
+            ProgramCost { program: p.program, runs, counted_by, run_ns, ns_per_run }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_counted_by_netpath_and_their_time_is_not_measured() {
+        let before = [
+            ProgramRuns { program: "from_container", runs: 10, run_ns: Some(1_000) },
+            ProgramRuns { program: "from_container_egress", runs: 2, run_ns: None },
+        ];
+        let after = [
+            ProgramRuns { program: "from_container", runs: 30, run_ns: Some(5_000) },
+            ProgramRuns { program: "from_container_egress", runs: 7, run_ns: None },
+        ];
+        let costs = costs(&after, Some(&before));
+        assert_eq!((costs[0].runs, costs[0].run_ns, costs[0].ns_per_run), (20, Some(4_000), Some(200.0)));
+        assert_eq!(costs[0].counted_by, "kernel");
+        assert_eq!((costs[1].runs, costs[1].run_ns, costs[1].ns_per_run), (5, None, None));
+        assert_eq!(costs[1].counted_by, "netpath");
+    }
 }

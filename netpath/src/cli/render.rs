@@ -189,23 +189,40 @@ pub(super) fn endpoints_table(eps: &[EndpointRecord]) -> String {
 }
 
 pub(super) fn program_stats_text(r: &stats::ProgramReport) -> String {
+    const NOT_MEASURED: &str = "not measured";
     let rows = r
         .programs
         .iter()
         .map(|p| {
-            let per_run = p.ns_per_run.map_or_else(|| "-".to_string(), |ns| format!("{ns:.0}"));
-            vec![p.program.to_string(), p.runs.to_string(), p.run_ns.to_string(), per_run]
+            let (run_ns, per_run) = match p.run_ns {
+                None => (NOT_MEASURED.to_string(), NOT_MEASURED.to_string()),
+                Some(ns) => (ns.to_string(), p.ns_per_run.map_or_else(|| "-".to_string(), |ns| format!("{ns:.0}"))),
+            };
+            vec![p.program.to_string(), p.runs.to_string(), run_ns, per_run]
         })
         .collect::<Vec<_>>();
     let scope = match r.window_seconds {
         Some(seconds) => format!("over {seconds:.0} s"),
         None if r.kernel_stats_enabled => "since each program was loaded".to_string(),
-        None => "since load; kernel.bpf_stats_enabled is 0, so nothing was counted: pass --for SECONDS".to_string(),
+        None => "since load; kernel.bpf_stats_enabled is 0, so the kernel counted nothing (the tail-called stages' \
+                 own counts are shown): pass --for SECONDS"
+            .to_string(),
+    };
+    let stages: Vec<&str> = r.programs.iter().filter(|p| p.run_ns.is_none()).map(|p| p.program).collect();
+    let note = if stages.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n{}: tail-called stages. The kernel does not count their runs; netpath's own counter does \
+             (STAGE_RUNS). Their run time is not measured apart: it is part of the ns/run of the program that \
+             called them (from_container, from_uplink).",
+            stages.join(", ")
+        )
     };
     format!(
         "{}
 
-{scope}",
+{scope}{note}",
         table(&["PROGRAM", "RUNS", "RUN-NS", "NS/RUN"], &rows)
     )
 }
