@@ -228,6 +228,28 @@ fn a_hundred_concurrent_attaches_and_detaches_on_one_network() {
     t.teardown();
 }
 
+/// A command held stopped (`NETPATH_PAUSE_AT`). Killed if the test fails before letting it go:
+/// it holds locks that the topology's cleanup would wait for forever.
+struct Held(Option<std::process::Child>);
+
+impl Held {
+    fn resume(mut self) -> std::process::Child {
+        let child = self.0.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        child
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Whether a child is still running after `wait`.
 fn still_running(child: &mut std::process::Child, wait: Duration) -> bool {
     std::thread::sleep(wait);
@@ -238,6 +260,7 @@ fn still_running(child: &mut std::process::Child, wait: Duration) -> bool {
 fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     let mut t = Topology::new("race");
     t.network("web", &["--subnet", "10.90.0.0/24"]);
+    t.network("other", &["--subnet", "10.90.1.0/24"]);
     let path = t.netns("a");
     // An attach held half-way: its veth exists, its row is still `creating`.
     let attach = t
@@ -247,28 +270,47 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(attach.id() as i32);
-    for _ in 0..100 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        if stat.split_whitespace().nth(2) == Some("T") {
-            break;
-        }
+    let attach = Held(Some(attach));
+    let stopped =
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().split_whitespace().nth(2) == Some("T");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stopped() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(stopped(), "the attach did not stop at attach:veth");
+    let row = |t: &Topology| {
+        let rows = t.np_json(&["endpoint", "ls"]);
+        rows.as_array().unwrap().iter().find(|e| e["id"] == "a").cloned()
+    };
+    let held = row(&t).expect("the paused attach's row");
+    assert_eq!(held["state"], "creating", "{held}");
+    let host_veth = held["host_veth"].as_str().unwrap().to_string();
+    assert!(t.link("host", &host_veth).is_some(), "the paused attach made its veth");
+
     let mut detach = t.netpath_cmd(&["detach", "--id", "a"]).stderr(Stdio::piped()).spawn().unwrap();
     let mut rm = t.netpath_cmd(&["network", "rm", "web"]).stderr(Stdio::piped()).spawn().unwrap();
     assert!(still_running(&mut detach, Duration::from_millis(500)), "detach acted on a row being created");
     assert!(still_running(&mut rm, Duration::from_millis(10)), "network rm acted while an attach ran");
-    // The row another process is creating is not collected either.
-    let gc = t.netpath_cmd(&["gc"]).stdout(Stdio::piped()).spawn().unwrap();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let attached = attach.wait_with_output().unwrap();
+    // The cheap gc that every attach runs first, while the attach is still held: it must leave
+    // the row being created (its creator holds its lock) and its veth alone.
+    t.container("b", "other", &[]);
+    let after = row(&t).expect("the cheap gc of another attach removed a row being created");
+    assert_eq!(after["state"], "creating", "{after}");
+    assert!(t.link("host", &host_veth).is_some(), "the cheap gc of another attach removed a veth being wired");
+    // `netpath gc` waits for the attach: it takes the global lock exclusively.
+    let mut gc = t.netpath_cmd(&["gc", "--format", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+    assert!(still_running(&mut gc, Duration::from_millis(500)), "gc ran while an attach was half-way");
+    assert!(stopped(), "the attach was held until gc had started");
+    let attached = attach.resume().wait_with_output().unwrap();
     assert!(attached.status.success());
     let ep: Value = serde_json::from_slice(&attached.stdout).unwrap();
     assert_eq!(ep["state"], "ready");
     let gc = gc.wait_with_output().unwrap();
-    assert!(!String::from_utf8_lossy(&gc.stdout).contains("abandoned"), "gc took a live attach for dead");
-    // Then the detach runs on the finished endpoint, and the network rm sees either it
-    // attached (refused: no --force) or gone (removed).
+    assert!(gc.status.success());
+    let report: Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(report["abandoned_endpoints"], serde_json::json!([]), "gc took a live attach for dead: {report}");
+    // Then the detach runs on the finished endpoint, and the network rm sees it either attached
+    // (refused: no --force) or gone (removed); b is on another network.
     assert!(detach.wait_with_output().unwrap().status.success());
     let rm = rm.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&rm.stderr);
