@@ -160,28 +160,46 @@ impl Topology {
         self.np_json(&args)
     }
 
-    /// The pinned datapath's directory (`<pin root>/<version>`), once netpath has loaded it.
-    pub fn datapath_dir(&self) -> Option<PathBuf> {
-        let dirs: Vec<_> = std::fs::read_dir(self.pin_root()).map(|d| d.flatten().collect()).unwrap_or_default();
-        dirs.iter().find(|d| !d.file_name().to_string_lossy().starts_with("probe-")).map(|d| d.path())
+    /// Whether the netpath under test has loaded its datapath under this topology's pin root.
+    pub fn datapath_loaded(&self) -> bool {
+        netpath::datapath::is_pinned(&self.pin_root())
     }
 
-    /// Entries of a pinned map, read independently of netpath with bpftool.
+    /// The pinned datapath's directory: `<pin root>/<version>`, the version of the netpath
+    /// build under test, with every program pinned. Panics when it is not there (never
+    /// loaded, another build's, or a leftover a reload staged), naming what the pin root holds.
+    pub fn datapath_dir(&self) -> PathBuf {
+        let dir = self.pin_root().join(netpath::datapath::version());
+        if !self.datapath_loaded() {
+            let held: Vec<String> = std::fs::read_dir(self.pin_root())
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            panic!("no datapath of this build is pinned at {} (the pin root holds {held:?})", dir.display());
+        }
+        dir
+    }
+
+    /// Entries of a pinned map of the datapath, read independently of netpath with bpftool.
+    /// Panics when the datapath or the map is not pinned.
     pub fn map_entries(&self, map: &str) -> Vec<Value> {
-        let Some(dir) = self.datapath_dir() else {
-            return Vec::new();
-        };
-        let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(dir.join(map)).output().unwrap();
+        let path = self.datapath_dir().join(map);
+        assert!(path.exists(), "map {map} is not pinned at {}", path.display());
+        let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&path).output().unwrap();
         assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().cloned().unwrap_or_default()
+        let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+        entries.as_array().unwrap_or_else(|| panic!("bpftool dumped {map} as {entries}")).clone()
     }
 
-    /// Packets the datapath dropped for `reason` (`netpath stats`); 0 for a reason this build
-    /// does not know.
+    /// Packets the datapath dropped for `reason` (`netpath stats`). Panics for a reason
+    /// `netpath stats` does not list (it lists every reason the build knows).
     pub fn drop_count(&self, reason: &str) -> u64 {
         let stats = self.np_json(&["stats"]);
         let drops = stats["drops"].as_array().expect("stats drops");
-        drops.iter().find(|d| d["reason"] == reason).map_or(0, |d| d["packets"].as_u64().unwrap())
+        let Some(drop) = drops.iter().find(|d| d["reason"] == reason) else {
+            let known: Vec<&str> = drops.iter().filter_map(|d| d["reason"].as_str()).collect();
+            panic!("`netpath stats` knows no drop reason `{reason}`; it lists {known:?}");
+        };
+        drop["packets"].as_u64().unwrap()
     }
 
     /// What netfilter holds in the namespaces of this topology, one line each: nftables
@@ -214,8 +232,12 @@ impl Topology {
         let links = self.exec("host", &["ip", "-o", "link", "show"]);
         let leftover: Vec<&str> = links.lines().filter(|l| l.contains(": np-") || l.contains(": npv")).collect();
         assert!(leftover.is_empty(), "links left in the host namespace: {leftover:?}");
-        for map in ["ENDPOINTS", "VETHS", "NETWORKS"] {
-            assert!(self.map_entries(map).is_empty(), "{map} entries left: {:?}", self.map_entries(map));
+        // A topology that never loaded the datapath has no map to look at.
+        if self.datapath_loaded() {
+            for map in ["ENDPOINTS", "VETHS", "NETWORKS"] {
+                let left = self.map_entries(map);
+                assert!(left.is_empty(), "{map} entries left: {left:?}");
+            }
         }
         self.release();
         self.namespaces.clear();

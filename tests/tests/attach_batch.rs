@@ -64,7 +64,7 @@ fn assert_listed_matches_kernel(t: &Topology) -> BTreeMap<String, Value> {
     assert_eq!(addresses.len(), listed.len(), "duplicate addresses");
     assert_eq!(t.map_entries("ENDPOINTS").len(), listed.len());
     assert_eq!(t.map_entries("VETHS").len(), listed.len());
-    let pins: BTreeSet<String> = std::fs::read_dir(t.datapath_dir().unwrap().join("links"))
+    let pins: BTreeSet<String> = std::fs::read_dir(t.datapath_dir().join("links"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("npv"))

@@ -96,7 +96,7 @@ fn add_check_del_del() {
     assert!(t.cni(&call("CHECK", "a", &a_ns), &with_prev(&config, &a)).ok);
     // A datapath entry gone behind netpath's back: ENDPOINTS no longer knows a's address.
     let key = "0x0a 0x5b 0x00 0x02";
-    let endpoints = t.datapath_dir().unwrap().join("ENDPOINTS");
+    let endpoints = t.datapath_dir().join("ENDPOINTS");
     let mut del = Command::new("bpftool");
     del.args(["map", "delete", "pinned"]).arg(&endpoints).arg("key").args(key.split(' '));
     netpath_tests::run(&mut del);

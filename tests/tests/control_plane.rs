@@ -75,11 +75,13 @@ fn attach_by_pid_and_with_explicit_address_mac_and_ifname() {
         .unwrap();
     // `ip netns exec` execs sleep in the namespace: wait until it is there.
     let pid = sleeper.id();
-    for _ in 0..50 {
-        if std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    let target = format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()));
+    let in_target = || std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l.to_string_lossy() == target);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !in_target() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(in_target(), "pid {pid} did not enter {path} within 5 s");
     let ep = t.np_json(&[
         "attach",
         "--network",

@@ -21,7 +21,8 @@ fn endpoint_stats<'a>(stats: &'a Value, id: &str) -> &'a Value {
 }
 
 fn drops(stats: &Value, reason: &str) -> u64 {
-    stats["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason).unwrap()["packets"].as_u64().unwrap()
+    let drop = stats["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason);
+    drop.unwrap_or_else(|| panic!("no drop reason `{reason}` in {stats}"))["packets"].as_u64().unwrap()
 }
 
 #[test]
@@ -149,7 +150,7 @@ fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
     // Every attach ran in its own process: one ENDPOINTS map holds both, one link each.
     assert_eq!(t.map_entries("ENDPOINTS").len(), 2);
     assert_eq!(t.map_entries("NETWORKS").len(), 1);
-    let version = t.datapath_dir().expect("the datapath is pinned");
+    let version = t.datapath_dir();
     for reference in ["redirect_peer_ref", "REFERENCE_PEERS"] {
         assert!(!version.join(reference).exists(), "the bench's reference {reference} is not part of the datapath");
     }

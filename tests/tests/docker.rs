@@ -122,7 +122,7 @@ fn docker_run(t: &mut Topology, socket: &Path, name: &str) -> (String, Ipv4Addr)
     let src = joined["InterfaceName"]["SrcName"].as_str().unwrap();
     // The host end carries the datapath before the container end is up.
     let host_veth = format!("npv{}", &src[3..]);
-    let link = t.datapath_dir().unwrap().join("links").join(&host_veth);
+    let link = t.datapath_dir().join("links").join(&host_veth);
     assert!(link.exists(), "no TCX link pinned for {host_veth}");
     let state = t.exec("host", &["ip", "-o", "link", "show", src]);
     assert!(state.contains("state DOWN"), "the container end is not up yet: {state}");
@@ -616,6 +616,17 @@ struct Container {
     endpoint: String,
 }
 
+/// `ip -4 -o addr show` in a container's sandbox.
+fn addresses_in(sandbox: &str) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={sandbox}"))
+        .args(["ip", "-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip addr in {sandbox}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn ping_from(sandbox: &str, ip: &str) -> bool {
     std::process::Command::new("nsenter")
         .arg(format!("--net={sandbox}"))
@@ -684,7 +695,7 @@ fn assert_nothing_left(t: &Topology) {
     for map in ["ENDPOINTS", "VETHS", "NETWORKS", "PORTMAP"] {
         assert!(t.map_entries(map).is_empty(), "{map} entries left: {:?}", t.map_entries(map));
     }
-    let pins = t.datapath_dir().map(|d| d.join("links")).and_then(|d| std::fs::read_dir(d).ok());
+    let pins = std::fs::read_dir(t.datapath_dir().join("links")).ok();
     let pinned: Vec<String> =
         pins.into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(pinned.iter().all(|p| !p.starts_with("npv")), "endpoint links still pinned: {pinned:?}");
@@ -766,8 +777,16 @@ fn dockerd_runs_containers_on_netpath() {
     let c3_back = engine.container("c3", "back");
     assert_eq!(endpoint_ids(&t).len(), 3);
     assert!(ping_from(&c3.sandbox, &c4.ip.to_string()), "c3 cannot reach c4 after connect");
+    let back_veth = t.np_json(&["endpoint", "inspect", &c3_back.endpoint])["host_veth"].as_str().unwrap().to_string();
+    let back_addr = format!("inet {}/", c3_back.ip);
+    assert!(t.link("host", &back_veth).is_some(), "c3's endpoint on back has no host veth {back_veth}");
+    assert!(addresses_in(&c3.sandbox).contains(&back_addr), "c3 lacks {back_addr}");
     engine.docker(&["network", "disconnect", "back", "c3"]);
     assert!(!endpoint_ids(&t).contains(&c3_back.endpoint), "the disconnected endpoint is gone");
+    // Its interface is gone on both ends, not only unreachable.
+    let left = addresses_in(&c3.sandbox);
+    assert!(!left.contains(&back_addr), "c3 keeps {back_addr} after disconnect:\n{left}");
+    assert!(t.link("host", &back_veth).is_none(), "the host veth {back_veth} outlived the disconnect");
     assert!(!ping_from(&c3.sandbox, &c4.ip.to_string()), "c3 still reaches c4 after disconnect");
 
     // SIGKILL between two containers' starts: both keep working, the second is removed

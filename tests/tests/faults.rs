@@ -179,7 +179,7 @@ fn a_thousand_killed_operations_leave_nothing_behind() {
     for map in ["ENDPOINTS", "VETHS", "PORTMAP", "CT", "CT_NEW"] {
         assert_eq!(t.map_entries(map), Vec::<Value>::new(), "{map}");
     }
-    let pins = std::fs::read_dir(t.datapath_dir().unwrap().join("links")).map(|d| d.count()).unwrap_or(0);
+    let pins = std::fs::read_dir(t.datapath_dir().join("links")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(pins, 0, "pinned links left");
     assert_eq!(t.np(&["gc"]).trim(), "nothing to collect");
     t.teardown();

@@ -159,7 +159,7 @@ fn dead_namespaces_and_orphans_are_collected() {
     println!("inode of the dead namespace reused: {reused}");
     // Orphans: a netpath-named link and an ENDPOINTS entry that no row owns.
     t.exec("host", &["ip", "link", "add", "npv0rphan", "type", "veth", "peer", "name", "orphanpeer"]);
-    let dir = t.datapath_dir().unwrap();
+    let dir = t.datapath_dir();
     let out = Command::new("bpftool")
         .args(["map", "update", "pinned"])
         .arg(dir.join("ENDPOINTS"))
@@ -258,7 +258,7 @@ fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
     let mut t = Topology::with_outside("rld");
     t.network("web", &["--subnet", "10.89.0.0/24"]);
     let a = t.container("a", "web", &["-p", "8089:80"]);
-    let link = t.datapath_dir().unwrap().join("links").join(a["host_veth"].as_str().unwrap());
+    let link = t.datapath_dir().join("links").join(a["host_veth"].as_str().unwrap());
     let prog_before = link_prog_id(&link);
 
     // A masqueraded connection opened before the reload.

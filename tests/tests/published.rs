@@ -4,6 +4,10 @@
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -151,14 +155,22 @@ fn publishing_a_taken_port_fails_and_changes_nothing() {
     t.teardown();
 }
 
+/// After detach the published port no longer leads to the container, though its server still
+/// runs: it is the host's port again, answered by a host process listening on it (which the
+/// publication overrode while it existed), from the outside and from the host alike.
 #[test]
-fn after_detach_the_port_answers_nothing() {
+fn after_detach_the_port_leads_to_the_host_not_the_container() {
     let mut t = Topology::with_outside("gone");
     t.network("web", &["--subnet", "10.73.0.0/24"]);
     t.container("srv", "web", &["-p", "8080:80"]);
-    let server = tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap()), 1);
-    assert_eq!(tcp_request(&t, "outside", host(8080), "x").0, "80:x");
-    server.join().unwrap();
+    let _srv =
+        EchoServer::start(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap()));
+    // A host process on the published port: the publication wins while it exists.
+    let _host =
+        EchoServer::start(in_netns(&t.ns_path("host"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080)).unwrap()));
+    for ns in ["outside", "host"] {
+        assert_eq!(tcp_request(&t, ns, host(8080), "x").0, "80:x", "{ns} -> the published port");
+    }
     // No process but this test's own is in any of the topology's namespaces: netpath is
     // one-shot and there is no proxy carrying the traffic.
     for ns in ["host", "srv", "outside"] {
@@ -168,14 +180,16 @@ fn after_detach_the_port_answers_nothing() {
     t.assert_no_netfilter();
 
     t.np(&["detach", "--id", "srv"]);
+    // The container's server still runs (its namespace reaches it over loopback) ...
+    assert_eq!(tcp_request(&t, "srv", SocketAddr::from((Ipv4Addr::LOCALHOST, 80)), "y").0, "80:y");
+    // ... but the port leads to the host's listener now, from the wire and from the host.
+    for ns in ["outside", "host"] {
+        let reply = in_netns(&t.ns_path(ns), || request(host(8080), "z"));
+        assert_eq!(reply.as_deref().map_err(|e| e.to_string()), Ok("8080:z"), "{ns} -> port 8080 after detach");
+    }
     assert_eq!(t.np_json(&["port", "ls"]), Value::Array(vec![]));
     assert!(t.map_entries("PORTMAP").is_empty());
-    for ns in ["outside", "host"] {
-        let err =
-            in_netns(&t.ns_path(ns), || TcpStream::connect_timeout(&host(8080), Duration::from_secs(2))).unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut), "{ns}: {err:?}");
-    }
-    let version = t.datapath_dir().expect("the datapath is pinned");
+    let version = t.datapath_dir();
     let cgroup_links = std::fs::read_dir(version.join("links"))
         .unwrap()
         .flatten()
@@ -183,6 +197,56 @@ fn after_detach_the_port_answers_nothing() {
         .count();
     assert_eq!(cgroup_links, 0, "the socket programs stay attached with no port published");
     t.teardown();
+}
+
+/// One TCP request and its whole reply.
+fn request(to: SocketAddr, msg: &str) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect_timeout(&to, TIMEOUT)?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    conn.write_all(msg.as_bytes())?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+/// Answers every TCP connection with its port and what it read first, until dropped.
+struct EchoServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    fn start(listener: TcpListener) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let port = listener.local_addr().unwrap().port();
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+                        let mut buf = [0u8; 256];
+                        let n = conn.read(&mut buf).unwrap_or(0);
+                        let _ = conn.write_all(&[format!("{port}:").as_bytes(), &buf[..n]].concat());
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) => panic!("accept on port {port}: {e}"),
+                }
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Pids of the processes, other than this one, whose network namespace is `ns_path`.

@@ -85,8 +85,20 @@ fn xdp_runs_native_and_redirects_published_tcp_and_udp() {
     // link of type xdp on the uplink.
     let link = t.exec("host", &["ip", "-d", "link", "show", UPLINK]);
     assert!(link.contains("prog/xdp") && !link.contains("xdpgeneric"), "xdp_uplink is not native:\n{link}");
-    let links = t.exec("host", &["bpftool", "link", "show"]);
-    assert!(links.contains("type xdp") || links.contains(": xdp "), "no XDP link:\n{links}");
+    // bpftool lists the links of the whole machine: look at this topology's own, pinned by
+    // netpath, whose program (each topology loads its own) is the one `ip` reports on this
+    // uplink. (bpftool does not show an XDP link's ifindex.)
+    let pin = t.datapath_dir().join("links").join(format!("xdp-{UPLINK}"));
+    let out = std::process::Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(&pin).output().unwrap();
+    assert!(out.status.success(), "no pinned XDP link at {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr));
+    let bpf_link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uplink: serde_json::Value = t.exec("host", &["ip", "-j", "-d", "link", "show", "dev", UPLINK]).parse().unwrap();
+    let uplink = &uplink[0];
+    assert_eq!(bpf_link["type"], "xdp", "{bpf_link}");
+    assert_eq!(
+        bpf_link["prog_id"], uplink["xdp"]["prog"]["id"],
+        "the XDP link is not on this uplink: {bpf_link} / {uplink}"
+    );
     let inspect = t.np_json(&["network", "inspect", "web"]);
     assert_eq!((&inspect["xdp"], &inspect["xdp_mode"]), (&"redirect".into(), &"native".into()), "{inspect}");
     // The container's end runs NAPI (GRO on), without which it would drop redirected frames.
