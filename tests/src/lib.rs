@@ -131,7 +131,69 @@ impl Topology {
 
     /// Whether `count` pings from `ns` to `ip` all come back.
     pub fn ping(&self, ns: &str, ip: &str, count: u32) -> bool {
-        self.exec_output(ns, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
+        let (sent, received) = self.ping_counts(ns, ip, count);
+        sent == count && received == count
+    }
+
+    /// Whether `count` pings from `ns` to `ip` all went out and none came back.
+    pub fn no_reply(&self, ns: &str, ip: &str, count: u32) -> bool {
+        let (sent, received) = self.ping_counts(ns, ip, count);
+        sent == count && received == 0
+    }
+
+    /// Pings sent and answered, as ping counts them (its exit status says only whether any
+    /// answer came, unless it has a deadline).
+    fn ping_counts(&self, ns: &str, ip: &str, count: u32) -> (u32, u32) {
+        let deadline = (count / 5 + 3).to_string();
+        let out =
+            self.exec_output(ns, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", "-w", &deadline, ip]);
+        ping_summary(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|| panic!("ping {ip} in {ns}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// Asserts that every endpoint of `endpoints` (as `attach` and `endpoint ls` give them:
+    /// `id`, `netns`, `ip`) is wired: each pings the next one (the last the first), so every
+    /// endpoint sends and answers and none pings its own address. One ping each, all at once.
+    pub fn assert_ring_reachable(&self, endpoints: &[Value]) {
+        assert!(endpoints.len() >= 2, "a ring needs two endpoints: {endpoints:?}");
+        let field = |e: &Value, key: &str| e[key].as_str().unwrap_or_else(|| panic!("no {key} in {e}")).to_string();
+        let ring: Vec<(String, String, String)> = (0..endpoints.len())
+            .map(|i| {
+                let (from, to) = (&endpoints[i], &endpoints[(i + 1) % endpoints.len()]);
+                (field(from, "id"), field(from, "netns"), field(to, "ip"))
+            })
+            .collect();
+        for (i, (id, _, to)) in ring.iter().enumerate() {
+            assert_ne!(&field(&endpoints[i], "ip"), to, "{id} would ping its own address");
+        }
+        let ping = |netns: &str, ip: &str, count: &str| {
+            Command::new("nsenter")
+                .arg(format!("--net={netns}"))
+                .args(["ping", "-c", count, "-i", "0.2", "-W", "2", ip])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn ping")
+        };
+        let children: Vec<_> = ring.iter().map(|(_, netns, ip)| ping(netns, ip, "1")).collect();
+        let failed: Vec<&(String, String, String)> = ring
+            .iter()
+            .zip(children)
+            .filter_map(|(r, child)| (!child.wait_with_output().is_ok_and(|o| o.status.success())).then_some(r))
+            .collect();
+        // A ping lost to a machine busy with a hundred of them gets a second chance; a
+        // miswired endpoint answers neither.
+        let unreachable: Vec<String> = failed
+            .into_iter()
+            .filter(|(_, netns, ip)| !ping(netns, ip, "3").wait_with_output().is_ok_and(|o| o.status.success()))
+            .map(|(id, _, ip)| format!("{id} -> {ip}"))
+            .collect();
+        assert!(
+            unreachable.is_empty(),
+            "{} of {} endpoints got no answer: {unreachable:?}",
+            unreachable.len(),
+            ring.len()
+        );
     }
 
     /// `ip -j link show` of one interface in a namespace.
@@ -277,6 +339,13 @@ impl Drop for Topology {
             self.release();
         }
     }
+}
+
+/// "N packets transmitted, M received" from ping's summary.
+fn ping_summary(out: &str) -> Option<(u32, u32)> {
+    let line = out.lines().find(|l| l.contains(" packets transmitted, "))?;
+    let mut numbers = line.split(", ").map(|part| part.split_whitespace().next().and_then(|n| n.parse().ok()));
+    Some((numbers.next()??, numbers.next()??))
 }
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
