@@ -2,9 +2,13 @@
 //! namespace or die without a detach, objects left behind netpath's back, and re-attaching.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::Command,
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use netpath_tests::{
@@ -25,6 +29,7 @@ fn after_a_reboot_restore_brings_every_network_back() {
     let a = t.container("a", "web", &["-p", "8080:80"]);
     let b = t.container("b", "web", &[]);
     let c = t.container("c", "db", &[]);
+    let d = t.container("d", "db", &[]);
     assert!(t.ping("b", &ip_of(&a).to_string(), 1));
 
     reboot_host(&t);
@@ -49,6 +54,7 @@ fn after_a_reboot_restore_brings_every_network_back() {
         |id: &str| report["endpoints"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap()["action"].clone();
     assert_eq!(action("a"), "rewired", "{report}");
     assert_eq!(action("c"), "rewired", "{report}");
+    assert_eq!(action("d"), "rewired", "{report}");
     assert_eq!(action("b"), "released", "{report}");
     for net in report["networks"].as_array().unwrap() {
         assert!(net["created"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().starts_with("created bridge")));
@@ -64,8 +70,15 @@ fn after_a_reboot_restore_brings_every_network_back() {
     // Container to container, egress, isolation, and a published port from the outside.
     assert!(t.ping("b", &ip_of(&a).to_string(), 2), "c2c after restore");
     assert!(t.ping("a", OUTSIDE_ADDR, 2), "egress after restore");
+    // The internal network works (its endpoints talk to each other) and stays internal: what
+    // it may not reach is refused by the datapath, counted under its reason.
+    assert!(t.ping("c", &ip_of(&d).to_string(), 2), "c2c on the internal network after restore");
+    assert!(t.ping("d", &ip_of(&c).to_string(), 2), "c2c on the internal network after restore");
+    let (denied, policy) = (t.drop_count("egress-denied"), t.drop_count("policy"));
     assert!(t.no_reply("c", OUTSIDE_ADDR, 1), "an internal network stays internal");
+    assert!(t.drop_count("egress-denied") > denied, "c's egress was not refused as egress-denied");
     assert!(t.no_reply("a", &ip_of(&c).to_string(), 1), "networks stay isolated");
+    assert!(t.drop_count("policy") > policy, "a's ping to c was not refused as policy");
     let server = serve_once(&t, "a", 80);
     let to: SocketAddr = format!("{UPLINK_ADDR}:8080").parse().unwrap();
     assert_eq!(fetch(&t, "outside", to), "hello from a");
@@ -146,17 +159,31 @@ fn dead_namespaces_and_orphans_are_collected() {
     assert!(t.endpoint_stat("dead", "tx_packets") >= 3);
 
     // The namespace dies without a detach: `gc` releases its address, port and entries,
-    // though its veth (and so its ifindex) went first.
+    // though its veth (and so its ifindex) went first. The kernel hands the dead namespace's
+    // inode number to the next namespace at once: the endpoint must not be taken for alive in
+    // that stranger. A namespace of another test may take the number first: then the
+    // container restarts (attached again, in a new namespace) and dies again, until one of
+    // this test's strangers gets it.
     let inode = |path: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
-    let dead_inode = inode(&t.ns_path("dead"));
-    netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-dead", t.prefix)]));
-    // The kernel hands the dead namespace's inode number to the next namespace at once: the
-    // endpoint must not be taken for alive in that stranger.
-    let reused = (0..20).any(|i| {
-        std::thread::sleep(Duration::from_millis(100));
-        inode(&t.netns(&format!("stranger{i}"))) == dead_inode
-    });
-    println!("inode of the dead namespace reused: {reused}");
+    let mut dead_ns = "dead".to_string();
+    let mut reused = false;
+    for attempt in 0..8 {
+        let dead_inode = inode(&t.ns_path(&dead_ns));
+        netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-{dead_ns}", t.prefix)]));
+        reused = (0..20).any(|i| {
+            std::thread::sleep(Duration::from_millis(100));
+            inode(&t.netns(&format!("stranger{attempt}x{i}"))) == dead_inode
+        });
+        if reused {
+            eprintln!("the dead namespace's inode number went to a stranger after {attempt} restart(s)");
+            break;
+        }
+        dead_ns = format!("dead{attempt}");
+        let path = t.netns(&dead_ns);
+        let again = t.np_json(&["attach", "--network", "web", "--netns", &path, "--id", "dead", "-p", "8095:80"]);
+        assert_eq!(again["ip"], dead["ip"], "the restarted container gets its address back");
+    }
+    assert!(reused, "in 8 tries no namespace of this test got the inode number of the dead one");
     // Orphans: a netpath-named link and an ENDPOINTS entry that no row owns.
     t.exec("host", &["ip", "link", "add", "npv0rphan", "type", "veth", "peer", "name", "orphanpeer"]);
     let dir = t.datapath_dir();
@@ -279,28 +306,56 @@ fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
     conn.read_exact(&mut buf).unwrap();
     let tx_before = t.endpoint_stat("a", "tx_packets");
 
-    // Pings every 5 ms across the reload: none may be lost.
-    let pinger = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-a", t.prefix),
-            "ping",
-            "-c",
-            "300",
-            "-i",
-            "0.005",
-            "-W",
-            "1",
-            OUTSIDE_ADDR,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // A UDP request every 5 ms through the masquerade, from before the reload starts until
+    // after it has returned: none may go unanswered.
+    let echo_addr: SocketAddr = format!("{OUTSIDE_ADDR}:7101").parse().unwrap();
+    let echo = in_netns(&t.ns_path("outside"), || UdpSocket::bind(echo_addr).unwrap());
+    echo.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let client = in_netns(&t.ns_path("a"), || UdpSocket::bind("0.0.0.0:0").unwrap());
+    client.connect(echo_addr).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let reloaded: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (echoing, pinging) = (Arc::new(AtomicBool::new(true)), reloaded.clone());
+    let echo_running = echoing.clone();
+    let echoer = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while echo_running.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                echo.send_to(&buf[..n], from).unwrap();
+            }
+        }
+    });
+    // Exchanges (answered or not) with their times; it goes on 200 ms past the reload's end.
+    let pinger = std::thread::spawn(move || {
+        let mut exchanges: Vec<(Instant, bool)> = Vec::new();
+        for seq in 0u32.. {
+            if pinging.lock().unwrap().is_some_and(|done| done.elapsed() > Duration::from_millis(200)) {
+                break;
+            }
+            let sent = Instant::now();
+            client.send(&seq.to_be_bytes()).unwrap();
+            let mut buf = [0u8; 4];
+            let answered = client.recv(&mut buf).is_ok_and(|n| n == 4 && buf == seq.to_be_bytes());
+            exchanges.push((sent, answered));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        exchanges
+    });
     std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
     let report = t.np_json(&["datapath", "reload"]);
-    let pings = String::from_utf8(pinger.wait_with_output().unwrap().stdout).unwrap();
-    assert!(pings.contains(" 0% packet loss"), "{pings}");
+    *reloaded.lock().unwrap() = Some(Instant::now());
+    let exchanges = pinger.join().unwrap();
+    echoing.store(false, Ordering::Relaxed);
+    echoer.join().unwrap();
+    let done = reloaded.lock().unwrap().unwrap();
+    let lost = exchanges.iter().filter(|(_, answered)| !answered).count();
+    let during = exchanges.iter().filter(|(at, _)| *at >= started && *at <= done).count();
+    eprintln!("{} exchanges, {during} while the reload ran ({:?}), {lost} unanswered", exchanges.len(), done - started);
+    assert_eq!(lost, 0, "{lost} of {} requests went unanswered across the reload", exchanges.len());
+    assert!(exchanges.first().is_some_and(|(at, _)| *at < started), "the requests began after the reload did");
+    assert!(exchanges.last().is_some_and(|(at, _)| *at > done), "the requests stopped before the reload returned");
+    assert!(during > 0, "no request was sent while the reload ran");
 
     assert!(report["kept_maps"].as_array().unwrap().iter().any(|m| m == "CT"), "{report}");
     // Every map but the tail-call table, which holds the programs of its own build.
