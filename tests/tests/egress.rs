@@ -22,9 +22,17 @@ fn kernel_conntrack_entries(t: &Topology) -> Vec<String> {
 #[test]
 fn tcp_udp_and_ping_reach_the_outside_from_the_uplink_address() {
     let mut t = Topology::with_outside("egr");
+    // What a new namespace starts with depends on the machine (`devconf_inherit_init_net`):
+    // the test turns forwarding off itself, so that what follows works without it, and checks
+    // that netpath turns it on for its bridge only.
+    let forwarding = |t: &Topology, conf: &str| t.exec("host", &["sysctl", "-n", &format!("net.ipv4.{conf}")]);
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
     t.network("web", &["--subnet", "10.60.0.0/24"]);
     let a = t.container("a", "web", &[]);
-    assert_eq!(t.exec("host", &["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(), "0", "no ip_forward needed");
+    assert_eq!(forwarding(&t, "ip_forward").trim(), "0", "netpath changed the host's ip_forward");
+    assert_eq!(forwarding(&t, "conf.np-web.forwarding").trim(), "1", "the bridge does not forward");
+    let uplink = format!("conf.{}.forwarding", netpath_tests::UPLINK);
+    assert_eq!(forwarding(&t, &uplink).trim(), "0", "netpath turned forwarding on for the uplink");
 
     // TCP: the server sees the uplink address, and data comes back intact.
     let listener = in_netns(&t.ns_path("outside"), || TcpListener::bind(outside(7000)).unwrap());
