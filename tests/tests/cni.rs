@@ -292,7 +292,7 @@ fn fifty_parallel_adds_get_fifty_addresses() {
 }
 
 /// Every malformed configuration or environment gets the spec's code and a message, and
-/// creates nothing.
+/// creates nothing but, for a good configuration, its network.
 #[test]
 fn malformed_input_gets_the_right_code() {
     let mut t = Topology::new("cbd");
@@ -380,6 +380,13 @@ fn malformed_input_gets_the_right_code() {
         assert_eq!(reply.code(), *code, "{what}: {}", reply.stdout);
         eprintln!("{what}: {}", reply.stdout.trim());
     }
+    // Refused configurations made nothing, not even their network.
+    let bridges = |t: &Topology| -> Vec<String> {
+        let links = t.exec("host", &["ip", "-o", "link", "show"]);
+        links.lines().filter_map(|l| l.split(": ").nth(1)).filter(|n| n.starts_with("np")).map(String::from).collect()
+    };
+    assert_eq!(t.np_json(&["network", "ls"]), json!([]), "a refused configuration made a network");
+    assert_eq!(bridges(&t), Vec::<String>::new(), "a refused configuration made a link");
 
     let good = base.to_string().into_bytes();
     let envs: Vec<(&str, Call, u64)> = vec![
@@ -407,9 +414,17 @@ fn malformed_input_gets_the_right_code() {
         eprintln!("{what}: {}", reply.stdout.trim());
     }
     assert!(endpoint_ids(&t).is_empty(), "a refused ADD attached something");
+    // A good configuration's network is made before the container's namespace is looked at,
+    // and stays when the namespace is refused: that network, as configured, is all there is.
     let created = t.np_json(&["network", "ls"]);
-    let links = t.exec("host", &["ip", "-o", "link", "show"]);
-    assert!(!links.contains("npv"), "a refused ADD left a veth: {links}");
+    let nets: Vec<(&str, &str, &str)> = created
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["subnet"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(nets, [("bad", "10.99.10.0/24", "ready")], "{created}");
+    assert_eq!(bridges(&t), ["np-bad"], "a refused ADD left a link other than the network's bridge");
 
     // A network that exists must match the configuration.
     let c = add(&mut t, "b", &base);
