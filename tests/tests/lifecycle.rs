@@ -213,8 +213,15 @@ fn dead_namespaces_and_orphans_are_collected() {
     let second = t.np(&["gc"]);
     assert_eq!(second.trim(), "nothing to collect");
 
-    // Without gc, the next attach does the cheap part itself.
+    // Without gc, the next attach does the cheap part itself. The kernel destroys a deleted
+    // namespace (and the veth with it) in the background: the attach comes once it has.
     netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-again", t.prefix)]));
+    let again_veth = again["host_veth"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.link("host", again_veth).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(t.link("host", again_veth).is_none(), "the veth of a deleted namespace outlived it by 10 s");
     t.container("third", "web", &[]);
     let ids: Vec<String> =
         t.np_json(&["endpoint", "ls"]).as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
