@@ -1,0 +1,4 @@
+//! Values every layer speaks in, with no I/O: subnets and addresses of either family, MAC
+//! addresses, published ports.
+pub mod net;
+pub mod port;
