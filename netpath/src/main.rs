@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     match netpath::frontend::cli::run(netpath::frontend::cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netpath: {e}");
+            eprintln!("netpath: {}", e.render(&netpath::frontend::cli::flag));
             ExitCode::from(e.exit_code())
         }
     }

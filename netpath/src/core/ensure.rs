@@ -3,8 +3,9 @@
 //! compares what the database says with what the kernel has and changes only what differs.
 use serde::Serialize;
 
+use crate::kernel::sysctl;
 use crate::{
-    core::controller::Controller, error::Error, error::Result, kernel::link, kernel::link::Netlink, kernel::netns,
+    core::controller::Controller, error::Error, error::Result, kernel::link::Netlink, kernel::netns,
     kernel::netns::Netns, state::store::EndpointRecord, state::store::NetworkRecord,
 };
 
@@ -36,7 +37,7 @@ impl Controller {
             done.push(format!("added {}/{}", net.gateway, net.subnet.prefix()));
         }
         self.nl.set_up(index).await?;
-        if net.uplink.is_some() && !link::forwarding_enabled(&net.bridge) {
+        if net.uplink.is_some() && !sysctl::forwarding_enabled(&net.bridge) {
             done.push(format!("turned forwarding on for {}", net.bridge));
         }
         self.publish_network(net).await?;
@@ -95,7 +96,7 @@ impl Controller {
                 // ends are up is seen too); `refresh_endpoint` makes it an XDP
                 // target. Other endpoints are left as they are: no namespace switch.
                 if ep.network_xdp.redirects() {
-                    netns::run_in(ns, || link::enable_gro(&ep.ifname))??;
+                    netns::run_in(ns, || sysctl::enable_gro(&ep.ifname))??;
                 }
                 self.refresh_datapath(ep, host_ifindex)?;
                 self.publish(ep).await?;

@@ -10,8 +10,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde::Serialize;
 
 use crate::{
-    core::controller::Controller, core::controller::HOST_VETH_PREFIX, error::Error, error::Result,
-    kernel::datapath::map_key, kernel::link, kernel::netns::Netns, kernel::reload, state::lock::Mode,
+    core::controller::Controller, error::Error, error::Result, kernel::datapath::map_key, kernel::link,
+    kernel::link::HOST_VETH_PREFIX, kernel::netns::Netns, kernel::reload, state::lock::Mode,
     state::store::EndpointRecord, state::store::State,
 };
 
@@ -202,7 +202,7 @@ impl Controller {
             collect(format!("VETHS {ifindex}"), dp.remove_veth(ifindex));
         }
         for (key, target) in dp.published()? {
-            let owned = published.iter().any(|p| crate::kernel::datapath::port_key(p) == key)
+            let owned = published.iter().any(|p| crate::kernel::datapath::port_key(p) == Some(key))
                 && ips.iter().any(|ip| map_key(*ip) == target.addr);
             if !owned {
                 let port = u16::from_be(key.port);

@@ -6,14 +6,16 @@
 //! Also what such an engine needs around it: networks found by the engine's id, an address
 //! claimed before the endpoint is wired, ports published after it is, and IPAM pools and
 //! addresses from netpath's allocator.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
+use crate::kernel::ports;
+use crate::kernel::sysctl;
+use crate::types::mac;
 use crate::{
-    core::controller::Controller, core::controller::DetachSpec, core::controller::host_veth_name,
-    core::restore::EndpointAction, error::Error, error::Result, kernel::link, kernel::link::VethPeer,
-    kernel::netns::NsIdentity, state::ipam, state::lock::Mode, state::store::EndpointRecord,
-    state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation, state::store::State,
-    types::net::Ipv4Net, types::port, types::port::Port, types::port::Proto,
+    core::controller::Controller, core::names::host_veth_name, core::request::DetachSpec,
+    core::restore::EndpointAction, error::Error, error::Result, kernel::link::VethPeer, state::lock::Mode,
+    state::store::EndpointRecord, state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation,
+    state::store::State, types::identity::NsIdentity, types::net::Ipv4Net, types::port::Port, types::port::Proto,
 };
 
 /// The first host port tried for a publication that names none (`docker run -P`): below the
@@ -33,7 +35,7 @@ pub struct Handed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRequest {
     pub proto: Proto,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub host_port_end: u16,
     pub container_port: u16,
@@ -56,10 +58,10 @@ impl Controller {
         ip: Ipv4Addr,
         mac: Option<[u8; 6]>,
     ) -> Result<[u8; 6]> {
-        if !net.subnet.hosts().contains(&u32::from(ip)) || ip == net.gateway {
+        if !net.subnet.is_host(ip) || ip == net.gateway {
             return Err(Error::invalid(format!("address {ip} is not a free host address of {}", net.subnet)));
         }
-        let mac = mac.unwrap_or_else(|| ipam::mac_for(ip));
+        let mac = mac.unwrap_or_else(|| mac::mac_for(ip));
         self.store.claim_endpoint(id, net.id, ip, &mac)?;
         Ok(mac)
     }
@@ -189,7 +191,7 @@ impl Controller {
         let mut ports: Vec<Port> = Vec::new();
         for req in requests {
             let (first, last) = match (req.host_port, req.host_port_end) {
-                (0, _) => (FIRST_AUTO_PORT, link::local_port_range()?.0.saturating_sub(1)),
+                (0, _) => (FIRST_AUTO_PORT, sysctl::local_port_range()?.0.saturating_sub(1)),
                 (port, end) => (port, end.max(port)),
             };
             // A port named exactly is taken as it is: the checks below refuse it, naming why.
@@ -201,7 +203,7 @@ impl Controller {
                     host_port,
                     container_port: req.container_port,
                 })
-                .find(|p| exact || (!taken.iter().chain(&ports).any(|t| t.collides(p)) && !port::host_port_in_use(p)));
+                .find(|p| exact || (!taken.iter().chain(&ports).any(|t| t.collides(p)) && !ports::host_port_in_use(p)));
             let port = free.ok_or_else(|| {
                 Error::conflict(format!(
                     "no free host port in {first}-{last}/{} to publish port {}",

@@ -1,9 +1,10 @@
 //! Read-only checks of what the kernel holds against the database, for frontends that must
 //! answer "is this endpoint whole?" (CNI CHECK) and "can this network take endpoints?" (CNI
 //! STATUS) without repairing anything on the way, unlike `ensure`.
+use crate::types::mac;
 use crate::{
     core::controller::Controller, error::Result, kernel::datapath, kernel::link::Netlink, kernel::netns::Netns,
-    state::ipam, state::store::EndpointRecord, state::store::State,
+    state::store::EndpointRecord, state::store::State,
 };
 
 /// Whether a network can take endpoints, and why not.
@@ -49,8 +50,8 @@ impl Controller {
                     ep.ip, info.host_ifindex, info.network_id, host_ifindex, net.id
                 )));
             }
-            Some(info) if ipam::format_mac(&info.mac) != ep.mac => {
-                return Ok(Some(format!("the ENDPOINTS entry of {} has MAC {}", ep.ip, ipam::format_mac(&info.mac))));
+            Some(info) if mac::format_mac(&info.mac) != ep.mac => {
+                return Ok(Some(format!("the ENDPOINTS entry of {} has MAC {}", ep.ip, mac::format_mac(&info.mac))));
             }
             Some(_) => {}
         }
@@ -60,7 +61,9 @@ impl Controller {
         let published = dp.published()?;
         for port in &ep.ports {
             let key = datapath::port_key(port);
-            let target = published.iter().find(|(k, _)| (k.addr, k.port, k.proto) == (key.addr, key.port, key.proto));
+            let target = published
+                .iter()
+                .find(|(k, _)| key.is_some_and(|key| (k.addr, k.port, k.proto) == (key.addr, key.port, key.proto)));
             let leads_here = target.is_some_and(|(_, t)| {
                 t.addr == datapath::map_key(ep.ip) && u16::from_be(t.port) == port.container_port
             });
@@ -76,7 +79,7 @@ impl Controller {
         let Some(index) = self.nl.index_of(&ep.host_veth).await? else {
             return Ok(None);
         };
-        Ok(self.nl.mac_of(index).await?.map(|mac| ipam::format_mac(&mac)))
+        Ok(self.nl.mac_of(index).await?.map(|mac| mac::format_mac(&mac)))
     }
 
     /// Whether an endpoint could be attached to `network` now: the datapath is loaded, and
@@ -110,9 +113,7 @@ impl Controller {
         }
         let used = self.store.endpoints(Some(net.id))?.len() as u64;
         // Every host address but the gateway can be an endpoint's.
-        let range = net.subnet.hosts();
-        let hosts = u64::from(range.end() - range.start()) + 1;
-        if used + 1 >= hosts {
+        if u128::from(used) + 1 >= net.subnet.host_count() {
             return Ok(Readiness::NotReady(format!(
                 "network '{network}' has no free address left in {} ({used} endpoints)",
                 net.subnet

@@ -78,7 +78,7 @@ async fn periodic_gc(ctl: &mut Controller) {
         Ok(_) => {}
         Err(e) => eprintln!("netpath daemon: gc: {e}"),
     }
-    if crate::kernel::datapath::is_pinned(&ctl.paths().pin_root) {
+    if ctl.datapath_pinned() {
         if let Err(e) = conntrack::gc(ctl) {
             eprintln!("netpath daemon: conntrack gc: {e}");
         }
@@ -157,7 +157,7 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Job>) {
                 }
                 match answer.await {
                     Ok(Ok(value)) => (200, value),
-                    Ok(Err(e)) => (500, json!({ "Err": e.to_string() })),
+                    Ok(Err(e)) => (500, json!({ "Err": e.render(&docker::option) })),
                     Err(_) => return,
                 }
             }

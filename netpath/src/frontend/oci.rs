@@ -6,8 +6,9 @@ use std::io::Read;
 use serde::Deserialize;
 
 use crate::{
-    core::controller::AttachSpec, core::controller::Controller, core::controller::DetachSpec, core::controller::Target,
-    error::Error, error::Result, state::store::EndpointRecord,
+    core::{AttachSpec, Controller, DetachSpec, EndpointRecord, Target},
+    error::{Error, Field, Result},
+    types::{net, port},
 };
 
 /// More than this on stdin is not a container's state.
@@ -59,10 +60,10 @@ pub async fn attach(ctl: &mut Controller, state: &State, hook: &HookAttach) -> R
         network: hook.network.clone(),
         target: Target::Pid(pid),
         id: Some(state.id.clone()),
-        ip: hook.ip.clone(),
+        ip: hook.ip.as_deref().map(|ip| net::parse_ip(Field::Ip, ip)).transpose()?,
         mac: None,
         ifname: hook.ifname.clone(),
-        publish: hook.publish.clone(),
+        ports: port::parse_publish_all(&hook.publish)?,
     };
     ctl.attach(&spec).await
 }

@@ -12,28 +12,13 @@ use rtnetlink::{
     },
 };
 
+use crate::error::{Field, Message};
+use crate::kernel::sysctl;
+use crate::types::name;
 use crate::{error::Context, error::Error, error::Result, kernel::netns, kernel::netns::Netns, types::net::Ipv4Net};
 
-pub const IFNAMSIZ_MAX: usize = 15;
-
-/// Interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
-pub fn check_ifname(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= IFNAMSIZ_MAX
-        && name != "."
-        && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if ok {
-        Ok(())
-    } else if name.len() > IFNAMSIZ_MAX {
-        Err(Error::invalid(format!(
-            "{what} '{name}' is {} bytes; interface names are at most {IFNAMSIZ_MAX}",
-            name.len()
-        )))
-    } else {
-        Err(Error::invalid(format!("{what} '{name}' is not a valid interface name")))
-    }
-}
+/// What the host end of every endpoint's veth is named with.
+pub const HOST_VETH_PREFIX: &str = "npv";
 
 /// The errno of a netlink error, if it is one.
 pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
@@ -92,9 +77,9 @@ impl Netlink {
     pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<u32> {
         self.handle.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await.map_err(|e| {
             match errno(&e) {
-                Some(libc::EEXIST) => {
-                    Error::conflict(format!("interface '{name}' already exists; pass another --bridge"))
-                }
+                Some(libc::EEXIST) => Error::conflict(
+                    Message::from(format!("interface '{name}' already exists; pass another ")).and_field(Field::Bridge),
+                ),
                 _ => Error::system(format!("cannot create bridge '{name}'"), e),
             }
         })?;
@@ -125,18 +110,21 @@ impl Netlink {
         }
         let msg = msg.build();
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
-            Some(libc::EEXIST) => Error::conflict(format!(
-                "network namespace '{}' already has an interface named '{}'; pass another --ifname",
-                peer.netns.map_or("of the host", |ns| ns.path.as_str()),
-                peer.name
-            )),
+            Some(libc::EEXIST) => Error::conflict(
+                Message::from(format!(
+                    "network namespace '{}' already has an interface named '{}'; pass another ",
+                    peer.netns.map_or("of the host", |ns| ns.path.as_str()),
+                    peer.name
+                ))
+                .and_field(Field::Ifname),
+            ),
             _ => Error::system(format!("cannot create veth '{host}'"), e),
         })?;
         let index = self.require_index(host).await?;
         if peer.gro {
             match peer.netns {
-                Some(ns) => netns::run_in(ns, || enable_gro(peer.name))??,
-                None => enable_gro(peer.name)?,
+                Some(ns) => netns::run_in(ns, || sysctl::enable_gro(peer.name))??,
+                None => sysctl::enable_gro(peer.name)?,
             }
             self.set_up(index).await?;
         }
@@ -354,7 +342,7 @@ impl NameLookup {
         use std::os::fd::AsRawFd;
         // SAFETY: ifreq is plain data; all zeroes is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        if name.len() > IFNAMSIZ_MAX {
+        if name.len() > name::IFNAMSIZ_MAX {
             return Ok(false);
         }
         for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
@@ -405,14 +393,6 @@ pub struct VethPeer<'a> {
     pub gro: bool,
 }
 
-/// Lets the kernel route packets that arrive on `ifname` (a bridge netpath owns). The
-/// datapath's `bpf_fib_lookup` asks as if the packet arrived there, and the kernel answers only
-/// for interfaces that forward. This is the interface's own setting, not the host's ip_forward.
-pub fn enable_forwarding(ifname: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
-    std::fs::write(&path, "1").context(|| format!("cannot enable forwarding on {ifname}"))
-}
-
 /// How XDP runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -433,67 +413,5 @@ impl std::fmt::Display for XdpMode {
             Self::Offloaded => "offloaded",
             Self::Multiple => "multiple",
         })
-    }
-}
-
-/// Turns GRO on for `ifname` in the calling thread's namespace (a container's side of a veth).
-/// A veth then runs NAPI (kernel 5.13 and later), which is what it needs to take the frames
-/// `xdp_uplink` redirects into its peer; the alternative, an XDP program on it, would run for
-/// every frame the container receives. Its peer offers itself as a redirect target
-/// (`NDO_XMIT`) only when it comes up after this, or when this is done while both are up.
-pub fn enable_gro(ifname: &str) -> Result<()> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_SGRO: u32 = 0x0000_002c;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    let mut value = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes().take(IFNAMSIZ_MAX)) {
-        *dst = src as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-    let fail = |e| Error::system(format!("cannot turn GRO on for {ifname}"), e);
-    // SAFETY: a socket only for the ioctl, closed when `sock` drops; `req` and `value` outlive
-    // the call.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
-    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL, &mut req) };
-    if rc < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Turns IPv6 off on `ifname` in the calling thread's namespace (a container's interface):
-/// netpath networks are IPv4 only and the datapath drops IPv6, so the container should not
-/// send it at all. Nothing to do on a kernel without IPv6.
-pub fn disable_ipv6(ifname: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    match std::fs::write(&path, "1") {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        written => written.context(|| format!("cannot disable IPv6 on {ifname}")),
-    }
-}
-
-/// Whether `ifname` forwards. Writing `net.ipv4.ip_forward` (any value) resets it on every
-/// interface, so `ensure` checks it rather than trusting it stayed as netpath left it.
-pub fn forwarding_enabled(ifname: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")).is_ok_and(|v| v.trim() == "1")
-}
-
-/// The host's ephemeral port range, which masquerading must stay clear of.
-pub fn local_port_range() -> Result<(u16, u16)> {
-    let path = "/proc/sys/net/ipv4/ip_local_port_range";
-    let text = std::fs::read_to_string(path).context(|| format!("cannot read {path}"))?;
-    let mut parts = text.split_whitespace().map(str::parse::<u16>);
-    match (parts.next(), parts.next()) {
-        (Some(Ok(lo)), Some(Ok(hi))) => Ok((lo, hi)),
-        _ => Err(Error::system(format!("cannot parse {path}"), text)),
     }
 }

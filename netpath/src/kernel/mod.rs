@@ -4,6 +4,7 @@ pub mod bpflink;
 pub mod datapath;
 pub mod link;
 pub mod netns;
-pub mod privileges;
+pub mod ports;
 pub mod probe;
 pub mod reload;
+pub mod sysctl;

@@ -7,22 +7,11 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+use crate::types::identity::NsIdentity;
 use crate::{error::Context, error::Error, error::Result};
 
 /// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-
-/// Who a network namespace is, as recorded with an endpoint. (device, inode) names it while
-/// it lives, but the kernel hands a freed inode number to the next namespace at once; the
-/// namespace cookie is never reused within a boot, and the boot id tells boots apart. Rows
-/// from before cookies were recorded have cookie 0 and boot "" and match by (device, inode).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NsIdentity {
-    pub dev: u64,
-    pub ino: u64,
-    pub cookie: u64,
-    pub boot: String,
-}
 
 /// This boot's id: namespaces never outlive a boot.
 pub fn boot_id() -> Result<String> {

@@ -1,5 +1,5 @@
-//! `netpath status`: probes the kernel for what the datapath needs, proves the embedded object
-//! verifies, and checks that the pinned maps agree with the database.
+//! The kernel half of `netpath status`: probes the kernel for what the datapath needs and
+//! proves the embedded object verifies.
 use std::path::Path;
 
 use aya::{
@@ -7,10 +7,9 @@ use aya::{
     programs::{ProgramType, SchedClassifier, TcAttachType},
     sys::{BpfHelper, is_helper_supported},
 };
-use netpath_common::limits;
 use serde::Serialize;
 
-use crate::{core::controller::Controller, error::Result, kernel::datapath, kernel::datapath::PROBE_PREFIX};
+use crate::kernel::datapath::{self, PROBE_PREFIX};
 
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -19,16 +18,17 @@ pub struct Check {
     pub detail: String,
 }
 
-fn check(name: &'static str, outcome: std::result::Result<String, String>) -> Check {
+pub fn check(name: &'static str, outcome: std::result::Result<String, String>) -> Check {
     match outcome {
         Ok(detail) => Check { name, ok: true, detail },
         Err(detail) => Check { name, ok: false, detail },
     }
 }
 
-pub async fn run(ctl: &mut Controller) -> Result<Vec<Check>> {
-    let pin_root = ctl.paths().pin_root.clone();
-    let mut checks = vec![
+/// What the kernel offers the datapath, and whether the embedded object verifies; `pin_root`
+/// is where the datapath is pinned.
+pub fn kernel(pin_root: &Path) -> Vec<Check> {
+    vec![
         check("btf", btf()),
         check("tcx", tcx()),
         check("bpf_redirect_peer", helper(BpfHelper::BPF_FUNC_redirect_peer)),
@@ -36,26 +36,12 @@ pub async fn run(ctl: &mut Controller) -> Result<Vec<Check>> {
         check("cgroup2", cgroup2()),
         check(
             "bpffs",
-            datapath::ensure_bpffs(&pin_root)
+            datapath::ensure_bpffs(pin_root)
                 .map(|()| format!("pin root {}", pin_root.display()))
                 .map_err(|e| e.to_string()),
         ),
-    ];
-    checks.push(check("ebpf-object", verify_object(&pin_root)));
-    checks.push(check("datapath-sync", sync(ctl).await));
-    checks.push(check("conntrack", conntrack_usage(ctl)));
-    Ok(checks)
-}
-
-/// How full the two connection tables are: a flood of unanswered opens fills only the small
-/// one, and must never show in the established one.
-fn conntrack_usage(ctl: &mut Controller) -> std::result::Result<String, String> {
-    let (established, new) = ctl.datapath().map_err(|e| e.to_string())?.conntrack_usage();
-    Ok(format!(
-        "{established}/{} entries established (CT), {new}/{} not yet (CT_NEW); two per connection",
-        limits::MAX_CT,
-        limits::MAX_CT_NEW
-    ))
+        check("ebpf-object", verify_object(pin_root)),
+    ]
 }
 
 fn btf() -> std::result::Result<String, String> {
@@ -109,35 +95,4 @@ fn verify_object(pin_root: &Path) -> std::result::Result<String, String> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-/// Every ready endpoint is in ENDPOINTS with its veth's ifindex, and nothing else is.
-async fn sync(ctl: &mut Controller) -> std::result::Result<String, String> {
-    let endpoints = ctl.store().endpoints(None).map_err(|e| e.to_string())?;
-    let mut expected = Vec::new();
-    for ep in endpoints.iter().filter(|e| e.state == crate::state::store::State::Ready) {
-        let ifindex = ctl.host_ifindex(ep).await.map_err(|e| e.to_string())?;
-        expected.push((ep.ip, ifindex));
-    }
-    let in_map = ctl.datapath().map_err(|e| e.to_string())?.endpoints().map_err(|e| e.to_string())?;
-    let mut problems = Vec::new();
-    for (ip, ifindex) in &expected {
-        match in_map.iter().find(|(mip, _)| mip == ip) {
-            None => problems.push(format!("{ip} missing from ENDPOINTS")),
-            Some((_, info)) if Some(info.host_ifindex) != *ifindex => {
-                problems.push(format!("{ip} points at a stale ifindex"))
-            }
-            Some(_) => {}
-        }
-    }
-    for (ip, _) in &in_map {
-        if !expected.iter().any(|(eip, _)| eip == ip) {
-            problems.push(format!("{ip} in ENDPOINTS has no endpoint"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(format!("{} endpoint(s) in the database and in ENDPOINTS", expected.len()))
-    } else {
-        Err(problems.join("; "))
-    }
 }

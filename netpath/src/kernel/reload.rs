@@ -17,14 +17,10 @@ use netpath_common::names;
 use serde::Serialize;
 
 use crate::{
-    core::controller::HOST_VETH_PREFIX, error::Context, error::Error, error::Result, fault, kernel::bpflink,
-    kernel::bpflink::MapShape, kernel::datapath, kernel::datapath::OBJECT, kernel::datapath::PROBE_PREFIX,
+    error::Context, error::Error, error::Result, fault, kernel::bpflink, kernel::bpflink::MapShape, kernel::datapath,
+    kernel::datapath::OBJECT, kernel::datapath::PROBE_PREFIX, kernel::datapath::RETIRED_PREFIX,
+    kernel::datapath::STAGING_PREFIX, kernel::link::HOST_VETH_PREFIX,
 };
-
-/// Where the new datapath is built before it takes over (bpffs names cannot hold a dot).
-pub const STAGING_PREFIX: &str = "reload-";
-/// Where the old one waits to be removed once the new one has its name.
-pub const RETIRED_PREFIX: &str = "retired-";
 
 #[derive(Debug, Default, Serialize)]
 pub struct ReloadReport {

@@ -3,7 +3,7 @@
 use netpath_common::Config;
 use serde::Serialize;
 
-use crate::{error::Error, error::Result, kernel::link, state::store::Store};
+use crate::{error::Error, error::Result, state::store::Store};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Settings {
@@ -59,8 +59,10 @@ impl Settings {
         }
     }
 
-    pub fn load(store: &Store) -> Result<Self> {
-        let d = Self::defaults(link::local_port_range()?);
+    /// The recorded settings; what was never set defaults around `ephemeral`, the host's
+    /// ephemeral port range.
+    pub fn load(store: &Store, ephemeral: (u16, u16)) -> Result<Self> {
+        let d = Self::defaults(ephemeral);
         let get = |key: &str, default: i64| -> Result<i64> { Ok(store.setting(key)?.unwrap_or(default)) };
         Ok(Self {
             snat_port_min: get(KEYS[0], d.snat_port_min.into())? as u16,

@@ -1,10 +1,10 @@
 //! Published ports: Docker's `-p [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp]`.
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::IpAddr};
 
 use netpath_common::{IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
-use crate::{error::Error, error::Result};
+use crate::error::{Error, Field, Message, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,7 +44,7 @@ impl fmt::Display for Proto {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Port {
     pub proto: Proto,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
 }
@@ -60,13 +60,22 @@ impl Port {
 
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip = self.host_ip.map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string());
-        write!(f, "{ip}:{}->{}/{}", self.host_port, self.container_port, self.proto)
+        match self.host_ip {
+            None => write!(f, "0.0.0.0:")?,
+            Some(IpAddr::V4(ip)) => write!(f, "{ip}:")?,
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
+        }
+        write!(f, "{}->{}/{}", self.host_port, self.container_port, self.proto)
     }
 }
 
+/// A message about one `-p` value: "`<what>` in -p '<spec>'`<after>`", the flag named by the frontend.
+fn bad(what: impl fmt::Display, spec: &str, after: &str) -> Error {
+    Error::invalid(Message::from(format!("{what} in ")).and_field(Field::Publish).and(format!(" '{spec}'{after}")))
+}
+
 fn port_range(s: &str, spec: &str) -> Result<(u16, u16)> {
-    let bad = || Error::invalid(format!("invalid port '{s}' in --publish '{spec}': expected 1-65535 or FIRST-LAST"));
+    let bad = || bad(format!("invalid port '{s}'"), spec, ": expected 1-65535 or FIRST-LAST");
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let a: u16 = a.parse().map_err(|_| bad())?;
     let b: u16 = b.parse().map_err(|_| bad())?;
@@ -76,80 +85,64 @@ fn port_range(s: &str, spec: &str) -> Result<(u16, u16)> {
     Ok((a, b))
 }
 
-/// Parses one `--publish` value into the ports it publishes.
+/// Splits `[HOST_IP:]HOST:CONTAINER`, where an IPv6 host address is bracketed as Docker
+/// spells it (`[::1]:8080:80`).
+fn split_mapping(mapping: &str) -> Option<(Option<&str>, &str, &str)> {
+    if let Some(rest) = mapping.strip_prefix('[') {
+        let (ip, ports) = rest.split_once("]:")?;
+        let (host, container) = ports.split_once(':')?;
+        return (!container.contains(':')).then_some((Some(ip), host, container));
+    }
+    match mapping.split(':').collect::<Vec<_>>().as_slice() {
+        [host, container] => Some((None, host, container)),
+        [ip, host, container] => Some((Some(ip), host, container)),
+        _ => None,
+    }
+}
+
+/// Parses one `-p` value into the ports it publishes. `0.0.0.0` and `::` mean every address
+/// of their family; both are kept as "every address" until networks carry IPv6.
 pub fn parse_publish(spec: &str) -> Result<Vec<Port>> {
     let (mapping, proto) = match spec.rsplit_once('/') {
-        Some((m, p)) => (
-            m,
-            Proto::parse(p).ok_or_else(|| {
-                Error::invalid(format!("invalid protocol '{p}' in --publish '{spec}': use tcp or udp"))
-            })?,
-        ),
+        Some((m, p)) => {
+            (m, Proto::parse(p).ok_or_else(|| bad(format!("invalid protocol '{p}'"), spec, ": use tcp or udp"))?)
+        }
         None => (spec, Proto::Tcp),
     };
-    let parts: Vec<&str> = mapping.split(':').collect();
-    let (host_ip, host, container) = match parts.as_slice() {
-        [host, container] => (None, *host, *container),
-        [ip, host, container] => {
-            let ip: Ipv4Addr =
-                ip.parse().map_err(|_| Error::invalid(format!("invalid host address '{ip}' in --publish '{spec}'")))?;
-            (if ip.is_unspecified() { None } else { Some(ip) }, *host, *container)
-        }
-        _ => {
-            return Err(Error::invalid(format!(
-                "invalid --publish '{spec}': expected [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp]"
-            )));
+    let (host_ip, host, container) = split_mapping(mapping).ok_or_else(|| {
+        Error::invalid(
+            Message::from("invalid ")
+                .and_field(Field::Publish)
+                .and(format!(" '{spec}': expected [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp]")),
+        )
+    })?;
+    let host_ip = match host_ip {
+        None => None,
+        Some(ip) => {
+            let ip: IpAddr = ip.parse().map_err(|_| bad(format!("invalid host address '{ip}'"), spec, ""))?;
+            (!ip.is_unspecified()).then_some(ip)
         }
     };
     let (h0, h1) = port_range(host, spec)?;
     let (c0, c1) = port_range(container, spec)?;
     if h1 - h0 != c1 - c0 {
-        return Err(Error::invalid(format!(
-            "--publish '{spec}': the host range {h0}-{h1} and the container range {c0}-{c1} differ in length"
-        )));
+        return Err(Error::invalid(
+            Message::field(Field::Publish)
+                .and(format!(" '{spec}': the host range {h0}-{h1} and the container range {c0}-{c1} differ in length")),
+        ));
     }
     Ok((0..=h1 - h0).map(|i| Port { proto, host_ip, host_port: h0 + i, container_port: c0 + i }).collect())
 }
 
-/// Whether a process of the current namespace holds the host port: a TCP listener or a bound
-/// UDP socket. Tried by binding it (with `SO_REUSEADDR`, so connections in TIME_WAIT do not
-/// count) and closing at once; a port published to a container must not shadow a host service.
-pub fn host_port_in_use(port: &Port) -> bool {
-    let ty = match port.proto {
-        Proto::Tcp => libc::SOCK_STREAM,
-        Proto::Udp => libc::SOCK_DGRAM,
-    };
-    // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return false;
-        }
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.host_port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32);
-        let in_use = rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE);
-        libc::close(fd);
-        in_use
-    }
+/// Every port of several `-p` values.
+pub fn parse_publish_all(specs: &[String]) -> Result<Vec<Port>> {
+    Ok(specs.iter().map(|s| parse_publish(s)).collect::<Result<Vec<_>>>()?.concat())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -157,12 +150,16 @@ mod tests {
         let p = parse_publish("8080:80").unwrap();
         assert_eq!(p, [Port { proto: Proto::Tcp, host_ip: None, host_port: 8080, container_port: 80 }]);
         let p = parse_publish("127.0.0.1:5353:53/udp").unwrap();
-        assert_eq!(p[0].host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(p[0].host_ip, Some(Ipv4Addr::LOCALHOST.into()));
         assert_eq!(p[0].proto, Proto::Udp);
         let p = parse_publish("9000-9009:80-89").unwrap();
         assert_eq!(p.len(), 10);
         assert_eq!((p[9].host_port, p[9].container_port), (9009, 89));
         assert_eq!(parse_publish("0.0.0.0:1:2").unwrap()[0].host_ip, None);
+        let v6 = parse_publish("[::1]:8080:80").unwrap()[0];
+        assert_eq!(v6.host_ip, Some("::1".parse().unwrap()));
+        assert_eq!(v6.to_string(), "[::1]:8080->80/tcp");
+        assert_eq!(parse_publish("[::]:8080:80/udp").unwrap()[0].host_ip, None);
     }
 
     #[test]
@@ -175,6 +172,9 @@ mod tests {
             ("70000:80", "invalid port '70000'"),
             ("x.y:1:2", "invalid host address"),
             ("10-5:10-5", "invalid port '10-5'"),
+            ("[::1:8080:80", "expected [HOST_IP:]"),
+            ("[::1]:8080", "expected [HOST_IP:]"),
+            ("[zz]:1:2", "invalid host address 'zz'"),
         ] {
             let err = parse_publish(spec).unwrap_err().to_string();
             assert!(err.contains(msg), "{spec}: {err}");

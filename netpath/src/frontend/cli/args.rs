@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::{DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR};
+use crate::core::session::{DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR};
 use crate::view::output::Format;
 
 #[derive(Debug, Parser)]

@@ -1,12 +1,13 @@
 //! The `netpath` command line: each command parsed (`args`), run on the controller, and what
 //! it returns printed (`render`, or JSON).
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use crate::{
-    core::controller::AttachSpec, core::controller::Controller, core::controller::DetachSpec,
-    core::controller::NetworkSpec, core::controller::Paths, core::controller::Target, error::Error, error::Result,
-    frontend::cni, frontend::oci, kernel::netns, kernel::netns::Netns, kernel::privileges, kernel::probe,
-    state::settings::Changes, state::store::Xdp, view::conntrack, view::monitor, view::output::table, view::stats,
+    core::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target, Xdp, session, settings::Changes},
+    error::{Error, Field, Result},
+    frontend::{cni, oci},
+    types::{mac, net, port},
+    view::{conntrack, monitor, output::table, stats},
 };
 
 mod args;
@@ -14,34 +15,33 @@ mod args;
 use crate::view::render::*;
 pub use args::*;
 
-/// Where the state database lives unless `--state-dir` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/netpath";
-/// The pin root unless `--bpffs` says otherwise.
-pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/netpath";
+/// How the command line names each part of a request: by its flag.
+pub fn flag(field: Field) -> Cow<'static, str> {
+    Cow::Borrowed(match field {
+        Field::Subnet => "--subnet",
+        Field::Gateway => "--gateway",
+        Field::Bridge => "--bridge",
+        Field::Mtu => "--mtu",
+        Field::Uplink => "--uplink",
+        Field::Xdp => "--xdp",
+        Field::EndpointId => "--id",
+        Field::Ip => "--ip",
+        Field::Mac => "--mac",
+        Field::Ifname => "--ifname",
+        Field::Publish => "-p",
+        Field::Force => "--force",
+    })
+}
 
-/// Runs the parsed command line: checks privileges, enters the host namespace before any
-/// thread exists, then drives the controller on a single-threaded runtime.
+/// Runs the parsed command line on the controller, in the host namespace.
 pub fn run(cli: Cli) -> Result<()> {
-    privileges::require()?;
     if let Command::Cni(CniCmd::Install { dirs }) = &cli.command {
         for path in cni::install(dirs)? {
             println!("installed {}", path.display());
         }
         return Ok(());
     }
-    host_runtime(cli.host_netns.as_deref())?.block_on(execute(cli))
-}
-
-/// Enters the host namespace (`--host-netns`) while the process has one thread, as setns
-/// needs, and starts the runtime the controller runs on.
-pub fn host_runtime(host_netns: Option<&str>) -> Result<tokio::runtime::Runtime> {
-    if let Some(path) = host_netns {
-        netns::enter(&Netns::open(path)?)?;
-    }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::system("cannot start the async runtime", e))
+    session::host_runtime(cli.host_netns.as_deref())?.block_on(execute(cli))
 }
 
 async fn execute(cli: Cli) -> Result<()> {
@@ -59,10 +59,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 network: args.network,
                 target,
                 id: args.id,
-                ip: args.ip,
-                mac: args.mac,
+                ip: args.ip.as_deref().map(|ip| net::parse_ip(Field::Ip, ip)).transpose()?,
+                mac: args.mac.as_deref().map(mac::parse_mac).transpose()?,
                 ifname: args.ifname,
-                publish: args.publish,
+                ports: port::parse_publish_all(&args.publish)?,
             };
             let ep = ctl.attach(&spec).await?;
             print(args.format, &ep, endpoint_text)
@@ -95,7 +95,7 @@ async fn execute(cli: Cli) -> Result<()> {
             monitor::run(&mut ctl, seconds.map(std::time::Duration::from_secs), format)
         }
         Command::Status { format } => {
-            let checks = probe::run(&mut ctl).await?;
+            let checks = ctl.status().await?;
             print(format, &checks, |checks| {
                 let rows = checks
                     .iter()
@@ -230,8 +230,8 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
         NetworkCmd::Create(a) => {
             let spec = NetworkSpec {
                 name: a.name,
-                subnet: a.subnet,
-                gateway: a.gateway,
+                subnet: a.subnet.as_deref().map(str::parse).transpose()?,
+                gateway: a.gateway.as_deref().map(|g| net::parse_ip(Field::Gateway, g)).transpose()?,
                 bridge: a.bridge,
                 mtu: a.mtu,
                 internal: a.internal,
@@ -246,9 +246,8 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
             })
         }
         NetworkCmd::Ls { format } => {
-            let nets = ctl.store().networks()?;
-            let counts =
-                nets.iter().map(|n| Ok(ctl.store().endpoints(Some(n.id))?.len())).collect::<Result<Vec<_>>>()?;
+            let nets = ctl.networks()?;
+            let counts = nets.iter().map(|n| Ok(ctl.endpoints(Some(&n.name))?.len())).collect::<Result<Vec<_>>>()?;
             print(format, &nets, |nets| {
                 let rows = nets
                     .iter()
@@ -269,8 +268,8 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
             })
         }
         NetworkCmd::Inspect { name, format } => {
-            let network = ctl.store().network(&name)?;
-            let endpoints = ctl.store().endpoints(Some(network.id))?;
+            let network = ctl.network(&name)?;
+            let endpoints = ctl.endpoints(Some(&name))?;
             let xdp_mode = ctl.xdp_mode(&network).await?;
             let view = NetworkView { network, xdp_mode, endpoints };
             print(format, &view, |v| {

@@ -1,20 +1,23 @@
 //! What a CNI runtime hands the plugin, parsed at the edge into typed requests: the
 //! `CNI_*` environment variables and the network configuration on stdin.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::reply::{CniError, code};
+use super::reply::{CniError, SUPPORTED_VERSIONS, code};
 use crate::{
-    core::controller::AttachSpec, core::controller::NetworkSpec, core::controller::Target, kernel::link,
-    state::store::Xdp, types::net::Ipv4Net, types::port::Proto,
+    core::{AttachSpec, NetworkSpec, Target, Xdp},
+    types::{
+        name::ifname_problem,
+        net::{IpNet, Ipv4Net},
+        port::{Port, Proto},
+    },
 };
 
-/// The CNI versions this plugin speaks.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
-/// The version of replies given before the configuration's version is known.
-pub const LATEST_VERSION: &str = "1.1.0";
 /// More than this on stdin is not a network configuration.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
@@ -76,7 +79,9 @@ impl Attachment {
             ));
         }
         let ifname = required("CNI_IFNAME")?;
-        link::check_ifname("CNI_IFNAME", &ifname).map_err(|e| CniError::new(code::INVALID_ENV, e.to_string()))?;
+        if let Some(problem) = ifname_problem(&ifname) {
+            return Err(CniError::new(code::INVALID_ENV, format!("CNI_IFNAME {problem}")));
+        }
         let netns = if need_netns { Some(required("CNI_NETNS")?) } else { var("CNI_NETNS").filter(|v| !v.is_empty()) };
         Ok(Self { container_id, ifname, netns })
     }
@@ -232,14 +237,14 @@ fn invalid(msg: impl Into<String>) -> CniError {
 /// The netpath network the configuration describes; checked here so that a bad value is a
 /// configuration error before anything is created.
 fn network_spec(conf: &NetConf, name: &str) -> Result<NetworkSpec, CniError> {
-    if let Some(subnet) = &conf.subnet {
-        subnet.parse::<Ipv4Net>().map_err(|e| invalid(format!("\"subnet\": {e}")))?;
-    }
-    if let Some(gateway) = &conf.gateway {
-        gateway.parse::<Ipv4Addr>().map_err(|_| invalid(format!("\"gateway\" '{gateway}' is not an IPv4 address")))?;
-        if conf.subnet.is_none() {
-            return Err(invalid("\"gateway\" needs \"subnet\""));
-        }
+    let subnet = conf.subnet.as_deref().map(|s| s.parse::<Ipv4Net>().map_err(|e| invalid(format!("\"subnet\": {e}"))));
+    let subnet = subnet.transpose()?;
+    let gateway = conf.gateway.as_deref().map(|gateway| {
+        gateway.parse::<Ipv4Addr>().map_err(|_| invalid(format!("\"gateway\" '{gateway}' is not an IPv4 address")))
+    });
+    let gateway = gateway.transpose()?;
+    if gateway.is_some() && subnet.is_none() {
+        return Err(invalid("\"gateway\" needs \"subnet\""));
     }
     if let Some(mtu) = conf.mtu.filter(|m| !(68..=65535).contains(m)) {
         return Err(invalid(format!("\"mtu\" {mtu} is out of range (68-65535)")));
@@ -250,8 +255,8 @@ fn network_spec(conf: &NetConf, name: &str) -> Result<NetworkSpec, CniError> {
     }
     Ok(NetworkSpec {
         name: conf.network.clone().unwrap_or_else(|| name.to_string()),
-        subnet: conf.subnet.clone(),
-        gateway: conf.gateway.clone(),
+        subnet: subnet.map(IpNet::V4),
+        gateway: gateway.map(IpAddr::V4),
         bridge: None,
         mtu: conf.mtu,
         internal,
@@ -265,18 +270,17 @@ fn network_spec(conf: &NetConf, name: &str) -> Result<NetworkSpec, CniError> {
 
 fn check_runtime(runtime: &RuntimeConfig) -> Result<(), CniError> {
     for mapping in &runtime.port_mappings {
-        publish_arg(mapping)?;
+        port_of(mapping)?;
     }
     static_ip(runtime)?;
     Ok(())
 }
 
-/// A port mapping in netpath's (Docker's) `-p` syntax.
-fn publish_arg(m: &PortMapping) -> Result<String, CniError> {
+/// The port a mapping publishes.
+fn port_of(m: &PortMapping) -> Result<Port, CniError> {
     let proto = m.protocol.as_deref().filter(|p| !p.is_empty()).unwrap_or("tcp").to_ascii_lowercase();
-    if Proto::parse(&proto).is_none() {
-        return Err(invalid(format!("portMappings: protocol '{proto}' is not supported; use tcp or udp")));
-    }
+    let proto = Proto::parse(&proto)
+        .ok_or_else(|| invalid(format!("portMappings: protocol '{proto}' is not supported; use tcp or udp")))?;
     if m.host_port == 0 || m.container_port == 0 {
         return Err(invalid("portMappings: hostPort and containerPort must be 1-65535"));
     }
@@ -284,11 +288,11 @@ fn publish_arg(m: &PortMapping) -> Result<String, CniError> {
         Some(ip) => {
             let ip: Ipv4Addr =
                 ip.parse().map_err(|_| invalid(format!("portMappings: hostIP '{ip}' is not an IPv4 address")))?;
-            format!("{ip}:")
+            (!ip.is_unspecified()).then_some(IpAddr::V4(ip))
         }
-        None => String::new(),
+        None => None,
     };
-    Ok(format!("{host_ip}{}:{}/{proto}", m.host_port, m.container_port))
+    Ok(Port { proto, host_ip, host_port: m.host_port, container_port: m.container_port })
 }
 
 /// The one static address the `ips` capability may ask for.
@@ -310,15 +314,15 @@ fn static_ip(runtime: &RuntimeConfig) -> Result<Option<Ipv4Addr>, CniError> {
 impl Config {
     /// The attach request of an ADD.
     pub fn attach_spec(&self, at: &Attachment, netns: &str) -> Result<AttachSpec, CniError> {
-        let publish = self.runtime.port_mappings.iter().map(publish_arg).collect::<Result<_, _>>()?;
+        let ports = self.runtime.port_mappings.iter().map(port_of).collect::<Result<_, _>>()?;
         Ok(AttachSpec {
             network: self.network.name.clone(),
             target: Target::Path(netns.to_string()),
             id: Some(at.endpoint_id()),
-            ip: static_ip(&self.runtime)?.map(|ip| ip.to_string()),
+            ip: static_ip(&self.runtime)?.map(IpAddr::V4),
             mac: None,
             ifname: at.ifname.clone(),
-            publish,
+            ports,
         })
     }
 
@@ -363,11 +367,11 @@ mod tests {
             protocol: protocol.map(String::from),
             host_ip: host_ip.map(String::from),
         };
-        assert_eq!(publish_arg(&m(None, None)).unwrap(), "8080:80/tcp");
-        assert_eq!(publish_arg(&m(Some(""), Some("UDP"))).unwrap(), "8080:80/udp");
-        assert_eq!(publish_arg(&m(Some("127.0.0.1"), Some("tcp"))).unwrap(), "127.0.0.1:8080:80/tcp");
-        assert_eq!(publish_arg(&m(Some("::1"), None)).unwrap_err().code, code::INVALID_CONFIG);
-        assert_eq!(publish_arg(&m(None, Some("sctp"))).unwrap_err().code, code::INVALID_CONFIG);
+        assert_eq!(port_of(&m(None, None)).unwrap().to_string(), "0.0.0.0:8080->80/tcp");
+        assert_eq!(port_of(&m(Some(""), Some("UDP"))).unwrap().to_string(), "0.0.0.0:8080->80/udp");
+        assert_eq!(port_of(&m(Some("127.0.0.1"), Some("tcp"))).unwrap().to_string(), "127.0.0.1:8080->80/tcp");
+        assert_eq!(port_of(&m(Some("::1"), None)).unwrap_err().code, code::INVALID_CONFIG);
+        assert_eq!(port_of(&m(None, Some("sctp"))).unwrap_err().code, code::INVALID_CONFIG);
     }
 
     #[test]

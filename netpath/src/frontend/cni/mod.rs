@@ -4,27 +4,29 @@
 mod config;
 mod reply;
 
-use std::{io::Read, process::ExitCode};
+use std::{io::Read, net::IpAddr, process::ExitCode};
 
 use serde_json::Value;
 
-use config::{Attachment, LATEST_VERSION, MAX_CONFIG_BYTES};
-pub use config::{Command, Config, SUPPORTED_VERSIONS, endpoint_id, parse as parse_config};
-pub use reply::{CniError, code};
+use config::{Attachment, MAX_CONFIG_BYTES};
+pub use config::{Command, Config, endpoint_id, parse as parse_config};
+pub use reply::{CniError, LATEST_VERSION, SUPPORTED_VERSIONS, code};
 
 use crate::{
-    core::controller::Controller, core::controller::DetachSpec, core::controller::Paths, core::verify::Readiness,
-    error::Error, frontend::cli, types::net::Ipv4Net,
+    core::{
+        Controller, DetachSpec, Paths,
+        session::{self, DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR},
+        verify::Readiness,
+    },
+    error::Error,
+    types::net::IpNet,
 };
 
 /// Where netpath keeps its state, from the same variables the command line reads; a runtime
 /// passes its environment on to plugins.
 fn paths() -> Paths {
     let var = |name: &str, default: &str| std::env::var_os(name).unwrap_or_else(|| default.into()).into();
-    Paths {
-        state_dir: var("NETPATH_STATE_DIR", cli::DEFAULT_STATE_DIR),
-        pin_root: var("NETPATH_BPFFS", cli::DEFAULT_PIN_ROOT),
-    }
+    Paths { state_dir: var("NETPATH_STATE_DIR", DEFAULT_STATE_DIR), pin_root: var("NETPATH_BPFFS", DEFAULT_PIN_ROOT) }
 }
 
 /// Runs one CNI command and writes its result, or its error, to stdout.
@@ -62,8 +64,7 @@ fn run(input: &[u8], version: &str) -> Result<Option<Value>, CniError> {
         Command::Del => Some(Attachment::from_env(var, false)?),
         _ => None,
     };
-    crate::kernel::privileges::require()?;
-    let runtime = cli::host_runtime(var("NETPATH_HOST_NETNS").as_deref())?;
+    let runtime = session::host_runtime(var("NETPATH_HOST_NETNS").as_deref())?;
     runtime.block_on(async {
         let mut ctl = Controller::open(paths())?;
         match (command, attachment) {
@@ -81,17 +82,17 @@ fn run(input: &[u8], version: &str) -> Result<Option<Value>, CniError> {
 /// describes, or endpoints would land on a network other than the one asked for.
 async fn ensure_network(ctl: &mut Controller, config: &Config) -> Result<(), CniError> {
     let spec = &config.network;
-    let existing = match ctl.store().find_network(&spec.name)? {
+    let existing = match ctl.find_network(&spec.name)? {
         Some(net) => net,
         None => match ctl.network_create(spec).await {
             Ok(_) => return Ok(()),
             // Another ADD created it meanwhile: compare with that one. Any other conflict
             // (a subnet that overlaps another network's) is the configuration's.
-            Err(Error::Conflict(msg)) => match ctl.store().find_network(&spec.name)? {
+            Err(Error::Conflict(msg)) => match ctl.find_network(&spec.name)? {
                 Some(net) => net,
-                None => return Err(CniError::new(code::CONFLICT, msg)),
+                None => return Err(CniError::new(code::CONFLICT, msg.render(&reply::key))),
             },
-            Err(Error::Invalid(msg)) => return Err(CniError::new(code::INVALID_CONFIG, msg)),
+            Err(Error::Invalid(msg)) => return Err(CniError::new(code::INVALID_CONFIG, msg.render(&reply::key))),
             Err(e) => return Err(e.into()),
         },
     };
@@ -104,11 +105,10 @@ async fn ensure_network(ctl: &mut Controller, config: &Config) -> Result<(), Cni
             ),
         )
     };
-    let subnet: Option<Ipv4Net> = spec.subnet.as_deref().and_then(|s| s.parse().ok());
-    if subnet.is_some_and(|s| s != existing.subnet) {
+    if spec.subnet.is_some_and(|s| s != IpNet::V4(existing.subnet)) {
         return Err(differs("subnet", existing.subnet.to_string()));
     }
-    if spec.gateway.as_deref().is_some_and(|g| g.parse().ok() != Some(existing.gateway)) {
+    if spec.gateway.is_some_and(|g| g != IpAddr::V4(existing.gateway)) {
         return Err(differs("gateway", existing.gateway.to_string()));
     }
     if spec.mtu.is_some_and(|m| m != existing.mtu) {
@@ -146,7 +146,7 @@ async fn del(ctl: &mut Controller, at: &Attachment) -> Result<(), CniError> {
 async fn check(ctl: &mut Controller, config: &Config, at: &Attachment) -> Result<(), CniError> {
     let id = at.endpoint_id();
     let failed = |msg: String| CniError::new(code::CHECK_FAILED, msg);
-    let Some(ep) = ctl.store().endpoint(&id)? else {
+    let Some(ep) = ctl.find_endpoint(&id)? else {
         return Err(failed(format!("container {} has no netpath endpoint on {}", at.container_id, at.ifname)));
     };
     if ep.network != config.network.name {
@@ -178,7 +178,7 @@ async fn status(ctl: &mut Controller, config: &Config) -> Result<(), CniError> {
 /// Releases every endpoint of the network that the runtime does not list as valid.
 async fn gc(ctl: &mut Controller, config: &Config) -> Result<(), CniError> {
     let valid = config.valid_ids()?;
-    if ctl.store().find_network(&config.network.name)?.is_none() {
+    if ctl.find_network(&config.network.name)?.is_none() {
         return Ok(());
     }
     let mut errors = Vec::new();

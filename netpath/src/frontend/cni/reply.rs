@@ -1,9 +1,19 @@
 //! What the plugin answers: results, and errors as the spec's error JSON with its codes
 //! (and netpath's own, from 100, one per class of `crate::Error`).
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{error::Error, state::store::EndpointRecord};
+use crate::{
+    core::EndpointRecord,
+    error::{Error, Field},
+};
+
+/// The CNI versions this plugin speaks.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
+/// The version of replies given before the configuration's version is known.
+pub const LATEST_VERSION: &str = "1.1.0";
 
 /// Error codes: the spec's (below 100) and netpath's.
 pub mod code {
@@ -59,8 +69,26 @@ impl From<Error> for CniError {
             Error::Conflict(_) => code::CONFLICT,
             Error::Stale(_) => code::STALE,
         };
-        Self::new(code, e.to_string())
+        Self::new(code, e.render(&key))
     }
+}
+
+/// How the CNI plugin names each part of a request: by its configuration key or variable.
+pub fn key(field: Field) -> Cow<'static, str> {
+    Cow::Borrowed(match field {
+        Field::Subnet => "\"subnet\"",
+        Field::Gateway => "\"gateway\"",
+        Field::Bridge => "the bridge name",
+        Field::Mtu => "\"mtu\"",
+        Field::Uplink => "the uplink",
+        Field::Xdp => "\"xdp\"",
+        Field::EndpointId => "CNI_CONTAINERID",
+        Field::Ip => "the ips capability",
+        Field::Mac => "the mac capability",
+        Field::Ifname => "CNI_IFNAME",
+        Field::Publish => "portMappings",
+        Field::Force => "force",
+    })
 }
 
 /// A database that stayed locked past its busy timeout: another command holds it, and a
@@ -123,5 +151,5 @@ pub fn lists_address(result: &Value, ep: &EndpointRecord) -> bool {
 }
 
 pub fn version_result(version: &str) -> Value {
-    json!({ "cniVersion": version, "supportedVersions": super::config::SUPPORTED_VERSIONS })
+    json!({ "cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS })
 }

@@ -3,8 +3,15 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Store, engine::ipam_addresses, now, rows::*};
-use crate::{error::Error, error::Result, kernel::netns::NsIdentity, state::ipam, types::port::Port};
+use super::{
+    db::Store,
+    engine::ipam_addresses,
+    rows::*,
+    sql::{now, parse_ip},
+};
+use crate::error::{Field, Message};
+use crate::types::mac;
+use crate::{error::Error, error::Result, state::ipam, types::identity::NsIdentity, types::port::Port};
 
 pub(super) fn ports_of(conn: &Connection, endpoint: &str) -> rusqlite::Result<Vec<Port>> {
     let mut stmt = conn.prepare(
@@ -97,17 +104,10 @@ impl Store {
             let ports = ports_of(&tx, &existing.id)?;
             return Ok(Reservation::Existing(EndpointRecord { ports, ..existing }));
         }
-        let used: BTreeSet<u32> = {
+        let used: BTreeSet<Ipv4Addr> = {
             let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
             let rows = stmt.query_map([req.network.id], |r| r.get::<_, String>(0))?;
-            let mut used = BTreeSet::new();
-            for ip in rows {
-                let ip = ip?;
-                let ip: Ipv4Addr =
-                    ip.parse().map_err(|_| Error::system("state database", format!("bad address '{ip}'")))?;
-                used.insert(u32::from(ip));
-            }
-            used
+            rows.map(|ip| parse_ip(&ip?)).collect::<Result<_>>()?
         };
         check_ports(&tx, &req.ports)?;
         let net = &req.network;
@@ -123,18 +123,21 @@ impl Store {
                 })?,
         };
         let slot = free_slot(&tx)?;
-        let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
-        let mac_text = ipam::format_mac(&mac);
+        let mac = req.mac.unwrap_or_else(|| mac::mac_for(ip));
+        let mac_text = mac::format_mac(&mac);
         let owner: Option<String> = tx
             .query_row("SELECT id FROM endpoints WHERE network_id = ?1 AND mac = ?2", params![net.id, mac_text], |r| {
                 r.get(0)
             })
             .optional()?;
         if let Some(owner) = owner {
-            return Err(Error::conflict(format!(
-                "MAC address {mac_text} is already used by endpoint '{owner}' on network '{}'; pick another --mac",
-                net.name
-            )));
+            return Err(Error::conflict(
+                Message::from(format!(
+                    "MAC address {mac_text} is already used by endpoint '{owner}' on network '{}'; pick another ",
+                    net.name
+                ))
+                .and_field(Field::Mac),
+            ));
         }
         let inserted = tx.execute(
             "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
@@ -144,7 +147,7 @@ impl Store {
                 req.id,
                 net.id,
                 ip.to_string(),
-                ipam::format_mac(&mac),
+                mac::format_mac(&mac),
                 req.ifname,
                 req.host_veth,
                 req.netns_path,
@@ -161,10 +164,13 @@ impl Store {
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
             if e.code == rusqlite::ErrorCode::ConstraintViolation {
-                return Err(Error::conflict(format!(
-                    "host interface name '{}' is taken by another endpoint; pass another --id",
-                    req.host_veth
-                )));
+                return Err(Error::conflict(
+                    Message::from(format!(
+                        "host interface name '{}' is taken by another endpoint; pass another ",
+                        req.host_veth
+                    ))
+                    .and_field(Field::EndpointId),
+                ));
             }
         }
         inserted?;

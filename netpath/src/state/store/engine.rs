@@ -4,14 +4,15 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Store, free_default_subnet, parse_ip};
+use super::{db::Store, networks::free_default_subnet, sql::parse_ip};
+use crate::types::mac;
 use crate::{error::Error, error::Result, state::ipam, types::net::Ipv4Net};
 
 /// The addresses an engine holds in `pool` through netpath's IPAM.
-pub(super) fn ipam_addresses(conn: &Connection, pool: Ipv4Net) -> Result<BTreeSet<u32>> {
+pub(super) fn ipam_addresses(conn: &Connection, pool: Ipv4Net) -> Result<BTreeSet<Ipv4Addr>> {
     let mut stmt = conn.prepare("SELECT ip FROM ipam_addresses WHERE pool = ?1")?;
     let rows = stmt.query_map([pool.to_string()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.iter().map(|ip| parse_ip(ip).map(u32::from)).collect()
+    rows.iter().map(|ip| parse_ip(ip)).collect()
 }
 
 impl Store {
@@ -20,7 +21,7 @@ impl Store {
         self.conn.execute(
             "INSERT INTO endpoint_claims (id, network_id, ip, mac) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET network_id = ?2, ip = ?3, mac = ?4",
-            params![id, network_id, ip.to_string(), ipam::format_mac(mac)],
+            params![id, network_id, ip.to_string(), mac::format_mac(mac)],
         )?;
         Ok(())
     }
@@ -33,7 +34,7 @@ impl Store {
                 Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
             })
             .optional()?;
-        row.map(|(net, ip, mac)| Ok((net, parse_ip(&ip)?, ipam::parse_mac(&mac)?))).transpose()
+        row.map(|(net, ip, mac)| Ok((net, parse_ip(&ip)?, mac::parse_mac(&mac)?))).transpose()
     }
 
     pub fn remove_claim(&self, id: &str) -> Result<()> {
@@ -63,7 +64,7 @@ impl Store {
                 }
                 pool
             }
-            None => free_default_subnet(taken.iter().map(|(_, t)| *t), routes, "pass a subnet")?,
+            None => free_default_subnet(taken.iter().map(|(_, t)| *t), routes)?,
         };
         ipam::gateway_for(pool, None)?;
         tx.execute("INSERT INTO ipam_pools (pool) VALUES (?1)", [pool.to_string()])?;
@@ -92,7 +93,7 @@ impl Store {
                  UNION ALL SELECT gateway FROM networks WHERE subnet = ?1",
             )?;
             for ip in stmt.query_map([pool.to_string()], |r| r.get::<_, String>(0))? {
-                used.insert(u32::from(parse_ip(&ip?)?));
+                used.insert(parse_ip(&ip?)?);
             }
         }
         // The network address is never a host, so nothing is excluded as a gateway here.
@@ -102,7 +103,8 @@ impl Store {
                 ip
             }
             None if gateway => {
-                let first = Ipv4Addr::from(*pool.hosts().start());
+                let first =
+                    pool.hosts().next().ok_or_else(|| Error::conflict(format!("{pool} has no host address")))?;
                 ipam::check_requested(pool, pool.addr(), first, &used)?;
                 first
             }

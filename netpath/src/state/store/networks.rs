@@ -1,7 +1,8 @@
 //! Networks: names, bridges and subnets reserved in one transaction.
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Store, free_default_subnet, now, rows::*};
+use super::{db::Store, rows::*, sql::now};
+use crate::error::{Field, Message};
 use crate::{error::Error, error::Result, state::ipam, types::net::Ipv4Net};
 
 impl Store {
@@ -20,27 +21,31 @@ impl Store {
             return Err(Error::conflict(format!("network '{}' already exists; pick another name", req.name)));
         }
         if let Some(other) = existing.iter().find(|n| n.bridge == req.bridge) {
-            return Err(Error::conflict(format!(
-                "bridge '{}' already belongs to network '{}'; pass another --bridge",
-                req.bridge, other.name
-            )));
+            return Err(Error::conflict(
+                Message::from(format!(
+                    "bridge '{}' already belongs to network '{}'; pass another ",
+                    req.bridge, other.name
+                ))
+                .and_field(Field::Bridge),
+            ));
         }
         let subnet = match req.subnet {
             Some(subnet) => {
                 if let Some(other) = existing.iter().find(|n| n.subnet.overlaps(&subnet)) {
-                    return Err(Error::conflict(format!(
-                        "network '{}' already uses {}; pick another --subnet",
-                        other.name, other.subnet
-                    )));
+                    return Err(Error::conflict(
+                        Message::from(format!("network '{}' already uses {}; pick another ", other.name, other.subnet))
+                            .and_field(Field::Subnet),
+                    ));
                 }
                 if let Some(route) = routes.iter().find(|r| r.overlaps(&subnet)) {
-                    return Err(Error::conflict(format!(
-                        "subnet {subnet} overlaps the host's route to {route}; pick another --subnet"
-                    )));
+                    return Err(Error::conflict(
+                        Message::from(format!("subnet {subnet} overlaps the host's route to {route}; pick another "))
+                            .and_field(Field::Subnet),
+                    ));
                 }
                 subnet
             }
-            None => free_default_subnet(existing.iter().map(|n| n.subnet), routes, "pass --subnet")?,
+            None => free_default_subnet(existing.iter().map(|n| n.subnet), routes)?,
         };
         let gateway = ipam::gateway_for(subnet, req.gateway)?;
         tx.execute(
@@ -112,4 +117,20 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// The first free subnet of the default pool, clear of `taken` (networks and pools) and of
+/// the host's `routes`.
+pub(super) fn free_default_subnet(taken: impl Iterator<Item = Ipv4Net>, routes: &[Ipv4Net]) -> Result<Ipv4Net> {
+    let taken: Vec<Ipv4Net> = taken.chain(routes.iter().copied()).collect();
+    ipam::free_subnet(ipam::DEFAULT_POOL, ipam::DEFAULT_PREFIX, &taken).ok_or_else(|| {
+        Error::conflict(
+            Message::from(format!(
+                "no free /{} left in the default pool {}; pass ",
+                ipam::DEFAULT_PREFIX,
+                ipam::DEFAULT_POOL
+            ))
+            .and_field(Field::Subnet),
+        )
+    })
 }

@@ -1,13 +1,18 @@
 //! Rows as records, and the object states they carry.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::EndpointInfo;
 use rusqlite::Row;
 use serde::Serialize;
 
-use super::parse_col;
+use super::sql::{optional_col, parse_col};
+use crate::types::mac;
 use crate::{
-    error::Result, kernel::netns::NsIdentity, state::ipam, types::net::Ipv4Net, types::port::Port, types::port::Proto,
+    error::Result,
+    types::identity::NsIdentity,
+    types::net::{Ipv4Net, Ipv6Net},
+    types::port::Port,
+    types::port::Proto,
 };
 
 /// A row is `creating` from the moment its name or address is reserved until its kernel
@@ -132,6 +137,11 @@ pub struct NetworkRecord {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet and gateway of a dual-stack network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub internal: bool,
     pub masquerade: bool,
@@ -153,6 +163,9 @@ pub struct EndpointRecord {
     #[serde(skip)]
     pub network_id: u32,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address on a dual-stack network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub mac: String,
@@ -179,7 +192,7 @@ pub struct EndpointRecord {
 
 impl EndpointRecord {
     pub fn mac_bytes(&self) -> Result<[u8; 6]> {
-        ipam::parse_mac(&self.mac)
+        mac::parse_mac(&self.mac)
     }
 
     /// Its `ENDPOINTS` entry, once its host veth has `host_ifindex`.
@@ -224,7 +237,7 @@ pub enum Reservation {
     New(EndpointRecord),
 }
 
-pub(super) const NETWORK_COLS: &str = "id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, external_id, state, owner_pid, created_at";
+pub(super) const NETWORK_COLS: &str = "id, name, bridge, subnet, gateway, subnet6, gateway6, mtu, internal, masquerade, uplink, xdp, external_id, state, owner_pid, created_at";
 
 pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
     Ok(NetworkRecord {
@@ -233,6 +246,8 @@ pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
         bridge: row.get("bridge")?,
         subnet: parse_col(row, "subnet")?,
         gateway: parse_col(row, "gateway")?,
+        subnet6: optional_col(row, "subnet6")?,
+        gateway6: optional_col(row, "gateway6")?,
         mtu: row.get("mtu")?,
         internal: row.get("internal")?,
         masquerade: row.get("masquerade")?,
@@ -246,7 +261,7 @@ pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 }
 
 pub(super) const ENDPOINT_SELECT: &str =
-    "SELECT e.id, n.name AS network, e.network_id, e.ip, n.subnet, n.gateway, e.mac,
+    "SELECT e.id, n.name AS network, e.network_id, e.ip, e.ip6, n.subnet, n.gateway, e.mac,
     e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed,
     e.state, e.owner_pid, e.created_at, e.slot, n.xdp
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
@@ -258,6 +273,7 @@ pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
         network: row.get("network")?,
         network_id: row.get("network_id")?,
         ip: parse_col(row, "ip")?,
+        ip6: optional_col(row, "ip6")?,
         prefix: subnet.prefix(),
         gateway: parse_col(row, "gateway")?,
         mac: row.get("mac")?,

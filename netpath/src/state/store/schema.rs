@@ -1,6 +1,6 @@
 //! The database schema and the migrations from older versions.
 
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE networks (
@@ -87,4 +87,15 @@ pub(super) const MIGRATE_TO_4: &str = "
 ALTER TABLE endpoints ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
 UPDATE endpoints SET slot = (SELECT COUNT(*) FROM endpoints older WHERE older.rowid < endpoints.rowid);
 CREATE UNIQUE INDEX endpoints_slot ON endpoints(slot);
+";
+
+/// Version 5, the columns dual-stack networks need: a network's IPv6 subnet and gateway, an
+/// endpoint's (and an engine's claim's) IPv6 address, unique per network as the IPv4 one is.
+/// Every existing row is IPv4 only and keeps NULL.
+pub(super) const MIGRATE_TO_5: &str = "
+ALTER TABLE networks ADD COLUMN subnet6 TEXT;
+ALTER TABLE networks ADD COLUMN gateway6 TEXT;
+ALTER TABLE endpoints ADD COLUMN ip6 TEXT;
+CREATE UNIQUE INDEX endpoints_ip6 ON endpoints(network_id, ip6);
+ALTER TABLE endpoint_claims ADD COLUMN ip6 TEXT;
 ";
