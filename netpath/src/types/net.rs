@@ -55,7 +55,7 @@ pub type Ipv6Net = Net<Ipv6Addr>;
 /// The bits a prefix of `prefix` covers in a family `bits` wide.
 fn mask_bits(bits: u8, prefix: u8) -> u128 {
     let all = u128::MAX >> (128 - u32::from(bits));
-    if prefix == 0 { 0 } else { all & !(all >> prefix) }
+    all & !all.checked_shr(u32::from(prefix)).unwrap_or(0)
 }
 
 impl<A: Family> Net<A> {
