@@ -172,24 +172,24 @@ impl Error {
         let Some(first) = errors.next() else {
             return Ok(());
         };
-        let rest: Vec<Message> = errors.map(Error::into_message).collect();
+        let rest: Vec<Message> = errors.map(|e| e.message()).collect();
         if rest.is_empty() {
             return Err(first);
         }
-        let class = |first: &Error, m: Message| match first {
-            Error::Invalid(_) => Error::Invalid(m),
-            Error::NotFound(_) => Error::NotFound(m),
-            Error::Conflict(_) => Error::Conflict(m),
-            Error::Stale(_) => Error::Stale(m),
-            Error::System { .. } => Error::system(m, "teardown incomplete"),
-        };
-        let joined = rest.into_iter().fold(first_message(&first), |all, m| all.and("; ").and_message(m));
-        Err(class(&first, joined))
+        let joined = rest.into_iter().fold(first.message(), |all, m| all.and("; ").and_message(m));
+        Err(match first {
+            Error::Invalid(_) => Error::Invalid(joined),
+            Error::NotFound(_) => Error::NotFound(joined),
+            Error::Conflict(_) => Error::Conflict(joined),
+            Error::Stale(_) => Error::Stale(joined),
+            Error::System { .. } => Error::system(joined, "teardown incomplete"),
+        })
     }
 
-    fn into_message(self) -> Message {
+    /// The error as text with its fields, whatever its class.
+    fn message(&self) -> Message {
         match self {
-            Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Stale(m) => m,
+            Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Stale(m) => m.clone(),
             system => system.to_string().into(),
         }
     }
@@ -208,14 +208,6 @@ impl Error {
     }
 }
 
-/// The first error of a teardown as text with its fields, whatever its class.
-fn first_message(e: &Error) -> Message {
-    match e {
-        Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Stale(m) => m.clone(),
-        system => system.to_string().into(),
-    }
-}
-
 /// Attaches what was being done to a lower-level error.
 pub trait Context<T> {
     fn context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T>;
@@ -230,5 +222,35 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::system("state database", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(field: Field) -> Cow<'static, str> {
+        Cow::Owned(format!("--{}", field.noun().replace(' ', "-")))
+    }
+
+    #[test]
+    fn each_frontend_names_the_fields_its_way() {
+        let e = Error::conflict(Message::from("address 10.0.0.2 is in use; pick another ").and_field(Field::Ip));
+        assert_eq!(e.to_string(), "address 10.0.0.2 is in use; pick another address");
+        assert_eq!(e.render(&flag), "address 10.0.0.2 is in use; pick another --address");
+        assert_eq!(e.exit_code(), 4);
+    }
+
+    #[test]
+    fn a_teardown_keeps_every_error_and_every_field() {
+        let errors = vec![
+            Error::invalid(Message::field(Field::Mtu).and(" 9 is out of range")),
+            Error::conflict(Message::from("pick another ").and_field(Field::Subnet)),
+            Error::system("deleting np-web", "EBUSY"),
+        ];
+        let all = Error::all(errors).unwrap_err();
+        assert_eq!(all.exit_code(), 2, "the class is the first error's");
+        assert_eq!(all.render(&flag), "--MTU 9 is out of range; pick another --subnet; deleting np-web: EBUSY");
+        assert!(Error::all(Vec::new()).is_ok());
     }
 }

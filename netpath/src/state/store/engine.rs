@@ -5,6 +5,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{db::Store, networks::free_default_subnet, sql::parse_ip};
+use crate::error::{Field, Message};
 use crate::types::mac;
 use crate::{error::Error, error::Result, state::ipam, types::net::Ipv4Net};
 
@@ -60,7 +61,9 @@ impl Store {
             Some(pool) => {
                 if let Some((name, other)) = taken.iter().find(|(_, t)| t.overlaps(&pool)) {
                     let owner = if name.is_empty() { "an IPAM pool".to_string() } else { format!("network '{name}'") };
-                    return Err(Error::conflict(format!("{owner} already uses {other}; pick another subnet")));
+                    return Err(Error::conflict(
+                        Message::from(format!("{owner} already uses {other}; pick another ")).and_field(Field::Subnet),
+                    ));
                 }
                 pool
             }

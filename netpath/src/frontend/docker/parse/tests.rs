@@ -35,7 +35,10 @@ fn portmap_and_refusals() {
         panic!()
     };
     assert_eq!(ports[0].host_port, 8080);
-    assert_eq!((ports[1].proto, ports[1].host_ip, ports[1].host_port), (Proto::Udp, Some(Ipv4Addr::LOCALHOST.into()), 0));
+    assert_eq!(
+        (ports[1].proto, ports[1].host_ip, ports[1].host_port),
+        (Proto::Udp, Some(Ipv4Addr::LOCALHOST.into()), 0)
+    );
     assert_eq!(parse("/Nope.Method", b"{}").unwrap_err(), Refusal::UnknownMethod("Nope.Method".into()));
     assert!(matches!(parse("/NetworkDriver.Join", b"{not json"), Err(Refusal::Invalid(_))));
     assert!(matches!(parse("/IpamDriver.RequestPool", br#"{"V6":true}"#), Err(Refusal::Invalid(_))));
