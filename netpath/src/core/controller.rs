@@ -79,6 +79,11 @@ impl Controller {
         self.store.network(name)
     }
 
+    /// The endpoints of a network, whatever state it is in.
+    pub fn network_endpoints(&self, net: &NetworkRecord) -> Result<Vec<EndpointRecord>> {
+        self.store.endpoints(Some(net.id))
+    }
+
     /// The network, if it exists: for frontends that create it on first use.
     pub fn find_network(&self, name: &str) -> Result<Option<NetworkRecord>> {
         self.store.find_network(name)

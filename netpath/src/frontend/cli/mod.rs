@@ -247,7 +247,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
         }
         NetworkCmd::Ls { format } => {
             let nets = ctl.networks()?;
-            let counts = nets.iter().map(|n| Ok(ctl.endpoints(Some(&n.name))?.len())).collect::<Result<Vec<_>>>()?;
+            let counts = nets.iter().map(|n| Ok(ctl.network_endpoints(n)?.len())).collect::<Result<Vec<_>>>()?;
             print(format, &nets, |nets| {
                 let rows = nets
                     .iter()
@@ -269,7 +269,7 @@ async fn network(ctl: &mut Controller, cmd: NetworkCmd) -> Result<()> {
         }
         NetworkCmd::Inspect { name, format } => {
             let network = ctl.network(&name)?;
-            let endpoints = ctl.endpoints(Some(&name))?;
+            let endpoints = ctl.network_endpoints(&network)?;
             let xdp_mode = ctl.xdp_mode(&network).await?;
             let view = NetworkView { network, xdp_mode, endpoints };
             print(format, &view, |v| {
