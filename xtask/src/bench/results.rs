@@ -36,6 +36,8 @@ pub struct Cell {
     pub reason: Option<String>,
     /// One per run, in run order; none where that run failed.
     pub samples: Vec<Option<f64>>,
+    /// How many runs gave a figure: the median stands on these alone.
+    pub measured_runs: usize,
     pub median: Option<f64>,
     /// The smallest and largest sample.
     pub min: Option<f64>,
@@ -43,6 +45,8 @@ pub struct Cell {
     /// This datapath's figure over netpath's from the same run, per run, their median, and
     /// the smallest and largest of them.
     pub ratio_samples: Vec<Option<f64>>,
+    /// How many runs gave both figures of the ratio.
+    pub ratio_runs: usize,
     pub ratio: Option<f64>,
     pub ratio_min: Option<f64>,
     pub ratio_max: Option<f64>,
@@ -85,10 +89,12 @@ impl Results {
                     status: Status::Ok,
                     reason: None,
                     samples: vec![None; self.runs],
+                    measured_runs: 0,
                     median: None,
                     min: None,
                     max: None,
                     ratio_samples: Vec::new(),
+                    ratio_runs: 0,
                     ratio: None,
                     ratio_min: None,
                     ratio_max: None,
@@ -152,6 +158,7 @@ impl Results {
     /// Medians, spreads and ratios; a cell with no sample left is missing, with its first error.
     pub fn finish(mut self, reference: &str) -> Vec<Cell> {
         for cell in &mut self.cells {
+            cell.measured_runs = measured(&cell.samples);
             cell.median = median(&cell.samples);
             (cell.min, cell.max) = spread(&cell.samples).unzip();
             if cell.status == Status::Ok && cell.median.is_none() {
@@ -168,11 +175,25 @@ impl Results {
         for cell in &mut self.cells {
             let Some(reference) = references.get(&(cell.scenario, cell.metric, cell.param)) else { continue };
             cell.ratio_samples = ratios(&cell.samples, reference);
+            cell.ratio_runs = measured(&cell.ratio_samples);
             cell.ratio = median(&cell.ratio_samples);
             (cell.ratio_min, cell.ratio_max) = spread(&cell.ratio_samples).unzip();
         }
         self.cells
     }
+}
+
+impl Cell {
+    /// Whether every run gave a figure: a run that failed in a cell that has figures leaves a
+    /// median of the others, which must not pass for the whole.
+    pub fn complete(&self) -> bool {
+        self.measured_runs == self.samples.len()
+    }
+}
+
+/// How many runs gave a figure.
+pub fn measured(samples: &[Option<f64>]) -> usize {
+    samples.iter().flatten().count()
 }
 
 /// `samples` over `reference`, run by run; none where either run has no figure.
