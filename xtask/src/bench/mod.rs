@@ -81,8 +81,9 @@ impl Config {
         Self { runs: runs.map_or(cfg.runs, |n| n as usize), ..cfg }
     }
 
-    /// The method, in words, for the report.
-    fn method(&self) -> Vec<String> {
+    /// The method, in words, for the report; `filter` is the packet filter as checked before
+    /// the run and after its teardown.
+    fn method(&self, filter: &[machine::PacketFilter; 2]) -> Vec<String> {
         vec![
             format!("{} run(s); in each run every datapath is measured once per scenario, in an order rotated from run to run; every figure is the median of the runs with their min–max, every ratio the median of the run-by-run ratios with theirs", self.runs),
             format!("iperf3 runs {} s (TCP: receiver's throughput; UDP: 64-byte datagrams at full speed, datagrams that arrived per second)", self.seconds),
@@ -96,7 +97,9 @@ impl Config {
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series as their sum (N = {:?}); netpath is its release build", self.endpoint_counts),
             "netpath-daemon attaches as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), and only these three calls are timed; the engine's part (the handed veth end moved into the namespace as eth0, addressed, up, default route through the gateway) is done after the clock stopped, after each attach or after the whole concurrent batch, because the bench does it with two `ip` processes (~28 ms) where dockerd uses in-process netlink; detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
-            "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, the machine has no iptables".into(),
+            "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, with PATH and LD_LIBRARY_PATH pointing there for them alone".into(),
+            format!("the machine's packet filter, checked before the run: {}", filter[0].describe()),
+            format!("and after the teardown: {}", filter[1].describe()),
         ]
     }
 }
@@ -146,6 +149,7 @@ pub fn run(opts: &Options) -> Result<()> {
     step("sweeping what an earlier run may have left");
     leftovers::sweep(&netpath);
     let before = leftovers::Snapshot::take();
+    let filter_before = machine::PacketFilter::check();
     let logs = install::target_dir().join("bench-logs");
     let _ = std::fs::remove_dir_all(&logs);
     for dir in [Path::new(RUN_DIR), &logs] {
@@ -163,6 +167,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     leftovers::sweep(&ctx.netpath);
     let unchanged = before.compare(&leftovers::Snapshot::take());
+    let packet_filter = [filter_before, machine::PacketFilter::check()];
     outcome?;
 
     let cells = results.finish(datapath::REFERENCE);
@@ -184,7 +189,8 @@ pub fn run(opts: &Options) -> Result<()> {
         scenarios: scenarios.iter().map(|s| results::ScenarioInfo::from(*s)).collect(),
         goals: goals::evaluate(goals::GOALS, &cells),
         cells,
-        method: ctx.cfg.method(),
+        method: ctx.cfg.method(&packet_filter),
+        packet_filter,
     };
     let dir = opts.out.join(&stamp);
     write_outputs(&dir, &report)?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{
     datapath::Unavailable,
     goals::GoalResult,
-    machine::Machine,
+    machine::{Machine, PacketFilter},
     scenario::{Outcome, Scenario},
 };
 
@@ -282,6 +282,8 @@ pub struct Report {
     /// Issue 13's goals the bench can measure, each against its cells.
     pub goals: Vec<GoalResult>,
     pub method: Vec<String>,
+    /// The machine's packet filter as found before the run and after its teardown.
+    pub packet_filter: [PacketFilter; 2],
 }
 
 #[cfg(test)]
