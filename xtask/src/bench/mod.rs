@@ -91,7 +91,7 @@ impl Config {
             "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
             "CPU cost: the whole machine's busy time (all CPUs in /proc/stat: user, nice, system, irq and softirq, i.e. all but idle, iowait and steal) read just before and just after the load generator runs, divided by the work it reports: bytes the iperf3 receiver got (CPU-s/GB, 1 GB = 10⁹ bytes), datagrams that arrived (CPU-s/Mpkt), connections np-connrate completed (CPU-s/kconn); it counts both ends, the tools' start and whatever else the machine ran meanwhile (other users' builds on a shared machine show up as spread)".into(),
             "program cost (ns/packet): on the container → container scenarios, a second pass of the same traffic right after the first, with the kernel's BPF run-time statistics on for that pass only (BPF_ENABLE_STATS, off again when its descriptor closes; the first pass's figures do not pay for them): run time over runs of the program every packet leaving a container passes, netpath's from_container and, in `redirect-ref`, the reference program that only calls bpf_redirect_peer (netpath-ebpf/src/reference.rs); for TCP a packet is an skb as the program sees it".into(),
-            "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before".into(),
+            "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before; each run records the datagrams np-flood sent, how long before the measurement it began and after it ended (np-flood's and the bench's wall clock), the packets the uplink received while it ran and, on netpath, the unsolicited drops; a run whose flood began after the measurement or ended before it gives no figure".into(),
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series as their sum (N = {:?}); netpath is its release build", self.endpoint_counts),
@@ -170,6 +170,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let packet_filter = [filter_before, machine::PacketFilter::check()];
     outcome?;
 
+    let observations = results.observations();
     let cells = results.finish(datapath::REFERENCE);
     let report = results::Report {
         started,
@@ -189,6 +190,7 @@ pub fn run(opts: &Options) -> Result<()> {
         scenarios: scenarios.iter().map(|s| results::ScenarioInfo::from(*s)).collect(),
         goals: goals::evaluate(goals::GOALS, &cells),
         cells,
+        observations,
         method: ctx.cfg.method(&packet_filter),
         packet_filter,
     };

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::{
     goals::GoalResult,
-    results::{Cell, Report, Status, figure},
+    results::{Cell, Observation, Report, Status, figure},
     scenario::ALL,
 };
 
@@ -74,6 +74,7 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
             let _ = writeln!(md, "{}. {}", i + 1, note.replace('\n', " "));
         }
     }
+    observation_table(&mut md, &report.observations);
     let _ = writeln!(md, "\nDatapaths:\n");
     for d in &report.datapaths {
         let _ = writeln!(md, "- `{}`: {}", d.name, d.description);
@@ -156,6 +157,26 @@ fn range(min: Option<f64>, max: Option<f64>, show: impl Fn(f64) -> String) -> St
         (Some(min), Some(max)) if min != max => format!(" ({}–{})", show(min), show(max)),
         _ => String::new(),
     }
+}
+
+/// One line per run that checked something behind its figures, with what it found.
+fn observation_table(md: &mut String, observations: &[Observation]) {
+    if observations.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\nChecks behind the figures, run by run:\n");
+    let _ = writeln!(md, "| scenario | datapath | run | seen |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for o in observations {
+        let point = o.param.map(|n| format!(", N={n}")).unwrap_or_default();
+        let seen: Vec<String> = o.seen.iter().map(|s| format!("{}: {}", s.what, shown(&s.value))).collect();
+        let _ = writeln!(md, "| {}{point} | {} | {} | {} |", o.scenario, o.datapath, o.run, seen.join("; "));
+    }
+}
+
+/// A value as text, a string without its quotes.
+fn shown(value: &serde_json::Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), String::from)
 }
 
 /// One line per goal: the measured ratio (or value) with its range, and whether it is met.

@@ -9,7 +9,7 @@ use super::{
     datapath::Unavailable,
     goals::GoalResult,
     machine::{Machine, PacketFilter},
-    scenario::{Outcome, Scenario},
+    scenario::{Outcome, Scenario, Seen},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -54,6 +54,17 @@ pub struct Cell {
     pub errors: Vec<String>,
 }
 
+/// The checks behind one run of a scenario on a datapath.
+#[derive(Clone, Debug, Serialize)]
+pub struct Observation {
+    pub scenario: &'static str,
+    pub param: Option<u32>,
+    pub datapath: &'static str,
+    /// Counted from 1, as the report shows it.
+    pub run: usize,
+    pub seen: Vec<Seen>,
+}
+
 /// Scenario, metric and sweep point: what a datapath's cell is compared on.
 type Point<'a> = (&'a str, &'a str, Option<u32>);
 
@@ -61,11 +72,30 @@ type Point<'a> = (&'a str, &'a str, Option<u32>);
 pub struct Results {
     runs: usize,
     cells: Vec<Cell>,
+    observations: Vec<Observation>,
 }
 
 impl Results {
     pub fn new(runs: usize) -> Self {
-        Self { runs, cells: Vec::new() }
+        Self { runs, cells: Vec::new(), observations: Vec::new() }
+    }
+
+    /// Keeps what a run checked, whatever became of its figures.
+    pub fn observe(
+        &mut self,
+        scenario: &'static Scenario,
+        param: Option<u32>,
+        datapath: &'static str,
+        run: usize,
+        seen: Vec<Seen>,
+    ) {
+        if !seen.is_empty() {
+            self.observations.push(Observation { scenario: scenario.name, param, datapath, run: run + 1, seen });
+        }
+    }
+
+    pub fn observations(&self) -> Vec<Observation> {
+        self.observations.clone()
     }
 
     fn cells_of<'a>(
@@ -279,6 +309,8 @@ pub struct Report {
     pub datapaths: Vec<DatapathInfo>,
     pub scenarios: Vec<ScenarioInfo>,
     pub cells: Vec<Cell>,
+    /// What each run checked behind its figures.
+    pub observations: Vec<Observation>,
     /// Issue 13's goals the bench can measure, each against its cells.
     pub goals: Vec<GoalResult>,
     pub method: Vec<String>,

@@ -12,7 +12,7 @@ use super::{
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
-    scenario::{Kind, NO_PROGRAM, Outcome, PROGRAM, Scenario},
+    scenario::{Kind, Measured, NO_PROGRAM, PROGRAM, Scenario},
     traffic,
 };
 
@@ -141,13 +141,13 @@ impl Runner<'_> {
                 .collect();
             self.results.mark_metrics(scenario, param, name, &whys);
         }
-        let mut outcomes = scenario.measure(self.ctx, &target, program);
+        let mut measured = scenario.measure(self.ctx, &target, program);
         // One retry: a single hiccup must not settle a working path as missing.
         let open = self.results.open(scenario, param, name);
-        if outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
-            outcomes = scenario.measure(self.ctx, &target, program);
+        if measured.outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
+            measured = scenario.measure(self.ctx, &target, program);
         }
-        self.settle(scenario, param, name, run, first, outcomes)
+        self.settle(scenario, param, name, run, first, measured)
     }
 
     /// Records the outcomes; a metric that fails on the first attempt is settled as missing.
@@ -158,10 +158,11 @@ impl Runner<'_> {
         name: &'static str,
         run: usize,
         first: bool,
-        outcomes: Vec<Outcome>,
+        Measured { outcomes, seen }: Measured,
     ) -> String {
         let open = self.results.open(scenario, param, name);
         self.results.record(scenario, param, name, run, &outcomes);
+        self.results.observe(scenario, param, name, run, seen);
         if first {
             let whys: Vec<_> =
                 outcomes.iter().map(|o| o.as_ref().err().map(|e| Unavailable::Missing(e.clone()))).collect();
@@ -234,7 +235,7 @@ impl Runner<'_> {
                     } else if let Some(attacher) = dp.attacher() {
                         let first = self.tried.insert((scenario.name, Some(count), name));
                         let outcomes = attach::measure(self.ctx, name, attacher, scenario.kind, count);
-                        self.settle(scenario, Some(count), name, run, first, outcomes)
+                        self.settle(scenario, Some(count), name, run, first, outcomes.into())
                     } else {
                         let why = Unavailable::NotApplicable(
                             "the attach sweep compares netpath (its CLI and its daemon), the CNI bridge plugin and netavark".into(),

@@ -20,6 +20,7 @@ use super::{
     netns::Netns,
     topology::{
         CONNRATE_PORT, HOST_UPLINK_IP, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, SOCKPERF_PORT,
+        UPLINK,
     },
 };
 
@@ -47,6 +48,15 @@ pub struct Target {
     /// The server container's own address (the target of unsolicited floods): `addr` itself
     /// when nothing translates.
     pub server: Ipv4Addr,
+    /// On the inbound route, the link traffic from the outside arrives by (the host's uplink;
+    /// for `veth`, the server's end), whose counters show what a flood delivered.
+    pub uplink: Option<Uplink>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Uplink {
+    pub ns: Netns,
+    pub name: String,
 }
 
 impl Target {
@@ -59,7 +69,13 @@ impl Target {
             connrate_port: CONNRATE_PORT,
             sockperf_port: SOCKPERF_PORT,
             server: addr,
+            uplink: None,
         }
+    }
+
+    /// Arriving by link `name` in `ns`.
+    fn through(self, ns: &Netns, name: &str) -> Self {
+        Self { uplink: Some(Uplink { ns: ns.clone(), name: name.into() }), ..self }
     }
 
     /// The host ports published to the server container.
@@ -155,7 +171,7 @@ impl Routes {
         let mut routes = Self::default();
         routes.set(Route::C2c, Ok(Target::direct(c1, c2_ip)));
         routes.set(Route::Egress, Ok(Target::direct(c1, OUTSIDE_IP)));
-        routes.set(Route::Ingress, Ok(Target::published(outside, HOST_UPLINK_IP, c2_ip)));
+        routes.set(Route::Ingress, Ok(Target::published(outside, HOST_UPLINK_IP, c2_ip).through(host, UPLINK)));
         routes.set(Route::HostLocal, Ok(Target::published(host, Ipv4Addr::LOCALHOST, c2_ip)));
         routes
     }
