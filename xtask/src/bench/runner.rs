@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::{
     Ctx, attach,
-    datapath::{Datapath, Unavailable},
+    datapath::{Datapath, Monitor, Reading, Route, Unavailable},
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
@@ -141,11 +141,17 @@ impl Runner<'_> {
                 .collect();
             self.results.mark_metrics(scenario, param, name, &whys);
         }
+        // The datapath's own account is checked where it tells what the path was: inbound.
+        let monitor = dp.monitor().filter(|_| scenario.route() == Route::Ingress);
+        let before = monitor.map(|m| m.read(self.ctx));
         let mut measured = scenario.measure(self.ctx, &target, program);
         // One retry: a single hiccup must not settle a working path as missing.
         let open = self.results.open(scenario, param, name);
         if measured.outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
             measured = scenario.measure(self.ctx, &target, program);
+        }
+        if let (Some(monitor), Some(before)) = (monitor, before) {
+            account(self.ctx, monitor, before, &mut measured);
         }
         self.settle(scenario, param, name, run, first, measured)
     }
@@ -249,6 +255,15 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The datapath's account of a run, from `before` to now, into `measured`; a run whose
+/// account cannot be read is refused, as nothing shows it took the path it claims.
+fn account(ctx: &Ctx, monitor: &dyn Monitor, before: Result<Reading>, measured: &mut Measured) {
+    match before.and_then(|before| Ok((before, monitor.read(ctx)?))) {
+        Ok((before, after)) => monitor.check(&before, &after, measured),
+        Err(e) => measured.refuse(&format!("the datapath's own account could not be read: {e:#}")),
     }
 }
 

@@ -18,6 +18,7 @@ use super::{
     Ctx,
     cost::ProgramStats,
     netns::Netns,
+    scenario::Measured,
     topology::{
         CONNRATE_PORT, HOST_UPLINK_IP, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, SOCKPERF_PORT,
         UPLINK,
@@ -117,6 +118,29 @@ pub trait Datapath {
     fn c2c_program(&self) -> Option<&dyn ProgramStats> {
         None
     }
+    /// For the checks around each run on the inbound route: the datapath's own account of
+    /// what it did, where it keeps one.
+    fn monitor(&self) -> Option<&dyn Monitor> {
+        None
+    }
+}
+
+/// A datapath's own account of itself, read before and after each run on the inbound route,
+/// so that a figure is refused when the datapath did not do what it is measured as doing.
+pub trait Monitor {
+    fn read(&self, ctx: &Ctx) -> Result<Reading>;
+    /// Puts what changed from `before` to `after` into `measured`, and refuses its figures
+    /// if the run did not take the path it claims.
+    fn check(&self, before: &Reading, after: &Reading, measured: &mut Measured);
+}
+
+/// What netpath reports of itself: how XDP runs on the uplink (`network inspect`), and the
+/// packets XDP redirected and the unsolicited ones dropped (`stats`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reading {
+    pub xdp_mode: Option<String>,
+    pub redirected: u64,
+    pub unsolicited: u64,
 }
 
 /// Publishes ports to a filler container, so the measured ports sit among many others.
