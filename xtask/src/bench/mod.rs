@@ -20,6 +20,7 @@ mod progress;
 mod report;
 mod results;
 mod runner;
+mod sandbox;
 mod scenario;
 mod topology;
 mod traffic;
@@ -53,8 +54,9 @@ pub struct Options {
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
     /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), netpath-daemon
-    /// (attaches through `netpath daemon`, the Docker driver), veth, bridge, docker, netavark,
-    /// cni, redirect-ref.
+    /// (attaches through `netpath daemon`, the Docker driver; the driver calls timed),
+    /// netpath-daemon-engine (the same, the engine's namespace work timed too), veth, bridge,
+    /// docker, netavark, cni, redirect-ref.
     #[arg(long = "datapath", value_name = "NAME")]
     datapaths: Vec<String>,
     /// Where results go: a directory named after the run's start time is made in it.
@@ -96,7 +98,7 @@ impl Config {
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series as their sum (N = {:?}); netpath is its release build", self.endpoint_counts),
-            "netpath-daemon attaches as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), and only these three calls are timed; the engine's part (the handed veth end moved into the namespace as eth0, addressed, up, default route through the gateway) is done after the clock stopped, after each attach or after the whole concurrent batch, because the bench does it with two `ip` processes (~28 ms) where dockerd uses in-process netlink; detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
+            "netpath-daemon and netpath-daemon-engine attach as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), then the engine's part as dockerd does it, in-process netlink from the bench (the handed veth end moved into the namespace, renamed eth0, addressed, up, default route through the gateway); netpath-daemon-engine times all of it, like for like with the CLI, netavark and CNI, netpath-daemon only the three driver calls, the engine's part done after the clock stopped (after each attach, or after the whole concurrent batch); detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
             "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, with PATH and LD_LIBRARY_PATH pointing there for them alone".into(),
             format!("the machine's packet filter, checked before the run: {}", filter[0].describe()),
