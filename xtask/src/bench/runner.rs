@@ -8,7 +8,8 @@ use anyhow::Result;
 
 use super::{
     Ctx, attach,
-    datapath::{Datapath, Monitor, Reading, Route, Unavailable},
+    cost::ProgramStats,
+    datapath::{Datapath, Monitor, Reading, Route, Target, Unavailable},
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
@@ -141,19 +142,31 @@ impl Runner<'_> {
                 .collect();
             self.results.mark_metrics(scenario, param, name, &whys);
         }
-        // The datapath's own account is checked where it tells what the path was: inbound.
-        let monitor = dp.monitor().filter(|_| scenario.route() == Route::Ingress);
-        let before = monitor.map(|m| m.read(self.ctx));
-        let mut measured = scenario.measure(self.ctx, &target, program);
+        let mut measured = self.attempt(dp, scenario, &target, program);
         // One retry: a single hiccup must not settle a working path as missing.
         let open = self.results.open(scenario, param, name);
         if measured.outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
-            measured = scenario.measure(self.ctx, &target, program);
+            measured = self.attempt(dp, scenario, &target, program);
         }
+        self.settle(scenario, param, name, run, first, measured)
+    }
+
+    /// One measurement, with the datapath's own account of just this attempt, checked where
+    /// it tells what the path was: inbound.
+    fn attempt(
+        &self,
+        dp: &dyn Datapath,
+        scenario: &'static Scenario,
+        target: &Target,
+        program: Option<&dyn ProgramStats>,
+    ) -> Measured {
+        let monitor = dp.monitor().filter(|_| scenario.route() == Route::Ingress);
+        let before = monitor.map(|m| m.read(self.ctx));
+        let mut measured = scenario.measure(self.ctx, target, program);
         if let (Some(monitor), Some(before)) = (monitor, before) {
             account(self.ctx, monitor, before, &mut measured);
         }
-        self.settle(scenario, param, name, run, first, measured)
+        measured
     }
 
     /// Records the outcomes; a metric that fails on the first attempt is settled as missing.
