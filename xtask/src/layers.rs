@@ -40,7 +40,11 @@ pub fn run() -> Result<()> {
     let problems = check(&graph);
     let arrows: usize = graph.values().map(BTreeSet::len).sum();
     if problems.is_empty() {
-        println!("{} files, {arrows} arrows: every arrow points down and no cycle", graph.len());
+        println!(
+            "{} files, {arrows} arrows, the longest chain {} files: every arrow points down and no cycle",
+            graph.len(),
+            longest_chain(&graph)
+        );
         return Ok(());
     }
     for p in &problems {
@@ -165,6 +169,24 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
         }
     }
     walk.found
+}
+
+/// How many files the longest chain of arrows passes through (the graph has no cycle).
+fn longest_chain(graph: &BTreeMap<String, BTreeSet<String>>) -> usize {
+    fn depth<'g>(
+        v: &'g str,
+        graph: &'g BTreeMap<String, BTreeSet<String>>,
+        memo: &mut BTreeMap<&'g str, usize>,
+    ) -> usize {
+        if let Some(d) = memo.get(v) {
+            return *d;
+        }
+        let d = 1 + graph.get(v).into_iter().flatten().map(|w| depth(w, graph, memo)).max().unwrap_or(0);
+        memo.insert(v, d);
+        d
+    }
+    let mut memo = BTreeMap::new();
+    graph.keys().map(|v| depth(v, graph, &mut memo)).max().unwrap_or(0)
 }
 
 fn rust_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -347,6 +369,7 @@ mod tests {
     fn cycles_are_found_and_trees_are_not() {
         let tree = graph_of(&[("a.rs", "b.rs"), ("b.rs", "c.rs"), ("a.rs", "c.rs")]);
         assert!(cycles(&tree).is_empty());
+        assert_eq!(longest_chain(&tree), 3);
         let looped = graph_of(&[("a.rs", "b.rs"), ("b.rs", "c.rs"), ("c.rs", "a.rs")]);
         assert_eq!(cycles(&looped), vec![vec!["a.rs".to_string(), "b.rs".into(), "c.rs".into()]]);
     }
