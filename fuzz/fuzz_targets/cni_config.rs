@@ -4,8 +4,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    match netpath::cni::parse_config(data) {
-        Ok(config) => assert!(netpath::cni::SUPPORTED_VERSIONS.contains(&config.version.as_str())),
+    match netpath::frontend::cni::parse_config(data) {
+        Ok(config) => assert!(netpath::frontend::cni::SUPPORTED_VERSIONS.contains(&config.version.as_str())),
         Err(e) => {
             assert!([1, 6, 7].contains(&e.code), "code {}", e.code);
             assert!(!e.msg.is_empty() && !e.msg.contains('\n'), "{:?}", e.msg);

@@ -2,7 +2,7 @@
 //! or refused, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use netpath::docker;
+use netpath::frontend::docker;
 
 const METHODS: &[&str] = &[
     "/Plugin.Activate",

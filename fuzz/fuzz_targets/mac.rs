@@ -1,7 +1,7 @@
 //! `--mac`: an accepted address is unicast, not zero, and prints back to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use netpath::ipam;
+use netpath::types::mac as ipam;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

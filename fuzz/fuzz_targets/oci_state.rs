@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = netpath::oci::read_state(data) {
+    if let Err(e) = netpath::frontend::oci::read_state(data) {
         assert!(!e.to_string().contains('\n'), "{e}");
     }
 });

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = std::str::from_utf8(data) else { return };
-    if let Ok(ports) = netpath::ports::parse_publish(spec) {
+    if let Ok(ports) = netpath::types::port::parse_publish(spec) {
         assert!(!ports.is_empty());
         let offset = i32::from(ports[0].container_port) - i32::from(ports[0].host_port);
         for p in &ports {

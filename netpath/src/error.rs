@@ -1,21 +1,122 @@
 //! netpath's one error type. Every variant renders as a single line that names the thing and,
-//! where the user can act, what to do.
-use std::fmt::Display;
+//! where the user can act, what to do. The layers below the frontends say which part of the
+//! request is at fault as a [`Field`]; each frontend names it in its own terms when it renders
+//! the error (the CLI by its flag, the Docker driver by `docker`'s, the CNI plugin by its
+//! configuration keys), so no message of the core speaks one frontend's language.
+use std::{borrow::Cow, fmt::Display};
+
+/// A part of a request that a message speaks of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Subnet,
+    Gateway,
+    Bridge,
+    Mtu,
+    Uplink,
+    Xdp,
+    EndpointId,
+    Ip,
+    Mac,
+    Ifname,
+    Publish,
+    Force,
+}
+
+impl Field {
+    /// The core's own words for it, where no frontend renders the message.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Field::Subnet => "subnet",
+            Field::Gateway => "gateway",
+            Field::Bridge => "bridge name",
+            Field::Mtu => "MTU",
+            Field::Uplink => "uplink",
+            Field::Xdp => "XDP",
+            Field::EndpointId => "endpoint id",
+            Field::Ip => "address",
+            Field::Mac => "MAC address",
+            Field::Ifname => "interface name",
+            Field::Publish => "published port",
+            Field::Force => "force",
+        }
+    }
+}
+
+/// One line of text in which the request's fields are left for the frontend to name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message(Vec<Part>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(Field),
+}
+
+impl Message {
+    /// A message that starts by naming `field`.
+    pub fn field(field: Field) -> Self {
+        Self(vec![Part::Field(field)])
+    }
+
+    pub fn and(mut self, text: impl Display) -> Self {
+        self.0.push(Part::Text(text.to_string()));
+        self
+    }
+
+    pub fn and_field(mut self, field: Field) -> Self {
+        self.0.push(Part::Field(field));
+        self
+    }
+
+    /// The message with each field named by `name`.
+    pub fn render(&self, name: &dyn Fn(Field) -> Cow<'static, str>) -> String {
+        self.0
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => Cow::Borrowed(text.as_str()),
+                Part::Field(field) => name(*field),
+            })
+            .collect()
+    }
+
+    pub fn and_message(mut self, more: Message) -> Self {
+        self.0.extend(more.0);
+        self
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(&|field| Cow::Borrowed(field.noun())))
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Self(vec![Part::Text(text)])
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        text.to_string().into()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input from the user: a flag, an address, a name.
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Message),
     /// The named object does not exist.
     #[error("{0}")]
-    NotFound(String),
+    NotFound(Message),
     /// The request collides with something that exists.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Message),
     /// The database names objects the kernel lacks (after a reboot): `netpath restore` fixes it.
     #[error("{0}")]
-    Stale(String),
+    Stale(Message),
     /// The kernel, the filesystem or the database failed underneath an operation.
     #[error("{what}: {}", chain(source.as_ref()))]
     System {
@@ -53,8 +154,16 @@ impl Error {
         }
     }
 
-    pub fn stale(msg: impl Display) -> Self {
-        Self::Stale(msg.to_string())
+    pub fn stale(msg: impl Into<Message>) -> Self {
+        Self::Stale(msg.into())
+    }
+
+    /// The error with each field of the request named by `name` (a frontend's words).
+    pub fn render(&self, name: &dyn Fn(Field) -> Cow<'static, str>) -> String {
+        match self {
+            Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Stale(m) => m.render(name),
+            Error::System { .. } => self.to_string(),
+        }
     }
 
     /// Every error of a teardown, on one line; the class is the first one's.
@@ -63,28 +172,36 @@ impl Error {
         let Some(first) = errors.next() else {
             return Ok(());
         };
-        let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
+        let rest: Vec<Message> = errors.map(|e| e.message()).collect();
         if rest.is_empty() {
             return Err(first);
         }
-        let text = format!("{first}; {}", rest.join("; "));
+        let joined = rest.into_iter().fold(first.message(), |all, m| all.and("; ").and_message(m));
         Err(match first {
-            Error::Invalid(_) => Error::Invalid(text),
-            Error::NotFound(_) => Error::NotFound(text),
-            Error::Conflict(_) => Error::Conflict(text),
-            Error::Stale(_) => Error::Stale(text),
-            Error::System { .. } => Error::system(text, "teardown incomplete"),
+            Error::Invalid(_) => Error::Invalid(joined),
+            Error::NotFound(_) => Error::NotFound(joined),
+            Error::Conflict(_) => Error::Conflict(joined),
+            Error::Stale(_) => Error::Stale(joined),
+            Error::System { .. } => Error::system(joined, "teardown incomplete"),
         })
     }
 
-    pub fn invalid(msg: impl Display) -> Self {
-        Self::Invalid(msg.to_string())
+    /// The error as text with its fields, whatever its class.
+    fn message(&self) -> Message {
+        match self {
+            Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Stale(m) => m.clone(),
+            system => system.to_string().into(),
+        }
     }
-    pub fn not_found(msg: impl Display) -> Self {
-        Self::NotFound(msg.to_string())
+
+    pub fn invalid(msg: impl Into<Message>) -> Self {
+        Self::Invalid(msg.into())
     }
-    pub fn conflict(msg: impl Display) -> Self {
-        Self::Conflict(msg.to_string())
+    pub fn not_found(msg: impl Into<Message>) -> Self {
+        Self::NotFound(msg.into())
+    }
+    pub fn conflict(msg: impl Into<Message>) -> Self {
+        Self::Conflict(msg.into())
     }
     pub fn system(what: impl Display, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::System { what: what.to_string(), source: source.into() }
@@ -105,5 +222,35 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::system("state database", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(field: Field) -> Cow<'static, str> {
+        Cow::Owned(format!("--{}", field.noun().replace(' ', "-")))
+    }
+
+    #[test]
+    fn each_frontend_names_the_fields_its_way() {
+        let e = Error::conflict(Message::from("address 10.0.0.2 is in use; pick another ").and_field(Field::Ip));
+        assert_eq!(e.to_string(), "address 10.0.0.2 is in use; pick another address");
+        assert_eq!(e.render(&flag), "address 10.0.0.2 is in use; pick another --address");
+        assert_eq!(e.exit_code(), 4);
+    }
+
+    #[test]
+    fn a_teardown_keeps_every_error_and_every_field() {
+        let errors = vec![
+            Error::invalid(Message::field(Field::Mtu).and(" 9 is out of range")),
+            Error::conflict(Message::from("pick another ").and_field(Field::Subnet)),
+            Error::system("deleting np-web", "EBUSY"),
+        ];
+        let all = Error::all(errors).unwrap_err();
+        assert_eq!(all.exit_code(), 2, "the class is the first error's");
+        assert_eq!(all.render(&flag), "--MTU 9 is out of range; pick another --subnet; deleting np-web: EBUSY");
+        assert!(Error::all(Vec::new()).is_ok());
     }
 }

@@ -8,12 +8,12 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // A CNI runtime runs its plugins with CNI_COMMAND set and the configuration on stdin.
     if std::env::var_os("CNI_COMMAND").is_some() {
-        return netpath::cni::main();
+        return netpath::frontend::cni::main();
     }
-    match netpath::cli::run(netpath::cli::Cli::parse()) {
+    match netpath::frontend::cli::run(netpath::frontend::cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netpath: {e}");
+            eprintln!("netpath: {}", e.render(&netpath::frontend::cli::flag));
             ExitCode::from(e.exit_code())
         }
     }

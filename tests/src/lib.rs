@@ -223,14 +223,14 @@ impl Topology {
 
     /// Whether the netpath under test has loaded its datapath under this topology's pin root.
     pub fn datapath_loaded(&self) -> bool {
-        netpath::datapath::is_pinned(&self.pin_root())
+        netpath::kernel::datapath::is_pinned(&self.pin_root())
     }
 
     /// The pinned datapath's directory: `<pin root>/<version>`, the version of the netpath
     /// build under test, with every program pinned. Panics when it is not there (never
     /// loaded, another build's, or a leftover a reload staged), naming what the pin root holds.
     pub fn datapath_dir(&self) -> PathBuf {
-        let dir = self.pin_root().join(netpath::datapath::version());
+        let dir = self.pin_root().join(netpath::kernel::datapath::version());
         if !self.datapath_loaded() {
             let held: Vec<String> = std::fs::read_dir(self.pin_root())
                 .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())

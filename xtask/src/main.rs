@@ -2,6 +2,7 @@
 mod bench;
 mod build;
 mod demo;
+mod layers;
 mod setup;
 mod sh;
 
@@ -28,6 +29,8 @@ enum Task {
     },
     /// Set up, build, and show two containers talking through the eBPF datapath.
     Demo,
+    /// Check that netpath's imports only point down its layers and never form a cycle.
+    Layers,
     /// Set up, build, and measure netpath against a veth pair, a Linux bridge, Docker,
     /// netavark and the CNI plugins, each in its own throwaway namespaces.
     Bench(bench::Options),
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
             let docker = bench::docker_for_tests()?;
             build::test(&args, &docker)
         }
+        Task::Layers => layers::run(),
         Task::Demo => {
             setup::run()?;
             build::all()?;

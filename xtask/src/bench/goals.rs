@@ -3,7 +3,7 @@
 //! evaluated run by run. Adding a goal is one entry in [`GOALS`].
 use serde::Serialize;
 
-use super::results::{Cell, Status, median, ratios, spread};
+use super::results::{Cell, Status, measured, median, ratios, spread};
 
 /// One cell: scenario, metric, sweep point and datapath.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -160,10 +160,11 @@ impl GoalResult {
         let (median, min, max) = (self.median?, self.min?, self.max?);
         let bound = self.goal.bound;
         let prefix = if matches!(self.goal.against, Against::Figure(_)) { "×" } else { "" };
+        let runs = measured(&self.samples);
         Some(if min == max {
-            format!("{prefix}{}", bound.show(median))
+            format!("{prefix}{} n={runs}", bound.show(median))
         } else {
-            format!("{prefix}{} ({}–{})", bound.show(median), bound.show(min), bound.show(max))
+            format!("{prefix}{} ({}–{}) n={runs}", bound.show(median), bound.show(min), bound.show(max))
         })
     }
 }
@@ -173,9 +174,9 @@ pub fn evaluate(goals: &[Goal], cells: &[Cell]) -> Vec<GoalResult> {
 }
 
 fn evaluate_one(goal: &Goal, cells: &[Cell]) -> GoalResult {
-    let samples = match measured(goal.figure, cells).and_then(|figure| match goal.against {
+    let samples = match complete(goal.figure, cells).and_then(|figure| match goal.against {
         Against::Value => Ok(figure.to_vec()),
-        Against::Figure(other) => Ok(ratios(figure, measured(other, cells)?)),
+        Against::Figure(other) => Ok(ratios(figure, complete(other, cells)?)),
     }) {
         Ok(samples) => samples,
         Err(reason) => {
@@ -196,8 +197,9 @@ fn evaluate_one(goal: &Goal, cells: &[Cell]) -> GoalResult {
     GoalResult { goal: *goal, met: median.map(|m| goal.bound.holds(m)), samples, median, min, max, reason }
 }
 
-/// The samples of a cell that has figures, or why there are none.
-fn measured(figure: Figure, cells: &[Cell]) -> Result<&[Option<f64>], String> {
+/// The samples of a cell with a figure from every run, or why there are none: a median of
+/// the runs that did not fail would judge the goal on part of the evidence.
+fn complete(figure: Figure, cells: &[Cell]) -> Result<&[Option<f64>], String> {
     let found = cells.iter().find(|c| {
         c.scenario == figure.scenario
             && c.metric == figure.metric
@@ -208,6 +210,12 @@ fn measured(figure: Figure, cells: &[Cell]) -> Result<&[Option<f64>], String> {
     match found {
         None => Err(format!("{name} was not measured in this run")),
         Some(c) if c.status != Status::Ok => Err(format!("{name}: {}", c.reason.clone().unwrap_or_default())),
+        Some(c) if !c.complete() => Err(format!(
+            "{name}: only {} of {} runs gave a figure ({})",
+            c.measured_runs,
+            c.samples.len(),
+            c.errors.join("; ")
+        )),
         Some(c) => Ok(&c.samples),
     }
 }
@@ -235,18 +243,18 @@ mod tests {
         let r = evaluate_one(&AT_LEAST, &cells(&[9.0, 7.0, 8.0], &[8.0, 8.0, 8.0]));
         assert_eq!(r.samples, vec![Some(1.125), Some(0.875), Some(1.0)]);
         assert_eq!((r.min, r.max, r.met), (Some(0.875), Some(1.125), Some(true)));
-        assert_eq!(r.shown().as_deref(), Some("×1.000 (0.875–1.125)"));
+        assert_eq!(r.shown().as_deref(), Some("×1.000 (0.875–1.125) n=3"));
     }
 
     #[test]
     fn a_goal_missed_by_a_hair_is_missed_and_does_not_show_as_met() {
         let r = evaluate_one(&AT_LEAST, &cells(&[9.696], &[10.0]));
         assert_eq!(r.met, Some(false));
-        assert_eq!(r.shown().as_deref(), Some("×0.969"));
+        assert_eq!(r.shown().as_deref(), Some("×0.969 n=1"));
         let at_most = vs("p50 ≤ 1.05× veth", "c2c-tcp-1", "throughput", "veth", Bound::AtMost(1.05));
         let r = evaluate_one(&at_most, &cells(&[10.5001], &[10.0]));
         assert_eq!(r.met, Some(false));
-        assert_eq!(r.shown().as_deref(), Some("×1.051"));
+        assert_eq!(r.shown().as_deref(), Some("×1.051 n=1"));
     }
 
     #[test]
@@ -260,6 +268,26 @@ mod tests {
     }
 
     #[test]
+    fn a_goal_is_not_judged_on_a_cell_that_lost_a_run() {
+        let scenario = Scenario::by_name("c2c-tcp-1").unwrap();
+        for lost in ["netpath", "veth"] {
+            let mut results = Results::new(3);
+            for run in 0..3 {
+                for datapath in ["netpath", "veth"] {
+                    let outcome = if run == 1 && datapath == lost { Err("iperf3 timed out".into()) } else { Ok(10.0) };
+                    results.record(scenario, None, datapath, run, &[outcome]);
+                }
+            }
+            // The two runs left would meet the goal: it must still not be judged.
+            let r = evaluate_one(&AT_LEAST, &results.finish("netpath"));
+            assert_eq!(r.met, None, "judged though {lost} lost a run");
+            let reason = r.reason.unwrap();
+            assert!(reason.contains(&format!("c2c-tcp-1 throughput of {lost}: only 2 of 3 runs")), "{reason}");
+            assert!(reason.contains("run 2: iperf3 timed out"), "{reason}");
+        }
+    }
+
+    #[test]
     fn a_value_goal_judges_the_figure_itself() {
         let goal = Goal {
             text: "≤ 9.6",
@@ -269,7 +297,7 @@ mod tests {
         };
         let r = evaluate_one(&goal, &cells(&[9.5, 9.7, 9.6], &[1.0, 1.0, 1.0]));
         assert_eq!((r.median, r.met), (Some(9.6), Some(true)));
-        assert_eq!(r.shown().as_deref(), Some("9.600 (9.500–9.700)"));
+        assert_eq!(r.shown().as_deref(), Some("9.600 (9.500–9.700) n=3"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 
 use super::{
     RUN_DIR,
+    machine::FILTER_BINARIES,
     netns::{self, PREFIX},
     process::{alive, signal, stdout_within},
 };
@@ -169,7 +170,7 @@ impl Snapshot {
         parts.insert("sysctls", sysctls("/proc/sys/net"));
         parts.insert(
             "packet filter binaries",
-            ["iptables", "nft"].iter().filter(|b| on_path(b)).map(|b| b.to_string()).collect(),
+            FILTER_BINARIES.iter().filter(|b| on_path(b)).map(|b| b.to_string()).collect(),
         );
         Self(parts)
     }
@@ -214,6 +215,6 @@ fn sysctls(dir: &str) -> BTreeSet<String> {
     found
 }
 
-fn on_path(binary: &str) -> bool {
+pub fn on_path(binary: &str) -> bool {
     crate::sh::succeeds(Command::new("sh").args(["-c", &format!("command -v {binary}")]))
 }

@@ -20,6 +20,7 @@ mod progress;
 mod report;
 mod results;
 mod runner;
+mod sandbox;
 mod scenario;
 mod topology;
 mod traffic;
@@ -53,8 +54,9 @@ pub struct Options {
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
     /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), netpath-daemon
-    /// (attaches through `netpath daemon`, the Docker driver), veth, bridge, docker, netavark,
-    /// cni, redirect-ref.
+    /// (attaches through `netpath daemon`, the Docker driver; the driver calls timed),
+    /// netpath-daemon-engine (the same, the engine's namespace work timed too), veth, bridge,
+    /// docker, netavark, cni, redirect-ref.
     #[arg(long = "datapath", value_name = "NAME")]
     datapaths: Vec<String>,
     /// Where results go: a directory named after the run's start time is made in it.
@@ -81,8 +83,9 @@ impl Config {
         Self { runs: runs.map_or(cfg.runs, |n| n as usize), ..cfg }
     }
 
-    /// The method, in words, for the report.
-    fn method(&self) -> Vec<String> {
+    /// The method, in words, for the report; `filter` is the packet filter as checked before
+    /// the run and after its teardown.
+    fn method(&self, filter: &[machine::PacketFilter; 2]) -> Vec<String> {
         vec![
             format!("{} run(s); in each run every datapath is measured once per scenario, in an order rotated from run to run; every figure is the median of the runs with their min–max, every ratio the median of the run-by-run ratios with theirs", self.runs),
             format!("iperf3 runs {} s (TCP: receiver's throughput; UDP: 64-byte datagrams at full speed, datagrams that arrived per second)", self.seconds),
@@ -90,13 +93,16 @@ impl Config {
             "np-connrate (xtask/src/bin/np-connrate.rs): 2 threads each connect, send 64 bytes, read 64 bytes, and the server closes".into(),
             "CPU cost: the whole machine's busy time (all CPUs in /proc/stat: user, nice, system, irq and softirq, i.e. all but idle, iowait and steal) read just before and just after the load generator runs, divided by the work it reports: bytes the iperf3 receiver got (CPU-s/GB, 1 GB = 10⁹ bytes), datagrams that arrived (CPU-s/Mpkt), connections np-connrate completed (CPU-s/kconn); it counts both ends, the tools' start and whatever else the machine ran meanwhile (other users' builds on a shared machine show up as spread)".into(),
             "program cost (ns/packet): on the container → container scenarios, a second pass of the same traffic right after the first, with the kernel's BPF run-time statistics on for that pass only (BPF_ENABLE_STATS, off again when its descriptor closes; the first pass's figures do not pay for them): run time over runs of the program every packet leaving a container passes, netpath's from_container and, in `redirect-ref`, the reference program that only calls bpf_redirect_peer (netpath-ebpf/src/reference.rs); for TCP a packet is an skb as the program sees it".into(),
-            "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before".into(),
+            "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before; each run records the datagrams np-flood sent, how long before the measurement it began and after it ended (np-flood's and the bench's wall clock), the packets the uplink received while it ran and, on netpath, the unsolicited drops; a run whose flood began after the measurement or ended before it gives no figure".into(),
+            "netpath's own account on the inbound paths: before and after every run, `netpath network inspect` (xdp_mode) and `netpath stats` (xdp_redirected, unsolicited drops), recorded with the run; a run of netpath-xdp or netpath-xdp-redirect whose XDP is not in native mode, or of netpath-xdp-redirect that redirected nothing, gives no figure".into(),
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series as their sum (N = {:?}); netpath is its release build", self.endpoint_counts),
-            "netpath-daemon attaches as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), and only these three calls are timed; the engine's part (the handed veth end moved into the namespace as eth0, addressed, up, default route through the gateway) is done after the clock stopped, after each attach or after the whole concurrent batch, because the bench does it with two `ip` processes (~28 ms) where dockerd uses in-process netlink; detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
+            "netpath-daemon and netpath-daemon-engine attach as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), then the engine's part as dockerd does it, in-process netlink from the bench (the handed veth end moved into the namespace, renamed eth0, addressed, up, default route through the gateway); netpath-daemon-engine times all of it, like for like with the CLI, netavark and CNI, netpath-daemon only the three driver calls, the engine's part done after the clock stopped (after each attach, or after the whole concurrent batch); detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
-            "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, the machine has no iptables".into(),
+            "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, with PATH and LD_LIBRARY_PATH pointing there for them alone".into(),
+            format!("the machine's packet filter, checked before the run: {}", filter[0].describe()),
+            format!("and after the teardown: {}", filter[1].describe()),
         ]
     }
 }
@@ -146,6 +152,7 @@ pub fn run(opts: &Options) -> Result<()> {
     step("sweeping what an earlier run may have left");
     leftovers::sweep(&netpath);
     let before = leftovers::Snapshot::take();
+    let filter_before = machine::PacketFilter::check();
     let logs = install::target_dir().join("bench-logs");
     let _ = std::fs::remove_dir_all(&logs);
     for dir in [Path::new(RUN_DIR), &logs] {
@@ -163,8 +170,10 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     leftovers::sweep(&ctx.netpath);
     let unchanged = before.compare(&leftovers::Snapshot::take());
+    let packet_filter = [filter_before, machine::PacketFilter::check()];
     outcome?;
 
+    let observations = results.observations();
     let cells = results.finish(datapath::REFERENCE);
     let report = results::Report {
         started,
@@ -184,7 +193,9 @@ pub fn run(opts: &Options) -> Result<()> {
         scenarios: scenarios.iter().map(|s| results::ScenarioInfo::from(*s)).collect(),
         goals: goals::evaluate(goals::GOALS, &cells),
         cells,
-        method: ctx.cfg.method(),
+        observations,
+        method: ctx.cfg.method(&packet_filter),
+        packet_filter,
     };
     let dir = opts.out.join(&stamp);
     write_outputs(&dir, &report)?;

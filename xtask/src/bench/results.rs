@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::{
     datapath::Unavailable,
     goals::GoalResult,
-    machine::Machine,
-    scenario::{Outcome, Scenario},
+    machine::{Machine, PacketFilter},
+    scenario::{Outcome, Scenario, Seen},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -36,6 +36,8 @@ pub struct Cell {
     pub reason: Option<String>,
     /// One per run, in run order; none where that run failed.
     pub samples: Vec<Option<f64>>,
+    /// How many runs gave a figure: the median stands on these alone.
+    pub measured_runs: usize,
     pub median: Option<f64>,
     /// The smallest and largest sample.
     pub min: Option<f64>,
@@ -43,11 +45,24 @@ pub struct Cell {
     /// This datapath's figure over netpath's from the same run, per run, their median, and
     /// the smallest and largest of them.
     pub ratio_samples: Vec<Option<f64>>,
+    /// How many runs gave both figures of the ratio.
+    pub ratio_runs: usize,
     pub ratio: Option<f64>,
     pub ratio_min: Option<f64>,
     pub ratio_max: Option<f64>,
     /// Failures of single runs of a cell that did produce figures.
     pub errors: Vec<String>,
+}
+
+/// The checks behind one run of a scenario on a datapath.
+#[derive(Clone, Debug, Serialize)]
+pub struct Observation {
+    pub scenario: &'static str,
+    pub param: Option<u32>,
+    pub datapath: &'static str,
+    /// Counted from 1, as the report shows it.
+    pub run: usize,
+    pub seen: Vec<Seen>,
 }
 
 /// Scenario, metric and sweep point: what a datapath's cell is compared on.
@@ -57,11 +72,30 @@ type Point<'a> = (&'a str, &'a str, Option<u32>);
 pub struct Results {
     runs: usize,
     cells: Vec<Cell>,
+    observations: Vec<Observation>,
 }
 
 impl Results {
     pub fn new(runs: usize) -> Self {
-        Self { runs, cells: Vec::new() }
+        Self { runs, cells: Vec::new(), observations: Vec::new() }
+    }
+
+    /// Keeps what a run checked, whatever became of its figures.
+    pub fn observe(
+        &mut self,
+        scenario: &'static Scenario,
+        param: Option<u32>,
+        datapath: &'static str,
+        run: usize,
+        seen: Vec<Seen>,
+    ) {
+        if !seen.is_empty() {
+            self.observations.push(Observation { scenario: scenario.name, param, datapath, run: run + 1, seen });
+        }
+    }
+
+    pub fn observations(&self) -> Vec<Observation> {
+        self.observations.clone()
     }
 
     fn cells_of<'a>(
@@ -85,10 +119,12 @@ impl Results {
                     status: Status::Ok,
                     reason: None,
                     samples: vec![None; self.runs],
+                    measured_runs: 0,
                     median: None,
                     min: None,
                     max: None,
                     ratio_samples: Vec::new(),
+                    ratio_runs: 0,
                     ratio: None,
                     ratio_min: None,
                     ratio_max: None,
@@ -152,6 +188,7 @@ impl Results {
     /// Medians, spreads and ratios; a cell with no sample left is missing, with its first error.
     pub fn finish(mut self, reference: &str) -> Vec<Cell> {
         for cell in &mut self.cells {
+            cell.measured_runs = measured(&cell.samples);
             cell.median = median(&cell.samples);
             (cell.min, cell.max) = spread(&cell.samples).unzip();
             if cell.status == Status::Ok && cell.median.is_none() {
@@ -168,11 +205,25 @@ impl Results {
         for cell in &mut self.cells {
             let Some(reference) = references.get(&(cell.scenario, cell.metric, cell.param)) else { continue };
             cell.ratio_samples = ratios(&cell.samples, reference);
+            cell.ratio_runs = measured(&cell.ratio_samples);
             cell.ratio = median(&cell.ratio_samples);
             (cell.ratio_min, cell.ratio_max) = spread(&cell.ratio_samples).unzip();
         }
         self.cells
     }
+}
+
+impl Cell {
+    /// Whether every run gave a figure: a run that failed in a cell that has figures leaves a
+    /// median of the others, which must not pass for the whole.
+    pub fn complete(&self) -> bool {
+        self.measured_runs == self.samples.len()
+    }
+}
+
+/// How many runs gave a figure.
+pub fn measured(samples: &[Option<f64>]) -> usize {
+    samples.iter().flatten().count()
 }
 
 /// `samples` over `reference`, run by run; none where either run has no figure.
@@ -258,9 +309,13 @@ pub struct Report {
     pub datapaths: Vec<DatapathInfo>,
     pub scenarios: Vec<ScenarioInfo>,
     pub cells: Vec<Cell>,
+    /// What each run checked behind its figures.
+    pub observations: Vec<Observation>,
     /// Issue 13's goals the bench can measure, each against its cells.
     pub goals: Vec<GoalResult>,
     pub method: Vec<String>,
+    /// The machine's packet filter as found before the run and after its teardown.
+    pub packet_filter: [PacketFilter; 2],
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use anyhow::Result;
 
 use super::{
     Ctx, attach,
-    datapath::{Datapath, Unavailable},
+    cost::ProgramStats,
+    datapath::{Datapath, Monitor, Reading, Route, Target, Unavailable},
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
-    scenario::{Kind, NO_PROGRAM, Outcome, PROGRAM, Scenario},
+    scenario::{Kind, Measured, NO_PROGRAM, PROGRAM, Scenario},
     traffic,
 };
 
@@ -141,13 +142,31 @@ impl Runner<'_> {
                 .collect();
             self.results.mark_metrics(scenario, param, name, &whys);
         }
-        let mut outcomes = scenario.measure(self.ctx, &target, program);
+        let mut measured = self.attempt(dp, scenario, &target, program);
         // One retry: a single hiccup must not settle a working path as missing.
         let open = self.results.open(scenario, param, name);
-        if outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
-            outcomes = scenario.measure(self.ctx, &target, program);
+        if measured.outcomes.iter().zip(&open).any(|(o, open)| o.is_err() && *open) {
+            measured = self.attempt(dp, scenario, &target, program);
         }
-        self.settle(scenario, param, name, run, first, outcomes)
+        self.settle(scenario, param, name, run, first, measured)
+    }
+
+    /// One measurement, with the datapath's own account of just this attempt, checked where
+    /// it tells what the path was: inbound.
+    fn attempt(
+        &self,
+        dp: &dyn Datapath,
+        scenario: &'static Scenario,
+        target: &Target,
+        program: Option<&dyn ProgramStats>,
+    ) -> Measured {
+        let monitor = dp.monitor().filter(|_| scenario.route() == Route::Ingress);
+        let before = monitor.map(|m| m.read(self.ctx));
+        let mut measured = scenario.measure(self.ctx, target, program);
+        if let (Some(monitor), Some(before)) = (monitor, before) {
+            account(self.ctx, monitor, before, &mut measured);
+        }
+        measured
     }
 
     /// Records the outcomes; a metric that fails on the first attempt is settled as missing.
@@ -158,10 +177,11 @@ impl Runner<'_> {
         name: &'static str,
         run: usize,
         first: bool,
-        outcomes: Vec<Outcome>,
+        Measured { outcomes, seen }: Measured,
     ) -> String {
         let open = self.results.open(scenario, param, name);
         self.results.record(scenario, param, name, run, &outcomes);
+        self.results.observe(scenario, param, name, run, seen);
         if first {
             let whys: Vec<_> =
                 outcomes.iter().map(|o| o.as_ref().err().map(|e| Unavailable::Missing(e.clone()))).collect();
@@ -234,7 +254,7 @@ impl Runner<'_> {
                     } else if let Some(attacher) = dp.attacher() {
                         let first = self.tried.insert((scenario.name, Some(count), name));
                         let outcomes = attach::measure(self.ctx, name, attacher, scenario.kind, count);
-                        self.settle(scenario, Some(count), name, run, first, outcomes)
+                        self.settle(scenario, Some(count), name, run, first, outcomes.into())
                     } else {
                         let why = Unavailable::NotApplicable(
                             "the attach sweep compares netpath (its CLI and its daemon), the CNI bridge plugin and netavark".into(),
@@ -248,6 +268,15 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The datapath's account of a run, from `before` to now, into `measured`; a run whose
+/// account cannot be read is refused, as nothing shows it took the path it claims.
+fn account(ctx: &Ctx, monitor: &dyn Monitor, before: Result<Reading>, measured: &mut Measured) {
+    match before.and_then(|before| Ok((before, monitor.read(ctx)?))) {
+        Ok((before, after)) => monitor.check(&before, &after, measured),
+        Err(e) => measured.refuse(&format!("the datapath's own account could not be read: {e:#}")),
     }
 }
 

@@ -1,11 +1,13 @@
 //! The scenarios: what each measures, on which path, with which tool, in which unit.
 use anyhow::{Result, bail};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{
     Ctx,
     cost::{self, ProgramStats},
     datapath::{Route, Target},
-    traffic::{self, Work},
+    traffic::{self, FloodRun, Work},
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -183,10 +185,10 @@ impl Scenario {
     /// Runs the load generator(s) once against `target`: one outcome per metric, so a metric
     /// that works keeps its figure when another of the same scenario does not. `program` is
     /// the eBPF program on the path, for the program-cost metric.
-    pub fn measure(&self, ctx: &Ctx, target: &Target, program: Option<&dyn ProgramStats>) -> Vec<Outcome> {
+    pub fn measure(&self, ctx: &Ctx, target: &Target, program: Option<&dyn ProgramStats>) -> Measured {
         let seconds = ctx.cfg.seconds;
         let figure = |work: Result<Work>| work.map(|w| w.figure).map_err(text);
-        match self.kind {
+        let outcomes = match self.kind {
             Kind::Tcp { streams, .. } => self.costed(GB, program, || traffic::tcp_throughput(target, streams, seconds)),
             Kind::UdpRate { .. } => self.costed(MPKT, program, || traffic::udp_rate(target, seconds)),
             Kind::Latency => match traffic::latency(target, seconds) {
@@ -195,7 +197,7 @@ impl Scenario {
             },
             Kind::ConnRate => self.costed(KCONN, program, || traffic::conn_rate(ctx, target, seconds)),
             Kind::Flood => match traffic::conn_rate_under_flood(ctx, target, seconds) {
-                Ok((flooded, calm)) => vec![Ok(flooded), Ok(flooded / calm)],
+                Ok(run) => return flood_measured(&run),
                 Err(e) => vec![Err(text(e)); 2],
             },
             Kind::PortSweep => vec![
@@ -205,7 +207,8 @@ impl Scenario {
             Kind::AttachSweep | Kind::AttachConcurrent => {
                 vec![Err("the attach sweeps are timed by the runner, not measured on a path".into())]
             }
-        }
+        };
+        outcomes.into()
     }
 
     /// A rate and its CPU cost per `unit` of work from one pass of `traffic`, and where the
@@ -227,6 +230,57 @@ impl Scenario {
             });
         }
         outcomes
+    }
+}
+
+/// The figures under the flood, refused unless the flood lasted the whole measurement, and
+/// what shows how big it was.
+fn flood_measured(run: &FloodRun) -> Measured {
+    let mut measured = Measured::from(vec![Ok(run.flooded), Ok(run.flooded / run.calm)]);
+    measured.saw("np-flood sent (datagrams)", run.sent);
+    measured.saw("flood began before the measurement (s)", round3(run.measurement.began - run.flood.began));
+    measured.saw("flood ended after the measurement (s)", round3(run.flood.ended - run.measurement.ended));
+    measured.saw(&format!("{} received during the flood (packets)", run.uplink), run.received);
+    if let Some(why) = run.refusal() {
+        measured.refuse(&why);
+    }
+    measured
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// A check made during a run, as found: what was looked at and what it showed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Seen {
+    pub what: String,
+    pub value: Value,
+}
+
+/// One run of a scenario: a figure (or why not) per metric, and the checks behind them.
+#[derive(Debug, Default)]
+pub struct Measured {
+    pub outcomes: Vec<Outcome>,
+    pub seen: Vec<Seen>,
+}
+
+impl From<Vec<Outcome>> for Measured {
+    fn from(outcomes: Vec<Outcome>) -> Self {
+        Self { outcomes, seen: Vec::new() }
+    }
+}
+
+impl Measured {
+    pub fn saw(&mut self, what: &str, value: impl Into<Value>) {
+        self.seen.push(Seen { what: what.into(), value: value.into() });
+    }
+
+    /// Turns every figure of this run into a failure, for `why`: a check behind it failed.
+    pub fn refuse(&mut self, why: &str) {
+        for outcome in self.outcomes.iter_mut().filter(|o| o.is_ok()) {
+            *outcome = Err(why.into());
+        }
     }
 }
 

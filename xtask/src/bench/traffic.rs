@@ -2,14 +2,18 @@
 //! its figure (and, for the rates, the work behind it): iperf3 (TCP throughput, UDP packet
 //! rate), sockperf (latency percentiles) and the workspace's np-connrate (connection rate, and
 //! a reachability probe).
-use std::{process::Command, thread, time::Duration};
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 use super::{
     Ctx,
-    datapath::Target,
+    datapath::{Target, Uplink},
     process::{root_cause, stdout_within},
 };
 
@@ -133,10 +137,53 @@ pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<Work> {
     Ok(Work { figure: field("per_second")?, amount: field("connections")? })
 }
 
+/// One run of the flood scenario: the rates with and without the flood, and what shows the
+/// flood was there.
+#[derive(Clone, Debug)]
+pub struct FloodRun {
+    /// Connections per second under the flood, and just before it.
+    pub flooded: f64,
+    pub calm: f64,
+    /// What np-flood reported: datagrams sent, and when it began and ended.
+    pub sent: u64,
+    pub flood: Span,
+    /// When the measurement under the flood ran, from before np-connrate started until after
+    /// it returned.
+    pub measurement: Span,
+    /// The uplink's name and the packets it received while the flood ran.
+    pub uplink: String,
+    pub received: u64,
+}
+
+/// A stretch of wall-clock time, Unix seconds: the bench and np-flood read the same clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    pub began: f64,
+    pub ended: f64,
+}
+
+impl FloodRun {
+    /// Why the figure under the flood does not count, if it does not: a flood that began after
+    /// the measurement or ended before it loaded only part of it.
+    pub fn refusal(&self) -> Option<String> {
+        let (flood, measured) = (self.flood, self.measurement);
+        let what = format!("np-flood sent {} datagrams in {:.2} s", self.sent, flood.ended - flood.began);
+        if flood.began > measured.began {
+            Some(format!("the flood began {:.2} s after the measurement did ({what})", flood.began - measured.began))
+        } else if flood.ended < measured.ended {
+            Some(format!("the flood ended {:.2} s before the measurement did ({what})", measured.ended - flood.ended))
+        } else {
+            None
+        }
+    }
+}
+
 /// The connection rate to the target's published port while the outside floods the server
 /// container's own address (which nothing outside may reach unasked) with 64-byte datagrams,
-/// and the rate without the flood, measured just before: (with, without).
-pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result<(f64, f64)> {
+/// and the rate without the flood, measured just before; with np-flood's account of the flood
+/// and the uplink's received packets while it ran.
+pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result<FloodRun> {
+    let uplink = target.uplink.as_ref().context("the inbound route names no uplink to count the flood on")?;
     let calm = conn_rate(ctx, target, seconds)?.figure;
     // The outside reaches the server's address through the host, as a LAN peer that guesses
     // the host routes the containers' subnet would; removed again below.
@@ -158,22 +205,101 @@ pub fn conn_rate_under_flood(ctx: &Ctx, target: &Target, seconds: u32) -> Result
             &(seconds + 2).to_string(),
         ],
     );
+    let received_before = rx_packets(uplink);
     let flooded = thread::scope(|scope| {
         let mut flood = flood;
         let flooding = scope.spawn(move || stdout_within(&mut flood, limit(seconds + 2)));
         // Let the flood reach full speed first.
         thread::sleep(Duration::from_millis(500));
+        let began = unix_now();
         let rate = conn_rate(ctx, target, seconds);
-        (rate, flooding.join())
+        (rate, Span { began, ended: unix_now() }, flooding.join())
+    });
+    let received = rx_packets(uplink).and_then(|after| {
+        after.checked_sub(received_before?).with_context(|| format!("{}'s received count went back", uplink.name))
     });
     if routed {
         let _ = target.client.run(&["ip", "route", "del", &server]);
     }
-    let (rate, flooding) = flooded;
-    match flooding {
-        Ok(Ok(_)) => {}
+    let (rate, measurement, flooding) = flooded;
+    let report = match flooding {
+        Ok(Ok(out)) => out,
         Ok(Err(e)) => bail!("np-flood to {}: {}", target.server, root_cause(&e)),
         Err(_) => bail!("np-flood's thread panicked"),
+    };
+    let (sent, flood) = flood_report(&report)?;
+    Ok(FloodRun {
+        flooded: rate?.figure,
+        calm,
+        sent,
+        flood,
+        measurement,
+        uplink: uplink.name.clone(),
+        received: received?,
+    })
+}
+
+/// np-flood's line: datagrams sent, and when the flood began and ended.
+fn flood_report(line: &str) -> Result<(u64, Span)> {
+    let json: Value = serde_json::from_str(line.trim()).with_context(|| format!("np-flood output: {line}"))?;
+    let field = |name: &str| json[name].as_f64().with_context(|| format!("np-flood printed no {name}: {line}"));
+    Ok((field("sent")? as u64, Span { began: field("began")?, ended: field("ended")? }))
+}
+
+/// Packets the link has received, from its namespace's /proc/net/dev.
+fn rx_packets(link: &Uplink) -> Result<u64> {
+    let table = link.ns.run(&["cat", "/proc/net/dev"])?;
+    received_packets(&table, &link.name).with_context(|| format!("no {} in /proc/net/dev: {table}", link.name))
+}
+
+/// The received-packets column of `ifname` in a /proc/net/dev table.
+fn received_packets(table: &str, ifname: &str) -> Option<u64> {
+    let line = table.lines().find_map(|l| l.trim_start().strip_prefix(ifname)?.strip_prefix(':'))?;
+    // Receive: bytes, packets, errs, …
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flood(flood: (f64, f64), measurement: (f64, f64)) -> FloodRun {
+        FloodRun {
+            flooded: 900.0,
+            calm: 1000.0,
+            sent: 1_000_000,
+            flood: Span { began: flood.0, ended: flood.1 },
+            measurement: Span { began: measurement.0, ended: measurement.1 },
+            uplink: "uplink0".into(),
+            received: 990_000,
+        }
     }
-    Ok((rate?.figure, calm))
+
+    #[test]
+    fn a_flood_that_does_not_last_the_measurement_refuses_its_figure() {
+        assert_eq!(flood((100.0, 103.0), (100.5, 101.6)).refusal(), None);
+        let early = flood((100.0, 101.0), (100.5, 101.6)).refusal().unwrap();
+        assert_eq!(
+            early,
+            "the flood ended 0.60 s before the measurement did (np-flood sent 1000000 datagrams in 1.00 s)"
+        );
+        let late = flood((100.7, 103.0), (100.5, 101.6)).refusal().unwrap();
+        assert!(late.starts_with("the flood began 0.20 s after the measurement did"), "{late}");
+    }
+
+    #[test]
+    fn np_flood_and_proc_net_dev_are_read() {
+        let (sent, span) =
+            flood_report("{\"sent\":42,\"seconds\":1.0,\"per_second\":42,\"began\":5.5,\"ended\":6.5}\n").unwrap();
+        assert_eq!((sent, span.began, span.ended), (42, 5.5, 6.5));
+        assert!(flood_report("{\"sent\":42}").is_err(), "a line without the times is refused");
+        let table = "Inter-|   Receive\n face |bytes    packets errs\n    lo:       0       0    0\nuplink0: 9000 123 0 0 0 0 0 0 77 3 0\n  uplink01: 1 999 0\n";
+        assert_eq!(received_packets(table, "uplink0"), Some(123));
+        assert_eq!(received_packets(table, "lo"), Some(0));
+        assert_eq!(received_packets(table, "eth0"), None);
+    }
 }

@@ -6,6 +6,9 @@
 //! np-flood --addr IP --ports FIRST-LAST --packets N --seconds S   # prints one JSON line
 //! ```
 //!
+//! The line holds what was sent and when the flood began and ended (Unix time, seconds), so
+//! the bench can tell whether the flood lasted the whole measurement it was meant to load.
+//!
 //! Datagrams go out in batches of `BATCH` with `sendmmsg`, each to the next port of the range,
 //! so a receiver sees many flows, none of them asked for.
 use std::{
@@ -54,7 +57,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let payload = [0x5au8; PAYLOAD];
     let span = u32::from(last - first) + 1;
     let (mut sent, mut next) = (0u64, 0u32);
-    let started = Instant::now();
+    let (started, began) = (Instant::now(), unix_now());
     while sent < packets && Instant::now() < deadline {
         let batch = (packets - sent).min(BATCH as u64) as usize;
         let mut dests = [unsafe { std::mem::zeroed::<libc::sockaddr_in>() }; BATCH];
@@ -82,7 +85,14 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         sent += n as u64;
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!("{{\"sent\":{sent},\"seconds\":{secs:.3},\"per_second\":{:.0}}}", sent as f64 / secs);
+    let (secs, ended) = (started.elapsed().as_secs_f64(), unix_now());
+    println!(
+        "{{\"sent\":{sent},\"seconds\":{secs:.3},\"per_second\":{:.0},\"began\":{began:.3},\"ended\":{ended:.3}}}",
+        sent as f64 / secs
+    );
     Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

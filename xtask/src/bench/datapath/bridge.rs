@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::{Datapath, Route, Routes, Target, nth_ip};
 use crate::bench::{
     Ctx,
-    topology::{HOST_UPLINK_IP, OUTSIDE_IP, Topology},
+    topology::{HOST_UPLINK_IP, OUTSIDE_IP, Topology, UPLINK},
 };
 
 const BRIDGE: &str = "br0";
@@ -57,7 +57,7 @@ impl Datapath for Bridge {
         topo.serve(ctx, &c2, "c2")?;
         self.routes.set(Route::C2c, Ok(Target::direct(&c1, c2_ip)));
         self.routes.set(Route::Egress, Ok(Target::direct(&c1, OUTSIDE_IP)));
-        self.routes.set(Route::Ingress, Ok(Target::direct(&topo.outside, c2_ip)));
+        self.routes.set(Route::Ingress, Ok(Target::direct(&topo.outside, c2_ip).through(&host, UPLINK)));
         self.routes.set(Route::HostLocal, Ok(Target::direct(&host, c2_ip)));
         Ok(())
     }

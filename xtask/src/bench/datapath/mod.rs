@@ -18,8 +18,10 @@ use super::{
     Ctx,
     cost::ProgramStats,
     netns::Netns,
+    scenario::Measured,
     topology::{
         CONNRATE_PORT, HOST_UPLINK_IP, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, SOCKPERF_PORT,
+        UPLINK,
     },
 };
 
@@ -47,6 +49,15 @@ pub struct Target {
     /// The server container's own address (the target of unsolicited floods): `addr` itself
     /// when nothing translates.
     pub server: Ipv4Addr,
+    /// On the inbound route, the link traffic from the outside arrives by (the host's uplink;
+    /// for `veth`, the server's end), whose counters show what a flood delivered.
+    pub uplink: Option<Uplink>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Uplink {
+    pub ns: Netns,
+    pub name: String,
 }
 
 impl Target {
@@ -59,7 +70,13 @@ impl Target {
             connrate_port: CONNRATE_PORT,
             sockperf_port: SOCKPERF_PORT,
             server: addr,
+            uplink: None,
         }
+    }
+
+    /// Arriving by link `name` in `ns`.
+    fn through(self, ns: &Netns, name: &str) -> Self {
+        Self { uplink: Some(Uplink { ns: ns.clone(), name: name.into() }), ..self }
     }
 
     /// The host ports published to the server container.
@@ -101,6 +118,29 @@ pub trait Datapath {
     fn c2c_program(&self) -> Option<&dyn ProgramStats> {
         None
     }
+    /// For the checks around each run on the inbound route: the datapath's own account of
+    /// what it did, where it keeps one.
+    fn monitor(&self) -> Option<&dyn Monitor> {
+        None
+    }
+}
+
+/// A datapath's own account of itself, read before and after each run on the inbound route,
+/// so that a figure is refused when the datapath did not do what it is measured as doing.
+pub trait Monitor {
+    fn read(&self, ctx: &Ctx) -> Result<Reading>;
+    /// Puts what changed from `before` to `after` into `measured`, and refuses its figures
+    /// if the run did not take the path it claims.
+    fn check(&self, before: &Reading, after: &Reading, measured: &mut Measured);
+}
+
+/// What netpath reports of itself: how XDP runs on the uplink (`network inspect`), and the
+/// packets XDP redirected and the unsolicited ones dropped (`stats`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reading {
+    pub xdp_mode: Option<String>,
+    pub redirected: u64,
+    pub unsolicited: u64,
 }
 
 /// Publishes ports to a filler container, so the measured ports sit among many others.
@@ -131,7 +171,8 @@ pub fn all() -> Vec<Box<dyn Datapath>> {
         Box::new(netpath::Netpath::tc()),
         Box::new(netpath::Netpath::xdp_filter()),
         Box::new(netpath::Netpath::xdp_redirect()),
-        Box::new(netpath_daemon::NetpathDaemon::default()),
+        Box::new(netpath_daemon::NetpathDaemon::driver_calls()),
+        Box::new(netpath_daemon::NetpathDaemon::with_engine()),
         Box::new(veth::Veth::default()),
         Box::new(bridge::Bridge::default()),
         Box::new(docker::Docker::default()),
@@ -155,7 +196,7 @@ impl Routes {
         let mut routes = Self::default();
         routes.set(Route::C2c, Ok(Target::direct(c1, c2_ip)));
         routes.set(Route::Egress, Ok(Target::direct(c1, OUTSIDE_IP)));
-        routes.set(Route::Ingress, Ok(Target::published(outside, HOST_UPLINK_IP, c2_ip)));
+        routes.set(Route::Ingress, Ok(Target::published(outside, HOST_UPLINK_IP, c2_ip).through(host, UPLINK)));
         routes.set(Route::HostLocal, Ok(Target::published(host, Ipv4Addr::LOCALHOST, c2_ip)));
         routes
     }

@@ -16,12 +16,13 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::{Attacher, Datapath, PortTable, Route, Routes, Unavailable};
+use super::{Attacher, Datapath, Monitor, PortTable, Reading, Route, Routes, Unavailable};
 use crate::bench::{
     Ctx,
     cost::{PinnedProgram, ProgramStats},
     netns::Netns,
     process::{SETUP_LIMIT, output_within, root_cause, stdout_within},
+    scenario::Measured,
     topology::{CONNRATE_PORT, IPERF_PORT, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
 };
 
@@ -31,7 +32,7 @@ const SUBNET: &str = "10.201.0.0/16";
 /// ephemeral range.
 const FILLER_BASE_PORT: u32 = 10000;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Tc,
     XdpFilter,
@@ -87,6 +88,12 @@ impl Netpath {
             .map_err(|e| anyhow!("`netpath {}` failed: {}", args.join(" "), root_cause(&e)))
     }
 
+    /// Runs netpath with `--format json` among `args`; its answer.
+    fn json(&self, ctx: &Ctx, args: &[&str]) -> Result<Value> {
+        let out = self.run(ctx, args)?;
+        serde_json::from_str(&out).with_context(|| format!("`netpath {}` printed {out}", args.join(" ")))
+    }
+
     /// `netpath attach`; returns the endpoint's address.
     fn attach_endpoint(&self, ctx: &Ctx, id: &str, ns: &Netns, publish: &[String]) -> Result<Ipv4Addr> {
         let netns = ns.path().to_string_lossy();
@@ -94,9 +101,8 @@ impl Netpath {
         for p in publish {
             args.extend(["--publish", p]);
         }
-        let out = self.run(ctx, &args)?;
-        let endpoint: Value = serde_json::from_str(&out).with_context(|| format!("netpath attach output: {out}"))?;
-        let ip = endpoint["ip"].as_str().with_context(|| format!("no ip in {out}"))?;
+        let endpoint = self.json(ctx, &args)?;
+        let ip = endpoint["ip"].as_str().with_context(|| format!("no ip in {endpoint}"))?;
         ip.parse().with_context(|| format!("endpoint address {ip:?}"))
     }
 
@@ -204,6 +210,50 @@ impl Datapath for Netpath {
     fn c2c_program(&self) -> Option<&dyn ProgramStats> {
         self.from_container.as_ref().map(|p| p as &dyn ProgramStats)
     }
+
+    fn monitor(&self) -> Option<&dyn Monitor> {
+        if self.topo.is_some() { Some(self) } else { None }
+    }
+}
+
+impl Monitor for Netpath {
+    fn read(&self, ctx: &Ctx) -> Result<Reading> {
+        let inspect = self.json(ctx, &["network", "inspect", NETWORK, "--format", "json"])?;
+        let stats = self.json(ctx, &["stats", "--format", "json"])?;
+        let unsolicited = stats["drops"]
+            .as_array()
+            .and_then(|drops| drops.iter().find(|d| d["reason"] == "unsolicited").and_then(|d| d["packets"].as_u64()));
+        Ok(Reading {
+            xdp_mode: inspect["xdp_mode"].as_str().map(String::from),
+            redirected: stats["xdp_redirected"]["packets"].as_u64().context("`netpath stats`: no xdp_redirected")?,
+            unsolicited: unsolicited.context("`netpath stats`: no unsolicited drops")?,
+        })
+    }
+
+    fn check(&self, before: &Reading, after: &Reading, measured: &mut Measured) {
+        let redirected = after.redirected.saturating_sub(before.redirected);
+        measured.saw("xdp_mode", after.xdp_mode.clone().unwrap_or_else(|| "none".into()));
+        measured.saw("xdp_redirected (packets)", redirected);
+        measured.saw("unsolicited drops (packets)", after.unsolicited.saturating_sub(before.unsolicited));
+        if let Some(why) = refusal(self.mode, after.xdp_mode.as_deref(), redirected) {
+            measured.refuse(&why);
+        }
+    }
+}
+
+/// Why a run on the inbound route does not count as `mode`'s, if it does not: XDP in generic
+/// mode runs after the skb exists, which is what XDP is meant to save, and a redirecting XDP
+/// that redirected nothing left the published ports to TC.
+fn refusal(mode: Mode, xdp_mode: Option<&str>, redirected: u64) -> Option<String> {
+    match (mode, xdp_mode) {
+        (Mode::Tc, _) => None,
+        (_, Some("native")) if mode == Mode::XdpRedirect && redirected == 0 => Some(
+            "XDP redirected nothing during the run (xdp_redirected +0): the published ports went through TC".into(),
+        ),
+        (_, Some("native")) => None,
+        (_, Some(other)) => Some(format!("XDP runs in {other} mode on the uplink, not native")),
+        (_, None) => Some("no XDP program on the uplink (network inspect: xdp_mode null)".into()),
+    }
 }
 
 impl PortTable for Netpath {
@@ -259,5 +309,26 @@ pub(super) fn command(ctx: &Ctx, dir: &Path, host: &Netns, args: &[&str]) -> Com
 pub(super) fn unmount(path: &Path) {
     if path.exists() {
         let _ = output_within(Command::new("umount").arg(path), SETUP_LIMIT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mode, refusal};
+
+    #[test]
+    fn an_xdp_run_counts_only_native_and_redirecting_where_it_claims_to() {
+        assert_eq!(refusal(Mode::Tc, None, 0), None);
+        assert_eq!(refusal(Mode::XdpFilter, Some("native"), 0), None, "the filter redirects nothing by design");
+        assert_eq!(refusal(Mode::XdpRedirect, Some("native"), 1), None);
+        for mode in [Mode::XdpFilter, Mode::XdpRedirect] {
+            assert_eq!(
+                refusal(mode, Some("generic"), 5).as_deref(),
+                Some("XDP runs in generic mode on the uplink, not native"),
+                "{mode:?}"
+            );
+            assert!(refusal(mode, None, 5).unwrap().contains("no XDP program"), "{mode:?}");
+        }
+        assert!(refusal(Mode::XdpRedirect, Some("native"), 0).unwrap().contains("xdp_redirected +0"));
     }
 }

@@ -7,10 +7,12 @@
 //! the network as `docker network create -d netpath --ipam-driver netpath` does. An attach is
 //! what dockerd does for `docker run`: IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint
 //! and NetworkDriver.Join over the socket, then the engine's own part (move the handed veth end
-//! into the sandbox as eth0, address it, bring it up, default route through the gateway).
-//! Only the driver calls are timed: the engine's part is done with `ip`, whose two process
-//! starts would cost more than the driver itself (dockerd does it with in-process netlink), so
-//! it runs after the clock stopped (`Attacher::complete`) and every endpoint is still usable.
+//! into the sandbox as eth0, address it, bring it up, default route through the gateway), with
+//! in-process netlink as dockerd does it (`sandbox`). Two flavours: `netpath-daemon` times the
+//! driver calls alone and does the engine's part after the clock stopped
+//! (`Attacher::complete`), which shows the driver's share; `netpath-daemon-engine` times both,
+//! like for like with the CLI, netavark and the CNI plugin, whose figures include the
+//! namespace work.
 //!
 //! The daemon answers every request with `Connection: close`, so each call is a connection of
 //! its own, as it is for dockerd with this driver.
@@ -35,7 +37,8 @@ use super::{
 use crate::bench::{
     Ctx,
     netns::Netns,
-    process::{Daemon, SETUP_LIMIT, feed_within, root_cause, stdout_within},
+    process::{Daemon, SETUP_LIMIT, root_cause, stdout_within},
+    sandbox::{self, Handed},
     topology::Topology,
 };
 
@@ -50,6 +53,8 @@ const CALL_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct NetpathDaemon {
+    /// Whether the engine's part is timed with the driver calls.
+    engine_timed: bool,
     topo: Option<Topology>,
     dir: PathBuf,
     daemon: Option<Daemon>,
@@ -67,12 +72,21 @@ pub struct NetpathDaemon {
 struct Endpoint {
     /// Its address with the prefix, as IPAM gave it (and takes it back).
     cidr: String,
-    /// The veth end Join named, still in the host namespace, and the gateway.
-    ifname: String,
-    gateway: String,
+    /// The interface and addresses, once Join answered.
+    handed: Option<Handed>,
 }
 
 impl NetpathDaemon {
+    /// The driver calls timed, the engine's part after the clock stopped.
+    pub fn driver_calls() -> Self {
+        Self::default()
+    }
+
+    /// The driver calls and the engine's part timed together.
+    pub fn with_engine() -> Self {
+        Self { engine_timed: true, ..Self::default() }
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.join("netpath.sock")
     }
@@ -156,7 +170,7 @@ impl NetpathDaemon {
             &self.call("IpamDriver.RequestAddress", &json!({"PoolID": pool, "Address": "", "Options": {}}))?,
             "Address",
         )?;
-        self.remember(index, Endpoint { cidr: cidr.clone(), ..Endpoint::default() });
+        self.remember(index, Endpoint { cidr: cidr.clone(), handed: None });
         self.call(
             "NetworkDriver.CreateEndpoint",
             &json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint,
@@ -167,9 +181,9 @@ impl NetpathDaemon {
             &json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint, "SandboxKey": ns.path(), "Options": {}}),
         )?;
         let ifname = joined["InterfaceName"]["SrcName"].as_str().with_context(|| format!("no SrcName in {joined}"))?;
-        let gateway = text(&joined, "Gateway")?;
-        let ip = address_of(&cidr)?;
-        self.remember(index, Endpoint { cidr, ifname: ifname.to_string(), gateway });
+        let handed = Handed::parse(ifname, &cidr, &text(&joined, "Gateway")?)?;
+        let ip = handed.address;
+        self.remember(index, Endpoint { cidr, handed: Some(handed) });
         Ok(ip)
     }
 
@@ -181,16 +195,12 @@ impl NetpathDaemon {
         self.endpoints().insert(index, endpoint);
     }
 
-    /// The engine's part after Join: the handed end `ifname`, still in the host namespace,
-    /// moves into the sandbox renamed eth0 (one netlink request), then gets its address,
-    /// comes up and routes through the gateway (one `ip -batch`).
-    fn configure(&self, ns: &Netns, Endpoint { cidr, ifname, gateway }: &Endpoint) -> Result<()> {
+    /// The engine's part after Join, for endpoint `index`.
+    fn configure(&self, index: u32, ns: &Netns) -> Result<()> {
         let host = &self.topo.as_ref().context("netpath-daemon is not up")?.host;
-        host.run(&["ip", "link", "set", ifname, "netns", ns.name(), "name", "eth0"])?;
-        let batch = format!("addr add {cidr} dev eth0\nlink set eth0 up\nroute add default via {gateway}\n");
-        feed_within(&mut ns.cmd("ip", &["-batch", "-"]), SETUP_LIMIT, batch.as_bytes())
-            .with_context(|| format!("configuring eth0 in {}", ns.path().display()))?;
-        Ok(())
+        let handed = self.endpoints().get(&index).and_then(|e| e.handed.clone());
+        let handed = handed.with_context(|| format!("endpoint {index} was not joined"))?;
+        sandbox::join(host, ns, &handed, "eth0").map_err(|e| anyhow!("after Join: {}", root_cause(&e)))
     }
 }
 
@@ -202,12 +212,6 @@ fn endpoint_id(index: u32) -> String {
 /// A string field of an answer.
 fn text(answer: &Value, field: &str) -> Result<String> {
     answer[field].as_str().map(str::to_string).with_context(|| format!("no {field} in {answer}"))
-}
-
-/// `10.202.0.5/16` → its address.
-fn address_of(cidr: &str) -> Result<Ipv4Addr> {
-    let ip = cidr.split_once('/').map_or(cidr, |(ip, _)| ip);
-    ip.parse().with_context(|| format!("{cidr:?} is not an IPv4 address"))
 }
 
 /// One POST on a connection of its own, read until the daemon closes it; a non-200 status or
@@ -237,15 +241,22 @@ fn call(socket: &std::path::Path, method: &str, body: &Value) -> Result<Value> {
 
 impl Datapath for NetpathDaemon {
     fn name(&self) -> &'static str {
-        "netpath-daemon"
+        if self.engine_timed { "netpath-daemon-engine" } else { "netpath-daemon" }
     }
 
     fn description(&self) -> String {
-        "netpath through `netpath daemon`, its Docker network and IPAM driver, called over its unix socket as dockerd does (attach scenarios only)".into()
+        let timed = if self.engine_timed {
+            "timed: the driver calls and the engine's part (the veth end moved into the namespace as eth0, addressed, up, default route), done with in-process netlink as dockerd does, like for like with the CLI, netavark and CNI"
+        } else {
+            "timed: the driver calls alone; the engine's part (in-process netlink) runs after the clock stopped"
+        };
+        format!(
+            "netpath through `netpath daemon`, its Docker network and IPAM driver, called over its unix socket as dockerd does (attach scenarios only); {timed}"
+        )
     }
 
     fn up(&mut self, ctx: &Ctx) -> Result<()> {
-        let topo = self.topo.insert(Topology::new(ctx, "netpath-daemon")?);
+        let topo = self.topo.insert(Topology::new(ctx, self.name())?);
         self.dir = topo.dir(ctx, "netpath")?;
         self.start(ctx)?;
         self.create_network().context("creating the network through netpath daemon")?;
@@ -290,19 +301,20 @@ impl Datapath for NetpathDaemon {
 
 impl Attacher for NetpathDaemon {
     fn attach(&self, ctx: &Ctx, index: u32, ns: &Netns) -> Result<Ipv4Addr> {
+        let attached = self.attach_endpoint(index, ns);
+        let done = match (attached, self.engine_timed) {
+            (Ok(ip), true) => self.configure(index, ns).map(|()| ip),
+            (attached, _) => attached,
+        };
         // The sweep detaches only what attached: a failed attach undoes its own steps, as
         // dockerd does when `docker run` fails half-way.
-        self.attach_endpoint(index, ns).inspect_err(|_| {
+        done.inspect_err(|_| {
             let _ = self.detach(ctx, index, ns);
         })
     }
 
-    /// The engine's part, untimed: with `ip`, two process starts (~28 ms on this VM) would
-    /// swamp the driver's own time, where dockerd does it with in-process netlink.
     fn complete(&self, _ctx: &Ctx, index: u32, ns: &Netns) -> Result<()> {
-        let endpoint =
-            self.endpoints().get(&index).cloned().with_context(|| format!("endpoint {index} was not attached"))?;
-        self.configure(ns, &endpoint).map_err(|e| anyhow!("after Join: {}", root_cause(&e)))
+        if self.engine_timed { Ok(()) } else { self.configure(index, ns) }
     }
 
     fn detach(&self, _ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
@@ -327,7 +339,7 @@ mod tests {
 
     use serde_json::json;
 
-    use super::{address_of, call};
+    use super::call;
 
     /// A one-shot server on a socket of its own that answers `reply` to whatever comes.
     fn answering(name: &str, reply: &'static str) -> (PathBuf, std::thread::JoinHandle<()>) {
@@ -365,13 +377,5 @@ mod tests {
         assert!(call_answered("cut", "HTTP/1.1 200 OK\r\nContent-Le").is_err());
         assert!(call_answered("garbage", "\0\0\0\r\n\r\nnot json").is_err());
         assert!(call(&std::env::temp_dir().join("npbench-test-nobody.sock"), "Plugin.Activate", &json!({})).is_err());
-    }
-
-    #[test]
-    fn addresses_with_or_without_prefix() {
-        assert_eq!(address_of("10.202.0.5/16").unwrap(), std::net::Ipv4Addr::new(10, 202, 0, 5));
-        assert_eq!(address_of("10.202.0.5").unwrap(), std::net::Ipv4Addr::new(10, 202, 0, 5));
-        assert!(address_of("fd00::1/64").is_err());
-        assert!(address_of("").is_err());
     }
 }

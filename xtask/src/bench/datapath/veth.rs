@@ -46,7 +46,9 @@ impl Datapath for Veth {
                 send_as_a_wire(client, &client_if)?;
             }
             server.address(&server_if, &format!("{server_ip}/30"))?;
-            self.routes.set(route, Ok(Target::direct(client, server_ip)));
+            let target = Target::direct(client, server_ip);
+            let target = if route == Route::Ingress { target.through(server, &server_if) } else { target };
+            self.routes.set(route, Ok(target));
         }
         topo.serve(ctx, &c2, "c2")
     }

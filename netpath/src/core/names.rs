@@ -1,0 +1,21 @@
+//! The names netpath checks and makes: networks' and endpoints', host veths', random ids.
+use crate::{
+    error::{Error, Result},
+    kernel::link::HOST_VETH_PREFIX,
+};
+/// The host end of an endpoint's veth: `npv` and a hash of the endpoint id (≤ 15 bytes).
+pub fn host_veth_name(id: &str) -> String {
+    let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("{HOST_VETH_PREFIX}{hash:08x}")
+}
+
+pub(crate) fn random_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n as usize == buf.len() { Ok(()) } else { Err(Error::system("getrandom", std::io::Error::last_os_error())) }
+}

@@ -1,0 +1,200 @@
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+use super::{schema::SCHEMA, *};
+use crate::types::{identity::NsIdentity, net::Ipv4Net};
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netpath-store-{}-{}", std::process::id(), now_nanos()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn net(name: &str, subnet: Option<&str>) -> NewNetwork {
+    NewNetwork {
+        name: name.into(),
+        bridge: format!("np-{name}"),
+        subnet: subnet.map(|s| s.parse().unwrap()),
+        gateway: None,
+        mtu: 1500,
+        internal: false,
+        masquerade: true,
+        uplink: None,
+        xdp: Xdp::Off,
+        external_id: None,
+    }
+}
+
+fn endpoint(id: &str, network: &NetworkRecord, ip: Option<&str>) -> NewEndpoint {
+    NewEndpoint {
+        id: id.into(),
+        network: network.clone(),
+        ip: ip.map(|s| s.parse().unwrap()),
+        mac: None,
+        ifname: "eth0".into(),
+        host_veth: format!("npv{id}"),
+        netns_path: "/run/netns/x".into(),
+        netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
+        ports: Vec::new(),
+        handed: false,
+    }
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+    let dir = tempdir();
+    {
+        let conn = Connection::open(dir.join("netpath.db")).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO networks VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0, 'ready', 1, 0);
+             INSERT INTO endpoints VALUES ('a', 1, '10.9.0.2', '02:4e:0a:09:00:02', 'eth0', 'npva', '/run/netns/a',
+                 7, 8, 'ready', 1, 0);
+             INSERT INTO endpoints VALUES ('b', 1, '10.9.0.3', '02:4e:0a:09:00:03', 'eth0', 'npvb', '/run/netns/b',
+                 7, 9, 'ready', 1, 0);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&dir).unwrap();
+    let ep = store.endpoint("a").unwrap().unwrap();
+    assert_eq!(ep.netns_id, NsIdentity { dev: 7, ino: 8, cookie: 0, boot: String::new() });
+    assert_eq!(ep.state, State::Ready);
+    let slots: Vec<u16> = store.endpoints(None).unwrap().iter().map(|e| e.slot).collect();
+    assert_eq!(slots, [0, 1], "each migrated endpoint gets a counter slot of its own");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn networks_get_disjoint_subnets_and_unique_names() {
+    let dir = tempdir();
+    let mut store = Store::open(&dir).unwrap();
+    let routes = ["10.200.0.0/24".parse().unwrap()];
+    let a = store.create_network(&net("a", None), &routes).unwrap();
+    let b = store.create_network(&net("b", None), &routes).unwrap();
+    assert_eq!(a.subnet.to_string(), "10.200.4.0/22");
+    assert_eq!(b.subnet.to_string(), "10.200.8.0/22");
+    assert_eq!(a.gateway.to_string(), "10.200.4.1");
+    let err = store.create_network(&net("c", Some("10.200.8.0/24")), &[]).unwrap_err();
+    // The store names the field; a frontend names it its way (here as the CLI does).
+    let flag = |f: crate::error::Field| format!("--{}", f.noun()).into();
+    assert_eq!(err.render(&flag), "network 'b' already uses 10.200.8.0/22; pick another --subnet");
+    let err = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    // A refused request leaves no row.
+    assert_eq!(store.networks().unwrap().len(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn engine_ipam_and_attach_share_one_allocator() {
+    let dir = tempdir();
+    let mut store = Store::open(&dir).unwrap();
+    let pool: Ipv4Net = "10.9.0.0/24".parse().unwrap();
+    assert_eq!(store.request_pool(Some(pool), &[]).unwrap(), pool);
+    assert!(store.request_pool(Some("10.9.0.128/25".parse().unwrap()), &[]).is_err(), "overlap");
+    let auto = store.request_pool(None, &["10.200.0.0/22".parse().unwrap()]).unwrap();
+    assert_eq!(auto.to_string(), "10.200.4.0/22");
+    assert_eq!(store.request_address(pool, None, true).unwrap().to_string(), "10.9.0.1");
+    assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+    let n = store.create_network(&NewNetwork { external_id: Some("d1".into()), ..net("a", Some("10.9.0.0/24")) }, &[]);
+    let n = n.unwrap();
+    store.set_network_ready(n.id).unwrap();
+    assert_eq!(store.network_by_external_id("d1").unwrap().unwrap().id, n.id);
+    // An attach without --ip skips what the engine holds, and the engine sees the attach.
+    let Reservation::New(e) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+    assert_eq!(e.ip.to_string(), "10.9.0.3");
+    assert!(store.request_address(pool, Some(e.ip), false).is_err());
+    assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.4");
+    store.release_address(pool, "10.9.0.2".parse().unwrap()).unwrap();
+    assert_eq!(store.request_address(pool, None, false).unwrap().to_string(), "10.9.0.2");
+    store.release_pool(pool).unwrap();
+    assert!(store.request_address(pool, None, false).is_err(), "a released pool hands out nothing");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn new_slot(store: &mut Store, id: &str, n: &NetworkRecord) -> u16 {
+    match store.reserve_endpoint(&endpoint(id, n, None)).unwrap() {
+        Reservation::New(e) => e.slot,
+        Reservation::Existing(_) => panic!("{id} existed"),
+    }
+}
+
+#[test]
+fn counter_slots_are_unique_across_networks_and_reused_lowest_first() {
+    let dir = tempdir();
+    let mut store = Store::open(&dir).unwrap();
+    let a = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap();
+    let b = store.create_network(&net("b", Some("10.10.0.0/24")), &[]).unwrap();
+    let mut slot = |id: &str, n: &NetworkRecord| new_slot(&mut store, id, n);
+    assert_eq!([slot("a1", &a), slot("b1", &b), slot("a2", &a)], [0, 1, 2]);
+    store.remove_endpoint("b1").unwrap();
+    store.remove_endpoint("a1").unwrap();
+    let mut slot = |id: &str, n: &NetworkRecord| new_slot(&mut store, id, n);
+    assert_eq!([slot("b2", &b), slot("b3", &b), slot("a3", &a)], [0, 1, 3]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn endpoints_reserve_addresses_once() {
+    let dir = tempdir();
+    let mut store = Store::open(&dir).unwrap();
+    let n = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap();
+    store.set_network_ready(n.id).unwrap();
+    let Reservation::New(e1) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+    assert_eq!(e1.ip.to_string(), "10.9.0.2");
+    assert_eq!(e1.mac, "02:4e:0a:09:00:02");
+    store.set_endpoint_ready("e1").unwrap();
+    let Reservation::Existing(again) = store.reserve_endpoint(&endpoint("e1", &n, None)).unwrap() else { panic!() };
+    assert_eq!(again.ip, e1.ip);
+    let err = store.reserve_endpoint(&endpoint("e2", &n, Some("10.9.0.2"))).err().unwrap().to_string();
+    assert!(err.contains("already in use"), "{err}");
+    let Reservation::New(e2) = store.reserve_endpoint(&endpoint("e2", &n, None)).unwrap() else { panic!() };
+    assert_eq!(e2.ip.to_string(), "10.9.0.3");
+    store.remove_endpoint("e1").unwrap();
+    let Reservation::New(e3) = store.reserve_endpoint(&endpoint("e3", &n, None)).unwrap() else { panic!() };
+    assert_eq!(e3.ip.to_string(), "10.9.0.2", "a freed address is handed out again");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A database written by the previous release (schema 4: `netpath network create web --subnet
+/// 10.61.0.0/24`, `network create db --internal`, `attach --network web --id c1 -p 18080:80
+/// -p 127.0.0.1:5353:53/udp`), copied and opened by this one.
+#[test]
+fn a_database_of_the_previous_release_is_migrated_and_keeps_its_rows() {
+    let dir = tempdir();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v4.db");
+    std::fs::copy(fixture, dir.join("netpath.db")).unwrap();
+    let mut store = Store::open(&dir).unwrap();
+    let version: i64 = Connection::open(dir.join("netpath.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    let web = store.network("web").unwrap();
+    assert_eq!((web.subnet.to_string(), web.gateway.to_string()), ("10.61.0.0/24".into(), "10.61.0.1".into()));
+    assert_eq!((web.subnet6, web.gateway6, web.state), (None, None, State::Ready));
+    assert!(store.network("db").unwrap().internal);
+    let c1 = store.endpoint("c1").unwrap().unwrap();
+    assert_eq!((c1.ip.to_string(), c1.ip6, c1.mac.as_str()), ("10.61.0.2".into(), None, "02:4e:0a:3d:00:02"));
+    let ports: Vec<String> = c1.ports.iter().map(ToString::to_string).collect();
+    assert_eq!(ports, ["0.0.0.0:18080->80/tcp", "127.0.0.1:5353->53/udp"]);
+    // The migrated database takes new rows: the next address, and an IPv6 column that holds one.
+    let next = store.reserve_endpoint(&endpoint("c2", &web, None)).unwrap();
+    let Reservation::New(next) = next else { panic!("c2 was not new") };
+    assert_eq!(next.ip.to_string(), "10.61.0.3");
+    drop(store);
+    let conn = Connection::open(dir.join("netpath.db")).unwrap();
+    conn.execute("UPDATE endpoints SET ip6 = 'fd00:61::3' WHERE id = 'c2'", []).unwrap();
+    let dup = conn.execute("UPDATE endpoints SET ip6 = 'fd00:61::3' WHERE id = 'c1'", []);
+    assert!(dup.is_err(), "two endpoints of a network took one IPv6 address");
+    drop(conn);
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.endpoint("c2").unwrap().unwrap().ip6, Some("fd00:61::3".parse().unwrap()));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,7 @@
+//! Values every layer speaks in, with no I/O: subnets and addresses of either family, MAC
+//! addresses, published ports.
+pub mod identity;
+pub mod mac;
+pub mod name;
+pub mod net;
+pub mod port;
