@@ -340,6 +340,62 @@ impl Drop for Topology {
     }
 }
 
+/// A netpath command held stopped after a step (`NETPATH_PAUSE_AT`, honoured by debug builds).
+/// Killed if the test fails before letting it go: it holds locks that the topology's cleanup
+/// would wait for forever.
+pub struct Held(Option<std::process::Child>);
+
+impl Held {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("a held command").id()
+    }
+
+    /// Whether the command is stopped (state `T` in `/proc/<pid>/stat`).
+    pub fn is_stopped(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The command name, in parentheses, may hold spaces: the state follows the last ')'.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T")
+    }
+
+    /// Lets the command go on; the caller waits for it.
+    pub fn resume(mut self) -> std::process::Child {
+        let child = self.0.take().expect("a held command");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        child
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Topology {
+    /// Starts `netpath args`, with its output piped, and waits until it has stopped itself
+    /// right after `step`.
+    pub fn hold_at(&self, step: &str, args: &[&str]) -> Held {
+        let child = self
+            .netpath_cmd(args)
+            .env("NETPATH_PAUSE_AT", step)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn netpath");
+        let held = Held(Some(child));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !held.is_stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(held.is_stopped(), "netpath {args:?} did not stop at {step}");
+        held
+    }
+}
+
 /// "N packets transmitted, M received" from ping's summary.
 fn ping_summary(out: &str) -> Option<(u32, u32)> {
     let line = out.lines().find(|l| l.contains(" packets transmitted, "))?;

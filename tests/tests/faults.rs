@@ -229,28 +229,6 @@ fn a_hundred_concurrent_attaches_and_detaches_on_one_network() {
     t.teardown();
 }
 
-/// A command held stopped (`NETPATH_PAUSE_AT`). Killed if the test fails before letting it go:
-/// it holds locks that the topology's cleanup would wait for forever.
-struct Held(Option<std::process::Child>);
-
-impl Held {
-    fn resume(mut self) -> std::process::Child {
-        let child = self.0.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-        child
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Whether a child is still running after `wait`.
 fn still_running(child: &mut std::process::Child, wait: Duration) -> bool {
     std::thread::sleep(wait);
@@ -264,21 +242,8 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     t.network("other", &["--subnet", "10.90.1.0/24"]);
     let path = t.netns("a");
     // An attach held half-way: its veth exists, its row is still `creating`.
-    let attach = t
-        .netpath_cmd(&["attach", "--network", "web", "--netns", &path, "--id", "a", "--format", "json"])
-        .env("NETPATH_PAUSE_AT", "attach:veth")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(attach.id() as i32);
-    let attach = Held(Some(attach));
-    let stopped =
-        || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().split_whitespace().nth(2) == Some("T");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stopped() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(stopped(), "the attach did not stop at attach:veth");
+    let attach =
+        t.hold_at("attach:veth", &["attach", "--network", "web", "--netns", &path, "--id", "a", "--format", "json"]);
     let row = |t: &Topology| {
         let rows = t.np_json(&["endpoint", "ls"]);
         rows.as_array().unwrap().iter().find(|e| e["id"] == "a").cloned()
@@ -301,7 +266,7 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     // `netpath gc` waits for the attach: it takes the global lock exclusively.
     let mut gc = t.netpath_cmd(&["gc", "--format", "json"]).stdout(Stdio::piped()).spawn().unwrap();
     assert!(still_running(&mut gc, Duration::from_millis(500)), "gc ran while an attach was half-way");
-    assert!(stopped(), "the attach was held until gc had started");
+    assert!(attach.is_stopped(), "the attach was held until gc had started");
     let attached = attach.resume().wait_with_output().unwrap();
     assert!(attached.status.success());
     let ep: Value = serde_json::from_slice(&attached.stdout).unwrap();
