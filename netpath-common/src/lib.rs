@@ -404,7 +404,8 @@ pub mod drop_reason {
     pub const UNSOLICITED: u32 = 15;
     /// A TCP segment other than a SYN to a published port, with no connection: opens nothing.
     pub const NOT_SYN: u32 = 16;
-    /// From the uplink with a loopback source or destination (CVE-2020-8558).
+    /// A loopback source or destination from the uplink (CVE-2020-8558), or a loopback
+    /// destination from a container (the host's local services, even with `route_localnet`).
     pub const MARTIAN: u32 = 17;
     /// An inbound fragment for a published or SNAT port: fragments are not translated, and
     /// must not reach a host socket instead.

@@ -4,8 +4,9 @@
 //! address, IPv4 from its own address (to a group MAC only for a group address); IPv6, VLAN
 //! tags and other ethertypes are dropped. IPv4 to another endpoint of the same network goes
 //! straight to its veth peer with `bpf_redirect_peer`, never crossing the bridge, netfilter or
-//! conntrack (another network's: dropped). Everything else goes on, by tail call, to the
-//! translating programs (`container_nat`), each verified on its own.
+//! conntrack (another network's: dropped); to the host's loopback, nowhere. Everything else
+//! goes on, by tail call, to the translating programs (`container_nat`), each verified on its
+//! own.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{VethInfo, drop_reason, stage};
 
@@ -14,8 +15,8 @@ use crate::{
     forward::redirect_to_endpoint,
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
     packet::{
-        ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, is_multicast_or_broadcast, mac_words,
-        parse_arp, parse_eth, parse_ipv4,
+        ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, is_loopback, is_multicast_or_broadcast,
+        mac_words, parse_arp, parse_eth, parse_ipv4,
     },
 };
 
@@ -71,6 +72,11 @@ pub fn from_container(ctx: TcContext) -> i32 {
             let _ = ctx.store(0, &dst.mac, 0);
         }
         return redirect_to_endpoint(&ctx, dst, ip.saddr, ip.daddr);
+    }
+    // The host's loopback services trust their callers to be local; the kernel refuses 127/8
+    // from a device only until `route_localnet` is set (kube-proxy sets it), so netpath does.
+    if is_loopback(ip.daddr) {
+        return drop_ip(&ctx, &ip, drop_reason::MARTIAN);
     }
     unsafe { TAIL_CALLS.tail_call(&ctx, stage::FROM_CONTAINER_NAT) };
     // Only a datapath loaded half-way has no program there: fail closed.

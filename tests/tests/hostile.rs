@@ -1035,3 +1035,51 @@ fn fragments(uplink: Uplink) {
     }
     v.finish(t);
 }
+
+/// 12. A container cannot reach the host's loopback services, even where the host routes 127/8
+///     from its interfaces (`route_localnet=1`, as kube-proxy sets it): a frame to the
+///     gateway's MAC addressed to 127.0.0.1 is dropped, while the same frame addressed to the
+///     host's own address arrives.
+#[test]
+fn a_container_cannot_reach_the_hosts_loopback() {
+    let mut t = Topology::new("lo");
+    let net = Net::of(&t.network("web", &["--subnet", "10.81.20.0/24"]));
+    let a = Ep::of(&t.container("a", "web", &[]));
+    for conf in ["all", net.bridge.as_str()] {
+        t.exec("host", &["sysctl", "-qw", &format!("net.ipv4.conf.{conf}.route_localnet=1")]);
+    }
+    let port = 5301;
+    let on_loopback = udp_socket(&t, "host", (Ipv4Addr::LOCALHOST, port).into());
+    let on_gateway = udp_socket(&t, "host", (net.gateway, port).into());
+    let sender = udp_socket(&t, "a", (a.ip, 0).into());
+    sender.send_to(b"through a socket", (net.gateway, port)).unwrap();
+    assert_eq!(next_datagram(&on_gateway, "a datagram from a to the host's address"), b"through a socket");
+
+    let gateway_mac = mac_of(&t, "host", &net.bridge);
+    let raw = RawSocket::open(&t.ns_path("a"), "eth0");
+    let frame = |dst: Ipv4Addr, payload: &[u8]| {
+        udp_frame(gateway_mac, a.mac, Ipv4::new(a.ip, dst, IPPROTO_UDP), 40001, port, payload)
+    };
+    // The crafted frame itself is deliverable: only its destination differs below.
+    raw.send(&frame(net.gateway, b"crafted, to the host"));
+    assert_eq!(next_datagram(&on_gateway, "a crafted frame from a to the host's address"), b"crafted, to the host");
+
+    let mut v = Verdict::default();
+    let before = t.drop_count("martian");
+    let attempts = 3;
+    for _ in 0..attempts {
+        raw.send(&frame(Ipv4Addr::LOCALHOST, b"crafted, to 127.0.0.1"));
+    }
+    let got = datagrams(&on_loopback, SETTLE);
+    v.check(got.is_empty(), || {
+        format!(
+            "a service on 127.0.0.1 received {} datagram(s) from container a (expected drop reason `martian`)",
+            got.len()
+        )
+    });
+    v.dropped(&t, "martian", before, attempts, "frames from a to 127.0.0.1 through its gateway");
+
+    sender.send_to(b"after", (net.gateway, port)).unwrap();
+    assert_eq!(next_datagram(&on_gateway, "a datagram from a to the host's address, after"), b"after");
+    v.finish(t);
+}
