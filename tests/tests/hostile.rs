@@ -1083,3 +1083,69 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     assert_eq!(next_datagram(&on_gateway, "a datagram from a to the host's address, after"), b"after");
     v.finish(t);
 }
+
+/// 13. A container that runs before it is attached (`attach --pid`, a re-wiring) sends nothing
+///     past its host veth before `from_container` is attached there: until then the host end
+///     is down and on no bridge. The attach is held right after the veth is made; the container
+///     raises its end and claims another container's address and MAC; nothing reaches that
+///     container or the bridge's forwarding table. Once attached, the same frames are dropped.
+#[test]
+fn nothing_a_container_sends_before_its_datapath_is_attached_reaches_the_bridge() {
+    let mut t = Topology::new("win");
+    let net = Net::of(&t.network("web", &["--subnet", "10.81.21.0/24"]));
+    let b = Ep::of(&t.container("b", "web", &[]));
+    let a_path = t.netns("a");
+    let held = t.hold_at("attach:veth", &["attach", "--network", "web", "--netns", &a_path, "--id", "a"]);
+    let host_veth = netpath::core::names::host_veth_name("a");
+
+    let mut v = Verdict::default();
+    let link = t.link("host", &host_veth).unwrap_or_else(|| panic!("the held attach made no {host_veth}"));
+    let flags: Vec<&str> = link["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    v.check(!flags.contains(&"UP") && link.get("master").is_none(), || {
+        format!(
+            "before its datapath is attached, {host_veth} is {flags:?} on {:?}; expected down and on no bridge",
+            link["master"]
+        )
+    });
+
+    t.exec("a", &["ip", "link", "set", "eth0", "up"]);
+    let a_mac = mac_of(&t, "a", "eth0");
+    let raw = RawSocket::open(&a_path, "eth0");
+    let watch = RawSocket::open(&t.ns_path("b"), "eth0");
+    let zero = [0u8; 6];
+    let lies = [
+        // Gratuitous ARP for b's address.
+        ethernet(BROADCAST, a_mac, None, ETH_P_ARP, &arp(ARP_REQUEST, a_mac, b.ip, zero, b.ip)),
+        // b's MAC as source, to move b's forwarding entry to a's port.
+        ethernet(BROADCAST, b.mac, None, ETH_P_ARP, &arp(ARP_REQUEST, b.mac, b.ip, zero, net.gateway)),
+    ];
+    // Until the host end is up, the kernel may refuse to send at all: either way nothing passes.
+    let send_lies = || {
+        for frame in &lies {
+            let _ = raw.try_send(frame);
+        }
+    };
+    let is_lie = |f: &Captured| !f.outgoing && lies.iter().any(|l| f.data.starts_with(&l[..42]));
+    send_lies();
+    let seen = watch.capture(SETTLE, is_lie);
+    v.check(seen.is_empty(), || {
+        format!("{} spoofed ARP frame(s) from a reached b before a's datapath was attached", seen.len())
+    });
+    let ports = fdb_ports(&t, &net.bridge, b.mac);
+    v.check(!ports.contains(&host_veth), || {
+        format!("before a's datapath was attached, the bridge learnt b's MAC on a's port: {ports:?}")
+    });
+
+    let attached = held.resume().wait_with_output().unwrap();
+    assert!(attached.status.success(), "the held attach failed: {}", String::from_utf8_lossy(&attached.stderr));
+    assert!(t.ping("a", &b.ip.to_string(), 2), "a cannot ping b once attached");
+    let before = t.drop_count("mac-spoof") + t.drop_count("arp-spoof");
+    send_lies();
+    let seen = watch.capture(SETTLE, is_lie);
+    v.check(seen.is_empty(), || format!("{} spoofed ARP frame(s) from a reached b once attached", seen.len()));
+    let after = t.drop_count("mac-spoof") + t.drop_count("arp-spoof");
+    v.check(after >= before + lies.len() as u64, || {
+        format!("once attached, a's spoofed frames moved `mac-spoof` + `arp-spoof` from {before} to {after}")
+    });
+    v.finish(t);
+}

@@ -150,13 +150,7 @@ impl Controller {
     /// The datapath is attached before the container's side comes up, so not one packet of
     /// the endpoint can take the bridge's path untranslated.
     pub(crate) async fn build_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<()> {
-        let bridge = self.nl.require_index(&net.bridge).await?;
-        let mac = ep.mac_bytes()?;
-        let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns), gro: ep.network_xdp.redirects() };
-        let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
-        fault::step("attach:veth");
-        self.attach_datapath(ep, host_ifindex)?;
-        fault::step("attach:datapath");
+        self.wire_veth(ep, net, Some(ns)).await?;
         self.publish(ep).await?;
         fault::step("attach:published");
 
@@ -167,6 +161,26 @@ impl Controller {
         inside.set_up(inside.require_index("lo").await?).await?;
         inside.add_default_route(ep.gateway).await?;
         fault::step("attach:addressed");
+        Ok(())
+    }
+
+    /// Makes the endpoint's veth pair (the peer in `ns`, or left here for an engine to move)
+    /// and attaches the datapath to its host end before that end joins the bridge and comes
+    /// up: the peer may belong to a container that already runs, and not one of its frames
+    /// may reach the bridge or the host unchecked.
+    pub(crate) async fn wire_veth(
+        &mut self,
+        ep: &EndpointRecord,
+        net: &NetworkRecord,
+        ns: Option<&Netns>,
+    ) -> Result<()> {
+        let bridge = self.nl.require_index(&net.bridge).await?;
+        let peer = VethPeer { name: &ep.ifname, mac: ep.mac_bytes()?, netns: ns, gro: ep.network_xdp.redirects() };
+        let host_ifindex = self.nl.create_veth(&ep.host_veth, net.mtu, &peer).await?;
+        fault::step("attach:veth");
+        self.attach_datapath(ep, host_ifindex)?;
+        self.nl.join_bridge(host_ifindex, bridge).await?;
+        fault::step("attach:datapath");
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Endpoints whose container side an engine wires itself: Docker's remote driver gets the
 //! container end of the veth in the host namespace, moves it into the sandbox, names it and
-//! gives it its address. netpath still makes the pair, enslaves the host end and attaches the
-//! datapath to it before handing the peer over, so no packet of the endpoint bypasses eBPF.
+//! gives it its address. netpath still makes the pair and attaches the datapath to the host end
+//! before that end joins the bridge and the peer is handed over, so no packet of the endpoint
+//! bypasses eBPF.
 //!
 //! Also what such an engine needs around it: networks found by the engine's id, an address
 //! claimed before the endpoint is wired, ports published after it is, and IPAM pools and
@@ -13,9 +14,9 @@ use crate::kernel::sysctl;
 use crate::types::mac;
 use crate::{
     core::controller::Controller, core::names::host_veth_name, core::request::DetachSpec,
-    core::restore::EndpointAction, error::Error, error::Result, kernel::link::VethPeer, state::lock::Mode,
-    state::store::EndpointRecord, state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation,
-    state::store::State, types::identity::NsIdentity, types::net::Ipv4Net, types::port::Port, types::port::Proto,
+    core::restore::EndpointAction, error::Error, error::Result, state::lock::Mode, state::store::EndpointRecord,
+    state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation, state::store::State,
+    types::identity::NsIdentity, types::net::Ipv4Net, types::port::Port, types::port::Proto,
 };
 
 /// The first host port tried for a publication that names none (`docker run -P`): below the
@@ -115,7 +116,7 @@ impl Controller {
         let Reservation::New(record) = self.store.reserve_endpoint(&request)? else {
             return Err(Error::conflict(format!("endpoint '{id}' is being joined by another request; retry")));
         };
-        match self.build_handed(&record, &network).await {
+        match self.wire_veth(&record, &network, None).await {
             Ok(()) => {
                 self.store.set_endpoint_ready(id)?;
                 drop(ep_lock);
@@ -127,14 +128,6 @@ impl Controller {
                 Err(e)
             }
         }
-    }
-
-    async fn build_handed(&mut self, ep: &EndpointRecord, net: &NetworkRecord) -> Result<()> {
-        let bridge = self.nl.require_index(&net.bridge).await?;
-        let mac = ep.mac_bytes()?;
-        let peer = VethPeer { name: &ep.ifname, mac, netns: None, gro: ep.network_xdp.redirects() };
-        let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
-        self.attach_datapath(ep, host_ifindex)
     }
 
     /// `restore` for a handed endpoint: its host end tells whether it lives. Present, its

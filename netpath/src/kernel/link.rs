@@ -86,29 +86,25 @@ impl Netlink {
         self.require_index(name).await
     }
 
-    /// Creates a veth pair whose host end is enslaved to `bridge` and whose peer is created
-    /// directly inside `peer_ns` under its final name, so no temporary name can collide.
-    /// A peer without a namespace stays in this one, for an engine to move (Docker's Join).
-    /// A peer that asks for GRO gets it before the host end comes up: a veth takes frames XDP
-    /// redirects into it only if its peer runs NAPI, and it checks that when it comes up
-    /// (`enable_gro`).
-    pub async fn create_veth(&self, host: &str, bridge: u32, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
+    /// Creates a veth pair whose host end stays down and on no bridge: until `join_bridge`, no
+    /// frame the peer sends goes anywhere, so a container that already runs cannot use the
+    /// pair before the datapath is attached to its host end. The peer is created directly
+    /// inside `peer_ns` under its final name, so no temporary name can collide. A peer without
+    /// a namespace stays in this one, for an engine to move (Docker's Join). A peer that asks
+    /// for GRO gets it here, before the host end comes up: a veth takes frames XDP redirects
+    /// into it only if its peer runs NAPI, and it checks that when it comes up (`enable_gro`).
+    pub async fn create_veth(&self, host: &str, mtu: u32, peer: &VethPeer<'_>) -> Result<u32> {
         let mut peer_msg =
             LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string()).mtu(mtu).address(peer.mac.to_vec());
         if let Some(ns) = peer.netns {
             peer_msg = peer_msg.setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&ns.fd()));
         }
         let peer_msg = peer_msg.build();
-        let mut msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
             .mtu(mtu)
-            .controller(bridge)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)));
-        // Without GRO to turn on first, the host end comes up in the same request.
-        if !peer.gro {
-            msg = msg.up();
-        }
-        let msg = msg.build();
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
             Some(libc::EEXIST) => Error::conflict(
                 Message::from(format!(
@@ -126,9 +122,19 @@ impl Netlink {
                 Some(ns) => netns::run_in(ns, || sysctl::enable_gro(peer.name))??,
                 None => sysctl::enable_gro(peer.name)?,
             }
-            self.set_up(index).await?;
         }
         Ok(index)
+    }
+
+    /// Puts a host veth made by `create_veth` on `bridge` and brings it up, in one request:
+    /// the last step of wiring an endpoint, once its datapath is attached.
+    pub async fn join_bridge(&self, index: u32, bridge: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(bridge).up().build())
+            .execute()
+            .await
+            .context(|| format!("cannot put interface {index} on bridge {bridge} and bring it up"))
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
