@@ -247,6 +247,19 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     assert!(t.endpoint_stat(&b, "rx_packets") >= 5);
     assert!(t.ping("a", OUTSIDE_ADDR, 2), "a cannot reach the outside");
 
+    // SNAT ports where netpath starts picking host ports: a host port in that range, named or
+    // picked, would take the answers of masqueraded connections.
+    t.np(&["datapath", "configure", "--snat-ports", "20000-20009"]);
+    let in_snat_range = json!({"NetworkID": NET_ID, "EndpointID": b, "Options": {"com.docker.network.portmap": [
+        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 20005, "HostPortEnd": 20005}]}});
+    let (_, answer) = call(&socket, "NetworkDriver.ProgramExternalConnectivity", &in_snat_range);
+    let refused =
+        answer["Err"].as_str().unwrap_or_else(|| panic!("a host port in the SNAT range was published: {answer}"));
+    assert!(
+        refused.contains("host port 20005/tcp of -p") && refused.contains("SNAT port range 20000-20009"),
+        "{refused}"
+    );
+    assert_eq!(t.np_json(&["port", "ls"]).as_array().unwrap().len(), 0, "a refused publication left ports");
     // -p 8080:80 and -P (host port 0: netpath picks one), as ProgramExternalConnectivity brings
     // them; the same set again (Docker may repeat a call) replaces it: still two ports.
     let program = json!({"NetworkID": NET_ID, "EndpointID": b, "Options": {"com.docker.network.portmap": [
@@ -259,7 +272,7 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     let info = ok(&socket, "NetworkDriver.EndpointOperInfo", json!({"NetworkID": NET_ID, "EndpointID": b}));
     let bindings = info["Value"]["com.docker.network.portmap"].as_array().unwrap().clone();
     let picked = bindings.iter().find(|p| p["Port"] == 81).unwrap()["HostPort"].as_u64().unwrap() as u16;
-    assert!(picked >= 20000, "{info}");
+    assert!(picked >= 20010, "netpath picked a host port below 20000 or in the SNAT range: {info}");
     for (host_port, port) in [(8080, 80), (picked, 81)] {
         let server = tcp_echo_once(&t, "b", port);
         let to = SocketAddr::from((UPLINK_ADDR.parse::<Ipv4Addr>().unwrap(), host_port));

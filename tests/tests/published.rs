@@ -155,6 +155,47 @@ fn publishing_a_taken_port_fails_and_changes_nothing() {
     t.teardown();
 }
 
+/// Answers to masqueraded connections arrive on the uplink's address at ports of the SNAT range:
+/// a publication on one of those ports would take them. Such a `-p` is refused, naming the
+/// range, and leaves nothing behind; a port outside the range is published and answers; and
+/// the SNAT range cannot be moved onto a published port afterwards.
+#[test]
+fn a_host_port_in_the_snat_range_is_not_published() {
+    let mut t = Topology::with_outside("snp");
+    t.network("web", &["--subnet", "10.74.0.0/24"]);
+    let settings = t.np_json(&["datapath", "show"]);
+    let [min, max] = ["snat_port_min", "snat_port_max"].map(|k| settings[k].as_u64().expect(k) as u16);
+    let before = (t.np(&["port", "ls", "--format", "json"]), t.np(&["endpoint", "ls", "--format", "json"]));
+    let srv = t.netns("srv");
+    for (spec, port) in [
+        (format!("{min}:80"), format!("{min}/tcp")),
+        (format!("{max}:53/udp"), format!("{max}/udp")),
+        (format!("127.0.0.1:{}:80", min + 1), format!("{}/tcp", min + 1)),
+        (format!("{}-{min}:80-81", min - 1), format!("{min}/tcp")),
+    ] {
+        let err = t.np_err(&["attach", "--network", "web", "--netns", &srv, "--id", "srv", "-p", &spec]);
+        let expected = format!("host port {port} of -p ");
+        assert!(
+            err.contains(&expected) && err.contains(&format!("is in the SNAT port range {min}-{max}")),
+            "-p {spec}: {err}"
+        );
+        assert_eq!((t.np(&["port", "ls", "--format", "json"]), t.np(&["endpoint", "ls", "--format", "json"])), before);
+        assert!(t.link("srv", "eth0").is_none(), "-p {spec} left an interface behind");
+        let links = t.exec("host", &["ip", "-o", "link", "show"]);
+        assert!(!links.contains(": npv"), "-p {spec} left a veth behind: {links}");
+    }
+
+    t.np(&["attach", "--network", "web", "--netns", &srv, "--id", "srv", "-p", "8080:80"]);
+    let server = tcp_echo(in_netns(&t.ns_path("srv"), || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap()), 1);
+    assert_eq!(tcp_request(&t, "outside", host(8080), "outside the range").0, "80:outside the range");
+    server.join().unwrap();
+
+    let err = t.np_err(&["datapath", "configure", "--snat-ports", "8000-8999"]);
+    assert!(err.contains("SNAT ports 8000-8999 include host port 8080/tcp that endpoint 'srv' publishes"), "{err}");
+    assert_eq!(t.np_json(&["datapath", "show"]), settings, "a refused configure changed the settings");
+    t.teardown();
+}
+
 /// After detach the published port no longer leads to the container, though its server still
 /// runs: it is the host's port again, answered by a host process listening on it (which the
 /// publication overrode while it existed), from the outside and from the host alike.

@@ -63,9 +63,21 @@ impl Controller {
         Settings::load(&self.store, sysctl::local_port_range()?)
     }
 
-    /// `netpath datapath configure`: records the settings and applies them at once.
+    /// `netpath datapath configure`: records the settings and applies them at once. A SNAT
+    /// range must leave out every published port, as a publication must stay out of it.
     pub fn configure(&mut self, changes: &Changes) -> Result<Settings> {
         let settings = self.settings()?.apply(changes, sysctl::local_port_range()?)?;
+        let snat = settings.snat_ports();
+        if let Some((ep, port)) = self.ports()?.into_iter().find(|(_, p)| snat.contains(&p.host_port)) {
+            return Err(Error::conflict(format!(
+                "SNAT ports {}-{} include host port {}/{} that endpoint '{}' publishes; pick ports outside the published ones",
+                snat.start(),
+                snat.end(),
+                port.host_port,
+                port.proto,
+                ep.id
+            )));
+        }
         settings.save(&self.store)?;
         self.datapath()?.set_config(&settings.to_config(netns::cookie()?))?;
         Ok(settings)

@@ -20,7 +20,8 @@ use crate::{
 };
 
 /// The first host port tried for a publication that names none (`docker run -P`): below the
-/// ephemeral range, where the host's own connections and the SNAT ports never are.
+/// ephemeral range, where the host's own connections never are (the SNAT ports, which may be
+/// configured there, are skipped).
 const FIRST_AUTO_PORT: u16 = 20000;
 
 /// What the engine needs to move and configure the container end.
@@ -181,6 +182,7 @@ impl Controller {
         }
         self.withdraw_ports(id)?;
         let taken: Vec<Port> = self.ports()?.into_iter().map(|(_, p)| p).collect();
+        let snat = self.settings()?.snat_ports();
         let mut ports: Vec<Port> = Vec::new();
         for req in requests {
             let (first, last) = match (req.host_port, req.host_port_end) {
@@ -196,7 +198,12 @@ impl Controller {
                     host_port,
                     container_port: req.container_port,
                 })
-                .find(|p| exact || (!taken.iter().chain(&ports).any(|t| t.collides(p)) && !ports::host_port_in_use(p)));
+                .find(|p| {
+                    exact
+                        || (!snat.contains(&p.host_port)
+                            && !taken.iter().chain(&ports).any(|t| t.collides(p))
+                            && !ports::host_port_in_use(p))
+                });
             let port = free.ok_or_else(|| {
                 Error::conflict(format!(
                     "no free host port in {first}-{last}/{} to publish port {}",

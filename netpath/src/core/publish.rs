@@ -9,14 +9,27 @@ use crate::{
 };
 
 impl Controller {
-    /// Refuses host ports a host process already listens on, and host addresses the host
-    /// does not have: the publication would silently steal or never see the traffic.
+    /// Refuses host ports a host process already listens on or masqueraded connections leave
+    /// from (the SNAT range), and host addresses the host does not have: the publication would
+    /// silently steal or never see the traffic.
     pub(crate) async fn check_host_ports(&self, ports: &[Port]) -> Result<()> {
         if ports.is_empty() {
             return Ok(());
         }
         let addrs = self.nl.all_ipv4_addresses().await?;
+        let snat = self.settings()?.snat_ports();
         for port in ports {
+            if snat.contains(&port.host_port) {
+                return Err(Error::conflict(
+                    Message::from(format!("host port {}/{} of ", port.host_port, port.proto))
+                        .and_field(Field::Publish)
+                        .and(format!(
+                            " {port} is in the SNAT port range {}-{}, where masqueraded connections get their answers; pick a port outside it (see `netpath datapath show`)",
+                            snat.start(),
+                            snat.end()
+                        )),
+                ));
+            }
             if let Some(ip) = port.host_ip.map(|ip| ipv4_addr(Field::Publish, ip)).transpose()? {
                 if !addrs.contains(&ip) {
                     return Err(Error::invalid(

@@ -1,5 +1,7 @@
 //! Datapath-wide settings (`netpath datapath configure`): the SNAT port range and the
 //! conntrack timeouts. Kept in the database, written to the `CONFIG` map.
+use std::ops::RangeInclusive;
+
 use netpath_common::Config;
 use serde::Serialize;
 
@@ -111,6 +113,12 @@ impl Settings {
             }
         }
         Ok(self)
+    }
+
+    /// The source ports masqueraded connections leave with. A publication on one of them would
+    /// take the answers of those connections for packets to the published port.
+    pub fn snat_ports(&self) -> RangeInclusive<u16> {
+        self.snat_port_min..=self.snat_port_max
     }
 
     /// The `CONFIG` value; `host_netns_cookie` identifies the namespace netpath serves.
