@@ -20,6 +20,7 @@ pub mod clients;
 pub mod cni;
 pub mod frames;
 pub mod netfilter;
+pub mod users;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -219,6 +220,13 @@ impl Topology {
         let mut args = vec!["attach", "--network", network, "--netns", &path, "--id", name];
         args.extend(extra);
         self.np_json(&args)
+    }
+
+    /// Holds netpath's global lock exclusively, as a stuck `gc` would, until dropped. The
+    /// lock file exists once a command has taken the lock.
+    pub fn hold_global_lock(&self) -> nix::fcntl::Flock<std::fs::File> {
+        let file = std::fs::File::open(self.state_dir().join("locks/all.lock")).expect("open the global lock");
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).expect("flock")
     }
 
     /// Whether the netpath under test has loaded its datapath under this topology's pin root.

@@ -7,7 +7,7 @@ use std::{
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -25,7 +25,11 @@ struct Daemon {
 impl Daemon {
     fn start(t: &Topology, socket: &Path) -> Self {
         let mut cmd = t.netpath_cmd(&["daemon", "--docker-socket", socket.to_str().unwrap(), "--gc-interval", "2"]);
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn daemon");
+        Self::spawn(cmd.stderr(Stdio::inherit()), socket)
+    }
+
+    fn spawn(cmd: &mut Command, socket: &Path) -> Self {
+        let child = cmd.stdout(Stdio::null()).spawn().expect("spawn daemon");
         let daemon = Self { child: Some(child), socket: socket.to_path_buf() };
         daemon.wait_ready();
         daemon
@@ -851,5 +855,38 @@ fn dockerd_runs_containers_on_netpath() {
     assert_nothing_left(&t);
     assert!(activated.stop().success());
     drop(engine);
+    t.teardown();
+}
+
+/// A process that holds the global lock and never lets go (a stopped `gc`) costs the daemon
+/// one bounded wait per gc: it says whose lock it gave up on and keeps answering Docker.
+#[test]
+fn the_daemon_gives_up_on_a_held_lock_and_keeps_serving() {
+    let t = Topology::new("dlk");
+    t.network("web", &[]);
+    let socket = t.run_dir.join("plugin.sock");
+    let held = t.hold_global_lock();
+    let mut cmd = t.netpath_cmd(&["daemon", "--docker-socket", socket.to_str().unwrap(), "--gc-interval", "1"]);
+    let mut daemon = Daemon::spawn(cmd.env("NETPATH_LOCK_TIMEOUT", "1").stderr(Stdio::piped()), &socket);
+    let stderr = daemon.child.as_mut().unwrap().stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let me = format!("pid {}", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gave_up = loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("gc:") && line.contains(&me) => break line,
+            Ok(_) => continue,
+            Err(_) => panic!("the daemon's gc never gave up on the global lock that {me} holds"),
+        }
+    };
+    assert!(gave_up.contains("locks/all.lock"), "{gave_up}");
+    assert_eq!(ok(&socket, "Plugin.Activate", json!({}))["Implements"], json!(["NetworkDriver", "IpamDriver"]));
+    drop(held);
+    assert!(daemon.stop().success());
     t.teardown();
 }

@@ -9,15 +9,27 @@
 //! lock shared, `network create`/`rm` hold it exclusively, so `network rm` and `attach` never
 //! interleave. An endpoint's lock is exclusive and held from before its row is reserved until
 //! the row is ready or gone.
+//!
+//! Waits are bounded (`NETPATH_LOCK_TIMEOUT` seconds, 60 by default, as long as the database's
+//! busy timeout): a holder that never lets go (a stopped process, a stuck command) makes the
+//! others fail naming its pid instead of freezing every attach, CNI call, hook and the daemon.
 use std::{
     fs::File,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::{error::Context, error::Error, error::Result};
+use crate::{error::Context, error::Error, error::Result, state::dir};
+
+/// How long a command waits for a lock unless `NETPATH_LOCK_TIMEOUT` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// flock(2) cannot time out, so a waiter polls: first after this pause, doubling up to
+/// `MAX_PAUSE`. Most locks are held for milliseconds.
+const FIRST_PAUSE: Duration = Duration::from_micros(100);
+const MAX_PAUSE: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -80,27 +92,14 @@ impl Locks {
     }
 
     fn acquire(&self, name: &str, mode: Mode, wait: bool) -> Result<Option<Held>> {
-        std::fs::create_dir_all(&self.dir).context(|| format!("cannot create {}", self.dir.display()))?;
+        dir::private_dir(&self.dir)?;
         let path = self.dir.join(format!("{name}.lock"));
-        let arg = match (mode, wait) {
-            (Mode::Shared, true) => FlockArg::LockShared,
-            (Mode::Shared, false) => FlockArg::LockSharedNonblock,
-            (Mode::Exclusive, true) => FlockArg::LockExclusive,
-            (Mode::Exclusive, false) => FlockArg::LockExclusiveNonblock,
-        };
+        let deadline = if wait { Some(Instant::now() + timeout()?) } else { None };
         // Endpoint lock files are removed with their endpoint; a lock taken on a file that was
         // removed (or replaced) meanwhile guards nothing, so take it again on the new one.
         loop {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .context(|| format!("cannot open lock {}", path.display()))?;
-            let flock = match Flock::lock(file, arg) {
-                Ok(flock) => flock,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
-                Err((_, e)) => return Err(Error::system(format!("cannot lock {}", path.display()), e)),
+            let Some(flock) = lock_by(dir::open_private(&path)?, mode, deadline, &path)? else {
+                return Ok(None);
             };
             let held = flock.metadata().context(|| format!("cannot stat {}", path.display()))?;
             match std::fs::metadata(&path) {
@@ -111,6 +110,79 @@ impl Locks {
                 _ => continue,
             }
         }
+    }
+}
+
+/// The lock on `file`, or None when it is busy and there is no `deadline` to wait for.
+fn lock_by(file: File, mode: Mode, deadline: Option<Instant>, path: &Path) -> Result<Option<Flock<File>>> {
+    let arg = match mode {
+        Mode::Shared => FlockArg::LockSharedNonblock,
+        Mode::Exclusive => FlockArg::LockExclusiveNonblock,
+    };
+    let mut file = file;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match Flock::lock(file, arg) {
+            Ok(flock) => return Ok(Some(flock)),
+            Err((busy, nix::errno::Errno::EWOULDBLOCK)) => file = busy,
+            Err((_, e)) => return Err(Error::system(format!("cannot lock {}", path.display()), e)),
+        }
+        match deadline {
+            None => return Ok(None),
+            Some(deadline) if Instant::now() >= deadline => return Err(held_too_long(&file, path)),
+            Some(_) => std::thread::sleep(pause),
+        }
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+fn timeout() -> Result<Duration> {
+    match std::env::var("NETPATH_LOCK_TIMEOUT") {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(text) => text.parse().map(Duration::from_secs).map_err(|_| {
+            Error::invalid(format!(
+                "NETPATH_LOCK_TIMEOUT={text} is not a number of seconds; set it to one (60 is the default)"
+            ))
+        }),
+    }
+}
+
+fn held_too_long(file: &File, path: &Path) -> Error {
+    let holders = file.metadata().map(|m| holders(m.dev(), m.ino())).unwrap_or_default();
+    let who = match holders.as_slice() {
+        [] => "another process".to_string(),
+        pids => pids.iter().map(|pid| describe(*pid)).collect::<Vec<_>>().join(", "),
+    };
+    Error::conflict(format!(
+        "lock {} is still held by {who} after {} s; wait for it to finish, or stop it if it is stuck",
+        path.display(),
+        timeout().unwrap_or(DEFAULT_TIMEOUT).as_secs()
+    ))
+}
+
+/// The pids holding a lock on the file `dev`/`ino`, from `/proc/locks`: flock keeps no owner
+/// in the file, and a shared lock has many.
+fn holders(dev: u64, ino: u64) -> Vec<i32> {
+    let id = format!("{:02x}:{:02x}:{ino}", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let table = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut pids: Vec<i32> = table
+        .lines()
+        // Waiters are listed as `N: -> FLOCK ...`: they hold nothing.
+        .filter(|line| !line.contains("->"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(5) == Some(&id.as_str())).then(|| fields.get(4)?.parse().ok()).flatten()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+fn describe(pid: i32) -> String {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => format!("pid {pid} ({})", comm.trim_end()),
+        Err(_) => format!("pid {pid}"),
     }
 }
 
@@ -141,6 +213,17 @@ mod tests {
         let again = locks.try_endpoint("a").unwrap().expect("free once removed");
         drop(again);
         assert!(locks.try_endpoint("a").unwrap().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_holders_of_a_lock_are_found_by_pid() {
+        let (locks, dir) = locks();
+        let held = locks.network("web", Mode::Shared).unwrap();
+        let meta = std::fs::metadata(dir.join("locks/network-web.lock")).unwrap();
+        assert_eq!(holders(meta.dev(), meta.ino()), [std::process::id() as i32]);
+        drop(held);
+        assert_eq!(holders(meta.dev(), meta.ino()), Vec::<i32>::new());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

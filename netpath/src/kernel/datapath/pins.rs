@@ -2,6 +2,7 @@
 //! into a directory, and the lock that orders the processes that change them.
 use std::{
     fs::File,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -144,7 +145,14 @@ pub fn load_program(prog: &mut Program) -> Result<(), ProgramError> {
 pub(crate) fn lock(dir: &Path) -> Result<Flock<File>> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("datapath.lock");
-    let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
+    // 0600 in the state directory: another user must not be able to hold it.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .context(|| format!("cannot create {}", path.display()))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::system(format!("cannot lock {}", path.display()), e))
 }

@@ -8,7 +8,10 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::schema::{MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, MIGRATE_TO_5, SCHEMA, SCHEMA_VERSION};
-use crate::error::{Context, Error, Result};
+use crate::{
+    error::{Context, Error, Result},
+    state::dir::{open_private, private_dir, private_files},
+};
 
 pub struct Store {
     pub(super) conn: Connection,
@@ -41,8 +44,12 @@ fn busy(tries: i32) -> bool {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).context(|| format!("cannot create state directory {}", dir.display()))?;
+        private_dir(dir)?;
+        private_files(dir)?;
         let path = dir.join("netpath.db");
+        // SQLite gives the WAL and shared-memory files the database's mode; it would create
+        // the database itself 0644.
+        drop(open_private(&path)?);
         let conn = Connection::open(&path).context(|| format!("cannot open state database {}", path.display()))?;
         conn.busy_handler(Some(busy))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
