@@ -12,6 +12,7 @@ use crate::{
     error::Result,
     fault,
     kernel::datapath,
+    kernel::link,
     kernel::link::Netlink,
     kernel::link::VethPeer,
     kernel::netns::Netns,
@@ -81,6 +82,7 @@ impl Controller {
             netns_id: ns.identity()?,
             ports,
             handed: false,
+            creator: spec.creator,
         };
         if let Some(existing) = self.store.endpoint(&request.id)? {
             match existing.state {
@@ -153,7 +155,7 @@ impl Controller {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: Some(ns), gro: ep.network_xdp.redirects() };
-        let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
+        let host_ifindex = self.nl.create_veth(&ep.host_veth, &link::veth_mark(&ep.id), bridge, net.mtu, &peer).await?;
         fault::step("attach:veth");
         self.attach_datapath(ep, host_ifindex)?;
         fault::step("attach:datapath");

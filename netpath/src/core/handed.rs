@@ -10,12 +10,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::kernel::ports;
 use crate::kernel::sysctl;
+use crate::types::creator::Creator;
 use crate::types::mac;
 use crate::{
     core::controller::Controller, core::names::host_veth_name, core::request::DetachSpec,
-    core::restore::EndpointAction, error::Error, error::Result, kernel::link::VethPeer, state::lock::Mode,
-    state::store::EndpointRecord, state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation,
-    state::store::State, types::identity::NsIdentity, types::net::Ipv4Net, types::port::Port, types::port::Proto,
+    core::restore::EndpointAction, error::Error, error::Result, kernel::link, kernel::link::VethPeer,
+    state::lock::Mode, state::store::EndpointRecord, state::store::NetworkRecord, state::store::NewEndpoint,
+    state::store::Reservation, state::store::State, types::identity::NsIdentity, types::net::Ipv4Net,
+    types::port::Port, types::port::Proto,
 };
 
 /// The first host port tried for a publication that names none (`docker run -P`): below the
@@ -111,6 +113,7 @@ impl Controller {
             netns_id: NsIdentity::default(),
             ports: Vec::new(),
             handed: true,
+            creator: Creator::Engine,
         };
         let Reservation::New(record) = self.store.reserve_endpoint(&request)? else {
             return Err(Error::conflict(format!("endpoint '{id}' is being joined by another request; retry")));
@@ -133,7 +136,7 @@ impl Controller {
         let bridge = self.nl.require_index(&net.bridge).await?;
         let mac = ep.mac_bytes()?;
         let peer = VethPeer { name: &ep.ifname, mac, netns: None, gro: ep.network_xdp.redirects() };
-        let host_ifindex = self.nl.create_veth(&ep.host_veth, bridge, net.mtu, &peer).await?;
+        let host_ifindex = self.nl.create_veth(&ep.host_veth, &link::veth_mark(&ep.id), bridge, net.mtu, &peer).await?;
         self.attach_datapath(ep, host_ifindex)
     }
 
@@ -141,7 +144,7 @@ impl Controller {
     /// datapath entries are refreshed; gone (the container's namespace died), it is released.
     pub(crate) async fn restore_handed(&mut self, ep: &EndpointRecord, network_broken: bool) -> EndpointAction {
         let outcome = async {
-            match self.nl.index_of(&ep.host_veth).await? {
+            match self.nl.facts(&ep.host_veth).await? {
                 None => {
                     self.teardown_endpoint(ep, true).await?;
                     if let Some(lock) = self.locks.try_endpoint(&ep.id)? {
@@ -152,8 +155,9 @@ impl Controller {
                 Some(_) if network_broken => {
                     Ok(EndpointAction::Failed(format!("network '{}' could not be restored", ep.network)))
                 }
-                Some(host_ifindex) => {
-                    self.refresh_datapath(ep, host_ifindex)?;
+                Some(host) => {
+                    self.nl.ensure_mark(&host, &link::veth_mark(&ep.id)).await?;
+                    self.refresh_datapath(ep, host.index)?;
                     self.publish(ep).await?;
                     Ok::<_, Error>(EndpointAction::Intact)
                 }
