@@ -188,6 +188,28 @@ fn gc_releases_every_attachment_not_listed() {
     t.teardown();
 }
 
+/// GC collects what CNI made, nothing else: the CLI's endpoints on the same network stay,
+/// also one whose id has the CNI form (`attach --id` takes any id).
+#[test]
+fn gc_releases_only_what_cni_made() {
+    let mut t = Topology::new("cgco");
+    let config = conf("shared", "10.94.1.0/24");
+    add(&mut t, "viacni", &config);
+    let mut by_cli = Vec::new();
+    for id in ["cli1", "lookalike-eth0"] {
+        let ns = t.netns(id);
+        by_cli.push(t.np_json(&["attach", "--network", "shared", "--netns", &ns, "--id", id]));
+    }
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let reply = t.cni(&call("GC", "", ""), &gc);
+    assert!(reply.ok, "GC: {}", reply.stdout);
+    assert_eq!(endpoint_ids(&t), BTreeSet::from(["cli1".to_string(), "lookalike-eth0".to_string()]));
+    assert!(t.link("viacni", "eth0").is_none(), "the CNI attachment is released");
+    assert!(t.ping("cli1", by_cli[1]["ip"].as_str().unwrap(), 1), "the CLI's endpoints still talk");
+    t.teardown();
+}
+
 #[test]
 fn version_and_older_result_formats() {
     let mut t = Topology::new("cvr");

@@ -1,6 +1,7 @@
 //! Lifecycle: a reboot simulated in a test host namespace, containers that restart in a new
 //! namespace or die without a detach, objects left behind netpath's back, and re-attaching.
 use std::{
+    collections::BTreeSet,
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::Command,
@@ -184,8 +185,8 @@ fn dead_namespaces_and_orphans_are_collected() {
         assert_eq!(again["ip"], dead["ip"], "the restarted container gets its address back");
     }
     assert!(reused, "in 8 tries no namespace of this test got the inode number of the dead one");
-    // Orphans: a netpath-named link and an ENDPOINTS entry that no row owns.
-    t.exec("host", &["ip", "link", "add", "npv0rphan", "type", "veth", "peer", "name", "orphanpeer"]);
+    // An orphan: an ENDPOINTS entry that no row owns (orphan links: see
+    // `gc_removes_only_the_links_netpath_made`).
     let dir = t.datapath_dir();
     let out = Command::new("bpftool")
         .args(["map", "update", "pinned"])
@@ -198,7 +199,6 @@ fn dead_namespaces_and_orphans_are_collected() {
 
     let report = t.np_json(&["gc"]);
     assert_eq!(report["released_endpoints"], serde_json::json!(["dead"]), "{report}");
-    assert_eq!(report["links"], serde_json::json!(["npv0rphan"]), "{report}");
     assert_eq!(report["map_entries"], serde_json::json!(["ENDPOINTS 10.85.0.99"]), "{report}");
     assert_eq!(t.np_json(&["port", "ls"]), Value::Array(vec![]));
     assert_eq!(t.map_entries("PORTMAP").len(), 0);
@@ -229,6 +229,68 @@ fn dead_namespaces_and_orphans_are_collected() {
     t.teardown();
 }
 
+/// `gc` deletes a link only when netpath made it: named `np-*`/`npv*`, marked as netpath's
+/// (`IFLA_IFALIAS`), of the kind its name claims, and for a veth on a netpath bridge or none.
+/// Links an administrator made with those names, with a forged mark on another kind of link
+/// or on another bridge, survive; a network and an endpoint whose rows were lost (made under
+/// a state directory that is then removed) are still collected.
+#[test]
+fn gc_removes_only_the_links_netpath_made() {
+    let mut t = Topology::new("gcmark");
+    t.network("web", &["--subnet", "10.87.0.0/24"]);
+    t.container("a", "web", &[]);
+    let b = t.container("b", "web", &[]);
+    let lost_state = t.run_dir.join("lost-state");
+    let lost_ns = t.netns("lost");
+    let in_lost = |args: &[&str]| {
+        let out = Command::new(netpath_tests::netpath_bin())
+            .arg("--state-dir")
+            .arg(&lost_state)
+            .arg("--bpffs")
+            .arg(t.pin_root())
+            .arg("--host-netns")
+            .arg(t.ns_path("host"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    in_lost(&["network", "create", "gone", "--subnet", "10.87.1.0/24"]);
+    let leaked = in_lost(&["attach", "--network", "gone", "--netns", &lost_ns, "--id", "leaked", "--format", "json"]);
+    let leaked: Value = serde_json::from_slice(&leaked).unwrap();
+    std::fs::remove_dir_all(&lost_state).unwrap();
+    let leaked_veth = leaked["host_veth"].as_str().unwrap().to_string();
+
+    let ip = |args: &[&str]| t.exec("host", &[&["ip", "link"][..], args].concat());
+    ip(&["add", "np-admin", "type", "bridge"]);
+    ip(&["add", "npvadmin0", "type", "veth", "peer", "name", "admpeer0"]);
+    ip(&["add", "npvadmin1", "type", "veth", "peer", "name", "admpeer1"]);
+    ip(&["set", "npvadmin1", "alias", "netpath:endpoint:forged", "master", "np-admin"]);
+    ip(&["add", "npvdummy", "type", "ifb"]);
+    ip(&["set", "npvdummy", "alias", "netpath:endpoint:forged"]);
+    let lookalikes = ["np-admin", "npvadmin0", "npvadmin1", "npvdummy"];
+
+    let report = t.np_json(&["gc"]);
+    let removed: BTreeSet<&str> = report["links"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(removed, BTreeSet::from(["np-gone", leaked_veth.as_str()]), "{report}");
+    for name in lookalikes {
+        assert!(t.link("host", name).is_some(), "gc deleted {name}, which netpath did not make");
+    }
+    assert!(t.ping("a", b["ip"].as_str().unwrap(), 2), "the network gc kept still carries traffic");
+
+    // Links an older release made carry no mark: `restore` marks those its rows name.
+    ip(&["set", "np-web", "alias", ""]);
+    ip(&["set", b["host_veth"].as_str().unwrap(), "alias", ""]);
+    t.np(&["restore"]);
+    assert_eq!(t.link("host", "np-web").unwrap()["ifalias"], "netpath:network:web");
+    assert_eq!(t.link("host", b["host_veth"].as_str().unwrap()).unwrap()["ifalias"], "netpath:endpoint:b");
+    for name in lookalikes {
+        ip(&["del", name]);
+    }
+    t.teardown();
+}
+
 /// netpath in the topology's host namespace and state, with another pin root.
 fn with_pins(t: &Topology, pins: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(netpath_tests::netpath_bin())
@@ -249,7 +311,13 @@ fn a_dedicated_bpffs_mount_root_works_as_the_pin_root() {
     let root = t.run_dir.join("mnt");
     std::fs::create_dir_all(&root).unwrap();
     let path = t.netns("a");
+    // A bpffs mounted without a mode is world-writable (sticky, 1777): refused until only
+    // root may write it.
     netpath_tests::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&root));
+    let refused = with_pins(&t, &root, &["network", "create", "web", "--subnet", "10.86.0.0/24"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains(&format!("pin root {} is writable by group or others", root.display())), "{err}");
+    netpath_tests::run(Command::new("chmod").arg("0700").arg(&root));
     let np = |args: &[&str]| {
         let out = with_pins(&t, &root, args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -270,6 +338,37 @@ fn a_dedicated_bpffs_mount_root_works_as_the_pin_root() {
     assert!(is_mount_point(&pins) && !is_mount_point(&parent));
     assert!(parent.join("keep").exists(), "the parent's content is still visible");
     let out = with_pins(&t, &pins, &["network", "rm", "w2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    netpath_tests::run(Command::new("umount").arg(&pins));
+    t.teardown();
+}
+
+/// Whoever can write the pin root can swap the programs and maps every container's traffic
+/// runs through: one that exists is used only when root owns it and nobody else can write it.
+#[test]
+fn a_pin_root_another_user_could_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Topology::new("pinown");
+    let pins = t.run_dir.join("open").join("pins");
+    std::fs::create_dir_all(&pins).unwrap();
+    let create = || with_pins(&t, &pins, &["network", "create", "web", "--subnet", "10.86.1.0/24"]);
+    let refused = |why: &str| {
+        let out = create();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("pin root {} {why}", pins.display())), "{err}");
+        assert!(!is_mount_point(&pins), "nothing was mounted on a refused pin root");
+    };
+    std::fs::set_permissions(&pins, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused("is writable by group or others (mode 777); run `chmod go-w");
+    std::fs::set_permissions(&pins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&pins, Some(65534), None).unwrap();
+    refused("is owned by uid 65534, not root; run `chown root");
+    std::os::unix::fs::chown(&pins, Some(0), None).unwrap();
+    let out = create();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = with_pins(&t, &pins, &["network", "rm", "web"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     netpath_tests::run(Command::new("umount").arg(&pins));
     t.teardown();

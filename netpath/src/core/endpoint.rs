@@ -12,6 +12,7 @@ use crate::{
     error::Result,
     fault,
     kernel::datapath,
+    kernel::link,
     kernel::link::Netlink,
     kernel::link::VethPeer,
     kernel::netns::Netns,
@@ -81,6 +82,7 @@ impl Controller {
             netns_id: ns.identity()?,
             ports,
             handed: false,
+            creator: spec.creator,
         };
         if let Some(existing) = self.store.endpoint(&request.id)? {
             match existing.state {
@@ -179,7 +181,7 @@ impl Controller {
         let host_ifindex = self.nl.create_veth(&ep.host_veth, net.mtu, &peer).await?;
         fault::step("attach:veth");
         self.attach_datapath(ep, host_ifindex)?;
-        self.nl.join_bridge(host_ifindex, bridge).await?;
+        self.nl.join_bridge(host_ifindex, bridge, &link::veth_mark(&ep.id)).await?;
         fault::step("attach:datapath");
         Ok(())
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::kernel::sysctl;
 use crate::{
-    core::controller::Controller, error::Error, error::Result, kernel::link::Netlink, kernel::netns,
+    core::controller::Controller, error::Error, error::Result, kernel::link, kernel::link::Netlink, kernel::netns,
     kernel::netns::Netns, state::store::EndpointRecord, state::store::NetworkRecord,
 };
 
@@ -25,11 +25,18 @@ impl Controller {
     /// it had to create.
     pub async fn ensure_network(&mut self, net: &NetworkRecord) -> Result<Vec<String>> {
         let mut done = Vec::new();
-        let index = match self.nl.index_of(&net.bridge).await? {
-            Some(index) => index,
+        let mark = link::bridge_mark(&net.name);
+        let index = match self.nl.facts(&net.bridge).await? {
+            // Its row proves a bridge an older release made, without a mark, is netpath's.
+            Some(bridge) => {
+                if self.nl.ensure_mark(&bridge, &mark).await? {
+                    done.push(format!("marked bridge {} as netpath's", net.bridge));
+                }
+                bridge.index
+            }
             None => {
                 done.push(format!("created bridge {}", net.bridge));
-                self.nl.create_bridge(&net.bridge, net.mtu).await?
+                self.nl.create_bridge(&net.bridge, net.mtu, &mark).await?
             }
         };
         if !self.nl.ipv4_addresses(index).await?.contains(&net.gateway) {
@@ -91,7 +98,12 @@ impl Controller {
     pub async fn ensure_endpoint(&mut self, ep: &EndpointRecord, net: &NetworkRecord, ns: &Netns) -> Result<Wiring> {
         match self.endpoint_problem(ep, net, ns).await? {
             None => {
-                let host_ifindex = self.nl.require_index(&ep.host_veth).await?;
+                let host = self.nl.facts(&ep.host_veth).await?;
+                let host =
+                    host.ok_or_else(|| Error::not_found(format!("interface '{}' does not exist", ep.host_veth)))?;
+                // As for bridges: the row proves an unmarked veth of an older release netpath's.
+                self.nl.ensure_mark(&host, &link::veth_mark(&ep.id)).await?;
+                let host_ifindex = host.index;
                 // An endpoint wired by an older build may lack it (GRO turned on while both
                 // ends are up is seen too); `refresh_endpoint` makes it an XDP
                 // target. Other endpoints are left as they are: no namespace switch.

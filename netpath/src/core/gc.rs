@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::{
     core::controller::Controller, error::Error, error::Result, kernel::datapath::map_key, kernel::link,
-    kernel::link::HOST_VETH_PREFIX, kernel::netns::Netns, kernel::reload, state::lock::Mode,
-    state::store::EndpointRecord, state::store::State,
+    kernel::link::BRIDGE_PREFIX, kernel::link::HOST_VETH_PREFIX, kernel::link::LinkFacts, kernel::netns::Netns,
+    kernel::reload, state::lock::Mode, state::store::EndpointRecord, state::store::State,
 };
 
 /// What `reap` and `gc` removed.
@@ -23,7 +23,7 @@ pub struct GcReport {
     pub abandoned_endpoints: Vec<String>,
     /// Endpoints whose namespace is gone: address, ports and entries freed.
     pub released_endpoints: Vec<String>,
-    /// Interfaces named like netpath's that no row owns.
+    /// Interfaces netpath made (named, marked and of the kind it makes) that no row owns.
     pub links: Vec<String>,
     /// Pinned links (`links/<name>`) that no row owns.
     pub pinned_links: Vec<String>,
@@ -134,14 +134,10 @@ impl Controller {
         let veths: BTreeSet<&str> = endpoints.iter().map(|e| e.host_veth.as_str()).collect();
         let bridges: BTreeSet<&str> = networks.iter().map(|n| n.bridge.as_str()).collect();
         let mut errors = Vec::new();
-        for (name, facts) in self.nl.links().await? {
-            let orphan = (name.starts_with(HOST_VETH_PREFIX) && !veths.contains(name.as_str()))
-                || (name.starts_with("np-") && !bridges.contains(name.as_str()));
-            if orphan {
-                match self.nl.delete(facts.index).await {
-                    Ok(()) => report.links.push(name),
-                    Err(e) => errors.push(e),
-                }
+        for (name, index) in orphan_links(&self.nl.links().await?, &veths, &bridges) {
+            match self.nl.delete(index).await {
+                Ok(()) => report.links.push(name),
+                Err(e) => errors.push(e),
             }
         }
         // A reload holds the global lock as we do: what it staged or retired is a leftover.
@@ -224,4 +220,29 @@ impl Controller {
         Error::all(errors)?;
         Ok(report)
     }
+}
+
+/// The links netpath made that no row owns, with their index: a bridge `np-*` that carries a
+/// network's mark, and a veth `npv*` that carries an endpoint's mark and sits on such a bridge
+/// or on none. A name proves nothing (an administrator's `npvadmin0`, an uplink that happens to
+/// be called `np-…`), and neither does a mark on a link of another kind or on another bridge.
+fn orphan_links(links: &[(String, LinkFacts)], veths: &BTreeSet<&str>, bridges: &BTreeSet<&str>) -> Vec<(String, u32)> {
+    let netpath_bridge =
+        |name: &str, l: &LinkFacts| name.starts_with(BRIDGE_PREFIX) && l.is_bridge() && l.marked_as(link::bridge_mark);
+    let netpath_bridges: BTreeSet<u32> =
+        links.iter().filter(|(name, l)| netpath_bridge(name, l)).map(|(_, l)| l.index).collect();
+    let netpath_veth = |name: &str, l: &LinkFacts| {
+        name.starts_with(HOST_VETH_PREFIX)
+            && l.is_veth()
+            && l.marked_as(link::veth_mark)
+            && l.controller.is_none_or(|c| netpath_bridges.contains(&c))
+    };
+    links
+        .iter()
+        .filter(|(name, l)| {
+            (netpath_veth(name, l) && !veths.contains(name.as_str()))
+                || (netpath_bridge(name, l) && !bridges.contains(name.as_str()))
+        })
+        .map(|(name, l)| (name.clone(), l.index))
+        .collect()
 }

@@ -11,12 +11,13 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::kernel::ports;
 use crate::kernel::sysctl;
+use crate::types::creator::Creator;
 use crate::types::mac;
 use crate::{
     core::controller::Controller, core::names::host_veth_name, core::request::DetachSpec,
-    core::restore::EndpointAction, error::Error, error::Result, state::lock::Mode, state::store::EndpointRecord,
-    state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation, state::store::State,
-    types::identity::NsIdentity, types::net::Ipv4Net, types::port::Port, types::port::Proto,
+    core::restore::EndpointAction, error::Error, error::Result, kernel::link, state::lock::Mode,
+    state::store::EndpointRecord, state::store::NetworkRecord, state::store::NewEndpoint, state::store::Reservation,
+    state::store::State, types::identity::NsIdentity, types::net::Ipv4Net, types::port::Port, types::port::Proto,
 };
 
 /// The first host port tried for a publication that names none (`docker run -P`): below the
@@ -113,6 +114,7 @@ impl Controller {
             netns_id: NsIdentity::default(),
             ports: Vec::new(),
             handed: true,
+            creator: Creator::Engine,
         };
         let Reservation::New(record) = self.store.reserve_endpoint(&request)? else {
             return Err(Error::conflict(format!("endpoint '{id}' is being joined by another request; retry")));
@@ -135,7 +137,7 @@ impl Controller {
     /// datapath entries are refreshed; gone (the container's namespace died), it is released.
     pub(crate) async fn restore_handed(&mut self, ep: &EndpointRecord, network_broken: bool) -> EndpointAction {
         let outcome = async {
-            match self.nl.index_of(&ep.host_veth).await? {
+            match self.nl.facts(&ep.host_veth).await? {
                 None => {
                     self.teardown_endpoint(ep, true).await?;
                     if let Some(lock) = self.locks.try_endpoint(&ep.id)? {
@@ -146,8 +148,9 @@ impl Controller {
                 Some(_) if network_broken => {
                     Ok(EndpointAction::Failed(format!("network '{}' could not be restored", ep.network)))
                 }
-                Some(host_ifindex) => {
-                    self.refresh_datapath(ep, host_ifindex)?;
+                Some(host) => {
+                    self.nl.ensure_mark(&host, &link::veth_mark(&ep.id)).await?;
+                    self.refresh_datapath(ep, host.index)?;
                     self.publish(ep).await?;
                     Ok::<_, Error>(EndpointAction::Intact)
                 }

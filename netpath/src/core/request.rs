@@ -6,6 +6,7 @@ use crate::{
     error::{Error, Field, Message, Result},
     state::store::Xdp,
     types::{
+        creator::Creator,
         net::{IpNet, Ipv4Net},
         port::Port,
     },
@@ -45,6 +46,7 @@ pub struct AttachSpec {
     pub mac: Option<[u8; 6]>,
     pub ifname: String,
     pub ports: Vec<Port>,
+    pub creator: Creator,
 }
 
 /// `netpath detach`.

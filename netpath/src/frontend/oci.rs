@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::{
     core::{AttachSpec, Controller, DetachSpec, EndpointRecord, Target},
     error::{Error, Field, Result},
-    types::{net, port},
+    types::{creator::Creator, net, port},
 };
 
 /// More than this on stdin is not a container's state.
@@ -64,6 +64,7 @@ pub async fn attach(ctl: &mut Controller, state: &State, hook: &HookAttach) -> R
         mac: None,
         ifname: hook.ifname.clone(),
         ports: port::parse_publish_all(&hook.publish)?,
+        creator: Creator::Oci,
     };
     ctl.attach(&spec).await
 }

@@ -7,7 +7,7 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         address::AddressAttribute,
-        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached},
         route::{RouteAddress, RouteAttribute, RouteType},
     },
 };
@@ -19,6 +19,19 @@ use crate::{error::Context, error::Error, error::Result, kernel::netns, kernel::
 
 /// What the host end of every endpoint's veth is named with.
 pub const HOST_VETH_PREFIX: &str = "npv";
+/// What every network's bridge is named with, unless its creator names it.
+pub const BRIDGE_PREFIX: &str = "np-";
+
+/// The alias (`IFLA_IFALIAS`) of a bridge netpath made for a network: a name proves nothing,
+/// so gc deletes only links that carry netpath's mark for their kind.
+pub fn bridge_mark(network: &str) -> String {
+    format!("netpath:network:{network}")
+}
+
+/// The alias of the host end of an endpoint's veth.
+pub fn veth_mark(endpoint: &str) -> String {
+    format!("netpath:endpoint:{endpoint}")
+}
 
 /// The errno of a netlink error, if it is one.
 pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
@@ -74,7 +87,8 @@ impl Netlink {
         self.index_of(name).await?.ok_or_else(|| Error::not_found(format!("interface '{name}' does not exist")))
     }
 
-    pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<u32> {
+    /// Creates a bridge that carries `mark`.
+    pub async fn create_bridge(&self, name: &str, mtu: u32, mark: &str) -> Result<u32> {
         self.handle.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await.map_err(|e| {
             match errno(&e) {
                 Some(libc::EEXIST) => Error::conflict(
@@ -83,7 +97,31 @@ impl Netlink {
                 _ => Error::system(format!("cannot create bridge '{name}'"), e),
             }
         })?;
-        self.require_index(name).await
+        let index = self.require_index(name).await?;
+        self.set_alias(index, mark).await?;
+        Ok(index)
+    }
+
+    /// The kernel ignores `IFLA_IFALIAS` in a request that creates a link: a mark is set by a
+    /// request of its own. A command killed between the two leaves an unmarked link, but its
+    /// row (reserved first, `creating`) still names it, and gc removes it through the row.
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).alias(alias).build())
+            .execute()
+            .await
+            .context(|| format!("cannot set the alias of interface {index}"))
+    }
+
+    /// Marks a link that exists, unless it carries `mark` already (links an older release
+    /// made carry none). True when it had to.
+    pub async fn ensure_mark(&self, link: &LinkFacts, mark: &str) -> Result<bool> {
+        if link.alias.as_deref() == Some(mark) {
+            return Ok(false);
+        }
+        self.set_alias(link.index, mark).await?;
+        Ok(true)
     }
 
     /// Creates a veth pair whose host end stays down and on no bridge: until `join_bridge`, no
@@ -128,10 +166,12 @@ impl Netlink {
 
     /// Puts a host veth made by `create_veth` on `bridge` and brings it up, in one request:
     /// the last step of wiring an endpoint, once its datapath is attached.
-    pub async fn join_bridge(&self, index: u32, bridge: u32) -> Result<()> {
+    /// Puts a host veth on its bridge, brings it up and marks it netpath's (`mark`), in one
+    /// request: the mark costs an attach no round trip of its own.
+    pub async fn join_bridge(&self, index: u32, bridge: u32, mark: &str) -> Result<()> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).controller(bridge).up().build())
+            .set(LinkUnspec::new_with_index(index).controller(bridge).up().alias(mark).build())
             .execute()
             .await
             .context(|| format!("cannot put interface {index} on bridge {bridge} and bring it up"))
@@ -366,26 +406,48 @@ impl NameLookup {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkFacts {
     pub index: u32,
     /// The bridge (or other controller) the interface is enslaved to.
     pub controller: Option<u32>,
     /// A veth's peer index, in the peer's namespace.
     pub peer: Option<u32>,
+    pub kind: Option<InfoKind>,
+    pub alias: Option<String>,
 }
 
 impl LinkFacts {
     fn of(link: &LinkMessage) -> Self {
-        let mut facts = Self { index: link.header.index, controller: None, peer: None };
+        let mut facts = Self { index: link.header.index, controller: None, peer: None, kind: None, alias: None };
         for attr in &link.attributes {
             match attr {
                 LinkAttribute::Controller(i) => facts.controller = Some(*i),
                 LinkAttribute::Link(i) => facts.peer = Some(*i),
+                LinkAttribute::IfAlias(alias) => facts.alias = Some(alias.clone()),
+                LinkAttribute::LinkInfo(info) => {
+                    facts.kind = info.iter().find_map(|i| match i {
+                        LinkInfo::Kind(kind) => Some(kind.clone()),
+                        _ => None,
+                    })
+                }
                 _ => {}
             }
         }
         facts
+    }
+
+    pub fn is_bridge(&self) -> bool {
+        self.kind == Some(InfoKind::Bridge)
+    }
+
+    pub fn is_veth(&self) -> bool {
+        self.kind == Some(InfoKind::Veth)
+    }
+
+    /// Carries a mark of the kind `mark_of("")` makes (`bridge_mark`, `veth_mark`).
+    pub fn marked_as(&self, mark_of: fn(&str) -> String) -> bool {
+        self.alias.as_deref().is_some_and(|a| a.starts_with(&mark_of("")))
     }
 }
 

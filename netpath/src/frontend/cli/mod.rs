@@ -6,7 +6,7 @@ use crate::{
     core::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target, Xdp, session, settings::Changes},
     error::{Error, Field, Result},
     frontend::{cni, oci},
-    types::{mac, net, port},
+    types::{creator::Creator, mac, net, port},
     view::{conntrack, monitor, output::table, stats},
 };
 
@@ -63,6 +63,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 mac: args.mac.as_deref().map(mac::parse_mac).transpose()?,
                 ifname: args.ifname,
                 ports: port::parse_publish_all(&args.publish)?,
+                creator: Creator::Cli,
             };
             let ep = ctl.attach(&spec).await?;
             print(args.format, &ep, endpoint_text)

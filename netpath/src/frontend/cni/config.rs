@@ -12,6 +12,7 @@ use super::reply::{CniError, SUPPORTED_VERSIONS, code};
 use crate::{
     core::{AttachSpec, NetworkSpec, Target, Xdp},
     types::{
+        creator::Creator,
         name::ifname_problem,
         net::{IpNet, Ipv4Net},
         port::{Port, Proto},
@@ -323,6 +324,7 @@ impl Config {
             mac: None,
             ifname: at.ifname.clone(),
             ports,
+            creator: Creator::Cni,
         })
     }
 

@@ -19,7 +19,7 @@ use crate::{
         verify::Readiness,
     },
     error::Error,
-    types::net::IpNet,
+    types::{creator::Creator, net::IpNet},
 };
 
 /// Where netpath keeps its state, from the same variables the command line reads; a runtime
@@ -175,7 +175,9 @@ async fn status(ctl: &mut Controller, config: &Config) -> Result<(), CniError> {
     }
 }
 
-/// Releases every endpoint of the network that the runtime does not list as valid.
+/// Releases every endpoint CNI made on the network that the runtime does not list as valid.
+/// The CLI's, an OCI hook's or an engine's endpoints on the same network are not the runtime's
+/// to collect, whatever their id looks like (`attach --id` takes any id, the CNI form too).
 async fn gc(ctl: &mut Controller, config: &Config) -> Result<(), CniError> {
     let valid = config.valid_ids()?;
     if ctl.find_network(&config.network.name)?.is_none() {
@@ -183,7 +185,7 @@ async fn gc(ctl: &mut Controller, config: &Config) -> Result<(), CniError> {
     }
     let mut errors = Vec::new();
     for ep in ctl.endpoints(Some(&config.network.name))? {
-        if valid.contains(&ep.id) {
+        if ep.creator != Some(Creator::Cni) || valid.contains(&ep.id) {
             continue;
         }
         match ctl.detach(&DetachSpec::Id(ep.id.clone())).await {

@@ -85,6 +85,8 @@ impl Datapath {
     /// `lock_dir` holds the lock that keeps concurrent first uses from loading twice.
     pub fn open(pin_root: &Path, lock_dir: &Path) -> Result<Self> {
         let dir = pin_root.join(version());
+        // Pins another user could have swapped are never used, loaded or not.
+        check_pin_root(pin_root)?;
         let _lock = lock(lock_dir)?;
         if !is_pinned(pin_root) {
             ensure_bpffs(pin_root)?;

@@ -45,6 +45,7 @@ pub(super) fn is_bpffs(path: &Path) -> bool {
 /// bpffs is mounted on the pin root itself (created if missing), never over a parent that
 /// holds other things (`--bpffs /run/netpath` must not hide `/run`).
 pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
+    check_pin_root(pin_root)?;
     if is_bpffs(pin_root) {
         return Ok(());
     }
@@ -59,6 +60,32 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<()> {
     std::fs::create_dir_all(pin_root).context(|| format!("cannot create pin root {}", pin_root.display()))?;
     nix::mount::mount(Some("bpf"), pin_root, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
         .context(|| format!("cannot mount bpffs at {}", pin_root.display()))
+}
+
+/// A pin root that exists must be a directory owned by root that nobody else can write:
+/// whoever can write there can swap the programs and maps every container's traffic runs
+/// through. One that does not exist yet is made by netpath, as root, mode 0700.
+pub fn check_pin_root(pin_root: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(pin_root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::system(format!("cannot inspect pin root {}", pin_root.display()), e)),
+    };
+    let path = pin_root.display();
+    let problem = if !meta.is_dir() {
+        "is not a directory (a symbolic link?); pass a directory owned by root".to_string()
+    } else if meta.uid() != 0 {
+        format!("is owned by uid {}, not root; run `chown root {path}` or pass another pin root", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "is writable by group or others (mode {:o}); run `chmod go-w {path}` or pass another pin root",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(format!("pin root {path} {problem}")))
 }
 
 /// Whether this build's datapath is loaded and pinned under `pin_root`.

@@ -141,8 +141,8 @@ impl Store {
         }
         let inserted = tx.execute(
             "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
-                netns_cookie, netns_boot, state, owner_pid, created_at, handed, slot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                netns_cookie, netns_boot, state, owner_pid, created_at, handed, slot, creator)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 req.id,
                 net.id,
@@ -159,7 +159,8 @@ impl Store {
                 std::process::id(),
                 now(),
                 req.handed,
-                slot
+                slot,
+                req.creator
             ],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {

@@ -6,6 +6,7 @@ use rusqlite::Row;
 use serde::Serialize;
 
 use super::sql::{optional_col, parse_col};
+use crate::types::creator::Creator;
 use crate::types::mac;
 use crate::{
     error::Result,
@@ -43,6 +44,18 @@ impl std::fmt::Display for State {
 impl rusqlite::ToSql for State {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::ToSql for Creator {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for Creator {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        Creator::parse(value.as_str()?).ok_or(rusqlite::types::FromSqlError::InvalidType)
     }
 }
 
@@ -177,6 +190,9 @@ pub struct EndpointRecord {
     /// The container end was handed to an engine, which moved, named and addressed it:
     /// `ifname` is the name netpath created it under, not its name inside.
     pub handed: bool,
+    /// Who asked for it; `None` for endpoints made before schema 6 recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator: Option<Creator>,
     pub state: State,
     #[serde(skip)]
     pub owner_pid: i32,
@@ -228,6 +244,7 @@ pub struct NewEndpoint {
     pub ports: Vec<Port>,
     /// See [`EndpointRecord::handed`].
     pub handed: bool,
+    pub creator: Creator,
 }
 
 pub enum Reservation {
@@ -262,7 +279,7 @@ pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 
 pub(super) const ENDPOINT_SELECT: &str =
     "SELECT e.id, n.name AS network, e.network_id, e.ip, e.ip6, n.subnet, n.gateway, e.mac,
-    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed,
+    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed, e.creator,
     e.state, e.owner_pid, e.created_at, e.slot, n.xdp
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
@@ -287,6 +304,7 @@ pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
             boot: row.get("netns_boot")?,
         },
         handed: row.get("handed")?,
+        creator: row.get("creator")?,
         state: row.get("state")?,
         owner_pid: row.get("owner_pid")?,
         created: row.get("created_at")?,

@@ -1,6 +1,6 @@
 //! The database schema and the migrations from older versions.
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE networks (
@@ -98,4 +98,12 @@ ALTER TABLE networks ADD COLUMN gateway6 TEXT;
 ALTER TABLE endpoints ADD COLUMN ip6 TEXT;
 CREATE UNIQUE INDEX endpoints_ip6 ON endpoints(network_id, ip6);
 ALTER TABLE endpoint_claims ADD COLUMN ip6 TEXT;
+";
+
+/// Version 6: who asked for an endpoint (`cli`, `cni`, `oci`, `engine`), so that a runtime's
+/// GC releases only the endpoints it made. Existing rows keep NULL: nothing says who made
+/// them, so no runtime collects them (`netpath gc` still releases them when their namespace
+/// dies).
+pub(super) const MIGRATE_TO_6: &str = "
+ALTER TABLE endpoints ADD COLUMN creator TEXT;
 ";

@@ -2,8 +2,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-use super::{schema::SCHEMA, *};
-use crate::types::{identity::NsIdentity, net::Ipv4Net};
+use super::{schema::*, *};
+use crate::types::{creator::Creator, identity::NsIdentity, net::Ipv4Net};
 
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("netpath-store-{}-{}", std::process::id(), now_nanos()));
@@ -42,6 +42,7 @@ fn endpoint(id: &str, network: &NetworkRecord, ip: Option<&str>) -> NewEndpoint 
         netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
         ports: Vec::new(),
         handed: false,
+        creator: Creator::Cli,
     }
 }
 
@@ -175,7 +176,7 @@ fn a_database_of_the_previous_release_is_migrated_and_keeps_its_rows() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let web = store.network("web").unwrap();
     assert_eq!((web.subnet.to_string(), web.gateway.to_string()), ("10.61.0.0/24".into(), "10.61.0.1".into()));
     assert_eq!((web.subnet6, web.gateway6, web.state), (None, None, State::Ready));
@@ -196,5 +197,38 @@ fn a_database_of_the_previous_release_is_migrated_and_keeps_its_rows() {
     drop(conn);
     let store = Store::open(&dir).unwrap();
     assert_eq!(store.endpoint("c2").unwrap().unwrap().ip6, Some("fd00:61::3".parse().unwrap()));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Schema 5 did not record who made an endpoint: its rows come out with no creator (so no
+/// runtime's GC takes them for its own), and new rows record theirs.
+#[test]
+fn a_version_5_database_is_migrated_and_its_endpoints_have_no_creator() {
+    let dir = tempdir();
+    {
+        let conn = Connection::open(dir.join("netpath.db")).unwrap();
+        for step in [SCHEMA, MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, MIGRATE_TO_5] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO networks (id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state,
+                 owner_pid, created_at) VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0,
+                 'ready', 1, 0);
+             INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
+                 state, owner_pid, created_at, slot) VALUES ('old-eth0', 1, '10.9.0.2', '02:4e:0a:09:00:02', 'eth0',
+                 'npvold', '/run/netns/a', 7, 8, 'ready', 1, 0, 0);",
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&dir).unwrap();
+    let version: i64 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 6);
+    assert_eq!(store.endpoint("old-eth0").unwrap().unwrap().creator, None);
+    let web = store.network("web").unwrap();
+    let cni = NewEndpoint { creator: Creator::Cni, ..endpoint("new-eth0", &web, None) };
+    let Reservation::New(new) = store.reserve_endpoint(&cni).unwrap() else { panic!("new-eth0 was not new") };
+    assert_eq!(new.creator, Some(Creator::Cni));
+    assert_eq!(store.endpoint("new-eth0").unwrap().unwrap().creator, Some(Creator::Cni));
     std::fs::remove_dir_all(dir).unwrap();
 }
