@@ -8,7 +8,8 @@
 //! The original-direction entry holds the connection's state and last-seen time; each entry
 //! keeps the TCP sequence position of its own direction. An entry counts only while its
 //! partner points back at it: after an LRU eviction, a flow can never inherit the SNAT port
-//! another flow claimed meanwhile.
+//! another flow claimed meanwhile. A tuple belongs to at most one entry of the two tables: an
+//! evicted half is put back, and a tuple claimed, only where neither table holds it.
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
@@ -65,6 +66,27 @@ fn find(key: &CtKey) -> Option<(&'static Table, &'static CtEntry)> {
         return Some((&CT, e));
     }
     unsafe { CT_NEW.get(key) }.map(|e| (&CT_NEW, e))
+}
+
+/// The table that `table` is not.
+#[inline(always)]
+fn other(table: &'static Table) -> &'static Table {
+    if core::ptr::eq(table, &CT) { &CT_NEW } else { &CT }
+}
+
+/// Inserts `rkey` into `table` when no table holds it. Another CPU may put the same tuple in
+/// the other table at the same time (each checked before inserting): both then see the other's
+/// insert afterwards, and both take theirs back.
+#[inline(always)]
+fn insert_alone(table: &'static Table, rkey: &CtKey, entry: &CtEntry) -> bool {
+    if table.insert(rkey, entry, BPF_NOEXIST).is_err() {
+        return false;
+    }
+    if unsafe { other(table).get(rkey) }.is_none() {
+        return true;
+    }
+    let _ = table.remove(rkey);
+    false
 }
 
 /// Whether `reply` is the reply entry of the connection whose original entry is at `key`.
@@ -143,13 +165,13 @@ fn live_original(cfg: &Config, table: &Table, rkey: &CtKey, reply: &CtEntry, now
 
 /// Whether the reply entry of the connection whose original is `orig` (at `key`) translates
 /// back to it. A reply half the LRU evicted alone is put back, unless another flow claimed
-/// its tuple meanwhile (then the insert fails).
+/// its tuple meanwhile, in either table (a promotion moves a pair from one to the other).
 #[inline(always)]
-fn reply_points_back(table: &Table, key: &CtKey, orig: &CtEntry, now: u64) -> bool {
+fn reply_points_back(table: &'static Table, key: &CtKey, orig: &CtEntry, now: u64) -> bool {
     let rkey = CtKey::partner(orig, key.proto);
-    match unsafe { table.get(&rkey) } {
-        Some(reply) => points_back(reply, key),
-        None => table.insert(&rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now), BPF_NOEXIST).is_ok(),
+    match find(&rkey) {
+        Some((_, reply)) => points_back(reply, key),
+        None => insert_alone(table, &rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now)),
     }
 }
 
@@ -165,7 +187,7 @@ pub fn lookup(key: &CtKey, l4: &L4) -> Tracked {
             let okey = if to.dir == ct_dir::ORIGINAL { *key } else { CtKey::partner(&to, key.proto) };
             // Called from here, not from `lookup_into`: the two subprograms' stack frames are
             // then never stacked on each other.
-            promote(&okey, to.last_seen);
+            promote(&okey);
             Tracked::Translate(to)
         }
         UNTRACKED => Tracked::No,
@@ -225,17 +247,19 @@ fn lookup_into(key: &CtKey, l4: &L4, out: *mut CtEntry) -> u32 {
 /// Moves an established connection's two entries from `CT_NEW` to `CT`, reply first, so a
 /// lookup in between still finds a complete pair.
 #[inline(never)]
-fn promote(okey: &CtKey, now: u64) {
+fn promote(okey: &CtKey) {
     let Some(o) = (unsafe { CT_NEW.get(okey) }) else {
         return;
     };
     let orig = *o;
     let rkey = CtKey::partner(&orig, okey.proto);
-    let reply = match unsafe { CT_NEW.get(&rkey) } {
-        Some(r) => *r,
-        None => CtEntry::reverse_of(okey, ct_dir::REPLY, now),
+    // A pair moves whole: a reply half evicted since the lookup is not made up here, where its
+    // tuple may have been claimed meanwhile (the next packet's lookup decides).
+    let Some(r) = (unsafe { CT_NEW.get(&rkey) }) else {
+        return;
     };
-    if CT.insert(&rkey, &reply, 0).is_ok() && CT.insert(okey, &orig, 0).is_ok() {
+    let reply = *r;
+    if CT.insert(&rkey, &reply, BPF_NOEXIST).is_ok() && CT.insert(okey, &orig, 0).is_ok() {
         let _ = CT_NEW.remove(okey);
         let _ = CT_NEW.remove(&rkey);
     }
@@ -337,7 +361,7 @@ fn claim(cfg: &Config, key: &CtKey, rkey: &CtKey, back: &CtEntry) -> bool {
         }
         let _ = table.remove(rkey);
     }
-    CT_NEW.insert(rkey, back, BPF_NOEXIST).is_ok()
+    insert_alone(&CT_NEW, rkey, back)
 }
 
 /// Records the original entry once its reply entry is claimed. Another CPU may have created

@@ -210,6 +210,11 @@ fn udp_socket(t: &Topology, ns: &str, addr: SocketAddr) -> UdpSocket {
 
 /// Every datagram `sock` receives until `window` has passed.
 fn datagrams(sock: &UdpSocket, window: Duration) -> Vec<Vec<u8>> {
+    datagrams_from(sock, window).into_iter().map(|(d, _)| d).collect()
+}
+
+/// Every datagram `sock` receives until `window` has passed, with its source.
+fn datagrams_from(sock: &UdpSocket, window: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
     let deadline = Instant::now() + window;
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
@@ -219,11 +224,21 @@ fn datagrams(sock: &UdpSocket, window: Duration) -> Vec<Vec<u8>> {
             return got;
         }
         sock.set_read_timeout(Some(left)).unwrap();
-        match sock.recv(&mut buf) {
-            Ok(n) => got.push(buf[..n].to_vec()),
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => got.push((buf[..n].to_vec(), from)),
             Err(_) => return got,
         }
     }
+}
+
+/// Answers every datagram `sock` receives until `window` has passed with "re: " and the
+/// datagram, as a resolver would; returns them with their sources.
+fn answer_datagrams(sock: &UdpSocket, window: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let got = datagrams_from(sock, window);
+    for (d, from) in &got {
+        sock.send_to(&[b"re: ", d.as_slice()].concat(), from).unwrap();
+    }
+    got
 }
 
 /// The next datagram `sock` receives, which must come within `TIMEOUT`.
@@ -1148,4 +1163,88 @@ fn nothing_a_container_sends_before_its_datapath_is_attached_reaches_the_bridge(
         format!("once attached, a's spoofed frames moved `mac-spoof` + `arp-spoof` from {before} to {after}")
     });
     v.finish(t);
+}
+
+/// The `CtKey` bytes (as bpftool takes them) of the entry that UDP from `from` to `to` arrives
+/// with on the uplink.
+fn udp_key_hex(from: SocketAddr, to: SocketAddr) -> Vec<String> {
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else { panic!("IPv4 only") };
+    let bytes = [
+        &from.ip().octets()[..],
+        &to.ip().octets(),
+        &from.port().to_be_bytes(),
+        &to.port().to_be_bytes(),
+        &[IPPROTO_UDP, 0, 0, 0],
+    ]
+    .concat();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deletes one entry of the pinned conntrack table `map`, as an LRU eviction of that entry
+/// alone would. Panics when it is not there.
+fn evict(t: &Topology, map: &str, key_hex: &[String]) {
+    let path = t.datapath_dir().join(map);
+    let mut cmd = std::process::Command::new("bpftool");
+    cmd.args(["map", "delete", "pinned"]).arg(&path).args(["key", "hex"]).args(key_hex);
+    netpath_tests::run(&mut cmd);
+}
+
+/// 14. Pair integrity after eviction (issue 18, item 3): a flow whose reply half was evicted
+///     gets it back only where neither table holds its tuple, so two flows never share one.
+///     The SNAT range is one port, so b must draw the tuple a held. An LRU flood cannot be
+///     aimed at one half of one pair, so the eviction is done by hand: a's reply entry is
+///     deleted from `CT_NEW`, as the LRU deletes it. b then claims the tuple and is answered
+///     (promoted to `CT`); a's next datagram must not leave with b's tuple, and b must never
+///     get what answers a. Before the fix, a put its reply half back in `CT_NEW` while b's
+///     was in `CT`: a's datagram left as b, and the answer went to b.
+#[test]
+fn a_flow_whose_reply_half_was_evicted_never_shares_its_tuple() {
+    let mut t = wire_topology("pair", "10.81.40.0/24", Uplink::Tc);
+    let a = Ep::of(&t.container("a", "web", &[]));
+    let b = Ep::of(&t.container("b", "web", &[]));
+    t.np(&["datapath", "configure", "--snat-ports", "61000-61000"]);
+    let resolver_at = SocketAddr::from((outside_ip(), 5300));
+    let resolver = udp_socket(&t, "outside", resolver_at);
+    let tuple = host(61000);
+    let from_a = udp_socket(&t, "a", (a.ip, 4000).into());
+    let from_b = udp_socket(&t, "b", (b.ip, 4000).into());
+
+    from_a.send_to(b"a: first", resolver_at).unwrap();
+    assert_eq!(datagrams_from(&resolver, SETTLE), vec![(b"a: first".to_vec(), tuple)], "a's first datagram");
+    evict(&t, "CT_NEW", &udp_key_hex(resolver_at, tuple));
+    from_b.send_to(b"b: first", resolver_at).unwrap();
+    assert_eq!(answer_datagrams(&resolver, SETTLE), vec![(b"b: first".to_vec(), tuple)], "b took the free tuple");
+    assert_eq!(next_datagram(&from_b, "the answer to b"), b"re: b: first");
+
+    let mut v = Verdict::default();
+    let exhausted = t.drop_count("nat-exhausted");
+    from_a.send_to(b"a: again", resolver_at).unwrap();
+    let reached = answer_datagrams(&resolver, SETTLE);
+    v.check(reached.is_empty(), || format!("a's datagram left with b's tuple: the resolver got {}", shown(&reached)));
+    let shared: Vec<String> = connections(&t)
+        .iter()
+        .filter(|c| c["translated_source"] == tuple.to_string())
+        .map(|c| format!("{} -> {}", c["source"], c["destination"]))
+        .collect();
+    v.check(shared.len() == 1, || {
+        format!("`conntrack ls` shows {} connection(s) on tuple {tuple}: {shared:?}", shared.len())
+    });
+    v.dropped(&t, "nat-exhausted", exhausted, 1, "a's datagram while b holds the only SNAT port");
+    let to_b: Vec<(Vec<u8>, SocketAddr)> = datagrams_from(&from_b, SETTLE);
+    v.check(to_b.is_empty(), || format!("b received what answered a: {}", shown(&to_b)));
+
+    resolver.send_to(b"to b, again", tuple).unwrap();
+    assert_eq!(next_datagram(&from_b, "b's connection after a's attempt"), b"to b, again");
+    t.np(&["conntrack", "flush"]);
+    from_a.send_to(b"a: after the flush", resolver_at).unwrap();
+    assert_eq!(answer_datagrams(&resolver, SETTLE), vec![(b"a: after the flush".to_vec(), tuple)]);
+    assert_eq!(next_datagram(&from_a, "the answer to a after the flush"), b"re: a: after the flush");
+    v.finish(t);
+}
+
+/// Datagrams as text, with their sources.
+fn shown(datagrams: &[(Vec<u8>, SocketAddr)]) -> String {
+    let each: Vec<String> =
+        datagrams.iter().map(|(d, from)| format!("{:?} from {from}", String::from_utf8_lossy(d))).collect();
+    each.join(", ")
 }

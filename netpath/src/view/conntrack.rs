@@ -1,5 +1,8 @@
 //! `netpath conntrack`: the datapath's connection table, read and pruned from userspace.
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use netpath_common::{Config, CtEntry, CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ct_dir, ct_state};
 use serde::Serialize;
@@ -55,6 +58,17 @@ fn endpoint(addr: u32, port: u16, proto: u8) -> String {
     }
 }
 
+/// The original-direction entries whose reply entry points back at them: the connections the
+/// datapath translates (a half whose partner was evicted, or taken by another flow, is not one).
+fn paired(entries: Vec<(CtKey, CtEntry)>) -> Vec<(CtKey, CtEntry)> {
+    let replies: HashSet<(CtKey, CtKey)> =
+        entries.iter().filter(|(_, e)| e.dir == ct_dir::REPLY).map(|(k, e)| (*k, CtKey::partner(e, k.proto))).collect();
+    entries
+        .into_iter()
+        .filter(|(k, e)| e.dir == ct_dir::ORIGINAL && replies.contains(&(CtKey::partner(e, k.proto), *k)))
+        .collect()
+}
+
 /// Live connections, optionally of one network's endpoints.
 pub fn list(ctl: &mut Controller, network: Option<&str>) -> Result<Vec<Connection>> {
     let owners: HashMap<Ipv4Addr, (String, String)> =
@@ -66,10 +80,7 @@ pub fn list(ctl: &mut Controller, network: Option<&str>) -> Result<Vec<Connectio
     let cfg = dp.config()?;
     let now = monotonic_ns();
     let mut out = Vec::new();
-    for (key, entry) in dp.conntrack()? {
-        if entry.dir != ct_dir::ORIGINAL {
-            continue;
-        }
+    for (key, entry) in paired(dp.conntrack()?) {
         let Some(expires_in) = remaining(&cfg, &key, &entry, now) else {
             continue;
         };
