@@ -87,6 +87,11 @@ pub mod limits {
     pub const MAX_PORTS: u32 = 65536;
     pub const MAX_HOST_ADDRS: u32 = 256;
     pub const MAX_SOCK_REVNAT: u32 = 65536;
+    /// As many as both conntrack tables hold connections: one per SNAT port an endpoint holds.
+    pub const MAX_SNAT_CLAIMS: u32 = (MAX_CT + MAX_CT_NEW) / 2;
+    /// The most SNAT ports one endpoint may hold (`Config::snat_quota`): its claims are indexed
+    /// by a `u16`.
+    pub const MAX_SNAT_QUOTA: u32 = 65535;
 }
 
 /// A network as the datapath sees it: `NETWORKS[network id]`.
@@ -156,7 +161,9 @@ pub struct Config {
     pub timeout_tcp_transient: u32,
     pub timeout_udp: u32,
     pub timeout_icmp: u32,
-    pub _pad: u32,
+    /// How many SNAT ports (masqueraded or hairpinned connections) one endpoint may hold at
+    /// once; 0 until configured, and then no limit.
+    pub snat_quota: u32,
     /// The host namespace's cookie: socket programs attached to the cgroup root act only on
     /// sockets of this namespace.
     pub host_netns_cookie: u64,
@@ -402,7 +409,8 @@ pub mod drop_reason {
     pub const ETHERTYPE: u32 = 14;
     /// From the uplink to an endpoint with neither a published port nor a connection it opened.
     pub const UNSOLICITED: u32 = 15;
-    /// A TCP segment other than a SYN to a published port, with no connection: opens nothing.
+    /// A TCP segment other than a SYN, with no connection, to a published port or from an
+    /// endpoint to the outside: opens nothing and claims no SNAT port.
     pub const NOT_SYN: u32 = 16;
     /// A loopback source or destination from the uplink (CVE-2020-8558), or a loopback
     /// destination from a container (the host's local services, even with `route_localnet`).
@@ -414,8 +422,11 @@ pub mod drop_reason {
     pub const OUT_OF_WINDOW: u32 = 19;
     /// A program the datapath needs is missing (a load interrupted half-way): fail closed.
     pub const DATAPATH_INCOMPLETE: u32 = 20;
+    /// A new connection from an endpoint that already holds its quota of SNAT ports
+    /// (`Config::snat_quota`): one container cannot take a destination's ports from the others.
+    pub const SNAT_QUOTA: u32 = 21;
 
-    pub const ALL: [u32; 20] = [
+    pub const ALL: [u32; 21] = [
         MALFORMED,
         POLICY,
         SOURCE_MISMATCH,
@@ -436,6 +447,7 @@ pub mod drop_reason {
         FRAGMENT,
         OUT_OF_WINDOW,
         DATAPATH_INCOMPLETE,
+        SNAT_QUOTA,
     ];
 
     pub fn name(reason: u32) -> &'static str {
@@ -460,6 +472,7 @@ pub mod drop_reason {
             FRAGMENT => "fragment",
             OUT_OF_WINDOW => "out-of-window",
             DATAPATH_INCOMPLETE => "datapath-incomplete",
+            SNAT_QUOTA => "snat-quota",
             _ => "unknown",
         }
     }

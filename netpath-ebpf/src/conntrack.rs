@@ -23,6 +23,7 @@ use crate::{
     maps::{CONFIG, CT, CT_NEW},
     packet::{Ipv4, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     portmap::published,
+    snat_quota,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -50,6 +51,10 @@ pub enum Tracked {
 const TRANSLATE: u32 = 0;
 const TRANSLATE_ESTABLISHED: u32 = u32::MAX - 1;
 const UNTRACKED: u32 = u32::MAX;
+/// `create_into`'s owner, and its claim, for a connection that keeps its tuple (no SNAT port is
+/// drawn).
+const NO_OWNER: u32 = u32::MAX;
+const NO_CLAIM: u32 = snat_quota::NONE;
 
 // Lookups and creations run as BPF subprograms (`inline(never)`) that answer with a scalar:
 // the verifier then explores what follows a call once, not once per way through it, which
@@ -101,7 +106,7 @@ pub fn config() -> Option<&'static Config> {
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
@@ -173,6 +178,15 @@ fn reply_points_back(table: &'static Table, key: &CtKey, orig: &CtEntry, now: u6
         Some((_, reply)) => points_back(reply, key),
         None => insert_alone(table, &rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now)),
     }
+}
+
+/// Whether the tuple `rkey` answers a live connection that `addr` opened.
+#[inline(always)]
+pub fn answers(cfg: &Config, rkey: &CtKey, addr: u32, now: u64) -> bool {
+    let Some((table, reply)) = find(rkey) else {
+        return false;
+    };
+    reply.dir == ct_dir::REPLY && reply.daddr == addr && live_original(cfg, table, rkey, reply, now).is_some()
 }
 
 /// The translation for a packet of a tracked connection, either direction.
@@ -265,19 +279,28 @@ fn promote(okey: &CtKey) {
     }
 }
 
-/// Starts tracking a connection whose first packet has `key` and leaves as `out`. With
-/// `pick_sport`, the source port of `out` is drawn from the SNAT range so that the reply
-/// tuple is unique. `out` becomes the translation to apply; `Err` holds the drop reason.
+/// Starts tracking a connection whose first packet has `key` and leaves as `out`. With an
+/// owner (the endpoint's counter slot), the source port of `out` is drawn from the SNAT range
+/// so that the reply tuple is unique, within the owner's quota. `out` becomes the translation
+/// to apply; `Err` holds the drop reason.
 #[inline(always)]
-pub fn create(key: &CtKey, out: &mut CtEntry, l4: &L4, pick_sport: bool) -> Result<(), u32> {
-    match create_into(key, out, l4, pick_sport) {
+pub fn create(key: &CtKey, out: &mut CtEntry, l4: &L4, owner: Option<u16>) -> Result<(), u32> {
+    match create_into(key, out, l4, owner.map_or(NO_OWNER, u32::from)) {
         TRANSLATE => Ok(()),
         reason => Err(reason),
     }
 }
 
 #[inline(never)]
-fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, pick_sport: bool) -> u32 {
+fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, owner: u32) -> u32 {
+    // First, while little else is live: nothing spills around the call.
+    let quota_claim = match owner {
+        NO_OWNER => NO_CLAIM,
+        slot => match snat_quota::free_claim(slot as u16, key.saddr) {
+            snat_quota::NONE => return drop_reason::SNAT_QUOTA,
+            quota_claim => quota_claim,
+        },
+    };
     let Some(cfg) = config() else {
         return drop_reason::NAT_EXHAUSTED;
     };
@@ -290,7 +313,7 @@ fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, pick_sport: bool) -> u32
         out.seq_known = 1;
     }
     let back = CtEntry::reverse_of(key, ct_dir::REPLY, now);
-    if !pick_sport {
+    if quota_claim == NO_CLAIM {
         let rkey = CtKey::partner(out, key.proto);
         if claim(cfg, key, &rkey, &back) {
             return commit_original(cfg, key, out, &rkey, l4.tcp_flags);
@@ -316,7 +339,11 @@ fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, pick_sport: bool) -> u32
     unsafe {
         bpf_loop(PORT_TRIES, try_port as *mut c_void, (&mut search as *mut PortSearch).cast(), 0);
     }
-    search.verdict
+    let verdict = search.verdict;
+    if verdict == TRANSLATE {
+        snat_quota::record(cfg, quota_claim, &CtKey::partner(out, key.proto));
+    }
+    verdict
 }
 
 /// What one try of the SNAT port search needs, and what the search found.
@@ -440,7 +467,7 @@ pub fn inbound(ip: &Ipv4, l4: &L4) -> Tracked {
     }
     let mut out =
         CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
-    match create(&key, &mut out, l4, false) {
+    match create(&key, &mut out, l4, None) {
         Ok(()) => Tracked::Translate(out),
         Err(reason) => Tracked::Refuse(reason),
     }

@@ -81,7 +81,7 @@ pub fn from_container_egress(ctx: TcContext) -> i32 {
     let Some((ip, from)) = sender(&ctx) else {
         return TC_ACT_OK;
     };
-    egress(&ctx, &ip, from.net)
+    egress(&ctx, &ip, from.net, from.slot)
 }
 
 /// The packet and the endpoint it came from (its frame was checked by `from_container`).
@@ -92,13 +92,15 @@ fn sender(ctx: &TcContext) -> Option<(Ipv4, Sender<'static>)> {
     let veth = unsafe { VETHS.get(&ifindex) }?;
     let ip = parse_ipv4(ctx, ETH_LEN)?;
     let net = unsafe { NETWORKS.get(&veth.network_id) }?;
-    Some((ip, Sender { net, network_id: veth.network_id }))
+    Some((ip, Sender { net, network_id: veth.network_id, slot: veth.slot }))
 }
 
-/// The endpoint a packet came from: its network, for isolation and routing.
+/// The endpoint a packet came from: its network, for isolation and routing, and its counter
+/// slot, under which its SNAT ports are counted.
 struct Sender<'a> {
     net: &'a NetworkInfo,
     network_id: u32,
+    slot: u16,
 }
 
 /// A container dialling a published port on a host address reaches the endpoint behind it,
@@ -115,7 +117,7 @@ fn hairpin(ctx: &TcContext, ip: &Ipv4, l4: &L4, target: &PortTarget, from: &Send
         return drop_ip(ctx, ip, drop_reason::NOT_SYN);
     }
     let mut to = CtEntry { saddr: from.net.gateway, daddr: target.addr, dport: target.port, ..Default::default() };
-    match conntrack::create(&conntrack::key(ip, l4), &mut to, l4, true) {
+    match conntrack::create(&conntrack::key(ip, l4), &mut to, l4, Some(from.slot)) {
         Ok(()) => send_translated(ctx, ip, Some(l4), &to, from),
         Err(reason) => drop_ip(ctx, ip, reason),
     }
@@ -161,9 +163,10 @@ fn deliver(ctx: &TcContext, ep: &EndpointInfo, saddr: u32, daddr: u32) -> i32 {
     to_endpoint(ctx, ep, gateway_mac, saddr, daddr)
 }
 
-/// Leaves through the uplink when the routing table says so, masqueraded if the network is.
+/// Leaves through the uplink when the routing table says so, masqueraded if the network is
+/// (within the quota of the endpoint at counter slot `slot`).
 #[inline(always)]
-fn egress(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> i32 {
+fn egress(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo, slot: u16) -> i32 {
     if net.uplink_ifindex == 0 || ip.ttl <= 1 {
         return TC_ACT_OK;
     }
@@ -184,8 +187,13 @@ fn egress(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo) -> i32 {
         let Some(l4) = parse_l4(ctx, ip) else {
             return drop_ip(ctx, ip, drop_reason::NAT_UNSUPPORTED);
         };
+        // A segment of no tracked connection (a bare ACK or RST) claims no port: only an opening
+        // packet does, or a container could hold ports without opening anything.
+        if !conntrack::opens(ip.proto, l4.tcp_flags) {
+            return drop_ip(ctx, ip, drop_reason::NOT_SYN);
+        }
         let mut to = CtEntry { saddr: net.snat_addr, daddr: ip.daddr, dport: l4.dport, ..Default::default() };
-        if let Err(reason) = conntrack::create(&conntrack::key(ip, &l4), &mut to, &l4, true) {
+        if let Err(reason) = conntrack::create(&conntrack::key(ip, &l4), &mut to, &l4, Some(slot)) {
             return drop_ip(ctx, ip, reason);
         }
         if apply(ctx, ip, &l4, &to).is_none() {

@@ -16,6 +16,7 @@ mod nat;
 mod packet;
 mod portmap;
 mod reference;
+mod snat_quota;
 mod sock;
 mod uplink;
 mod xdp_uplink;

@@ -68,3 +68,10 @@ pub static STAGE_RUNS: PerCpuArray<u64> = PerCpuArray::pinned(stage::COUNT, 0);
 /// its device goes away.
 #[map]
 pub static XDP_TARGETS: DevMapHash = DevMapHash::pinned(limits::MAX_ENDPOINTS, 0);
+
+/// By `slot << 16 | index`, `index` below `Config::snat_quota`: the reply tuple of each SNAT
+/// port the endpoint at `slot` claimed. An index is free again once its tuple no longer
+/// answers a live connection of that endpoint, so expiries and evictions give claims back
+/// without bookkeeping. LRU: records of gone endpoints age out.
+#[map]
+pub static SNAT_CLAIMS: LruHashMap<u32, CtKey> = LruHashMap::pinned(limits::MAX_SNAT_CLAIMS, 0);

@@ -125,6 +125,8 @@ fn bad_input_fails_with_its_message_and_changes_nothing() {
             "host port 18080/tcp is in use by a process of this host; pick another",
         ),
         (vec!["detach", "--netns", &free], "no endpoint is attached to network namespace"),
+        (vec!["datapath", "configure", "--snat-quota", "0"], "SNAT quota 0 is out of range; pick 1 to 65535"),
+        (vec!["datapath", "configure", "--snat-quota", "65536"], "SNAT quota 65536 is out of range; pick 1 to 65535"),
     ];
     for (args, expected) in &cases {
         let err = t.np_err(args);

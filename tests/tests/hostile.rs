@@ -1242,9 +1242,83 @@ fn a_flow_whose_reply_half_was_evicted_never_shares_its_tuple() {
     v.finish(t);
 }
 
+/// 15. One container cannot starve the others of SNAT ports (issue 18, item 4). With a quota of
+///     20, container a opens 30 UDP flows to one resolver: 20 reach it and are answered, the
+///     other 10 are dropped (`snat-quota`), and container b still reaches the resolver. A bare
+///     TCP ACK of no connection claims no port (`not-syn`). Once a's flows expire (no `gc`),
+///     a opens its whole quota again.
+#[test]
+fn one_container_cannot_take_every_snat_port() {
+    let mut t = wire_topology("squo", "10.81.41.0/24", Uplink::Tc);
+    let net = Net::of(&t.np_json(&["network", "inspect", "web"]));
+    let a = Ep::of(&t.container("a", "web", &[]));
+    let b = Ep::of(&t.container("b", "web", &[]));
+    let quota = 20;
+    t.np(&["datapath", "configure", "--snat-quota", &quota.to_string(), "--udp-timeout", "3"]);
+    assert!(t.np(&["datapath", "show"]).contains(&format!("{quota} per endpoint")));
+    let resolver_at = SocketAddr::from((outside_ip(), 53));
+    let resolver = udp_socket(&t, "outside", resolver_at);
+    let mut v = Verdict::default();
+
+    let not_syn = t.drop_count("not-syn");
+    let raw = RawSocket::open(&t.ns_path("a"), "eth0");
+    let ack = Tcp { sport: 40002, dport: 80, seq: 1, ack: 1, flags: TCP_ACK };
+    raw.send(&tcp_frame(mac_of(&t, "host", &net.bridge), a.mac, Ipv4::new(a.ip, outside_ip(), IPPROTO_TCP), ack, b""));
+    v.dropped(&t, "not-syn", not_syn, 1, "a bare ACK from a, of no connection");
+    let claimed = connection_from(&t, &format!("{}:40002", a.ip));
+    v.check(claimed.is_none(), || format!("a bare ACK from a claimed a SNAT port: {claimed:?}"));
+
+    let over = 10;
+    let dropped = t.drop_count("snat-quota");
+    let answered = open_flows(&t, "a", a.ip, quota + over, &resolver, resolver_at);
+    v.check(answered == quota, || {
+        format!("{answered} of a's {} flows were answered, its quota is {quota}", quota + over)
+    });
+    v.dropped(&t, "snat-quota", dropped, over as u64, "a's flows over its quota");
+    assert_eq!(
+        open_flows(&t, "b", b.ip, 1, &resolver, resolver_at),
+        1,
+        "b reaches the resolver while a is at its quota"
+    );
+
+    let expired = wait_for(Duration::from_secs(10), || {
+        connections(&t).iter().all(|c| {
+            c["destination"] != resolver_at.to_string()
+                || !c["source"].as_str().unwrap().starts_with(&format!("{}:", a.ip))
+        })
+    });
+    assert!(expired, "a's flows did not expire");
+    assert_eq!(
+        open_flows(&t, "a", a.ip, quota, &resolver, resolver_at),
+        quota,
+        "a opens its quota again once its flows expired"
+    );
+    v.finish(t);
+}
+
 /// Datagrams as text, with their sources.
 fn shown(datagrams: &[(Vec<u8>, SocketAddr)]) -> String {
     let each: Vec<String> =
         datagrams.iter().map(|(d, from)| format!("{:?} from {from}", String::from_utf8_lossy(d))).collect();
     each.join(", ")
+}
+
+/// Opens `count` UDP flows from `ip` in `ns` to the resolver, which answers what reaches it;
+/// how many were answered. Sent from one CPU, so the flows are created one after the other (an
+/// endpoint's claims racing on two CPUs may take one index twice).
+fn open_flows(t: &Topology, ns: &str, ip: Ipv4Addr, count: usize, resolver: &UdpSocket, to: SocketAddr) -> usize {
+    let sockets: Vec<UdpSocket> = (0..count).map(|_| udp_socket(t, ns, (ip, 0).into())).collect();
+    pin_to_cpu(allowed_cpus()[0]);
+    for (i, sock) in sockets.iter().enumerate() {
+        sock.send_to(format!("{ns} {i}").as_bytes(), to).unwrap();
+    }
+    answer_datagrams(resolver, SETTLE);
+    std::thread::sleep(Duration::from_millis(200));
+    sockets
+        .iter()
+        .filter(|sock| {
+            sock.set_nonblocking(true).unwrap();
+            sock.recv(&mut [0u8; 64]).is_ok()
+        })
+        .count()
 }

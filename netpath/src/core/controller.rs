@@ -51,7 +51,9 @@ impl Controller {
                 )));
             }
             let mut dp = Datapath::open(&self.paths.pin_root, &self.paths.state_dir)?;
-            if dp.config()?.snat_port_min == 0 {
+            // A map a reload kept from a build without the quota holds 0 there.
+            let cfg = dp.config()?;
+            if cfg.snat_port_min == 0 || cfg.snat_quota == 0 {
                 dp.set_config(&Settings::load(&self.store, sysctl::local_port_range()?)?.to_config(netns::cookie()?))?;
             }
             self.datapath = Some(dp);

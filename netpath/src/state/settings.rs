@@ -1,8 +1,9 @@
-//! Datapath-wide settings (`netpath datapath configure`): the SNAT port range and the
-//! conntrack timeouts. Kept in the database, written to the `CONFIG` map.
+//! Datapath-wide settings (`netpath datapath configure`): the SNAT port range, how many of its
+//! ports one endpoint may hold, and the conntrack timeouts. Kept in the database, written to
+//! the `CONFIG` map.
 use std::ops::RangeInclusive;
 
-use netpath_common::Config;
+use netpath_common::{Config, limits::MAX_SNAT_QUOTA};
 use serde::Serialize;
 
 use crate::{error::Error, error::Result, state::store::Store};
@@ -15,6 +16,8 @@ pub struct Settings {
     pub tcp_transient_timeout: u32,
     pub udp_timeout: u32,
     pub icmp_timeout: u32,
+    /// SNAT ports (connections masqueraded or hairpinned) one endpoint may hold at once.
+    pub snat_quota: u32,
 }
 
 /// What `netpath datapath configure` changes; `None` keeps the current value.
@@ -25,19 +28,24 @@ pub struct Changes {
     pub tcp_transient_timeout: Option<u32>,
     pub udp_timeout: Option<u32>,
     pub icmp_timeout: Option<u32>,
+    pub snat_quota: Option<u32>,
 }
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "snat_port_min",
     "snat_port_max",
     "tcp_established_timeout",
     "tcp_transient_timeout",
     "udp_timeout",
     "icmp_timeout",
+    "snat_quota",
 ];
 
 /// The fewest SNAT ports a default range may have.
 const MIN_DEFAULT_PORTS: u32 = 1000;
+/// A quarter of the default range per endpoint: plenty for one container's connections, and
+/// no single one takes a destination's ports from the others.
+const DEFAULT_SNAT_QUOTA: u32 = 1024;
 
 impl Settings {
     /// Defaults: SNAT ports above the host's ephemeral range (below it if there is no room),
@@ -58,6 +66,7 @@ impl Settings {
             tcp_transient_timeout: 60,
             udp_timeout: 60,
             icmp_timeout: 30,
+            snat_quota: DEFAULT_SNAT_QUOTA,
         }
     }
 
@@ -73,6 +82,7 @@ impl Settings {
             tcp_transient_timeout: get(KEYS[3], d.tcp_transient_timeout.into())? as u32,
             udp_timeout: get(KEYS[4], d.udp_timeout.into())? as u32,
             icmp_timeout: get(KEYS[5], d.icmp_timeout.into())? as u32,
+            snat_quota: get(KEYS[6], d.snat_quota.into())? as u32,
         })
     }
 
@@ -84,6 +94,7 @@ impl Settings {
             i64::from(self.tcp_transient_timeout),
             i64::from(self.udp_timeout),
             i64::from(self.icmp_timeout),
+            i64::from(self.snat_quota),
         ];
         KEYS.iter().zip(values).try_for_each(|(k, v)| store.set_setting(k, v))
     }
@@ -112,6 +123,14 @@ impl Settings {
                 *field = v;
             }
         }
+        if let Some(quota) = changes.snat_quota {
+            if quota == 0 || quota > MAX_SNAT_QUOTA {
+                return Err(Error::invalid(format!(
+                    "SNAT quota {quota} is out of range; pick 1 to {MAX_SNAT_QUOTA} (SNAT ports one endpoint may hold at once)"
+                )));
+            }
+            self.snat_quota = quota;
+        }
         Ok(self)
     }
 
@@ -130,7 +149,7 @@ impl Settings {
             timeout_tcp_transient: self.tcp_transient_timeout,
             timeout_udp: self.udp_timeout,
             timeout_icmp: self.icmp_timeout,
-            _pad: 0,
+            snat_quota: self.snat_quota,
             host_netns_cookie,
         }
     }
@@ -171,5 +190,18 @@ mod tests {
         assert!(d.apply(&c("0-4"), (32768, 60999)).is_err());
         let zero = Changes { udp_timeout: Some(0), ..Default::default() };
         assert!(d.apply(&zero, (32768, 60999)).is_err());
+    }
+
+    #[test]
+    fn the_snat_quota_is_one_to_the_most_a_claim_index_holds() {
+        let d = Settings::defaults((32768, 60999));
+        assert_eq!(d.snat_quota, 1024);
+        let q = |n| d.apply(&Changes { snat_quota: Some(n), ..Default::default() }, (32768, 60999));
+        assert_eq!(q(1).unwrap().snat_quota, 1);
+        assert_eq!(q(65535).unwrap().snat_quota, 65535);
+        for refused in [0, 65536] {
+            let err = q(refused).unwrap_err().to_string();
+            assert!(err.contains(&format!("SNAT quota {refused} is out of range")), "{err}");
+        }
     }
 }

@@ -37,6 +37,7 @@ pub fn ports_text(ports: &[PortView]) -> String {
 pub fn settings_text(s: &Settings) -> String {
     let rows = [
         ("snat ports", format!("{}-{}", s.snat_port_min, s.snat_port_max)),
+        ("snat quota", format!("{} per endpoint", s.snat_quota)),
         ("tcp established timeout", format!("{}s", s.tcp_established_timeout)),
         ("tcp transient timeout", format!("{}s", s.tcp_transient_timeout)),
         ("udp timeout", format!("{}s", s.udp_timeout)),

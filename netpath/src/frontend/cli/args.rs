@@ -285,11 +285,15 @@ pub enum DatapathCmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Change the SNAT port range and the conntrack timeouts (seconds).
+    /// Change the SNAT port range, the SNAT quota and the conntrack timeouts (seconds).
     Configure {
         /// Source ports for masqueraded flows, FIRST-LAST, outside net.ipv4.ip_local_port_range.
         #[arg(long)]
         snat_ports: Option<String>,
+        /// SNAT ports one endpoint may hold at once (connections to the outside and hairpins),
+        /// 1 to 65535; past it its new connections are dropped (`snat-quota`).
+        #[arg(long)]
+        snat_quota: Option<u32>,
         #[arg(long)]
         tcp_established_timeout: Option<u32>,
         /// TCP connections being opened or closed.

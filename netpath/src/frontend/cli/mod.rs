@@ -166,13 +166,20 @@ async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
         DatapathCmd::Show { format } => print(format, &ctl.settings()?, settings_text),
         DatapathCmd::Configure {
             snat_ports,
+            snat_quota,
             tcp_established_timeout,
             tcp_transient_timeout,
             udp_timeout,
             icmp_timeout,
         } => {
-            let changes =
-                Changes { snat_ports, tcp_established_timeout, tcp_transient_timeout, udp_timeout, icmp_timeout };
+            let changes = Changes {
+                snat_ports,
+                snat_quota,
+                tcp_established_timeout,
+                tcp_transient_timeout,
+                udp_timeout,
+                icmp_timeout,
+            };
             let settings = ctl.configure(&changes)?;
             println!("{}", settings_text(&settings));
             Ok(())
