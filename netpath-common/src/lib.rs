@@ -233,13 +233,15 @@ pub struct CtEntry {
     pub state: u8,
     /// `ct_dir`: which of the pair this is.
     pub dir: u8,
-    /// TCP: `seq_next` has been learnt from a packet of this direction.
+    /// TCP: which of `seq_next` and `seq_max` have been learnt (`seq_known` bits).
     pub seq_known: u8,
     pub _pad: u8,
     /// TCP: the sequence number after the last segment seen in this direction (host byte
     /// order); resets and FINs far from it are not believed.
     pub seq_next: u32,
-    pub _pad2: u32,
+    /// TCP: how far this direction may send, as the other side allowed it (its highest
+    /// acknowledgement plus window): `seq_next` never moves past it.
+    pub seq_max: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, either direction; kept on
     /// the original-direction entry.
     pub last_seen: u64,
@@ -275,7 +277,7 @@ impl CtEntry {
             seq_known: 0,
             _pad: 0,
             seq_next: 0,
-            _pad2: 0,
+            seq_max: 0,
             last_seen,
         }
     }
@@ -293,6 +295,14 @@ pub mod ct_dir {
     pub const ORIGINAL: u8 = 0;
     /// The answer's direction.
     pub const REPLY: u8 = 1;
+}
+
+/// `CtEntry::seq_known`.
+pub mod seq_known {
+    /// `seq_next` holds this direction's position.
+    pub const NEXT: u8 = 1 << 0;
+    /// `seq_max` holds the other side's bound (entries written before it existed have 0 here).
+    pub const MAX: u8 = 1 << 1;
 }
 
 /// `CtEntry::state`. Ordered: a state never goes back to a lower one except when a new SYN
@@ -418,7 +428,9 @@ pub mod drop_reason {
     /// An inbound fragment for a published or SNAT port: fragments are not translated, and
     /// must not reach a host socket instead.
     pub const FRAGMENT: u32 = 18;
-    /// A TCP reset or FIN of a tracked connection far outside its sequence window.
+    /// A TCP segment of a tracked connection that its sequence numbers refute: a reset or FIN
+    /// far outside its window, a reset before its direction's sequence is known that does not
+    /// answer the SYN, or a handshake ACK that does not acknowledge the other side's SYN.
     pub const OUT_OF_WINDOW: u32 = 19;
     /// A program the datapath needs is missing (a load interrupted half-way): fail closed.
     pub const DATAPATH_INCOMPLETE: u32 = 20;

@@ -6,7 +6,11 @@
 //! so a flood of opens nobody completes can only evict other unanswered opens.
 //!
 //! The original-direction entry holds the connection's state and last-seen time; each entry
-//! keeps the TCP sequence position of its own direction. An entry counts only while its
+//! keeps the TCP sequence position of its own direction and how far the other side allows it
+//! to go (as nf_conntrack's `tcp_in_window`): a position moves only forward and within that
+//! window, so a sender that cannot see the connection cannot walk it to where its reset lands.
+//! The handshake moves on only with acknowledgements of the other side's SYN, which a sender
+//! with a spoofed source never sees: blind ACKs leave a connection in `CT_NEW`. An entry counts only while its
 //! partner points back at it: after an LRU eviction, a flow can never inherit the SNAT port
 //! another flow claimed meanwhile. A tuple belongs to at most one entry of the two tables: an
 //! evicted half is put back, and a tuple claimed, only where neither table holds it.
@@ -17,7 +21,7 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
     maps::LruHashMap,
 };
-use netpath_common::{Config, CtEntry, CtKey, IPPROTO_TCP, ct_dir, ct_state, drop_reason};
+use netpath_common::{Config, CtEntry, CtKey, IPPROTO_TCP, ct_dir, ct_state, drop_reason, seq_known};
 
 use crate::{
     maps::{CONFIG, CT, CT_NEW},
@@ -33,6 +37,13 @@ const PORT_TRIES: u32 = 32;
 /// How far from the expected sequence number a RST or FIN may be and still be believed.
 /// Legitimate ones carry the sender's next sequence number, give or take a retransmission.
 const SEQ_WINDOW: u32 = 1 << 20;
+/// The window scale windows are taken at: the largest RFC 7323 allows. The scale a side offers
+/// in its SYN is not read, so a window is never taken for narrower than it is (a legitimate
+/// segment always fits); the bound is that much looser than nf_conntrack's.
+const MAX_WSCALE: u32 = 14;
+/// The widest window a side can advertise, and so how far behind the other side's position an
+/// acknowledgement may be and still be taken as one.
+const MAX_WINDOW: u32 = 0xffff << MAX_WSCALE;
 
 type Table = LruHashMap<CtKey, CtEntry>;
 
@@ -139,7 +150,7 @@ fn next_state(state: u8, proto: u8, tcp_flags: u8, dir: u8) -> u8 {
     }
     let acks = tcp_flags & TCP_ACK != 0;
     match (state, dir) {
-        (ct_state::NEW, ct_dir::REPLY) if acks => ct_state::ANSWERED,
+        (ct_state::NEW, ct_dir::REPLY) if acks && tcp_flags & TCP_SYN != 0 => ct_state::ANSWERED,
         (ct_state::ANSWERED, ct_dir::ORIGINAL) if acks && tcp_flags & TCP_SYN == 0 => ct_state::ESTABLISHED,
         _ => state,
     }
@@ -152,10 +163,84 @@ pub fn opens(proto: u8, tcp_flags: u8) -> bool {
     proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// A RST or FIN is believed only near the sequence position its direction has reached.
+/// Sequence order (RFC 9293): `a` comes after `b`.
 #[inline(always)]
-fn in_window(own: &CtEntry, l4: &L4) -> bool {
-    own.seq_known == 0 || l4.seq.wrapping_sub(own.seq_next).wrapping_add(SEQ_WINDOW) <= 2 * SEQ_WINDOW
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+#[inline(always)]
+fn near(seq: u32, next: u32) -> bool {
+    seq.wrapping_sub(next).wrapping_add(SEQ_WINDOW) <= 2 * SEQ_WINDOW
+}
+
+/// Whether the segment acknowledges exactly what `peer`'s direction has sent (its SYN, during
+/// the handshake).
+#[inline(always)]
+fn acknowledges(l4: &L4, peer: &CtEntry) -> bool {
+    l4.tcp_flags & TCP_ACK != 0 && peer.seq_known & seq_known::NEXT != 0 && l4.ack == peer.seq_next
+}
+
+/// Whether a segment of direction `dir` (entry `own`, the other direction's `peer`) is
+/// consistent with what the connection has seen; the state is the connection's.
+#[inline(always)]
+fn acceptable(state: u8, dir: u8, own: &CtEntry, peer: &CtEntry, l4: &L4) -> bool {
+    let flags = l4.tcp_flags;
+    let known = own.seq_known & seq_known::NEXT != 0;
+    if flags & TCP_RST != 0 {
+        // Before its direction has sent anything, a reset is believed only as the refusal of
+        // the other side's SYN, which it acknowledges (RFC 9293, SYN-SENT).
+        return if known { near(l4.seq, own.seq_next) } else { acknowledges(l4, peer) };
+    }
+    if flags & TCP_FIN != 0 && known && !near(l4.seq, own.seq_next) {
+        return false;
+    }
+    match (state, dir) {
+        // The opener has nothing to acknowledge before the answer.
+        (ct_state::NEW, ct_dir::ORIGINAL) => flags & TCP_ACK == 0,
+        // The answer, and the opener's ACK that establishes the connection, acknowledge the
+        // other side's SYN.
+        (ct_state::NEW, ct_dir::REPLY) | (ct_state::ANSWERED, ct_dir::ORIGINAL) => {
+            flags & TCP_ACK == 0 || acknowledges(l4, peer)
+        }
+        _ => true,
+    }
+}
+
+/// Moves `own`'s position forward within what `peer`'s side allowed, and takes the segment's
+/// acknowledgement and window as `peer`'s new bound when it acknowledges data `peer` sent.
+#[inline(always)]
+fn advance(own: &mut CtEntry, peer: &mut CtEntry, l4: &L4) {
+    let end = l4.seq.wrapping_add(l4.seq_len);
+    let allowed = own.seq_known & seq_known::MAX == 0 || !after(end, own.seq_max);
+    if own.seq_known & seq_known::NEXT == 0 || (after(end, own.seq_next) && allowed) {
+        own.seq_next = end;
+        own.seq_known |= seq_known::NEXT;
+    }
+    if l4.tcp_flags & TCP_ACK == 0 || peer.seq_known & seq_known::NEXT == 0 {
+        return;
+    }
+    // An acknowledgement of data never sent, or far behind, bounds nothing: it would let a
+    // blind sender move the bound around the sequence space.
+    let sent = !after(l4.ack, peer.seq_next) && !after(peer.seq_next, l4.ack.wrapping_add(MAX_WINDOW));
+    let bound = l4.ack.wrapping_add(u32::from(l4.window) << MAX_WSCALE);
+    if sent && (peer.seq_known & seq_known::MAX == 0 || after(bound, peer.seq_max)) {
+        peer.seq_max = bound;
+        peer.seq_known |= seq_known::MAX;
+    }
+}
+
+/// Checks a TCP segment against its connection's sequence numbers and tracks them:
+/// `TRANSLATE`, or the drop reason.
+#[inline(never)]
+fn track_tcp(state: u8, dir: u8, own: *mut CtEntry, peer: *mut CtEntry, l4: &L4) -> u32 {
+    // SAFETY: map value pointers from successful lookups; racing CPUs only move them forward.
+    let (own, peer) = unsafe { (&mut *own, &mut *peer) };
+    if !acceptable(state, dir, own, peer, l4) {
+        return drop_reason::OUT_OF_WINDOW;
+    }
+    advance(own, peer, l4);
+    TRANSLATE
 }
 
 /// Whether the original entry behind the reply entry `reply` (at `rkey`) is live and still
@@ -240,14 +325,18 @@ fn lookup_into(key: &CtKey, l4: &L4, out: *mut CtEntry) -> u32 {
         }
     };
     if key.proto == IPPROTO_TCP {
-        if l4.tcp_flags & (TCP_RST | TCP_FIN) != 0 && !in_window(&entry, l4) {
-            return drop_reason::OUT_OF_WINDOW;
-        }
-        let end = l4.seq.wrapping_add(l4.seq_len);
-        let e = unsafe { &mut *own };
-        if e.seq_known == 0 || (end.wrapping_sub(e.seq_next) as i32) > 0 {
-            e.seq_next = end;
-            e.seq_known = 1;
+        let peer = if entry.dir == ct_dir::ORIGINAL {
+            table.get_ptr_mut(&CtKey::partner(&entry, key.proto))
+        } else {
+            Some(orig)
+        };
+        let Some(peer) = peer else {
+            return UNTRACKED;
+        };
+        // SAFETY: `orig` is a map value pointer from a successful lookup.
+        let verdict = track_tcp(unsafe { (*orig).state }, entry.dir, own, peer, l4);
+        if verdict != TRANSLATE {
+            return verdict;
         }
     }
     let o = unsafe { &mut *orig };
@@ -310,7 +399,7 @@ fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, owner: u32) -> u32 {
     out.last_seen = now;
     if key.proto == IPPROTO_TCP {
         out.seq_next = l4.seq.wrapping_add(l4.seq_len);
-        out.seq_known = 1;
+        out.seq_known = seq_known::NEXT;
     }
     let back = CtEntry::reverse_of(key, ct_dir::REPLY, now);
     if quota_claim == NO_CLAIM {

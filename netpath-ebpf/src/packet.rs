@@ -68,6 +68,10 @@ pub struct L4 {
     /// takes (payload, SYN, FIN); 0 otherwise.
     pub seq: u32,
     pub seq_len: u32,
+    /// TCP: the acknowledgement number (host byte order, meaningful with `TCP_ACK`) and the
+    /// window field as sent (unscaled); 0 otherwise.
+    pub ack: u32,
+    pub window: u16,
     /// Where the translated source/destination port lives; 0 when there is none.
     pub sport_off: usize,
     pub dport_off: usize,
@@ -195,6 +199,8 @@ pub fn parse_l4<F: Frame>(ctx: &F, ip: &Ipv4) -> Option<L4> {
                 tcp_flags: flags,
                 seq: u32::from_be(dword(h[2], h[3])),
                 seq_len: payload + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0),
+                ack: u32::from_be(dword(h[4], h[5])),
+                window: u16::from_be(h[7]),
                 sport_off: off,
                 dport_off: off + 2,
                 csum_off: off + 16,
@@ -209,6 +215,8 @@ pub fn parse_l4<F: Frame>(ctx: &F, ip: &Ipv4) -> Option<L4> {
                 tcp_flags: 0,
                 seq: 0,
                 seq_len: 0,
+                ack: 0,
+                window: 0,
                 sport_off: off,
                 dport_off: off + 2,
                 csum_off: off + 6,
@@ -229,6 +237,8 @@ pub fn parse_l4<F: Frame>(ctx: &F, ip: &Ipv4) -> Option<L4> {
                 tcp_flags: 0,
                 seq: 0,
                 seq_len: 0,
+                ack: 0,
+                window: 0,
                 sport_off,
                 dport_off,
                 csum_off: off + 2,

@@ -843,40 +843,20 @@ fn syn_flood(uplink: Uplink) {
         };
         tcp_frame(uplink_mac, outside_mac, ip, tcp, b"")
     };
-    // One sender on each CPU: a frame is processed on the CPU that sends it, and the table's
-    // per-CPU caches are all exercised.
-    let cpus = allowed_cpus();
-    let stride = cpus.len() as u32;
     let start = Instant::now();
-    let (sent, refused) = std::thread::scope(|s| {
-        let senders: Vec<_> = cpus
-            .iter()
-            .enumerate()
-            .map(|(i, &cpu)| {
-                let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
-                let syn = &syn;
-                s.spawn(move || {
-                    pin_to_cpu(cpu);
-                    let (mut n, mut sent, mut refused) = (i as u32, 0u32, 0u32);
-                    while n < FLOOD && start.elapsed() < CAP {
-                        if wire.try_send(&syn(n)) {
-                            sent += 1;
-                            n += stride;
-                        } else {
-                            refused += 1;
-                        }
-                    }
-                    (sent, refused)
-                })
-            })
-            .collect();
-        senders.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |acc, (s, r)| (acc.0 + s, acc.1 + r))
+    let (sent, refused) = from_every_cpu(&t, |wire, first, stride| {
+        let (mut n, mut sent, mut refused) = (first, 0u32, 0u32);
+        while n < FLOOD && start.elapsed() < CAP {
+            if wire.try_send(&syn(n)) {
+                sent += 1;
+                n += stride;
+            } else {
+                refused += 1;
+            }
+        }
+        (sent, refused)
     });
-    eprintln!(
-        "flood: {sent} SYNs sent from {} CPUs ({refused} refused by the socket) in {:?}",
-        cpus.len(),
-        start.elapsed()
-    );
+    eprintln!("flood: {sent} SYNs sent ({refused} refused by the socket) in {:?}", start.elapsed());
     assert!(sent >= FLOOD / 2, "only {sent} of {FLOOD} SYNs could be sent within {CAP:?}");
     // Sent is not arrived: the flood must have reached the datapath, opened connections (the
     // table of unanswered opens is full) and been translated to the endpoint (its counter of
@@ -916,6 +896,31 @@ fn ct_new_entries(t: &Topology) -> u64 {
     let detail = conntrack["detail"].as_str().unwrap();
     let used = detail.split(", ").find(|p| p.ends_with("not yet (CT_NEW); two per connection")).expect(detail);
     used.split('/').next().unwrap().parse().unwrap_or_else(|e| panic!("{detail}: {e}"))
+}
+
+/// Runs `send(wire, i, n)` on each of the `n` CPUs this process may use (the `i`th of them),
+/// each with a raw socket on the outside's end of the uplink, and adds up what each returns
+/// (frames sent, frames the socket refused). A frame is processed on the CPU that sends it, so
+/// every CPU's share of the tables' LRU caches is exercised: from one CPU, an entry cached on
+/// another could survive by luck (it did in about one run out of seven).
+fn from_every_cpu(t: &Topology, send: impl Fn(&RawSocket, u32, u32) -> (u32, u32) + Sync) -> (u32, u32) {
+    let cpus = allowed_cpus();
+    let stride = cpus.len() as u32;
+    std::thread::scope(|s| {
+        let senders: Vec<_> = cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
+                let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+                let send = &send;
+                s.spawn(move || {
+                    pin_to_cpu(cpu);
+                    send(&wire, i as u32, stride)
+                })
+            })
+            .collect();
+        senders.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |acc, (s, r)| (acc.0 + s, acc.1 + r))
+    })
 }
 
 /// The CPUs this process may run on.
@@ -1321,4 +1326,248 @@ fn open_flows(t: &Topology, ns: &str, ip: Ipv4Addr, count: usize, resolver: &Udp
             sock.recv(&mut [0u8; 64]).is_ok()
         })
         .count()
+}
+
+/// A spoofed source on the wire (addresses of the outside's /24 that nobody holds, so nothing
+/// answers for them) and a port, for tuple `n`.
+fn spoofed(n: u32) -> (Ipv4Addr, u16) {
+    (Ipv4Addr::new(10, 99, 0, 100 + (n / 60_000 % 8) as u8), 1024 + (n % 60_000) as u16)
+}
+
+/// A segment of spoofed tuple `n` to the published port 8080, with `wire_macs`.
+fn spoofed_segment((outside_mac, uplink_mac): (Mac, Mac), n: u32, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let (src, sport) = spoofed(n);
+    let ip = Ipv4 { id: n as u16, ..Ipv4::new(src, uplink_ip(), IPPROTO_TCP) };
+    tcp_frame(uplink_mac, outside_mac, ip, Tcp { sport, dport: 8080, seq, ack, flags }, b"")
+}
+
+/// An acknowledgement number that no answer carries (the endpoint's initial sequence numbers
+/// are random: one in 2^32 would match).
+fn blind(n: u32) -> u32 {
+    n.wrapping_mul(2_654_435_761) ^ 0x5a5a_5a5a
+}
+
+/// 16. Spoofed SYNs to a published port, each followed by an ACK that does not acknowledge the
+///     endpoint's SYN-ACK (which went to the spoofed address), establish nothing: the ACKs are
+///     dropped and the connections stay unanswered opens, in the table of their own.
+#[test]
+fn a_blind_ack_establishes_no_connection() {
+    blind_ack(Uplink::Tc);
+}
+
+#[test]
+fn a_blind_ack_establishes_no_connection_with_xdp_filter() {
+    blind_ack(Uplink::XdpFilter);
+}
+
+#[test]
+fn a_blind_ack_establishes_no_connection_with_xdp_redirect() {
+    blind_ack(Uplink::XdpRedirect);
+}
+
+fn blind_ack(uplink: Uplink) {
+    const TUPLES: u32 = 24;
+    let mut t = wire_topology("back", "10.81.14.0/24", uplink);
+    t.container("srv", "web", &["-p", "8080:80"]);
+    let _echo = TcpEcho::start(&t, "srv", 80);
+    let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+    let sources: Vec<String> = (0..TUPLES).map(spoofed).map(|(a, p)| format!("{a}:{p}")).collect();
+    let states = |t: &Topology| -> Vec<String> {
+        let all = connections(t);
+        let state = |s: &String| all.iter().find(|c| c["source"] == s.as_str()).and_then(|c| c["state"].as_str());
+        sources.iter().map(|s| state(s).unwrap_or("none").to_string()).collect()
+    };
+    let macs = wire_macs(&t);
+    for n in 0..TUPLES {
+        wire.send(&spoofed_segment(macs, n, blind(n), 0, TCP_SYN));
+    }
+    let mut seen = Vec::new();
+    let answered = wait_for(TIMEOUT, || {
+        seen = states(&t);
+        seen.iter().all(|s| s == "answered")
+    });
+    assert!(answered, "after {TUPLES} spoofed SYNs the endpoint did not answer them all: {seen:?}");
+
+    let mut v = Verdict::default();
+    let before = t.drop_count("out-of-window");
+    for n in 0..TUPLES {
+        wire.send(&spoofed_segment(macs, n, blind(n).wrapping_add(1), blind(n), TCP_ACK));
+    }
+    v.dropped(&t, "out-of-window", before, u64::from(TUPLES), "ACKs that acknowledge no SYN-ACK");
+    let after = states(&t);
+    let established = after.iter().filter(|s| *s == "established").count();
+    v.check(established == 0, || {
+        format!("{established} of {TUPLES} spoofed connections were established by blind ACKs: {after:?} (expected drop reason `out-of-window`)")
+    });
+    tcp_works(&t, "outside", host(8080), "legitimate, next to blind ACKs");
+    v.finish(t);
+}
+
+/// 17. A flood of spoofed SYNs, each followed by a blind ACK once the endpoint has answered it
+///     (more connections than the connection table holds, were each established), does not
+///     evict an established connection that has been idle: blind ACKs establish nothing, so
+///     the flood stays in the table of unanswered opens.
+#[test]
+fn a_blind_ack_flood_does_not_evict_an_idle_connection() {
+    const TUPLES: u32 = 160_000;
+    // A burst of SYNs per CPU, then their ACKs: by then the endpoint's SYN-ACKs have passed, as
+    // an attacker who paces its ACKs would have it. Small enough that a burst's connections fit
+    // the table of unanswered opens.
+    const BURST: u32 = 2048;
+    const CAP: Duration = Duration::from_secs(40);
+    let mut t = wire_topology("bflood", "10.81.15.0/24", Uplink::Tc);
+    t.container("srv", "web", &["-p", "8080:80"]);
+    let _echo = TcpEcho::start(&t, "srv", 80);
+    let mut conn = connect(&t, "outside", host(8080), TIMEOUT).expect("connect to the published port");
+    assert_eq!(exchange(&mut conn, "before the flood").unwrap(), "before the flood");
+    let source = format!("{OUTSIDE_ADDR}:{}", conn.local_addr().unwrap().port());
+    std::thread::sleep(Duration::from_secs(3));
+
+    let macs = wire_macs(&t);
+    let (delivered_before, refused_before) = (t.endpoint_stat("srv", "rx_packets"), t.drop_count("out-of-window"));
+    let start = Instant::now();
+    let (sent, _) = from_every_cpu(&t, |wire, first, stride| {
+        let mut sent = 0;
+        let send = |frame: &[u8]| while !wire.try_send(frame) {};
+        let mut burst: Vec<u32> = Vec::with_capacity(BURST as usize);
+        let mut n = first;
+        while n < TUPLES && start.elapsed() < CAP {
+            burst.clear();
+            burst.extend((0..BURST).map(|k| n + k * stride).filter(|&m| m < TUPLES));
+            burst.iter().for_each(|&m| send(&spoofed_segment(macs, m, blind(m), 0, TCP_SYN)));
+            std::thread::sleep(Duration::from_millis(30));
+            burst.iter().for_each(|&m| send(&spoofed_segment(macs, m, blind(m).wrapping_add(1), blind(m), TCP_ACK)));
+            sent += burst.len() as u32;
+            n += BURST * stride;
+        }
+        (sent, 0)
+    });
+    let elapsed = start.elapsed();
+    let (delivered, refused) =
+        (t.endpoint_stat("srv", "rx_packets") - delivered_before, t.drop_count("out-of-window") - refused_before);
+    eprintln!(
+        "flood: {sent} spoofed SYN + blind ACK pairs in {elapsed:?}; {delivered} packets delivered to the endpoint, {refused} refused as out-of-window"
+    );
+    assert!(sent >= TUPLES / 2, "only {sent} of {TUPLES} tuples could be sent within {CAP:?}");
+    // The SYNs must have opened connections the endpoint answered, or the ACKs prove nothing.
+    assert!(delivered >= u64::from(sent) * 9 / 10, "of {sent} spoofed SYNs the endpoint got {delivered} packets");
+
+    let mut v = Verdict::default();
+    v.check(refused >= u64::from(sent) * 9 / 10, || {
+        format!("of {sent} blind ACKs {refused} were dropped as `out-of-window`")
+    });
+    // Looked at before the connection is used again (see `syn_flood`).
+    let after = connection_from(&t, &source);
+    v.check(after.as_ref().is_some_and(|c| c["state"] == "established"), || {
+        format!("after {sent} blind-ACKed tuples the idle connection's conntrack entry is {after:?} (blind ACKs must not establish connections that evict it)")
+    });
+    let reply = exchange(&mut conn, "after the flood");
+    v.check(reply.as_deref().is_ok_and(|r| r == "after the flood"), || {
+        format!("the idle connection after {sent} blind-ACKed tuples: {reply:?}")
+    });
+    drop(conn);
+    v.finish(t);
+}
+
+/// 18. An off-path host cannot walk a connection's sequence position to where its reset lands
+///     (ACKs a quarter of the sequence space apart, all the way round, then a reset), nor reset
+///     a connection whose direction has not sent yet unless the reset refuses its SYN; a
+///     reset in the window still closes.
+#[test]
+fn a_walked_sequence_lets_no_reset_in() {
+    let mut t = wire_topology("walk", "10.81.16.0/24", Uplink::Tc);
+    t.container("srv", "web", &["-p", "8080:80"]);
+    t.container("cli", "web", &[]);
+    let _echo = TcpEcho::start(&t, "srv", 80);
+    let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+    let (outside_mac, uplink_mac) = wire_macs(&t);
+    let mut conn = connect(&t, "outside", host(8080), TIMEOUT).expect("connect to the published port");
+    assert_eq!(exchange(&mut conn, "before").unwrap(), "before");
+    let cport = conn.local_addr().unwrap().port();
+    let source = format!("{OUTSIDE_ADDR}:{cport}");
+    let state =
+        |t: &Topology, source: &str| connection_from(t, source).map(|c| c["state"].as_str().unwrap().to_string());
+    let data = |f: &Captured| f.outgoing && parse(&f.data).is_some_and(|p| p.sport == cport && p.payload_len > 0);
+    let sent = wire.capture_until(TIMEOUT, data, |kept| !kept.is_empty());
+    let last = parse(&sent.first().expect("the client's data segment on the wire").data).unwrap();
+    let next_seq = last.seq.wrapping_add(last.payload_len as u32);
+    let segment = |seq: u32, flags: u8| {
+        let ip = Ipv4::new(outside_ip(), uplink_ip(), IPPROTO_TCP);
+        tcp_frame(uplink_mac, outside_mac, ip, Tcp { sport: cport, dport: 8080, seq, ack: last.ack, flags }, b"")
+    };
+
+    let mut v = Verdict::default();
+    let x = next_seq.wrapping_add(0x8000_0000);
+    for quarter in 0..=4u32 {
+        wire.send(&segment(x.wrapping_add(quarter << 30), TCP_ACK));
+    }
+    let before = t.drop_count("out-of-window");
+    wire.send(&segment(x, TCP_RST));
+    v.dropped(&t, "out-of-window", before, 1, "a RST where ACKs walked the sequence");
+    let now = state(&t, &source);
+    v.check(now.as_deref() == Some("established"), || {
+        format!("after ACKs around the sequence space and a RST, the connection's conntrack entry is {now:?} (expected drop reason `out-of-window`)")
+    });
+    assert_eq!(exchange(&mut conn, "after").expect("the connection after the walk"), "after");
+
+    unknown_sequence_reset(&t, &wire, &mut v);
+
+    wire.send(&segment(next_seq.wrapping_add(5), TCP_RST));
+    let mut now = None;
+    let closed = wait_for(SETTLE, || {
+        now = state(&t, &source);
+        now.as_deref() == Some("closed")
+    });
+    v.check(closed, || {
+        format!("a RST at the client's position left the connection's conntrack entry {now:?}, not closed")
+    });
+    drop(conn);
+    v.finish(t);
+}
+
+/// A container's SYN that nobody answers (to an address of the outside's /24 nobody holds)
+/// leaves a connection whose answering direction has no sequence yet: a reset that does not
+/// acknowledge the SYN is dropped, one that does refuses the connection.
+fn unknown_sequence_reset(t: &Topology, wire: &RawSocket, v: &mut Verdict) {
+    let (outside_mac, uplink_mac) = wire_macs(t);
+    let nobody_ip = Ipv4Addr::new(10, 99, 0, 99);
+    let nobody = SocketAddr::from((nobody_ip, 9));
+    let cli = t.ns_path("cli");
+    let inside = RawSocket::open(&cli, "eth0");
+    std::thread::scope(|s| {
+        let opening = s.spawn(|| in_netns(&cli, || TcpStream::connect_timeout(&nobody, Duration::from_secs(8))));
+        let is_syn =
+            |f: &Captured| f.outgoing && parse(&f.data).is_some_and(|p| p.dst == nobody_ip && p.flags == TCP_SYN);
+        let syns = inside.capture_until(TIMEOUT, is_syn, |kept| !kept.is_empty());
+        let syn = parse(&syns.first().expect("the container's SYN").data).unwrap();
+        let destination = nobody.to_string();
+        let mut conn = None;
+        wait_for(TIMEOUT, || {
+            conn = connections(t).into_iter().find(|c| c["destination"] == destination.as_str());
+            conn.is_some()
+        });
+        let conn = conn.expect("the container's unanswered connection in conntrack");
+        let translated: SocketAddr = conn["translated_source"].as_str().unwrap().parse().unwrap();
+        let reset = |ack: u32, flags: u8| {
+            let ip = Ipv4::new(nobody_ip, uplink_ip(), IPPROTO_TCP);
+            let tcp = Tcp { sport: nobody.port(), dport: translated.port(), seq: 0x1000, ack, flags };
+            wire.send(&tcp_frame(uplink_mac, outside_mac, ip, tcp, b""));
+        };
+        let state = || {
+            connections(t).into_iter().find(|c| c["destination"] == destination.as_str()).map(|c| c["state"].clone())
+        };
+        let before = t.drop_count("out-of-window");
+        reset(0, TCP_RST);
+        reset(syn.seq.wrapping_add(7), TCP_RST | TCP_ACK);
+        v.dropped(t, "out-of-window", before, 2, "RSTs before the answering direction's sequence is known");
+        let now = state();
+        v.check(now.as_ref().is_some_and(|s| s == "new"), || {
+            format!("after RSTs that do not acknowledge its SYN, the container's opening connection is {now:?}, not new (expected drop reason `out-of-window`)")
+        });
+        reset(syn.seq.wrapping_add(1), TCP_RST | TCP_ACK);
+        let refused = opening.join().unwrap();
+        v.check(refused.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
+            format!("the container's connect after a RST that refuses its SYN: {refused:?}, not refused")
+        });
+    });
 }

@@ -49,7 +49,8 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: Option<u32>,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
-    /// host-tcp, latency, connrate, udp-rate, udp-in, flood, ports, attach, attach-concurrent.
+    /// host-tcp, latency, connrate, udp-rate, udp-in, flood, conntrack-pressure, ports, attach,
+    /// attach-concurrent.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
@@ -94,6 +95,7 @@ impl Config {
             "CPU cost: the whole machine's busy time (all CPUs in /proc/stat: user, nice, system, irq and softirq, i.e. all but idle, iowait and steal) read just before and just after the load generator runs, divided by the work it reports: bytes the iperf3 receiver got (CPU-s/GB, 1 GB = 10⁹ bytes), datagrams that arrived (CPU-s/Mpkt), connections np-connrate completed (CPU-s/kconn); it counts both ends, the tools' start and whatever else the machine ran meanwhile (other users' builds on a shared machine show up as spread)".into(),
             "program cost (ns/packet): on the container → container scenarios, a second pass of the same traffic right after the first, with the kernel's BPF run-time statistics on for that pass only (BPF_ENABLE_STATS, off again when its descriptor closes; the first pass's figures do not pay for them): run time over runs of the program every packet leaving a container passes, netpath's from_container and, in `redirect-ref`, the reference program that only calls bpf_redirect_peer (netpath-ebpf/src/reference.rs); for TCP a packet is an skb as the program sees it".into(),
             "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before; each run records the datagrams np-flood sent, how long before the measurement it began and after it ended (np-flood's and the bench's wall clock), the packets the uplink received while it ran and, on netpath, the unsolicited drops; a run whose flood began after the measurement or ended before it gives no figure".into(),
+            "conntrack-pressure: np-blindack (xtask/src/bin/np-blindack.rs) opens a connection to the published np-connrate port, leaves it idle 3 s, then sends from the outside 150,000 spoofed tuples (at most 30 s; sources .100-.107 of the outside's /24, nobody's), each a SYN and, once a burst of 2048 SYNs has been answered, an ACK that acknowledges nothing the server sent, then makes its request on the idle connection: reported as the flood's tuples per second and tuples sent; a run whose idle connection got no response gives no figure".into(),
             "netpath's own account on the inbound paths: before and after every run, `netpath network inspect` (xdp_mode) and `netpath stats` (xdp_redirected, unsolicited drops), recorded with the run; a run of netpath-xdp or netpath-xdp-redirect whose XDP is not in native mode, or of netpath-xdp-redirect that redirected nothing, gives no figure".into(),
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
@@ -145,8 +147,11 @@ pub fn run(opts: &Options) -> Result<()> {
     let _lock = lock::RunLock::acquire()?;
     process::catch_interrupts();
     let peers = install::install()?;
-    // np-flood is found next to np-connrate.
-    let connrate = build_release("np-connrate", &["-p", "xtask", "--bin", "np-connrate", "--bin", "np-flood"])?;
+    // np-flood and np-blindack are found next to np-connrate.
+    let connrate = build_release(
+        "np-connrate",
+        &["-p", "xtask", "--bin", "np-connrate", "--bin", "np-flood", "--bin", "np-blindack"],
+    )?;
     // What users run: a debug build would spend its time in unoptimised code.
     let netpath = build_release("netpath", &["-p", "netpath", "--bin", "netpath"])?;
     step("sweeping what an earlier run may have left");

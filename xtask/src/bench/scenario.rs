@@ -7,7 +7,7 @@ use super::{
     Ctx,
     cost::{self, ProgramStats},
     datapath::{Route, Target},
-    traffic::{self, FloodRun, Work},
+    traffic::{self, BlindAckRun, FloodRun, Work},
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +38,8 @@ const MPKT: f64 = 1e6;
 const KCONN: f64 = 1e3;
 const UNDER_FLOOD: Metric = Metric { name: "under flood", unit: "conn/s", higher_is_better: true };
 const KEPT: Metric = Metric { name: "kept", unit: "× without flood", higher_is_better: true };
+const BLIND_ACKS: Metric = Metric { name: "blind ACKs", unit: "k tuples/s", higher_is_better: true };
+const BLIND_ACK_TUPLES: Metric = Metric { name: "tuples", unit: "k", higher_is_better: true };
 const ATTACH_P50: Metric = Metric { name: "p50", unit: "ms", higher_is_better: false };
 const ATTACH_P99: Metric = Metric { name: "p99", unit: "ms", higher_is_better: false };
 
@@ -55,6 +57,10 @@ pub enum Kind {
     /// The inbound connection rate while the outside floods the server's own address with
     /// unsolicited datagrams, and its ratio to the rate without the flood.
     Flood,
+    /// An established connection to a published port sits idle through a flood of spoofed
+    /// SYNs and blind ACKs (more than the connection table holds) and still carries data: the
+    /// flood's rate and size, given only when it did.
+    BlindAck,
     /// Inbound throughput and connection rate with N ports published (a sweep over N).
     PortSweep,
     /// N endpoints attached one after another: per-attach p50 and p99, and the whole series
@@ -135,6 +141,12 @@ pub const ALL: &[Scenario] = &[
         metrics: &[UNDER_FLOOD, KEPT],
     },
     Scenario {
+        name: "conntrack-pressure",
+        title: "outside → published port, an idle connection through a spoofed blind-ACK flood",
+        kind: Kind::BlindAck,
+        metrics: &[BLIND_ACKS, BLIND_ACK_TUPLES],
+    },
+    Scenario {
         name: "ports",
         title: "outside → published port, with N ports published",
         kind: Kind::PortSweep,
@@ -172,7 +184,7 @@ impl Scenario {
     pub fn route(&self) -> Route {
         match self.kind {
             Kind::Tcp { route, .. } | Kind::UdpRate { route } => route,
-            Kind::PortSweep | Kind::Flood => Route::Ingress,
+            Kind::PortSweep | Kind::Flood | Kind::BlindAck => Route::Ingress,
             Kind::Latency | Kind::ConnRate | Kind::AttachSweep | Kind::AttachConcurrent => Route::C2c,
         }
     }
@@ -198,6 +210,10 @@ impl Scenario {
             Kind::ConnRate => self.costed(KCONN, program, || traffic::conn_rate(ctx, target, seconds)),
             Kind::Flood => match traffic::conn_rate_under_flood(ctx, target, seconds) {
                 Ok(run) => return flood_measured(&run),
+                Err(e) => vec![Err(text(e)); 2],
+            },
+            Kind::BlindAck => match traffic::blind_ack_flood(ctx, target) {
+                Ok(run) => return blind_ack_measured(&run),
                 Err(e) => vec![Err(text(e)); 2],
             },
             Kind::PortSweep => vec![
@@ -243,6 +259,19 @@ fn flood_measured(run: &FloodRun) -> Measured {
     measured.saw(&format!("{} received during the flood (packets)", run.uplink), run.received);
     if let Some(why) = run.refusal() {
         measured.refuse(&why);
+    }
+    measured
+}
+
+/// The flood's rate and size, refused unless the idle connection still carried data after it.
+fn blind_ack_measured(run: &BlindAckRun) -> Measured {
+    let mut measured = Measured::from(vec![Ok(run.per_second / 1e3), Ok(run.tuples / 1e3)]);
+    measured.saw("np-blindack flooded (tuples, a SYN and a blind ACK each)", run.tuples);
+    measured.saw("the idle connection carried data after the flood", run.survived);
+    if !run.survived {
+        let error = run.error.as_deref().unwrap_or("no reason given");
+        measured
+            .refuse(&format!("the idle connection carried no data after {} blind-ACKed tuples: {error}", run.tuples));
     }
     measured
 }

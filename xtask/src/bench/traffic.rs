@@ -1,7 +1,7 @@
 //! The load generators, run in the client's namespace against a [`Target`], each returning
 //! its figure (and, for the rates, the work behind it): iperf3 (TCP throughput, UDP packet
 //! rate), sockperf (latency percentiles) and the workspace's np-connrate (connection rate, and
-//! a reachability probe).
+//! a reachability probe) and np-blindack (an idle connection under spoofed blind ACKs).
 use std::{
     process::Command,
     thread,
@@ -24,6 +24,12 @@ const UDP_PAYLOAD: &str = "64";
 /// The flood's bounds: at most this many datagrams, to ports nothing publishes.
 const FLOOD_PACKETS: &str = "20000000";
 const FLOOD_PORTS: &str = "20000-29999";
+/// The blind-ACK flood's bounds: more tuples than a 262,144-entry connection table holds
+/// connections (two entries each), within this many seconds; the idle connection first sits
+/// this long.
+const BLIND_ACK_TUPLES: &str = "150000";
+const BLIND_ACK_SECONDS: &str = "30";
+const BLIND_ACK_IDLE: &str = "3";
 /// Concurrent connections of the connection-rate client: one per core.
 const CONNRATE_THREADS: &str = "2";
 /// The CPU both ends of the latency test run on. Across CPUs, this VM's wake-up of the other
@@ -135,6 +141,61 @@ pub fn conn_rate(ctx: &Ctx, target: &Target, seconds: u32) -> Result<Work> {
     let json: Value = serde_json::from_str(&out).with_context(|| format!("np-connrate output: {out}"))?;
     let field = |name: &str| json[name].as_f64().with_context(|| format!("np-connrate printed no {name}: {out}"));
     Ok(Work { figure: field("per_second")?, amount: field("connections")? })
+}
+
+/// One run of the blind-ACK scenario, as np-blindack reported it.
+#[derive(Clone, Debug)]
+pub struct BlindAckRun {
+    /// Spoofed tuples flooded (a SYN and a blind ACK each), and how many a second.
+    pub tuples: f64,
+    pub per_second: f64,
+    /// Whether the connection that sat idle through the flood still got its response, and
+    /// what went wrong when it did not.
+    pub survived: bool,
+    pub error: Option<String>,
+}
+
+/// An established connection to the target's np-connrate port sits idle while the client's
+/// namespace floods that port with spoofed SYNs and blind ACKs, from addresses of its own
+/// subnet that nobody holds; then it makes its request.
+pub fn blind_ack_flood(ctx: &Ctx, target: &Target) -> Result<BlindAckRun> {
+    probe(ctx, target)?;
+    let addr = target.addr.to_string();
+    let route: Value = serde_json::from_str(&target.client.run(&["ip", "-j", "route", "get", &addr])?)?;
+    let field = |name: &str| route[0][name].as_str().with_context(|| format!("`ip route get {addr}` has no {name}"));
+    let (dev, source) = (field("dev")?, field("prefsrc")?);
+    let next_hop = route[0]["gateway"].as_str().unwrap_or(&addr);
+    let neigh: Value =
+        serde_json::from_str(&target.client.run(&["ip", "-j", "neigh", "show", "to", next_hop, "dev", dev])?)?;
+    let mac = neigh[0]["lladdr"].as_str().with_context(|| format!("no neighbour entry for {next_hop} on {dev}"))?;
+    let spoof = source.rsplit_once('.').map(|(net, _)| net).context("a source address without dots")?;
+    let to = format!("{addr}:{}", target.connrate_port);
+    let args = [
+        "--addr",
+        &to,
+        "--iface",
+        dev,
+        "--dst-mac",
+        mac,
+        "--spoof",
+        spoof,
+        "--tuples",
+        BLIND_ACK_TUPLES,
+        "--seconds",
+        BLIND_ACK_SECONDS,
+        "--idle",
+        BLIND_ACK_IDLE,
+    ];
+    let mut cmd = target.client.cmd(ctx.connrate.with_file_name("np-blindack"), &args);
+    let out = run("np-blindack", target, target.connrate_port, &mut cmd, Duration::from_secs(60))?;
+    let json: Value = serde_json::from_str(out.trim()).with_context(|| format!("np-blindack output: {out}"))?;
+    let number = |name: &str| json[name].as_f64().with_context(|| format!("np-blindack printed no {name}: {out}"));
+    Ok(BlindAckRun {
+        tuples: number("tuples")?,
+        per_second: number("per_second")?,
+        survived: json["survived"].as_bool().with_context(|| format!("np-blindack printed no survived: {out}"))?,
+        error: json["error"].as_str().map(String::from),
+    })
 }
 
 /// One run of the flood scenario: the rates with and without the flood, and what shows the

@@ -80,8 +80,12 @@ fn server(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// How long the server waits for a request: the conntrack-pressure scenario's connection sits
+/// idle through its flood before it sends one.
+const REQUEST_WITHIN: Duration = Duration::from_secs(60);
+
 fn serve(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(REQUEST_WITHIN))?;
     stream.set_nodelay(true)?;
     let mut request = [0u8; MESSAGE];
     stream.read_exact(&mut request)?;

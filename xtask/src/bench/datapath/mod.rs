@@ -141,6 +141,9 @@ pub struct Reading {
     pub xdp_mode: Option<String>,
     pub redirected: u64,
     pub unsolicited: u64,
+    /// TCP segments refused as their connection's sequence numbers refute them (the blind ACKs
+    /// of the conntrack-pressure scenario).
+    pub out_of_window: u64,
 }
 
 /// Publishes ports to a filler container, so the measured ports sit among many others.

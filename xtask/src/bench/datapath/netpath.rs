@@ -220,13 +220,17 @@ impl Monitor for Netpath {
     fn read(&self, ctx: &Ctx) -> Result<Reading> {
         let inspect = self.json(ctx, &["network", "inspect", NETWORK, "--format", "json"])?;
         let stats = self.json(ctx, &["stats", "--format", "json"])?;
-        let unsolicited = stats["drops"]
-            .as_array()
-            .and_then(|drops| drops.iter().find(|d| d["reason"] == "unsolicited").and_then(|d| d["packets"].as_u64()));
+        let drops = |reason: &str| {
+            stats["drops"]
+                .as_array()
+                .and_then(|drops| drops.iter().find(|d| d["reason"] == reason).and_then(|d| d["packets"].as_u64()))
+                .with_context(|| format!("`netpath stats`: no {reason} drops"))
+        };
         Ok(Reading {
             xdp_mode: inspect["xdp_mode"].as_str().map(String::from),
             redirected: stats["xdp_redirected"]["packets"].as_u64().context("`netpath stats`: no xdp_redirected")?,
-            unsolicited: unsolicited.context("`netpath stats`: no unsolicited drops")?,
+            unsolicited: drops("unsolicited")?,
+            out_of_window: drops("out-of-window")?,
         })
     }
 
@@ -235,6 +239,7 @@ impl Monitor for Netpath {
         measured.saw("xdp_mode", after.xdp_mode.clone().unwrap_or_else(|| "none".into()));
         measured.saw("xdp_redirected (packets)", redirected);
         measured.saw("unsolicited drops (packets)", after.unsolicited.saturating_sub(before.unsolicited));
+        measured.saw("out-of-window drops (packets)", after.out_of_window.saturating_sub(before.out_of_window));
         if let Some(why) = refusal(self.mode, after.xdp_mode.as_deref(), redirected) {
             measured.refuse(&why);
         }
