@@ -414,8 +414,15 @@ pub mod drop_reason {
     pub const OUT_OF_WINDOW: u32 = 19;
     /// A program the datapath needs is missing (a load interrupted half-way): fail closed.
     pub const DATAPATH_INCOMPLETE: u32 = 20;
+    /// An ICMP error whose outer addresses do not belong to the connection it quotes: another
+    /// endpoint's flow quoted by a container, or an error from the outside addressed to anything
+    /// but the address the flow leaves the host with.
+    pub const FOREIGN_ERROR: u32 = 21;
+    /// A packet of a translated connection (or opening one) with no hop left: dropped before any
+    /// rewrite, so no error the host builds can quote an endpoint's private address.
+    pub const TTL_EXPIRED: u32 = 22;
 
-    pub const ALL: [u32; 20] = [
+    pub const ALL: [u32; 22] = [
         MALFORMED,
         POLICY,
         SOURCE_MISMATCH,
@@ -436,6 +443,8 @@ pub mod drop_reason {
         FRAGMENT,
         OUT_OF_WINDOW,
         DATAPATH_INCOMPLETE,
+        FOREIGN_ERROR,
+        TTL_EXPIRED,
     ];
 
     pub fn name(reason: u32) -> &'static str {
@@ -460,6 +469,8 @@ pub mod drop_reason {
             FRAGMENT => "fragment",
             OUT_OF_WINDOW => "out-of-window",
             DATAPATH_INCOMPLETE => "datapath-incomplete",
+            FOREIGN_ERROR => "foreign-error",
+            TTL_EXPIRED => "ttl-expired",
             _ => "unknown",
         }
     }

@@ -63,6 +63,7 @@ fn untracked(ctx: &XdpContext, ip: &Ipv4) -> u32 {
     match uplink::untracked(ip) {
         Untracked::Host | Untracked::Routed(_) => XDP_PASS,
         Untracked::Unsolicited => dropped_ip(ctx, ip, drop_reason::UNSOLICITED),
+        Untracked::Unknown => dropped_ip(ctx, ip, drop_reason::DATAPATH_INCOMPLETE),
     }
 }
 
