@@ -1185,13 +1185,16 @@ fn incoming_errors(f: &Captured) -> bool {
 
 /// 14. A container sends ICMP errors only about its own connections, to their peers: a port
 ///     unreachable that quotes another network's endpoint's masqueraded flow is dropped, and
-///     nothing leaves the uplink with the sender's private source. That endpoint's flow still
+///     nothing leaves the uplink with the sender's private source; so is one about its own flow
+///     addressed to another outside host than the flow's peer. That endpoint's flow still
 ///     carries data and still gets the outside's real port unreachable.
 #[test]
 fn a_container_cannot_send_errors_about_another_endpoints_connection() {
     let mut t = Topology::with_outside("ferr");
+    let bystander = Ipv4Addr::new(10, 99, 0, 3);
+    t.exec("outside", &["ip", "addr", "add", &format!("{bystander}/24"), "dev", "eth0"]);
     let web = Net::of(&t.network("web", &["--subnet", "10.81.22.0/24"]));
-    t.network("db", &["--subnet", "10.81.23.0/24"]);
+    let db = Net::of(&t.network("db", &["--subnet", "10.81.23.0/24"]));
     let a = Ep::of(&t.container("a", "web", &[]));
     let b = Ep::of(&t.container("b", "db", &[]));
     let server = udp_socket(&t, "outside", (Ipv4Addr::UNSPECIFIED, 7000).into());
@@ -1203,18 +1206,28 @@ fn a_container_cannot_send_errors_about_another_endpoints_connection() {
     let quoted = Ipv4::new(outside_ip(), b.ip, IPPROTO_UDP).packet(&udp(outside_ip(), 7000, b.ip, b_port, b""));
     let gateway_mac = mac_of(&t, "host", &web.bridge);
     let forged = ethernet(gateway_mac, a.mac, None, ETH_P_IP, &port_unreachable(a.ip, outside_ip(), &quoted));
+    let db_gateway_mac = mac_of(&t, "host", &db.bridge);
+    let misdirected = ethernet(db_gateway_mac, b.mac, None, ETH_P_IP, &port_unreachable(b.ip, bystander, &quoted));
     let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
     let raw = RawSocket::open(&t.ns_path("a"), "eth0");
+    let raw_b = RawSocket::open(&t.ns_path("b"), "eth0");
     let before = t.drop_count("foreign-error");
     let attempts = 3;
     for _ in 0..attempts {
         raw.send(&forged);
+        raw_b.send(&misdirected);
     }
-    v.dropped(&t, "foreign-error", before, attempts, "a's port unreachables quoting b's masqueraded flow");
+    v.dropped(
+        &t,
+        "foreign-error",
+        before,
+        2 * attempts,
+        "a's port unreachables quoting b's flow, and b's own addressed to a bystander",
+    );
     let leaked = wire.capture(SETTLE, incoming_errors);
     v.check(leaked.is_empty(), || {
         let leaked: Vec<_> = leaked.iter().filter_map(|f| parse_icmp(&f.data)).map(|m| (m.src, m.dst)).collect();
-        format!("ICMP errors a forged about b's flow reached the outside (from, to): {leaked:?} (expected drop reason `foreign-error`)")
+        format!("forged ICMP errors about b's flow reached the outside (from, to): {leaked:?} (expected drop reason `foreign-error`)")
     });
 
     flow.send(b"still there").unwrap();
@@ -1229,16 +1242,24 @@ fn a_container_cannot_send_errors_about_another_endpoints_connection() {
 
 /// 15. An ICMP error from the outside reaches only the connection it quotes: a LAN host that
 ///     quotes its own connection to a published port but addresses the error to another
-///     endpoint reaches nobody. A real error about the same connection (addressed to the host)
-///     still reaches the published container.
+///     endpoint reaches nobody, and neither does one about a hairpin connection between two
+///     endpoints (no router on the uplink's side is on its path). A real error about the LAN
+///     host's connection (addressed to the host) still reaches the published container.
 #[test]
 fn an_error_from_the_outside_reaches_only_the_connection_it_quotes() {
     let mut t = Topology::with_outside("lerr");
     t.network("web", &["--subnet", "10.81.26.0/24"]);
     t.network("db", &["--subnet", "10.81.27.0/24"]);
-    t.container("srv", "web", &["-p", "5355:53/udp"]);
+    t.container("srv", "web", &["-p", "5355:53/udp", "-p", "5356:54/udp"]);
+    let c = Ep::of(&t.container("c", "web", &[]));
     let d = Ep::of(&t.container("d", "db", &[]));
     let any = Ipv4Addr::UNSPECIFIED;
+    let backend = udp_socket(&t, "srv", (any, 54).into());
+    let hairpin = udp_socket(&t, "c", (any, 0).into());
+    hairpin.connect(host(5356)).unwrap();
+    hairpin.send(b"hairpin").unwrap();
+    assert_eq!(next_datagram(&backend, "c's datagram through the published port"), b"hairpin");
+    let hairpin_port = hairpin.local_addr().unwrap().port();
     let srv = udp_socket(&t, "srv", (any, 53).into());
     let client = udp_socket(&t, "outside", (any, 0).into());
     client.connect(host(5355)).unwrap();
@@ -1262,18 +1283,39 @@ fn an_error_from_the_outside_reaches_only_the_connection_it_quotes() {
     ));
     let (outside_mac, uplink_mac) = wire_macs(&t);
     let forged = ethernet(uplink_mac, outside_mac, None, ETH_P_IP, &port_unreachable(outside_ip(), d.ip, &quoted));
+    // What c's kernel would quote about the host's answers on its hairpin connection.
+    let hairpin_quoted =
+        Ipv4::new(uplink_ip(), c.ip, IPPROTO_UDP).packet(&udp(uplink_ip(), 5356, c.ip, hairpin_port, b""));
+    let about_hairpin = ethernet(
+        uplink_mac,
+        outside_mac,
+        None,
+        ETH_P_IP,
+        &port_unreachable(outside_ip(), uplink_ip(), &hairpin_quoted),
+    );
     let at_d = RawSocket::open(&t.ns_path("d"), "eth0");
+    let at_srv = RawSocket::open(&t.ns_path("srv"), "eth0");
     let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
     let before = t.drop_count("foreign-error");
     let attempts = 3;
     for _ in 0..attempts {
         wire.send(&forged);
+        wire.send(&about_hairpin);
     }
-    v.dropped(&t, "foreign-error", before, attempts, "port unreachables about the outside's connection, to d");
+    v.dropped(&t, "foreign-error", before, 2 * attempts, "port unreachables to d, and about c's hairpin connection");
     let reached = at_d.capture(SETTLE, incoming_errors);
     v.check(reached.is_empty(), || {
         format!("{} forged ICMP error(s) reached endpoint d (expected drop reason `foreign-error`)", reached.len())
     });
+    let reached = at_srv.capture(Duration::from_millis(200), incoming_errors);
+    v.check(reached.is_empty(), || {
+        format!(
+            "{} forged ICMP error(s) about c's hairpin connection reached its backend srv (expected drop reason `foreign-error`)",
+            reached.len()
+        )
+    });
+    hairpin.send(b"hairpin again").unwrap();
+    assert_eq!(next_datagram(&backend, "c's hairpin after the forged errors"), b"hairpin again");
 
     drop(client);
     let outcome = refused(&srv);
