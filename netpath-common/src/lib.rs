@@ -437,8 +437,15 @@ pub mod drop_reason {
     /// A new connection from an endpoint that already holds its quota of SNAT ports
     /// (`Config::snat_quota`): one container cannot take a destination's ports from the others.
     pub const SNAT_QUOTA: u32 = 21;
+    /// An ICMP error whose outer addresses do not belong to the connection it quotes: another
+    /// endpoint's flow quoted by a container, or an error from the outside addressed to anything
+    /// but the address the flow leaves the host with.
+    pub const FOREIGN_ERROR: u32 = 22;
+    /// A packet of a translated connection (or opening one) with no hop left: dropped before any
+    /// rewrite, so no error the host builds can quote an endpoint's private address.
+    pub const TTL_EXPIRED: u32 = 23;
 
-    pub const ALL: [u32; 21] = [
+    pub const ALL: [u32; 23] = [
         MALFORMED,
         POLICY,
         SOURCE_MISMATCH,
@@ -460,6 +467,8 @@ pub mod drop_reason {
         OUT_OF_WINDOW,
         DATAPATH_INCOMPLETE,
         SNAT_QUOTA,
+        FOREIGN_ERROR,
+        TTL_EXPIRED,
     ];
 
     pub fn name(reason: u32) -> &'static str {
@@ -485,6 +494,8 @@ pub mod drop_reason {
             OUT_OF_WINDOW => "out-of-window",
             DATAPATH_INCOMPLETE => "datapath-incomplete",
             SNAT_QUOTA => "snat-quota",
+            FOREIGN_ERROR => "foreign-error",
+            TTL_EXPIRED => "ttl-expired",
             _ => "unknown",
         }
     }

@@ -13,9 +13,9 @@ use netpath_common::{CtEntry, EndpointInfo, NetworkInfo, PortTarget, drop_reason
 
 use crate::{
     conntrack::{self, Tracked},
-    counters::{count_stage, drop_ip},
+    counters::{count_stage, drop_frame, drop_ip},
     forward::{Route, route, to_endpoint, to_next_hop},
-    icmp_error::{self, Translated},
+    icmp_error::{self, Origin, Translated},
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
     nat::{apply, decrement_ttl},
     packet::{ETH_LEN, Ipv4, L4, parse_ipv4, parse_l4},
@@ -26,7 +26,7 @@ use crate::{
 pub fn from_container_nat(ctx: TcContext) -> i32 {
     count_stage(stage::FROM_CONTAINER_NAT);
     let Some((ip, from)) = sender(&ctx) else {
-        return TC_ACT_OK;
+        return incomplete(&ctx);
     };
     match parse_l4(&ctx, &ip) {
         Some(l4) => match conntrack::lookup(&conntrack::key(&ip, &l4), &l4) {
@@ -36,11 +36,13 @@ pub fn from_container_nat(ctx: TcContext) -> i32 {
         },
         None if icmp_error::is_error(&ctx, &ip) => {
             if let Some(cfg) = conntrack::config() {
-                match icmp_error::translate(&ctx, cfg, &ip) {
+                match icmp_error::translate(&ctx, cfg, &ip, Origin::Container) {
                     Translated::To(saddr, daddr) => {
                         let to = CtEntry { saddr, daddr, ..Default::default() };
                         return send_translated(&ctx, &ip, None, &to, &from);
                     }
+                    Translated::Foreign => return drop_ip(&ctx, &ip, drop_reason::FOREIGN_ERROR),
+                    Translated::Expired => return drop_ip(&ctx, &ip, drop_reason::TTL_EXPIRED),
                     Translated::Broken => return drop_ip(&ctx, &ip, drop_reason::MALFORMED),
                     Translated::No => {}
                 }
@@ -56,7 +58,7 @@ pub fn from_container_nat(ctx: TcContext) -> i32 {
 pub fn from_container_open(ctx: TcContext) -> i32 {
     count_stage(stage::FROM_CONTAINER_OPEN);
     let Some((ip, from)) = sender(&ctx) else {
-        return TC_ACT_OK;
+        return incomplete(&ctx);
     };
     let net = from.net;
     let l4 = parse_l4(&ctx, &ip);
@@ -79,9 +81,17 @@ pub fn from_container_open(ctx: TcContext) -> i32 {
 pub fn from_container_egress(ctx: TcContext) -> i32 {
     count_stage(stage::FROM_CONTAINER_EGRESS);
     let Some((ip, from)) = sender(&ctx) else {
-        return TC_ACT_OK;
+        return incomplete(&ctx);
     };
     egress(&ctx, &ip, from.net, from.slot)
+}
+
+/// Fails closed: `from_container` found the sender's `VETHS` entry, so a missing one here, or
+/// a missing `NETWORKS` entry, means maps made anew and not refilled yet; without them nothing
+/// can be isolated or translated, and the stack would route it out untranslated.
+#[inline(always)]
+fn incomplete(ctx: &TcContext) -> i32 {
+    drop_frame(ctx, drop_reason::DATAPATH_INCOMPLETE)
 }
 
 /// The packet and the endpoint it came from (its frame was checked by `from_container`).

@@ -54,7 +54,8 @@ pub fn from_container(ctx: TcContext) -> i32 {
     if eth.to_group {
         // The network is looked up only here: the unicast fast path below needs none of it.
         let Some(net) = (unsafe { NETWORKS.get(&veth.network_id) }) else {
-            return TC_ACT_OK;
+            // Without the network, a group frame's destination cannot be judged: fail closed.
+            return drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE);
         };
         // A unicast address in a group frame would reach every port of the bridge.
         let group = is_multicast_or_broadcast(ip.daddr) || ip.daddr == net.subnet | !net.mask;

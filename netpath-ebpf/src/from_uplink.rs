@@ -12,7 +12,7 @@ use crate::{
     conntrack::{self, Tracked},
     counters::{count_stage, drop_frame, drop_ip},
     forward::to_endpoint,
-    icmp_error::{self, Translated},
+    icmp_error::{self, Origin, Translated},
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS},
     nat::{apply, decrement_ttl},
     packet::{Ipv4, L3, L4, parse, parse_l4},
@@ -47,6 +47,9 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
         Tracked::Translate(to) => translated(&ctx, &ip, &l4, &to),
         Tracked::Refuse(reason) => drop_ip(&ctx, &ip, reason),
         Tracked::No if published(&ip, &l4).is_some() => {
+            if ip.ttl <= 1 {
+                return drop_ip(&ctx, &ip, drop_reason::TTL_EXPIRED);
+            }
             // Opening a connection is a program of its own: verified apart, with its own stack.
             unsafe { TAIL_CALLS.tail_call(&ctx, stage::FROM_UPLINK_OPEN) };
             drop_ip(&ctx, &ip, drop_reason::DATAPATH_INCOMPLETE)
@@ -79,22 +82,28 @@ pub fn from_uplink_open(ctx: TcContext) -> i32 {
 /// An ICMP error: translated when it is about a tracked connection.
 #[inline(never)]
 fn icmp(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
-    match icmp_error::translate(ctx, cfg, ip) {
+    match icmp_error::translate(ctx, cfg, ip, Origin::Uplink) {
         Translated::To(_, daddr) => match unsafe { ENDPOINTS.get(&daddr) } {
             Some(ep) => deliver(ctx, ip, ep, daddr),
-            None => TC_ACT_OK,
+            None => drop_ip(ctx, ip, drop_reason::DATAPATH_INCOMPLETE),
         },
+        Translated::Foreign => drop_ip(ctx, ip, drop_reason::FOREIGN_ERROR),
+        Translated::Expired => drop_ip(ctx, ip, drop_reason::TTL_EXPIRED),
         Translated::Broken => drop_ip(ctx, ip, drop_reason::MALFORMED),
         Translated::No => routed_or_unsolicited(ctx, ip),
     }
 }
 
-/// A packet of a tracked connection, translated and handed to its endpoint.
+/// A packet of a tracked connection, translated and handed to its endpoint. One with no hop
+/// left is dropped untranslated: the stack's time-exceeded would quote the endpoint's address.
 #[inline(never)]
 fn translated(ctx: &TcContext, ip: &Ipv4, l4: &L4, to: &CtEntry) -> i32 {
     let Some(ep) = (unsafe { ENDPOINTS.get(&to.daddr) }) else {
-        return TC_ACT_OK;
+        return drop_ip(ctx, ip, drop_reason::DATAPATH_INCOMPLETE);
     };
+    if ip.ttl <= 1 {
+        return drop_ip(ctx, ip, drop_reason::TTL_EXPIRED);
+    }
     if apply(ctx, ip, l4, to).is_none() {
         return drop_ip(ctx, ip, drop_reason::MALFORMED);
     }
@@ -108,15 +117,19 @@ fn routed_or_unsolicited(ctx: &TcContext, ip: &Ipv4) -> i32 {
         Untracked::Host => TC_ACT_OK,
         Untracked::Routed(ep) => deliver(ctx, ip, ep, ip.daddr),
         Untracked::Unsolicited => drop_ip(ctx, ip, drop_reason::UNSOLICITED),
+        Untracked::Unknown => drop_ip(ctx, ip, drop_reason::DATAPATH_INCOMPLETE),
     }
 }
 
+/// Hands a packet (translated with hops left, or a routed network's) to its endpoint.
 #[inline(always)]
 fn deliver(ctx: &TcContext, ip: &Ipv4, ep: &EndpointInfo, daddr: u32) -> i32 {
     let Some(net) = (unsafe { NETWORKS.get(&ep.network_id) }) else {
-        return TC_ACT_OK;
+        return drop_ip(ctx, ip, drop_reason::DATAPATH_INCOMPLETE);
     };
     if !decrement_ttl(ctx, ip) {
+        // Only a routed network's packet, untranslated, gets here with no hop left: the stack
+        // answers it with time-exceeded.
         return TC_ACT_OK;
     }
     to_endpoint(ctx, ep, Some(&net.gateway_mac), ip.saddr, daddr)

@@ -3,11 +3,20 @@
 //! the translation of its connection's answers is found through it, and the embedded header
 //! and the outer addresses are rewritten to match, so the sender's socket sees the error
 //! (ECONNREFUSED, PMTU updates) whichever side sent it.
+//!
+//! An error is believed only when its outer addresses belong to the connection it quotes: from
+//! a container, it answers a packet that container received (outer source = the quoted
+//! destination) and goes back to that packet's sender; from the outside, it may come from the
+//! peer or any router on the way, but only to the address the connection leaves the host with,
+//! about a connection whose peer is outside. Otherwise a container could inject errors into
+//! another endpoint's connections (and have them leave with its own private source), and a LAN
+//! host could address an error about its own connection to any endpoint.
 use netpath_common::{Config, CtEntry, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     conntrack,
     frame::Frame,
+    maps::ENDPOINTS,
     nat::rewrite_covered,
     packet::{
         ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4, icmp_type,
@@ -21,23 +30,37 @@ pub fn is_error<F: Frame>(ctx: &F, ip: &Ipv4) -> bool {
     matches!(icmp_type(ctx, ip), Some(ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED))
 }
 
+/// Where an error entered the datapath.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From an endpoint, whose own address is the outer source (checked before).
+    Container,
+    Uplink,
+}
+
 /// What `translate` did.
 pub enum Translated {
     /// About no tracked connection: nothing changed.
     No,
     /// Rewritten; the new outer source and destination.
     To(u32, u32),
+    /// About a tracked connection, but its outer addresses are not that connection's.
+    Foreign,
+    /// About a tracked connection, with no hop left: not rewritten, and not to be forwarded.
+    Expired,
     /// Rewriting failed half-way: the packet must not go on.
     Broken,
 }
 
 /// Translates an ICMP error about a tracked connection.
 #[inline(always)]
-pub fn translate<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4) -> Translated {
+pub fn translate<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4, origin: Origin) -> Translated {
     let mut addrs = (0, 0);
-    match translate_into(ctx, cfg, ip, &mut addrs) {
+    match translate_into(ctx, cfg, ip, origin == Origin::Uplink, &mut addrs) {
         UNTOUCHED => Translated::No,
         DONE => Translated::To(addrs.0, addrs.1),
+        FOREIGN => Translated::Foreign,
+        EXPIRED => Translated::Expired,
         _ => Translated::Broken,
     }
 }
@@ -47,18 +70,32 @@ pub fn translate<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4) -> Translated {
 const UNTOUCHED: u32 = 0;
 const DONE: u32 = 1;
 const BROKEN: u32 = 2;
+const FOREIGN: u32 = 3;
+const EXPIRED: u32 = 4;
 
 #[inline(never)]
-fn translate_into<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4, addrs: &mut (u32, u32)) -> u32 {
-    match lookup(ctx, cfg, ip) {
-        Some((embedded, to)) => {
-            if rewrite(ctx, ip, &embedded, &to, addrs).is_some() {
-                DONE
-            } else {
-                BROKEN
-            }
-        }
-        None => UNTOUCHED,
+fn translate_into<F: Frame>(ctx: &F, cfg: &Config, ip: &Ipv4, from_uplink: bool, addrs: &mut (u32, u32)) -> u32 {
+    let Some((embedded, to)) = lookup(ctx, cfg, ip) else {
+        return UNTOUCHED;
+    };
+    if !belongs(ip, &embedded.ip, from_uplink) {
+        return FOREIGN;
+    }
+    if ip.ttl <= 1 {
+        return EXPIRED;
+    }
+    if rewrite(ctx, ip, &embedded, &to, addrs).is_some() { DONE } else { BROKEN }
+}
+
+/// Whether the error's outer addresses are those of the connection it quotes (`inner`, the
+/// packet as it was sent); see the module's documentation.
+#[inline(always)]
+fn belongs(ip: &Ipv4, inner: &Ipv4, from_uplink: bool) -> bool {
+    if from_uplink {
+        // A connection between two endpoints (hairpin) has no router on the uplink's side.
+        ip.daddr == inner.saddr && unsafe { ENDPOINTS.get(&inner.daddr) }.is_none()
+    } else {
+        ip.saddr == inner.daddr && ip.daddr == inner.saddr
     }
 }
 

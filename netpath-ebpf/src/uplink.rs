@@ -52,6 +52,9 @@ pub enum Untracked {
     Routed(&'static EndpointInfo),
     /// For an endpoint of any other network: dropped, whether or not the host forwards.
     Unsolicited,
+    /// For an endpoint whose network the datapath does not know (maps made anew, not refilled
+    /// yet): dropped, it cannot be classified.
+    Unknown,
 }
 
 #[inline(always)]
@@ -62,6 +65,7 @@ pub fn untracked(ip: &Ipv4) -> Untracked {
     };
     match unsafe { NETWORKS.get(&ep.network_id) } {
         Some(net) if net.flags & (network_flags::MASQUERADE | network_flags::INTERNAL) == 0 => Untracked::Routed(ep),
-        _ => Untracked::Unsolicited,
+        Some(_) => Untracked::Unsolicited,
+        None => Untracked::Unknown,
     }
 }

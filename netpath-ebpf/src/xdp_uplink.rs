@@ -46,7 +46,7 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     let Some(l4) = parse_l4(&ctx, &ip) else {
         return untracked(&ctx, &ip);
     };
-    // The stack answers an expiring TTL with time-exceeded.
+    // Expiring TTLs are for `from_uplink`: it drops a translated connection's before rewriting.
     if ip.ttl <= 1 {
         return XDP_PASS;
     }
@@ -63,6 +63,7 @@ fn untracked(ctx: &XdpContext, ip: &Ipv4) -> u32 {
     match uplink::untracked(ip) {
         Untracked::Host | Untracked::Routed(_) => XDP_PASS,
         Untracked::Unsolicited => dropped_ip(ctx, ip, drop_reason::UNSOLICITED),
+        Untracked::Unknown => dropped_ip(ctx, ip, drop_reason::DATAPATH_INCOMPLETE),
     }
 }
 

@@ -19,6 +19,7 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ALL: u16 = 0x0003;
 
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
@@ -302,6 +303,46 @@ pub fn tcp_frame(dst_mac: Mac, src_mac: Mac, ip: Ipv4, tcp: Tcp, payload: &[u8])
 pub fn udp_frame(dst_mac: Mac, src_mac: Mac, ip: Ipv4, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let ip = Ipv4 { proto: IPPROTO_UDP, ..ip };
     ethernet(dst_mac, src_mac, None, ETH_P_IP, &ip.packet(&udp(ip.src, sport, ip.dst, dport, payload)))
+}
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_PORT_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// An ICMP error message (type, code, checksum, 4 unused bytes) quoting `quoted`: the packet it
+/// is about, its IPv4 header and at least 8 bytes after it.
+pub fn icmp_error(kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    m.extend(quoted);
+    let sum = checksum(&[&m]);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    m
+}
+
+/// An ICMP message in an untagged Ethernet/IPv4 frame: the outer addresses, its type and what
+/// follows its 8-byte header (for an error, the packet it quotes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Icmp {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub kind: u8,
+    pub quoted: Vec<u8>,
+}
+
+pub fn parse_icmp(frame: &[u8]) -> Option<Icmp> {
+    if frame.len() < 42 || u16::from_be_bytes([frame[12], frame[13]]) != ETH_P_IP || frame[23] != IPPROTO_ICMP {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+    let icmp = ip.get(ihl..tot_len).filter(|m| m.len() >= 8)?;
+    Some(Icmp {
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        kind: icmp[0],
+        quoted: icmp[8..].to_vec(),
+    })
 }
 
 /// What a captured IPv4 frame carries, as far as tests look at it.

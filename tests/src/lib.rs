@@ -259,6 +259,19 @@ impl Topology {
         entries.as_array().unwrap_or_else(|| panic!("bpftool dumped {map} as {entries}")).clone()
     }
 
+    /// Deletes every entry of a pinned map of the datapath behind netpath's back, as a map made
+    /// anew (a reload that changed its layout) is until `restore` refills it. Returns how many.
+    pub fn clear_map(&self, map: &str) -> usize {
+        let entries = self.map_entries(map);
+        for entry in &entries {
+            let key: Vec<&str> = entry["key"].as_array().expect("raw key").iter().filter_map(Value::as_str).collect();
+            let mut del = Command::new("bpftool");
+            del.args(["map", "delete", "pinned"]).arg(self.datapath_dir().join(map)).arg("key").args(&key);
+            run(&mut del);
+        }
+        entries.len()
+    }
+
     /// Packets the datapath dropped for `reason` (`netpath stats`). Panics for a reason
     /// `netpath stats` does not list (it lists every reason the build knows).
     pub fn drop_count(&self, reason: &str) -> u64 {

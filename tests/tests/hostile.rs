@@ -22,9 +22,10 @@ use netpath_common::limits::MAX_CT_NEW;
 use netpath_tests::{
     OUTSIDE_ADDR, Topology, UPLINK, UPLINK_ADDR,
     frames::{
-        ARP_REPLY, ARP_REQUEST, BROADCAST, Captured, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IP_MF, IPPROTO_TCP, IPPROTO_UDP,
-        Ipv4, Mac, RawSocket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tcp, arp, contains, ethernet, mac_of, mac_str, parse,
-        parse_mac, tcp_frame, udp, udp_frame,
+        ARP_REPLY, ARP_REQUEST, BROADCAST, Captured, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH,
+        ICMP_PORT_UNREACH, ICMP_TIME_EXCEEDED, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4, Mac, RawSocket,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tcp, arp, contains, ethernet, icmp_error, mac_of, mac_str, parse,
+        parse_icmp, parse_mac, tcp_frame, udp, udp_frame,
     },
     in_netns,
 };
@@ -239,6 +240,23 @@ fn answer_datagrams(sock: &UdpSocket, window: Duration) -> Vec<(Vec<u8>, SocketA
         sock.send_to(&[b"re: ", d.as_slice()].concat(), from).unwrap();
     }
     got
+}
+
+/// What a connected UDP socket gets for a datagram sent to a port nobody listens on (tried a
+/// few times: the peer's kernel rate-limits its port unreachables): `ConnectionRefused` once
+/// the error reached it.
+fn refused(sock: &UdpSocket) -> std::io::Result<usize> {
+    let mut buf = [0u8; 64];
+    let mut outcome = Err(std::io::Error::from(ErrorKind::TimedOut));
+    for _ in 0..3 {
+        sock.send(b"anyone there?").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        outcome = sock.recv(&mut buf);
+        if outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
+            break;
+        }
+    }
+    outcome
 }
 
 /// The next datagram `sock` receives, which must come within `TIMEOUT`.
@@ -964,16 +982,7 @@ fn an_endpoints_port_unreachable_reaches_the_outside_client() {
     assert_eq!(next_datagram(&client, "the answer from the published UDP port"), b"answer");
 
     let mut v = Verdict::default();
-    let client = connected(5353);
-    let mut outcome = Err(std::io::Error::from(ErrorKind::TimedOut));
-    for _ in 0..3 {
-        client.send(b"anyone there?").unwrap();
-        client.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
-        outcome = client.recv(&mut buf);
-        if outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused) {
-            break;
-        }
-    }
+    let outcome = refused(&connected(5353));
     v.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
         format!("a connected UDP client of a published port with no listener got {outcome:?}, not ECONNREFUSED: the endpoint's port unreachable was not translated back (no drop reason: it must pass)")
     });
@@ -1570,4 +1579,275 @@ fn unknown_sequence_reset(t: &Topology, wire: &RawSocket, v: &mut Verdict) {
             format!("the container's connect after a RST that refuses its SYN: {refused:?}, not refused")
         });
     });
+}
+
+/// A UDP flow from `ns` to `server` (a socket of the outside), answered once: a connected
+/// socket in `ns`, and the address its datagrams reach the server from.
+fn answered_udp_flow(t: &Topology, ns: &str, server: &UdpSocket) -> (UdpSocket, SocketAddr) {
+    let flow = udp_socket(t, ns, (Ipv4Addr::UNSPECIFIED, 0).into());
+    flow.connect((outside_ip(), server.local_addr().unwrap().port())).unwrap();
+    flow.send(b"opening").unwrap();
+    server.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    let (_, seen_as) = server.recv_from(&mut buf).unwrap_or_else(|e| panic!("{ns}'s datagram to the outside: {e}"));
+    server.send_to(b"answer", seen_as).unwrap();
+    assert_eq!(next_datagram(&flow, "the outside's answer"), b"answer", "{ns}'s flow");
+    (flow, seen_as)
+}
+
+/// A port unreachable about `quoted` (an IPv4 packet as it was sent), from `src` to `dst`.
+fn port_unreachable(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    Ipv4::new(src, dst, IPPROTO_ICMP).packet(&icmp_error(ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, quoted))
+}
+
+/// Incoming ICMP errors (destination unreachable, time exceeded).
+fn incoming_errors(f: &Captured) -> bool {
+    !f.outgoing && parse_icmp(&f.data).is_some_and(|m| matches!(m.kind, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED))
+}
+
+/// 19. A container sends ICMP errors only about its own connections, to their peers: a port
+///     unreachable that quotes another network's endpoint's masqueraded flow is dropped, and
+///     nothing leaves the uplink with the sender's private source; so is one about its own flow
+///     addressed to another outside host than the flow's peer. That endpoint's flow still
+///     carries data and still gets the outside's real port unreachable.
+#[test]
+fn a_container_cannot_send_errors_about_another_endpoints_connection() {
+    let mut t = Topology::with_outside("ferr");
+    let bystander = Ipv4Addr::new(10, 99, 0, 3);
+    t.exec("outside", &["ip", "addr", "add", &format!("{bystander}/24"), "dev", "eth0"]);
+    let web = Net::of(&t.network("web", &["--subnet", "10.81.22.0/24"]));
+    let db = Net::of(&t.network("db", &["--subnet", "10.81.23.0/24"]));
+    let a = Ep::of(&t.container("a", "web", &[]));
+    let b = Ep::of(&t.container("b", "db", &[]));
+    let server = udp_socket(&t, "outside", (Ipv4Addr::UNSPECIFIED, 7000).into());
+    let (flow, _) = answered_udp_flow(&t, "b", &server);
+    let b_port = flow.local_addr().unwrap().port();
+
+    let mut v = Verdict::default();
+    // What b's kernel would quote if b's peer had sent it a datagram that b refused.
+    let quoted = Ipv4::new(outside_ip(), b.ip, IPPROTO_UDP).packet(&udp(outside_ip(), 7000, b.ip, b_port, b""));
+    let gateway_mac = mac_of(&t, "host", &web.bridge);
+    let forged = ethernet(gateway_mac, a.mac, None, ETH_P_IP, &port_unreachable(a.ip, outside_ip(), &quoted));
+    let db_gateway_mac = mac_of(&t, "host", &db.bridge);
+    let misdirected = ethernet(db_gateway_mac, b.mac, None, ETH_P_IP, &port_unreachable(b.ip, bystander, &quoted));
+    let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+    let raw = RawSocket::open(&t.ns_path("a"), "eth0");
+    let raw_b = RawSocket::open(&t.ns_path("b"), "eth0");
+    let before = t.drop_count("foreign-error");
+    let attempts = 3;
+    for _ in 0..attempts {
+        raw.send(&forged);
+        raw_b.send(&misdirected);
+    }
+    v.dropped(
+        &t,
+        "foreign-error",
+        before,
+        2 * attempts,
+        "a's port unreachables quoting b's flow, and b's own addressed to a bystander",
+    );
+    let leaked = wire.capture(SETTLE, incoming_errors);
+    v.check(leaked.is_empty(), || {
+        let leaked: Vec<_> = leaked.iter().filter_map(|f| parse_icmp(&f.data)).map(|m| (m.src, m.dst)).collect();
+        format!("forged ICMP errors about b's flow reached the outside (from, to): {leaked:?} (expected drop reason `foreign-error`)")
+    });
+
+    flow.send(b"still there").unwrap();
+    assert_eq!(next_datagram(&server, "b's flow after the forged errors"), b"still there");
+    drop(server);
+    let outcome = refused(&flow);
+    v.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
+        format!("b's flow to a closed port got {outcome:?}, not ECONNREFUSED: the outside's real port unreachable did not reach it")
+    });
+    v.finish(t);
+}
+
+/// 20. An ICMP error from the outside reaches only the connection it quotes: a LAN host that
+///     quotes its own connection to a published port but addresses the error to another
+///     endpoint reaches nobody, and neither does one about a hairpin connection between two
+///     endpoints (no router on the uplink's side is on its path). A real error about the LAN
+///     host's connection (addressed to the host) still reaches the published container.
+#[test]
+fn an_error_from_the_outside_reaches_only_the_connection_it_quotes() {
+    let mut t = Topology::with_outside("lerr");
+    t.network("web", &["--subnet", "10.81.26.0/24"]);
+    t.network("db", &["--subnet", "10.81.27.0/24"]);
+    t.container("srv", "web", &["-p", "5355:53/udp", "-p", "5356:54/udp"]);
+    let c = Ep::of(&t.container("c", "web", &[]));
+    let d = Ep::of(&t.container("d", "db", &[]));
+    let any = Ipv4Addr::UNSPECIFIED;
+    let backend = udp_socket(&t, "srv", (any, 54).into());
+    let hairpin = udp_socket(&t, "c", (any, 0).into());
+    hairpin.connect(host(5356)).unwrap();
+    hairpin.send(b"hairpin").unwrap();
+    assert_eq!(next_datagram(&backend, "c's datagram through the published port"), b"hairpin");
+    let hairpin_port = hairpin.local_addr().unwrap().port();
+    let srv = udp_socket(&t, "srv", (any, 53).into());
+    let client = udp_socket(&t, "outside", (any, 0).into());
+    client.connect(host(5355)).unwrap();
+    client.send(b"question").unwrap();
+    srv.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    let (_, from) = srv.recv_from(&mut buf).expect("the published UDP port's listener");
+    srv.connect(from).unwrap();
+    srv.send(b"answer").unwrap();
+    assert_eq!(next_datagram(&client, "the answer from the published UDP port"), b"answer");
+    let client_port = client.local_addr().unwrap().port();
+
+    let mut v = Verdict::default();
+    // What the outside's kernel quotes about the host's answer on that connection.
+    let quoted = Ipv4::new(uplink_ip(), outside_ip(), IPPROTO_UDP).packet(&udp(
+        uplink_ip(),
+        5355,
+        outside_ip(),
+        client_port,
+        b"",
+    ));
+    let (outside_mac, uplink_mac) = wire_macs(&t);
+    let forged = ethernet(uplink_mac, outside_mac, None, ETH_P_IP, &port_unreachable(outside_ip(), d.ip, &quoted));
+    // What c's kernel would quote about the host's answers on its hairpin connection.
+    let hairpin_quoted =
+        Ipv4::new(uplink_ip(), c.ip, IPPROTO_UDP).packet(&udp(uplink_ip(), 5356, c.ip, hairpin_port, b""));
+    let about_hairpin = ethernet(
+        uplink_mac,
+        outside_mac,
+        None,
+        ETH_P_IP,
+        &port_unreachable(outside_ip(), uplink_ip(), &hairpin_quoted),
+    );
+    let at_d = RawSocket::open(&t.ns_path("d"), "eth0");
+    let at_srv = RawSocket::open(&t.ns_path("srv"), "eth0");
+    let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+    let before = t.drop_count("foreign-error");
+    let attempts = 3;
+    for _ in 0..attempts {
+        wire.send(&forged);
+        wire.send(&about_hairpin);
+    }
+    v.dropped(&t, "foreign-error", before, 2 * attempts, "port unreachables to d, and about c's hairpin connection");
+    let reached = at_d.capture(SETTLE, incoming_errors);
+    v.check(reached.is_empty(), || {
+        format!("{} forged ICMP error(s) reached endpoint d (expected drop reason `foreign-error`)", reached.len())
+    });
+    let reached = at_srv.capture(Duration::from_millis(200), incoming_errors);
+    v.check(reached.is_empty(), || {
+        format!(
+            "{} forged ICMP error(s) about c's hairpin connection reached its backend srv (expected drop reason `foreign-error`)",
+            reached.len()
+        )
+    });
+    hairpin.send(b"hairpin again").unwrap();
+    assert_eq!(next_datagram(&backend, "c's hairpin after the forged errors"), b"hairpin again");
+
+    drop(client);
+    let outcome = refused(&srv);
+    v.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
+        format!("the published container's flow to a closed client port got {outcome:?}, not ECONNREFUSED: the outside's real port unreachable did not reach it")
+    });
+    v.finish(t);
+}
+
+/// 21. A packet with no hop left is never translated. A TTL-1 SYN from the outside to a
+///     published port reaches no container and nothing the outside gets back names the
+///     container's address (with the host forwarding, the stack answered the translated packet
+///     with a time-exceeded quoting it). A container's TTL-1 datagram of a masqueraded flow gets
+///     its time-exceeded from the host, quoting it as the container sent it, and does not leave.
+#[test]
+fn a_packet_with_no_hop_left_is_never_translated() {
+    let mut t = Topology::with_outside("ttl");
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    t.network("web", &["--subnet", "10.81.28.0/24"]);
+    let srv = Ep::of(&t.container("srv", "web", &["-p", "8087:80"]));
+    let c = Ep::of(&t.container("c", "web", &[]));
+    let _echo = TcpEcho::start(&t, "srv", 80);
+    tcp_works(&t, "outside", host(8087), "with hops to spare");
+
+    let mut v = Verdict::default();
+    let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+    let at_srv = RawSocket::open(&t.ns_path("srv"), "eth0");
+    let (outside_mac, uplink_mac) = wire_macs(&t);
+    let syn = Tcp { sport: 43100, dport: 8087, seq: 0x3000_0000, ack: 0, flags: TCP_SYN };
+    let last_hop = Ipv4 { ttl: 1, ..Ipv4::new(outside_ip(), uplink_ip(), IPPROTO_TCP) };
+    let before = t.drop_count("ttl-expired");
+    let attempts = 3;
+    for _ in 0..attempts {
+        wire.send(&tcp_frame(uplink_mac, outside_mac, last_hop, syn, b""));
+    }
+    v.dropped(&t, "ttl-expired", before, attempts, "TTL-1 SYNs to a published port");
+    let named = wire.capture(SETTLE, |f| !f.outgoing && contains(&f.data, &srv.ip.octets()));
+    v.check(named.is_empty(), || {
+        let named: Vec<_> = named.iter().filter_map(|f| parse_icmp(&f.data)).map(|m| (m.src, m.kind)).collect();
+        format!("the outside got {} frame(s) naming the container's address (ICMP from, type: {named:?})", named.len())
+    });
+    let arrived = at_srv.capture(Duration::from_millis(200), |f| parse(&f.data).is_some_and(|p| p.sport == 43100));
+    v.check(arrived.is_empty(), || format!("{} TTL-1 SYN(s) reached the published container", arrived.len()));
+    tcp_works(&t, "outside", host(8087), "after the TTL-1 SYNs");
+
+    let server = udp_socket(&t, "outside", (Ipv4Addr::UNSPECIFIED, 7003).into());
+    let (flow, _) = answered_udp_flow(&t, "c", &server);
+    let at_c = RawSocket::open(&t.ns_path("c"), "eth0");
+    flow.set_ttl(1).unwrap();
+    flow.send(b"no hop left").unwrap();
+    let expired = at_c.capture_until(TIMEOUT, incoming_errors, |kept| !kept.is_empty());
+    let quoted_from = expired
+        .first()
+        .and_then(|f| parse_icmp(&f.data))
+        .map(|m| Ipv4Addr::from(<[u8; 4]>::try_from(&m.quoted[12..16]).unwrap()));
+    v.check(quoted_from == Some(c.ip), || {
+        format!("c's TTL-1 datagram got no time-exceeded quoting it as c sent it (quoted source: {quoted_from:?})")
+    });
+    let got = datagrams(&server, SETTLE);
+    v.check(got.is_empty(), || format!("{} TTL-1 datagram(s) of c's flow reached the outside", got.len()));
+    flow.set_ttl(64).unwrap();
+    flow.send(b"hops again").unwrap();
+    assert_eq!(next_datagram(&server, "c's flow with hops again"), b"hops again");
+    v.finish(t);
+}
+
+/// 22. A datapath whose maps lost their entries (a reload that made a map anew, until `restore`
+///     refills it) passes nothing it cannot classify. With `NETWORKS` emptied behind netpath's
+///     back and the host forwarding, neither an `--internal` nor a masqueraded network's
+///     container gets a packet out (the stack would route it out untranslated), and the LAN
+///     reaches no endpoint; each is counted as `datapath-incomplete`, while the host's own
+///     traffic on the uplink passes. `restore` brings the traffic back.
+#[test]
+fn a_datapath_missing_its_entries_passes_nothing_it_cannot_classify() {
+    let mut t = Topology::with_outside("inc");
+    t.exec("host", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    t.network("int", &["--subnet", "10.81.24.0/24", "--internal"]);
+    t.network("web", &["--subnet", "10.81.25.0/24"]);
+    t.container("i", "int", &[]);
+    let w = Ep::of(&t.container("w", "web", &[]));
+    for subnet in ["10.81.24.0/24", "10.81.25.0/24"] {
+        t.exec("outside", &["ip", "route", "add", subnet, "via", UPLINK_ADDR]);
+    }
+    assert!(t.ping("w", OUTSIDE_ADDR, 1), "egress before");
+    let any = Ipv4Addr::UNSPECIFIED;
+    let at_w = udp_socket(&t, "w", (any, 9999).into());
+    let client = udp_socket(&t, "outside", (any, 0).into());
+    let wire = RawSocket::open(&t.ns_path("outside"), "eth0");
+
+    let mut v = Verdict::default();
+    assert_eq!(t.clear_map("NETWORKS"), 2, "NETWORKS entries");
+    let before = t.drop_count("datapath-incomplete");
+    for ns in ["i", "w"] {
+        let sock = udp_socket(&t, ns, (any, 0).into());
+        sock.send_to(format!("from {ns}").as_bytes(), (outside_ip(), 7004)).unwrap();
+    }
+    client.send_to(b"to w", (w.ip, 9999)).unwrap();
+    v.dropped(&t, "datapath-incomplete", before, 3, "egress of i and w, and the outside to w, without NETWORKS");
+    let out = wire.capture(SETTLE, |f| !f.outgoing && parse(&f.data).is_some_and(|p| p.dport == 7004));
+    v.check(out.is_empty(), || {
+        let out: Vec<_> = out.iter().filter_map(|f| parse(&f.data)).map(|p| p.src).collect();
+        format!("without NETWORKS, containers' datagrams left the uplink from {out:?} (expected drop reason `datapath-incomplete`)")
+    });
+    let got = datagrams(&at_w, Duration::from_millis(200));
+    v.check(got.is_empty(), || format!("without NETWORKS, the outside reached w with {} datagram(s)", got.len()));
+    assert!(t.ping("host", OUTSIDE_ADDR, 1), "the host's own traffic on the uplink");
+
+    t.np(&["restore"]);
+    assert_eq!(t.map_entries("NETWORKS").len(), 2, "restore refills NETWORKS");
+    assert!(t.ping("w", OUTSIDE_ADDR, 2), "egress after restore");
+    assert!(t.no_reply("i", OUTSIDE_ADDR, 1), "the internal network stays internal after restore");
+    v.finish(t);
 }
