@@ -401,10 +401,9 @@ fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, owner: u32) -> u32 {
         out.seq_next = l4.seq.wrapping_add(l4.seq_len);
         out.seq_known = seq_known::NEXT;
     }
-    let back = CtEntry::reverse_of(key, ct_dir::REPLY, now);
     if quota_claim == NO_CLAIM {
         let rkey = CtKey::partner(out, key.proto);
-        if claim(cfg, key, &rkey, &back) {
+        if claim(cfg, key, &rkey, now) {
             return commit_original(cfg, key, out, &rkey, l4.tcp_flags);
         }
         return drop_reason::NAT_EXHAUSTED;
@@ -414,16 +413,8 @@ fn create_into(key: &CtKey, out: &mut CtEntry, l4: &L4, owner: u32) -> u32 {
     if min == 0 || span == 0 || span > 65536 {
         return drop_reason::NAT_EXHAUSTED;
     }
-    let mut search = PortSearch {
-        cfg,
-        key,
-        out,
-        back: &back,
-        tcp_flags: l4.tcp_flags,
-        min,
-        span,
-        verdict: drop_reason::NAT_EXHAUSTED,
-    };
+    let mut search =
+        PortSearch { cfg, key, out, tcp_flags: l4.tcp_flags, min, span, verdict: drop_reason::NAT_EXHAUSTED };
     // `bpf_loop` has the verifier check one try, not every one of them unrolled.
     unsafe {
         bpf_loop(PORT_TRIES, try_port as *mut c_void, (&mut search as *mut PortSearch).cast(), 0);
@@ -440,7 +431,6 @@ struct PortSearch<'a> {
     cfg: &'a Config,
     key: &'a CtKey,
     out: &'a mut CtEntry,
-    back: &'a CtEntry,
     tcp_flags: u8,
     min: u32,
     span: u32,
@@ -456,28 +446,29 @@ extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
     let offset = unsafe { bpf_get_prandom_u32() }.checked_rem(search.span).unwrap_or(0);
     search.out.sport = ((search.min + offset) as u16).to_be();
     let rkey = CtKey::partner(search.out, search.key.proto);
-    if !claim(search.cfg, search.key, &rkey, search.back) {
+    if !claim(search.cfg, search.key, &rkey, search.out.last_seen) {
         return 0;
     }
     search.verdict = commit_original(search.cfg, search.key, search.out, &rkey, search.tcp_flags);
     1
 }
 
-/// Claims the reply tuple `rkey` for the connection at `key`: free when nobody holds it, or its
-/// holder's connection is gone, or it is this very connection starting over. The claim is an
-/// insert that fails if another CPU got there first.
+/// Claims the reply tuple `rkey` for the connection at `key`, seen `now`: free when nobody
+/// holds it, or its holder's connection is gone, or it is this very connection starting over.
+/// The claim is an insert that fails if another CPU got there first. The reply entry is built
+/// here, not by the caller: `create_into`'s frame is on the deepest call chain of
+/// `from_container_egress`, whose frames together may not pass 512 bytes.
 #[inline(never)]
-fn claim(cfg: &Config, key: &CtKey, rkey: &CtKey, back: &CtEntry) -> bool {
+fn claim(cfg: &Config, key: &CtKey, rkey: &CtKey, now: u64) -> bool {
     if let Some((table, held)) = find(rkey) {
         let free = held.dir == ct_dir::REPLY
-            && (CtKey::partner(held, key.proto) == *key
-                || live_original(cfg, table, rkey, held, back.last_seen).is_none());
+            && (CtKey::partner(held, key.proto) == *key || live_original(cfg, table, rkey, held, now).is_none());
         if !free {
             return false;
         }
         let _ = table.remove(rkey);
     }
-    insert_alone(&CT_NEW, rkey, back)
+    insert_alone(&CT_NEW, rkey, &CtEntry::reverse_of(key, ct_dir::REPLY, now))
 }
 
 /// Records the original entry once its reply entry is claimed. Another CPU may have created

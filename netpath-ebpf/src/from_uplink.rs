@@ -79,8 +79,10 @@ pub fn from_uplink_open(ctx: TcContext) -> i32 {
 // The ways on below are subprograms (`inline(never)`): each keeps its stack frame to itself,
 // so no chain of calls under the program outgrows the verifier's 512 bytes.
 
-/// An ICMP error: translated when it is about a tracked connection.
-#[inline(never)]
+/// An ICMP error: translated when it is about a tracked connection. Inlined into the program,
+/// whose frame it shares: as a subprogram of its own, its frame stacked between the program's
+/// and `translate_into`'s passed the 512 bytes a chain may use.
+#[inline(always)]
 fn icmp(ctx: &TcContext, cfg: &Config, ip: &Ipv4) -> i32 {
     match icmp_error::translate(ctx, cfg, ip, Origin::Uplink) {
         Translated::To(_, daddr) => match unsafe { ENDPOINTS.get(&daddr) } {
