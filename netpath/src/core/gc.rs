@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     core::controller::Controller, error::Error, error::Result, kernel::datapath::map_key, kernel::link,
-    kernel::link::BRIDGE_PREFIX, kernel::link::HOST_VETH_PREFIX, kernel::link::LinkFacts, kernel::netns::Netns,
+    kernel::link::BRIDGE_PREFIX, kernel::link::HOST_VETH_PREFIX, kernel::link::facts::LinkFacts, kernel::netns::Netns,
     kernel::reload, state::lock::Mode, state::store::EndpointRecord, state::store::State,
 };
 
@@ -109,7 +109,7 @@ impl Controller {
     /// name, one `SIOCGIFINDEX` each (microseconds), not in a dump of every interface with
     /// its attributes and statistics, which costs milliseconds with hundreds of endpoints.
     async fn dead_endpoints(&self) -> Result<Vec<EndpointRecord>> {
-        let names = link::NameLookup::new()?;
+        let names = link::facts::NameLookup::new()?;
         let mut dead = Vec::new();
         for ep in self.store.endpoints_bare()? {
             if ep.state == State::Ready

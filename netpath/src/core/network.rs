@@ -133,7 +133,7 @@ impl Controller {
 
     /// How `xdp_uplink` runs on the network's uplink, as the kernel reports it; `None` for a
     /// network without `--xdp` (another network's program on the same uplink is not its own).
-    pub async fn xdp_mode(&self, net: &NetworkRecord) -> Result<Option<link::XdpMode>> {
+    pub async fn xdp_mode(&self, net: &NetworkRecord) -> Result<Option<link::facts::XdpMode>> {
         match (&net.uplink, net.xdp.is_on()) {
             (Some(uplink), true) => match self.nl.index_of(uplink).await? {
                 Some(index) => self.nl.xdp_mode(index).await,

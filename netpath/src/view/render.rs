@@ -2,7 +2,7 @@
 use serde::Serialize;
 
 use crate::{
-    core::restore::EndpointAction, core::restore::RestoreReport, error::Result, kernel::link::XdpMode,
+    core::restore::EndpointAction, core::restore::RestoreReport, error::Result, kernel::link::facts::XdpMode,
     state::settings::Settings, state::store::EndpointRecord, state::store::NetworkRecord, state::store::State,
     types::port::Port, view::output::Format, view::output::json, view::output::key_values, view::output::table,
     view::stats,
