@@ -12,7 +12,7 @@ use serde::{Serialize, Serializer};
 use crate::error::{Error, Field, Message, Result};
 
 /// An address family: IPv4 or IPv6.
-pub trait Family: Copy + Ord + fmt::Display + FromStr + Into<IpAddr> {
+pub trait Family: Copy + Ord + fmt::Display + FromStr {
     const BITS: u8;
     /// How a CIDR of the family looks, for error messages.
     const EXAMPLE: &'static str;
@@ -192,12 +192,6 @@ impl fmt::Display for IpNet {
             IpNet::V4(net) => net.fmt(f),
             IpNet::V6(net) => net.fmt(f),
         }
-    }
-}
-
-impl Serialize for IpNet {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 

@@ -47,6 +47,16 @@ impl rusqlite::ToSql for State {
     }
 }
 
+impl rusqlite::types::FromSql for State {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_str()? {
+            "creating" => Ok(State::Creating),
+            "ready" => Ok(State::Ready),
+            _ => Err(rusqlite::types::FromSqlError::InvalidType),
+        }
+    }
+}
+
 impl rusqlite::ToSql for Creator {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         Ok(self.as_str().into())
@@ -56,16 +66,6 @@ impl rusqlite::ToSql for Creator {
 impl rusqlite::types::FromSql for Creator {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         Creator::parse(value.as_str()?).ok_or(rusqlite::types::FromSqlError::InvalidType)
-    }
-}
-
-impl rusqlite::types::FromSql for State {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        match value.as_str()? {
-            "creating" => Ok(State::Creating),
-            "ready" => Ok(State::Ready),
-            _ => Err(rusqlite::types::FromSqlError::InvalidType),
-        }
     }
 }
 
