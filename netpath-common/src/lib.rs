@@ -242,6 +242,14 @@ pub struct CtEntry {
     /// TCP: how far this direction may send, as the other side allowed it (its highest
     /// acknowledgement plus window): `seq_next` never moves past it.
     pub seq_max: u32,
+    /// The host veth (ifindex) of the endpoint the original direction comes from, and of the
+    /// one it goes to; 0 for an end that is not an endpoint. Kept on the original-direction
+    /// entry: the connection lives only while both are in `VETHS`. The kernel never gives a
+    /// new link an index a link had before (it allocates them cyclically over 2^31), so a
+    /// detach ends its endpoint's connections without touching them, and an endpoint that
+    /// takes over the address never inherits them.
+    pub src_veth: u32,
+    pub dst_veth: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, either direction; kept on
     /// the original-direction entry.
     pub last_seen: u64,
@@ -278,6 +286,8 @@ impl CtEntry {
             _pad: 0,
             seq_next: 0,
             seq_max: 0,
+            src_veth: 0,
+            dst_veth: 0,
             last_seen,
         }
     }

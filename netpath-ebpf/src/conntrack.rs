@@ -24,7 +24,7 @@ use aya_ebpf::{
 use netpath_common::{Config, CtEntry, CtKey, IPPROTO_TCP, ct_dir, ct_state, drop_reason, seq_known};
 
 use crate::{
-    maps::{CONFIG, CT, CT_NEW},
+    maps::{CONFIG, CT, CT_NEW, ENDPOINTS, VETHS},
     packet::{Ipv4, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     portmap::published,
     snat_quota,
@@ -126,9 +126,22 @@ pub fn key(ip: &Ipv4, l4: &L4) -> CtKey {
     CtKey { saddr: ip.saddr, daddr: ip.daddr, sport: l4.sport, dport: l4.dport, proto: ip.proto, _pad: 0, _pad2: 0 }
 }
 
+/// Whether the connection whose original entry is `e` is over: idle past its timeout, or an
+/// endpoint at either end detached. Its entries then count as absent everywhere, and give
+/// their tuples and claims back, without anyone walking the tables to remove them: the LRU
+/// reuses their room.
 #[inline(always)]
-fn expired(cfg: &Config, proto: u8, e: &CtEntry, now: u64) -> bool {
+fn ended(cfg: &Config, proto: u8, e: &CtEntry, now: u64) -> bool {
     now.saturating_sub(e.last_seen) > u64::from(cfg.timeout(proto, e.state)) * NS_PER_SEC
+        || !attached(e.src_veth)
+        || !attached(e.dst_veth)
+}
+
+/// Whether the endpoint end `veth` (0: not an endpoint) is still attached.
+#[inline(always)]
+fn attached(veth: u32) -> bool {
+    // SAFETY: map value reference from a successful lookup; only its presence is read.
+    veth == 0 || unsafe { VETHS.get(&veth) }.is_some()
 }
 
 /// A SYN for a connection that closed: the same tuple starts over.
@@ -250,7 +263,7 @@ fn live_original(cfg: &Config, table: &Table, rkey: &CtKey, reply: &CtEntry, now
     let ptr = table.get_ptr_mut(&CtKey::partner(reply, rkey.proto))?;
     // SAFETY: map value pointer from a successful lookup.
     let orig = unsafe { &*ptr };
-    (orig.dir == ct_dir::ORIGINAL && orig.reverses(rkey) && !expired(cfg, rkey.proto, orig, now)).then_some(ptr)
+    (orig.dir == ct_dir::ORIGINAL && orig.reverses(rkey) && !ended(cfg, rkey.proto, orig, now)).then_some(ptr)
 }
 
 /// Whether the reply entry of the connection whose original is `orig` (at `key`) translates
@@ -308,25 +321,29 @@ fn lookup_into(key: &CtKey, l4: &L4, out: *mut CtEntry) -> u32 {
         return UNTRACKED;
     };
     // SAFETY: map value pointers from successful lookups; racing CPUs only move them forward.
-    let entry = unsafe { *own };
+    // The entry is read through the caller's `out`, never copied into this frame: it sits on
+    // the deepest call chains, whose frames together may not pass 512 bytes. What tracking
+    // moves afterwards (positions, state) is not part of the translation.
+    unsafe { out.write(*own) };
+    let entry = unsafe { &*out };
     let now = now();
     let orig = if entry.dir == ct_dir::ORIGINAL {
         if reopens(l4.tcp_flags, entry.state)
-            || expired(cfg, key.proto, &entry, now)
-            || !reply_points_back(table, key, &entry, now)
+            || ended(cfg, key.proto, entry, now)
+            || !reply_points_back(table, key, entry, now)
         {
             return UNTRACKED;
         }
         own
     } else {
-        match live_original(cfg, table, key, &entry, now) {
+        match live_original(cfg, table, key, entry, now) {
             Some(orig) => orig,
             None => return UNTRACKED,
         }
     };
     if key.proto == IPPROTO_TCP {
         let peer = if entry.dir == ct_dir::ORIGINAL {
-            table.get_ptr_mut(&CtKey::partner(&entry, key.proto))
+            table.get_ptr_mut(&CtKey::partner(entry, key.proto))
         } else {
             Some(orig)
         };
@@ -339,11 +356,12 @@ fn lookup_into(key: &CtKey, l4: &L4, out: *mut CtEntry) -> u32 {
             return verdict;
         }
     }
+    let dir = entry.dir;
     let o = unsafe { &mut *orig };
-    let state = next_state(o.state, key.proto, l4.tcp_flags, entry.dir);
+    let state = next_state(o.state, key.proto, l4.tcp_flags, dir);
     o.state = state;
     o.last_seen = now;
-    unsafe { out.write(CtEntry { last_seen: now, ..entry }) };
+    unsafe { (*out).last_seen = now };
     if state == ct_state::ESTABLISHED && core::ptr::eq(table, &CT_NEW) { TRANSLATE_ESTABLISHED } else { TRANSLATE }
 }
 
@@ -504,7 +522,7 @@ fn commit_original(cfg: &Config, key: &CtKey, out: &mut CtEntry, rkey: &CtKey, t
 fn stands(cfg: &Config, table: &Table, key: &CtKey, e: &CtEntry, rkey: &CtKey, tcp_flags: u8, now: u64) -> bool {
     let erkey = CtKey::partner(e, key.proto);
     let reply_intact = unsafe { table.get(&erkey) }.is_some_and(|r| points_back(r, key));
-    !reopens(tcp_flags, e.state) && !expired(cfg, key.proto, e, now) && erkey != *rkey && reply_intact
+    !reopens(tcp_flags, e.state) && !ended(cfg, key.proto, e, now) && erkey != *rkey && reply_intact
 }
 
 /// For an ICMP error about a packet of a tracked connection (`inner`, as it was sent): the
@@ -523,7 +541,7 @@ pub fn lookup_embedded(cfg: &Config, inner: &Ipv4, sport: u16, dport: u16) -> Op
     let (table, entry) = find(&rkey)?;
     let now = now();
     let valid = if entry.dir == ct_dir::ORIGINAL {
-        !expired(cfg, rkey.proto, entry, now)
+        !ended(cfg, rkey.proto, entry, now)
     } else {
         live_original(cfg, table, &rkey, entry, now).is_some()
     };
@@ -545,8 +563,18 @@ pub fn inbound(ip: &Ipv4, l4: &L4) -> Tracked {
     if !opens(ip.proto, l4.tcp_flags) {
         return Tracked::Refuse(drop_reason::NOT_SYN);
     }
-    let mut out =
-        CtEntry { saddr: ip.saddr, daddr: target.addr, sport: l4.sport, dport: target.port, ..Default::default() };
+    // The connection lives as long as the endpoint behind the port: no endpoint, no connection.
+    let Some(ep) = (unsafe { ENDPOINTS.get(&target.addr) }) else {
+        return Tracked::Refuse(drop_reason::DATAPATH_INCOMPLETE);
+    };
+    let mut out = CtEntry {
+        saddr: ip.saddr,
+        daddr: target.addr,
+        sport: l4.sport,
+        dport: target.port,
+        dst_veth: ep.host_ifindex,
+        ..Default::default()
+    };
     match create(&key, &mut out, l4, None) {
         Ok(()) => Tracked::Translate(out),
         Err(reason) => Tracked::Refuse(reason),

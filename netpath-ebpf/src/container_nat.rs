@@ -83,7 +83,7 @@ pub fn from_container_egress(ctx: TcContext) -> i32 {
     let Some((ip, from)) = sender(&ctx) else {
         return incomplete(&ctx);
     };
-    egress(&ctx, &ip, from.net, from.slot)
+    egress(&ctx, &ip, &from)
 }
 
 /// Fails closed: `from_container` found the sender's `VETHS` entry, so a missing one here, or
@@ -102,15 +102,17 @@ fn sender(ctx: &TcContext) -> Option<(Ipv4, Sender<'static>)> {
     let veth = unsafe { VETHS.get(&ifindex) }?;
     let ip = parse_ipv4(ctx, ETH_LEN)?;
     let net = unsafe { NETWORKS.get(&veth.network_id) }?;
-    Some((ip, Sender { net, network_id: veth.network_id, slot: veth.slot }))
+    Some((ip, Sender { net, network_id: veth.network_id, slot: veth.slot, veth: ifindex }))
 }
 
-/// The endpoint a packet came from: its network, for isolation and routing, and its counter
-/// slot, under which its SNAT ports are counted.
+/// The endpoint a packet came from: its network, for isolation and routing; its counter
+/// slot, under which its SNAT ports are counted; its host veth, whose detach ends the
+/// connections it opens.
 struct Sender<'a> {
     net: &'a NetworkInfo,
     network_id: u32,
     slot: u16,
+    veth: u32,
 }
 
 /// A container dialling a published port on a host address reaches the endpoint behind it,
@@ -119,14 +121,20 @@ struct Sender<'a> {
 /// endpoints can never be mistaken for this one.
 #[inline(always)]
 fn hairpin(ctx: &TcContext, ip: &Ipv4, l4: &L4, target: &PortTarget, from: &Sender) -> i32 {
-    let same_network = unsafe { ENDPOINTS.get(&target.addr) }.is_some_and(|ep| ep.network_id == from.network_id);
-    if !same_network {
+    let Some(ep) = (unsafe { ENDPOINTS.get(&target.addr) }).filter(|ep| ep.network_id == from.network_id) else {
         return drop_ip(ctx, ip, drop_reason::POLICY);
-    }
+    };
     if !conntrack::opens(ip.proto, l4.tcp_flags) {
         return drop_ip(ctx, ip, drop_reason::NOT_SYN);
     }
-    let mut to = CtEntry { saddr: from.net.gateway, daddr: target.addr, dport: target.port, ..Default::default() };
+    let mut to = CtEntry {
+        saddr: from.net.gateway,
+        daddr: target.addr,
+        dport: target.port,
+        src_veth: from.veth,
+        dst_veth: ep.host_ifindex,
+        ..Default::default()
+    };
     match conntrack::create(&conntrack::key(ip, l4), &mut to, l4, Some(from.slot)) {
         Ok(()) => send_translated(ctx, ip, Some(l4), &to, from),
         Err(reason) => drop_ip(ctx, ip, reason),
@@ -174,9 +182,10 @@ fn deliver(ctx: &TcContext, ep: &EndpointInfo, saddr: u32, daddr: u32) -> i32 {
 }
 
 /// Leaves through the uplink when the routing table says so, masqueraded if the network is
-/// (within the quota of the endpoint at counter slot `slot`).
+/// (within the sender's quota).
 #[inline(always)]
-fn egress(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo, slot: u16) -> i32 {
+fn egress(ctx: &TcContext, ip: &Ipv4, from: &Sender) -> i32 {
+    let net = from.net;
     if net.uplink_ifindex == 0 || ip.ttl <= 1 {
         return TC_ACT_OK;
     }
@@ -202,8 +211,14 @@ fn egress(ctx: &TcContext, ip: &Ipv4, net: &NetworkInfo, slot: u16) -> i32 {
         if !conntrack::opens(ip.proto, l4.tcp_flags) {
             return drop_ip(ctx, ip, drop_reason::NOT_SYN);
         }
-        let mut to = CtEntry { saddr: net.snat_addr, daddr: ip.daddr, dport: l4.dport, ..Default::default() };
-        if let Err(reason) = conntrack::create(&conntrack::key(ip, &l4), &mut to, &l4, Some(slot)) {
+        let mut to = CtEntry {
+            saddr: net.snat_addr,
+            daddr: ip.daddr,
+            dport: l4.dport,
+            src_veth: from.veth,
+            ..Default::default()
+        };
+        if let Err(reason) = conntrack::create(&conntrack::key(ip, &l4), &mut to, &l4, Some(from.slot)) {
             return drop_ip(ctx, ip, reason);
         }
         if apply(ctx, ip, &l4, &to).is_none() {

@@ -175,7 +175,7 @@ fn conntrack_entries_are_listed_and_expire() {
 
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(t.np_json(&["conntrack", "ls"]), Value::Array(vec![]), "expired entries are not listed");
-    assert!(t.np(&["conntrack", "gc"]).starts_with("1 expired"));
+    assert!(t.np(&["conntrack", "gc"]).starts_with("1 ended"));
     assert!(t.map_entries("CT_NEW").is_empty(), "gc collected both directions");
 
     // Flush forgets live connections.

@@ -379,7 +379,7 @@ fn connect_from(t: &Topology, ns: &str, local_port: u16, to: SocketAddr) -> std:
 }
 
 #[test]
-fn a_client_reconnects_from_the_same_port_and_detach_forgets_connections() {
+fn a_client_reconnects_from_the_same_port_and_detach_ends_connections() {
     let mut t = Topology::with_outside("reco");
     t.network("web", &["--subnet", "10.75.0.0/24"]);
     t.container("srv", "web", &["-p", "8080:80"]);
@@ -407,6 +407,77 @@ fn a_client_reconnects_from_the_same_port_and_detach_forgets_connections() {
     server.join().unwrap();
     assert!(!t.map_entries("CT").is_empty());
     t.np(&["detach", "--id", "srv"]);
-    assert!(t.map_entries("CT").is_empty(), "the endpoint's connections outlived it");
+    assert_eq!(t.np_json(&["conntrack", "ls"]), Value::Array(vec![]), "the endpoint's connections outlived it");
+    t.teardown();
+}
+
+/// Receives one datagram within a second, or `None`.
+fn recv_within_a_second(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64];
+    match sock.recv_from(&mut buf) {
+        Ok((n, from)) => Some((buf[..n].to_vec(), from)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+/// A detach ends its endpoint's connections without walking the conntrack tables (their
+/// entries name its host veth, which is gone): an endpoint that takes over the address gets
+/// nothing of them, neither what the outside sends to the old published port nor answers to
+/// the old masqueraded flow, and opens the same tuple afresh.
+#[test]
+fn a_successor_at_a_detached_endpoints_address_inherits_none_of_its_connections() {
+    let mut t = Topology::with_outside("succ");
+    t.network("web", &["--subnet", "10.76.0.0/24"]);
+    let addr: Ipv4Addr = "10.76.0.9".parse().unwrap();
+    let outside = |port: u16| SocketAddr::from((netpath_tests::OUTSIDE_ADDR.parse::<Ipv4Addr>().unwrap(), port));
+    t.container("old", "web", &["--ip", &addr.to_string(), "-p", "8080:80/udp"]);
+
+    // Inbound: outside:41000 → host:8080 → old:80, answered.
+    let server = in_netns(&t.ns_path("old"), || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap());
+    let client = in_netns(&t.ns_path("outside"), || UdpSocket::bind(outside(41000)).unwrap());
+    client.send_to(b"in", host(8080)).unwrap();
+    let (_, peer) = recv_within_a_second(&server).expect("the published port delivers");
+    server.send_to(b"back", peer).unwrap();
+    assert_eq!(recv_within_a_second(&client).expect("the answer comes back").0, b"back");
+    // Outbound: old:5555 → outside:7300, masqueraded, answered.
+    let remote = in_netns(&t.ns_path("outside"), || UdpSocket::bind(outside(7300)).unwrap());
+    let opener = in_netns(&t.ns_path("old"), || UdpSocket::bind((addr, 5555)).unwrap());
+    opener.send_to(b"out", outside(7300)).unwrap();
+    let (_, masqueraded) = recv_within_a_second(&remote).expect("egress is masqueraded");
+    remote.send_to(b"reply", masqueraded).unwrap();
+    assert_eq!(recv_within_a_second(&opener).expect("the reply comes back").0, b"reply");
+    assert_eq!(t.np_json(&["conntrack", "ls"]).as_array().unwrap().len(), 2);
+    drop((server, opener));
+
+    t.np(&["detach", "--id", "old"]);
+    assert_eq!(t.np_json(&["conntrack", "ls"]), Value::Array(vec![]), "a detached endpoint's connections live on");
+    let held = t.map_entries("CT").len() + t.map_entries("CT_NEW").len();
+    assert_eq!(held, 4, "a detach walks no table: the two connections' entries stay until reused or collected");
+
+    // The successor publishes nothing and listens where the old endpoint did.
+    t.container("new", "web", &["--ip", &addr.to_string()]);
+    let server = in_netns(&t.ns_path("new"), || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 80)).unwrap());
+    let opener = in_netns(&t.ns_path("new"), || UdpSocket::bind((addr, 5555)).unwrap());
+    client.send_to(b"stale-in", host(8080)).unwrap();
+    remote.send_to(b"stale-out", masqueraded).unwrap();
+    assert_eq!(recv_within_a_second(&server), None, "the old published connection reached the successor");
+    assert_eq!(recv_within_a_second(&opener), None, "an answer to the old masqueraded flow reached the successor");
+
+    // Its own flow on the same tuple is translated afresh and answered.
+    opener.send_to(b"fresh", outside(7300)).unwrap();
+    let (data, from) = recv_within_a_second(&remote).expect("the successor's own flow leaves");
+    assert_eq!(data, b"fresh");
+    remote.send_to(b"ok", from).unwrap();
+    assert_eq!(recv_within_a_second(&opener).expect("its answer comes back").0, b"ok");
+    let conns = t.np_json(&["conntrack", "ls"]);
+    let conns = conns.as_array().unwrap();
+    assert!(conns.len() == 1 && conns[0]["endpoint"] == "new", "{conns:?}");
+    // `conntrack gc` gives the ended connection's room back at once (the old egress flow's
+    // original entry was taken over by the fresh one on its tuple).
+    let gc = t.np(&["conntrack", "gc"]);
+    assert!(gc.starts_with("1 ended"), "{gc}");
+    assert_eq!(t.map_entries("CT").len() + t.map_entries("CT_NEW").len(), 2, "only the fresh flow's entries are left");
     t.teardown();
 }

@@ -11,7 +11,6 @@ use crate::{
     error::Error,
     error::Result,
     fault,
-    kernel::datapath,
     kernel::link,
     kernel::link::Netlink,
     kernel::link::VethPeer,
@@ -87,7 +86,7 @@ impl Controller {
         if let Some(existing) = self.store.endpoint(&request.id)? {
             match existing.state {
                 // We hold its lock, so the process that was creating it is gone.
-                State::Creating => self.teardown_endpoint(&existing, true).await?,
+                State::Creating => self.teardown_endpoint(&existing).await?,
                 State::Ready => return self.reattach(existing, &request, &ns).await,
             }
         }
@@ -114,7 +113,7 @@ impl Controller {
                 self.endpoint(&record.id)
             }
             Err(e) => {
-                let _ = self.teardown_endpoint(&record, true).await;
+                let _ = self.teardown_endpoint(&record).await;
                 ep_lock.remove();
                 Err(e)
             }
@@ -186,12 +185,12 @@ impl Controller {
         Ok(())
     }
 
-    /// Removes an endpoint's veth pair, then its datapath entries (and with `forget_ct` its
-    /// connections), then its row. The veth goes first: while it exists, its traffic must keep
+    /// Removes an endpoint's veth pair, then its datapath entries, then its row (its
+    /// connections end with its `VETHS` entry: the datapath checks it on every packet). The veth goes first: while it exists, its traffic must keep
     /// going through the datapath; when it cannot be deleted, nothing else is touched and the
     /// row stays for a retry. After that every part is attempted and every failure reported.
-    pub(crate) async fn teardown_endpoint(&mut self, ep: &EndpointRecord, forget_ct: bool) -> Result<()> {
-        let mut errors = self.unwire(ep, forget_ct).await?;
+    pub(crate) async fn teardown_endpoint(&mut self, ep: &EndpointRecord) -> Result<()> {
+        let mut errors = self.unwire(ep).await?;
         fault::step("detach:datapath");
         match self.store.remove_endpoint(&ep.id) {
             Ok(()) => fault::step("detach:row"),
@@ -208,7 +207,7 @@ impl Controller {
     /// The kernel half of a teardown, shared with a rebuild that keeps the row: deletes the
     /// veth (its failure stops everything) and removes the endpoint's datapath entries,
     /// returning what failed of the latter.
-    pub(crate) async fn unwire(&mut self, ep: &EndpointRecord, forget_ct: bool) -> Result<Vec<Error>> {
+    pub(crate) async fn unwire(&mut self, ep: &EndpointRecord) -> Result<Vec<Error>> {
         let ifindex = self.nl.index_of(&ep.host_veth).await?;
         if let Some(index) = ifindex {
             self.nl.delete(index).await?;
@@ -220,12 +219,7 @@ impl Controller {
         }
         match self.datapath() {
             Ok(dp) => {
-                let key = datapath::map_key(ep.ip);
-                let results = [
-                    dp.unpublish(&ep.ports),
-                    dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex),
-                    if forget_ct { dp.forget_connections(Some(&[key])).map(drop) } else { Ok(()) },
-                ];
+                let results = [dp.unpublish(&ep.ports), dp.detach_endpoint(&ep.host_veth, ep.ip, ifindex)];
                 errors.extend(results.into_iter().filter_map(Result::err));
             }
             Err(e) => errors.push(e),
@@ -265,7 +259,7 @@ impl Controller {
             let Some(ep) = self.store.endpoint(&candidate.id)? else {
                 continue;
             };
-            match self.teardown_endpoint(&ep, true).await {
+            match self.teardown_endpoint(&ep).await {
                 Ok(()) => {
                     lock.remove();
                     detached.push(ep);

@@ -116,7 +116,7 @@ impl Controller {
             }
             Some(problem) => {
                 // Stale datapath entries first: they point at an ifindex that is gone.
-                Error::all(self.unwire(ep, true).await?)?;
+                Error::all(self.unwire(ep).await?)?;
                 self.build_endpoint(ep, net, ns).await?;
                 Ok(Wiring::Rebuilt(problem))
             }

@@ -4,7 +4,9 @@
 //! and `restore`: it removes rows a killed command left `creating` (their lock is free) and
 //! releases endpoints whose namespace is gone (their veth died with it and no name or process
 //! holds a namespace with their device and inode). The full one, `netpath gc`, also removes
-//! netpath-named links, pinned links, map entries and connections that no row owns.
+//! netpath-named links, pinned links and map entries that no row owns. Connections are not
+//! walked: those of an endpoint no row owns end when its `VETHS` entry goes, and the LRU
+//! reuses their room.
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use serde::Serialize;
@@ -31,7 +33,6 @@ pub struct GcReport {
     pub map_entries: Vec<String>,
     /// Datapath directories a killed `datapath reload` left (staged or retired).
     pub datapath_dirs: Vec<String>,
-    pub connections: usize,
 }
 
 impl GcReport {
@@ -43,7 +44,6 @@ impl GcReport {
             && self.pinned_links.is_empty()
             && self.map_entries.is_empty()
             && self.datapath_dirs.is_empty()
-            && self.connections == 0
     }
 }
 
@@ -56,7 +56,7 @@ impl Controller {
         for ep in self.dead_endpoints().await? {
             let Some(lock) = self.locks.try_endpoint(&ep.id)? else { continue };
             let Some(ep) = self.store.endpoint(&ep.id)? else { continue };
-            match self.teardown_endpoint(&ep, true).await {
+            match self.teardown_endpoint(&ep).await {
                 Ok(()) => {
                     lock.remove();
                     report.released_endpoints.push(ep.id);
@@ -77,7 +77,7 @@ impl Controller {
             let Some(lock) = self.locks.try_endpoint(&ep.id)? else { continue };
             // Re-read under the lock: its creator may have finished or failed meanwhile.
             match self.store.endpoint(&ep.id)? {
-                Some(ep) if ep.state == State::Creating => match self.teardown_endpoint(&ep, true).await {
+                Some(ep) if ep.state == State::Creating => match self.teardown_endpoint(&ep).await {
                     Ok(()) => {
                         lock.remove();
                         report.abandoned_endpoints.push(ep.id);
@@ -205,16 +205,6 @@ impl Controller {
                 collect(format!("PORTMAP {}:{port}/{}", Ipv4Addr::from(key.addr.to_ne_bytes()), key.proto), {
                     dp.remove_published(&key)
                 });
-            }
-        }
-        // A connection belongs to the endpoint whose address it carries, in either direction.
-        let keys: BTreeSet<u32> = ips.iter().map(|ip| map_key(*ip)).collect();
-        for (key, entry) in dp.conntrack()? {
-            if ![key.saddr, key.daddr, entry.saddr, entry.daddr].iter().any(|a| keys.contains(a)) {
-                match dp.remove_conntrack(&key) {
-                    Ok(()) => report.connections += 1,
-                    Err(e) => errors.push(e),
-                }
             }
         }
         Error::all(errors)?;

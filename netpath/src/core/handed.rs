@@ -95,7 +95,7 @@ impl Controller {
         let ep_lock = self.locks.endpoint(id)?;
         self.reap().await?;
         if let Some(existing) = self.store.endpoint(id)? {
-            self.teardown_endpoint(&existing, true).await?;
+            self.teardown_endpoint(&existing).await?;
         }
         let host_veth = host_veth_name(id);
         // `npv` + hash for the host end; the peer gets the same hash under `npc`.
@@ -126,7 +126,7 @@ impl Controller {
                 Ok(Handed { ifname: peer, gateway: network.gateway })
             }
             Err(e) => {
-                let _ = self.teardown_endpoint(&record, true).await;
+                let _ = self.teardown_endpoint(&record).await;
                 ep_lock.remove();
                 Err(e)
             }
@@ -139,7 +139,7 @@ impl Controller {
         let outcome = async {
             match self.nl.facts(&ep.host_veth).await? {
                 None => {
-                    self.teardown_endpoint(ep, true).await?;
+                    self.teardown_endpoint(ep).await?;
                     if let Some(lock) = self.locks.try_endpoint(&ep.id)? {
                         lock.remove();
                     }

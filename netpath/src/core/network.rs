@@ -261,16 +261,9 @@ impl Controller {
         let mut errors = Vec::new();
         for ep in &endpoints {
             let lock = self.locks.endpoint(&ep.id)?;
-            match self.teardown_endpoint(ep, false).await {
+            match self.teardown_endpoint(ep).await {
                 Ok(()) => lock.remove(),
                 Err(e) => errors.push(e),
-            }
-        }
-        // One pass over conntrack for every endpoint, not one per endpoint.
-        if self.datapath_pinned() {
-            let addrs: Vec<u32> = endpoints.iter().map(|e| datapath::map_key(e.ip)).collect();
-            if let Err(e) = self.datapath().and_then(|dp| dp.forget_connections(Some(&addrs))) {
-                errors.push(e);
             }
         }
         if errors.is_empty() {

@@ -97,7 +97,7 @@ impl Controller {
             let found = if ep.handed { None } else { Netns::find(&ep.netns_id, &ep.netns) };
             let action = match found {
                 _ if ep.handed => self.restore_handed(&ep, broken.contains(&ep.network_id)).await,
-                None => match self.teardown_endpoint(&ep, true).await {
+                None => match self.teardown_endpoint(&ep).await {
                     Ok(()) => {
                         if let Some(lock) = self.locks.try_endpoint(&ep.id)? {
                             lock.remove();

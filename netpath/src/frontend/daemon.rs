@@ -21,7 +21,7 @@ use tokio::{
 
 use crate::{
     core::controller::Controller, error::Context, error::Error, error::Result, frontend::docker,
-    frontend::docker::Refusal, frontend::docker::Request, frontend::docker::http, view::conntrack,
+    frontend::docker::Refusal, frontend::docker::Request, frontend::docker::http,
 };
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/run/docker/plugins/netpath.sock";
@@ -70,18 +70,15 @@ pub async fn run(mut ctl: Controller, opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-/// Endpoints whose namespace died (a dockerd that restarted never said Leave) and expired
-/// connections. A failure is reported and retried at the next tick.
+/// Endpoints whose namespace died (a dockerd that restarted never said Leave). A failure is
+/// reported and retried at the next tick. Connections are not walked: the datapath treats
+/// those that are over as absent and the LRU reuses their room, so a walk of the whole table
+/// would only hold up the requests queued behind it.
 async fn periodic_gc(ctl: &mut Controller) {
     match ctl.gc().await {
         Ok(report) if !report.is_empty() => eprintln!("netpath daemon: gc: {}", json!(report)),
         Ok(_) => {}
         Err(e) => eprintln!("netpath daemon: gc: {e}"),
-    }
-    if ctl.datapath_pinned() {
-        if let Err(e) = conntrack::gc(ctl) {
-            eprintln!("netpath daemon: conntrack gc: {e}");
-        }
     }
 }
 

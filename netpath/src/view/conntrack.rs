@@ -31,11 +31,29 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-/// Seconds left before an original-direction entry expires; `None` once it has.
-fn remaining(cfg: &Config, key: &CtKey, entry: &CtEntry, now: u64) -> Option<u64> {
-    let timeout = u64::from(cfg.timeout(key.proto, entry.state)) * 1_000_000_000;
-    let idle = now.saturating_sub(entry.last_seen);
-    (idle <= timeout).then(|| (timeout - idle).div_ceil(1_000_000_000))
+/// What the datapath reads to tell whether a connection is over.
+struct Clock {
+    cfg: Config,
+    now: u64,
+    /// The host veths in `VETHS`: a connection ends with the endpoint at either of its ends.
+    attached: HashSet<u32>,
+}
+
+impl Clock {
+    fn read(ctl: &mut Controller) -> Result<Self> {
+        let dp = ctl.datapath()?;
+        Ok(Clock { cfg: dp.config()?, now: monotonic_ns(), attached: dp.veth_ifindexes()?.into_iter().collect() })
+    }
+
+    /// Seconds left before an original-direction entry expires; `None` once its connection is
+    /// over, by expiry or by a detach, as the datapath sees it.
+    fn remaining(&self, key: &CtKey, entry: &CtEntry) -> Option<u64> {
+        let attached = |veth: u32| veth == 0 || self.attached.contains(&veth);
+        let timeout = u64::from(self.cfg.timeout(key.proto, entry.state)) * 1_000_000_000;
+        let idle = self.now.saturating_sub(entry.last_seen);
+        (idle <= timeout && attached(entry.src_veth) && attached(entry.dst_veth))
+            .then(|| (timeout - idle).div_ceil(1_000_000_000))
+    }
 }
 
 fn proto_name(proto: u8) -> &'static str {
@@ -76,12 +94,10 @@ pub fn list(ctl: &mut Controller, network: Option<&str>) -> Result<Vec<Connectio
     let owner_of = |key: &CtKey, entry: &CtEntry| {
         [key.saddr, entry.daddr].into_iter().find_map(|a| owners.get(&Ipv4Addr::from(a.to_ne_bytes())))
     };
-    let dp = ctl.datapath()?;
-    let cfg = dp.config()?;
-    let now = monotonic_ns();
+    let clock = Clock::read(ctl)?;
     let mut out = Vec::new();
-    for (key, entry) in paired(dp.conntrack()?) {
-        let Some(expires_in) = remaining(&cfg, &key, &entry, now) else {
+    for (key, entry) in paired(ctl.datapath()?.conntrack()?) {
+        let Some(expires_in) = clock.remaining(&key, &entry) else {
             continue;
         };
         let owner = owner_of(&key, &entry);
@@ -113,14 +129,15 @@ pub fn flush(ctl: &mut Controller, network: Option<&str>) -> Result<usize> {
     ctl.datapath()?.forget_connections(addrs.as_deref())
 }
 
-/// Removes expired connections and reply entries whose connection is gone. The datapath
-/// already treats them as absent; this gives their slots back.
+/// Removes connections that are over (expired, or an endpoint detached) and reply entries
+/// whose connection is gone. The datapath already treats them as absent, and the LRU reuses
+/// their room when it needs it: this gives it back at once, at the cost of a walk over both
+/// tables.
 pub fn gc(ctl: &mut Controller) -> Result<usize> {
+    let clock = Clock::read(ctl)?;
     let dp = ctl.datapath()?;
-    let cfg = dp.config()?;
-    let now = monotonic_ns();
     let entries: HashMap<CtKey, CtEntry> = dp.conntrack()?.into_iter().collect();
-    let live = |key: &CtKey, entry: &CtEntry| remaining(&cfg, key, entry, now).is_some();
+    let live = |key: &CtKey, entry: &CtEntry| clock.remaining(key, entry).is_some();
     let mut removed = 0;
     for (key, entry) in &entries {
         let dead = if entry.dir == ct_dir::ORIGINAL {

@@ -119,9 +119,6 @@ pub fn gc_text(r: &crate::core::gc::GcReport) -> String {
     ];
     let mut lines: Vec<String> =
         lists.iter().flat_map(|(what, items)| items.iter().map(move |i| format!("{what}: {i}"))).collect();
-    if r.connections > 0 {
-        lines.push(format!("removed {} orphan conntrack entr(ies)", r.connections));
-    }
     if lines.is_empty() {
         lines.push("nothing to collect".into());
     }

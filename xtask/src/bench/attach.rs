@@ -45,6 +45,19 @@ pub fn measure(ctx: &Ctx, datapath: &str, attacher: &dyn Attacher, kind: Kind, c
     }
 }
 
+/// Milliseconds one detach takes, of an endpoint attached just before (untimed), with the
+/// datapath's tables as they are: the conntrack-pressure scenario times one before its flood
+/// and one after it, when the tables are full.
+pub fn detach_time(ctx: &Ctx, datapath: &str, attacher: &dyn Attacher) -> Result<f64> {
+    let batch = Batch::create(&format!("{datapath}-d"), 1)?;
+    let ns = &batch.namespaces[0];
+    attacher.attach(ctx, 0, ns)?;
+    attacher.complete(ctx, 0, ns)?;
+    let start = Instant::now();
+    attacher.detach(ctx, 0, ns)?;
+    Ok(start.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// What a sequential series of attaches took.
 struct Series {
     /// Per attach, milliseconds.

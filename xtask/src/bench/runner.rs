@@ -13,7 +13,7 @@ use super::{
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
-    scenario::{Kind, Measured, NO_PROGRAM, PROGRAM, Scenario},
+    scenario::{DETACH_METRICS, Kind, Measured, NO_ATTACHER, NO_PROGRAM, PROGRAM, Scenario},
     traffic,
 };
 
@@ -142,6 +142,14 @@ impl Runner<'_> {
                 .collect();
             self.results.mark_metrics(scenario, param, name, &whys);
         }
+        if dp.attacher().is_none() && scenario.times_detach() {
+            let whys: Vec<_> = scenario
+                .metrics
+                .iter()
+                .map(|m| DETACH_METRICS.contains(&m.name).then(|| Unavailable::NotApplicable(NO_ATTACHER.into())))
+                .collect();
+            self.results.mark_metrics(scenario, param, name, &whys);
+        }
         let mut measured = self.attempt(dp, scenario, &target, program);
         // One retry: a single hiccup must not settle a working path as missing.
         let open = self.results.open(scenario, param, name);
@@ -162,7 +170,8 @@ impl Runner<'_> {
     ) -> Measured {
         let monitor = dp.monitor().filter(|_| scenario.route() == Route::Ingress);
         let before = monitor.map(|m| m.read(self.ctx));
-        let mut measured = scenario.measure(self.ctx, target, program);
+        let detacher = dp.attacher().filter(|_| scenario.times_detach()).map(|a| (dp.name(), a));
+        let mut measured = scenario.measure(self.ctx, target, program, detacher);
         if let (Some(monitor), Some(before)) = (monitor, before) {
             account(self.ctx, monitor, before, &mut measured);
         }

@@ -4,9 +4,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    Ctx,
+    Ctx, attach,
     cost::{self, ProgramStats},
-    datapath::{Route, Target},
+    datapath::{Attacher, Route, Target},
     traffic::{self, BlindAckRun, FloodRun, Work},
 };
 
@@ -40,6 +40,12 @@ const UNDER_FLOOD: Metric = Metric { name: "under flood", unit: "conn/s", higher
 const KEPT: Metric = Metric { name: "kept", unit: "× without flood", higher_is_better: true };
 const BLIND_ACKS: Metric = Metric { name: "blind ACKs", unit: "k tuples/s", higher_is_better: true };
 const BLIND_ACK_TUPLES: Metric = Metric { name: "tuples", unit: "k", higher_is_better: true };
+/// One detach right after the flood, with the conntrack tables as full as it left them, and
+/// its ratio to one before the flood: a detach must not cost what the tables hold.
+const DETACH_FULL: Metric = Metric { name: "detach, full table", unit: "ms", higher_is_better: false };
+const DETACH_KEPT: Metric = Metric { name: "detach, full ÷ empty", unit: "×", higher_is_better: false };
+/// The metrics that need a datapath that attaches endpoints.
+pub const DETACH_METRICS: [&str; 2] = [DETACH_FULL.name, DETACH_KEPT.name];
 const ATTACH_P50: Metric = Metric { name: "p50", unit: "ms", higher_is_better: false };
 const ATTACH_P99: Metric = Metric { name: "p99", unit: "ms", higher_is_better: false };
 
@@ -59,7 +65,8 @@ pub enum Kind {
     Flood,
     /// An established connection to a published port sits idle through a flood of spoofed
     /// SYNs and blind ACKs (more than the connection table holds) and still carries data: the
-    /// flood's rate and size, given only when it did.
+    /// flood's rate and size, given only when it did; and a detach timed before and after the
+    /// flood, where the datapath attaches endpoints.
     BlindAck,
     /// Inbound throughput and connection rate with N ports published (a sweep over N).
     PortSweep,
@@ -144,7 +151,7 @@ pub const ALL: &[Scenario] = &[
         name: "conntrack-pressure",
         title: "outside → published port, an idle connection through a spoofed blind-ACK flood",
         kind: Kind::BlindAck,
-        metrics: &[BLIND_ACKS, BLIND_ACK_TUPLES],
+        metrics: &[BLIND_ACKS, BLIND_ACK_TUPLES, DETACH_FULL, DETACH_KEPT],
     },
     Scenario {
         name: "ports",
@@ -194,10 +201,22 @@ impl Scenario {
         self.metrics.iter().any(|m| m.name == PROGRAM.name)
     }
 
+    /// Whether one of the metrics times a detach, for which the datapath must attach endpoints.
+    pub fn times_detach(&self) -> bool {
+        self.metrics.iter().any(|m| DETACH_METRICS.contains(&m.name))
+    }
+
     /// Runs the load generator(s) once against `target`: one outcome per metric, so a metric
     /// that works keeps its figure when another of the same scenario does not. `program` is
-    /// the eBPF program on the path, for the program-cost metric.
-    pub fn measure(&self, ctx: &Ctx, target: &Target, program: Option<&dyn ProgramStats>) -> Measured {
+    /// the eBPF program on the path, for the program-cost metric; `detacher` the datapath's
+    /// attacher (and its name), for the detach metrics.
+    pub fn measure(
+        &self,
+        ctx: &Ctx,
+        target: &Target,
+        program: Option<&dyn ProgramStats>,
+        detacher: Option<(&str, &dyn Attacher)>,
+    ) -> Measured {
         let seconds = ctx.cfg.seconds;
         let figure = |work: Result<Work>| work.map(|w| w.figure).map_err(text);
         let outcomes = match self.kind {
@@ -212,10 +231,18 @@ impl Scenario {
                 Ok(run) => return flood_measured(&run),
                 Err(e) => vec![Err(text(e)); 2],
             },
-            Kind::BlindAck => match traffic::blind_ack_flood(ctx, target) {
-                Ok(run) => return blind_ack_measured(&run),
-                Err(e) => vec![Err(text(e)); 2],
-            },
+            Kind::BlindAck => {
+                let detach = |(name, attacher): (&str, &dyn Attacher)| attach::detach_time(ctx, name, attacher);
+                let empty = detacher.map(detach);
+                let flood = traffic::blind_ack_flood(ctx, target);
+                let full = detacher.map(detach);
+                let mut measured = match flood {
+                    Ok(run) => blind_ack_measured(&run),
+                    Err(e) => Measured::from(vec![Err(text(e)); 2]),
+                };
+                measured.outcomes.extend(detach_outcomes(empty, full));
+                return measured;
+            }
             Kind::PortSweep => vec![
                 figure(traffic::tcp_throughput(target, 1, seconds)),
                 figure(traffic::conn_rate(ctx, target, seconds)),
@@ -276,6 +303,19 @@ fn blind_ack_measured(run: &BlindAckRun) -> Measured {
     measured
 }
 
+/// The detach metrics from a detach timed before the flood and one after; none without an
+/// attacher (marked not applicable by the runner).
+fn detach_outcomes(empty: Option<Result<f64>>, full: Option<Result<f64>>) -> Vec<Outcome> {
+    let none = || Err(NO_ATTACHER.to_string());
+    match (empty, full) {
+        (Some(empty), Some(full)) => match (empty, full) {
+            (Ok(empty), Ok(full)) => vec![Ok(full), Ok(full / empty)],
+            (Err(e), _) | (_, Err(e)) => vec![Err(text(e)); 2],
+        },
+        _ => vec![none(), none()],
+    }
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -315,6 +355,7 @@ impl Measured {
 
 /// Why a datapath has no program-cost figure.
 pub const NO_PROGRAM: &str = "no eBPF program on this path";
+pub const NO_ATTACHER: &str = "the bench attaches no endpoints of its own on this datapath";
 
 fn text(e: anyhow::Error) -> String {
     format!("{e:#}")

@@ -155,7 +155,7 @@ pub enum ConntrackCmd {
         #[arg(long)]
         network: Option<String>,
     },
-    /// Remove expired entries (the datapath already ignores them).
+    /// Remove entries of connections that are over: expired, or an endpoint detached (the datapath already ignores them).
     Gc,
 }
 

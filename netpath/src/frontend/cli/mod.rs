@@ -218,7 +218,7 @@ fn conntrack_cmd(ctl: &mut Controller, cmd: ConntrackCmd) -> Result<()> {
             Ok(())
         }
         ConntrackCmd::Gc => {
-            println!("{} expired connection(s) removed", conntrack::gc(ctl)?);
+            println!("{} ended connection(s) removed", conntrack::gc(ctl)?);
             Ok(())
         }
     }

@@ -76,7 +76,7 @@ impl Datapath for Cni {
         self.routes = Routes::default();
     }
 
-    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+    fn attacher(&self) -> Option<&dyn Attacher> {
         Some(self)
     }
 }

@@ -110,7 +110,7 @@ pub trait Datapath {
         None
     }
     /// For the attach-time sweep: the datapaths that attach endpoints as a runtime would.
-    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+    fn attacher(&self) -> Option<&dyn Attacher> {
         None
     }
     /// For the program-cost metric: the eBPF program container-to-container traffic runs

@@ -70,7 +70,7 @@ impl Datapath for Netavark {
         self.routes = Routes::default();
     }
 
-    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+    fn attacher(&self) -> Option<&dyn Attacher> {
         Some(self)
     }
 }

@@ -202,7 +202,7 @@ impl Datapath for Netpath {
         if publishes { Some(self) } else { None }
     }
 
-    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+    fn attacher(&self) -> Option<&dyn Attacher> {
         // Attaching does not depend on the uplink program: measured once, with TC.
         if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
     }

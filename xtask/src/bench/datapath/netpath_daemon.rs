@@ -294,7 +294,7 @@ impl Datapath for NetpathDaemon {
         self.endpoints().clear();
     }
 
-    fn attacher(&mut self) -> Option<&mut dyn Attacher> {
+    fn attacher(&self) -> Option<&dyn Attacher> {
         if self.network { Some(self) } else { None }
     }
 }
