@@ -43,7 +43,7 @@ const BLIND_ACK_TUPLES: Metric = Metric { name: "tuples", unit: "k", higher_is_b
 /// One detach right after the flood, with the conntrack tables as full as it left them, and
 /// its ratio to one before the flood: a detach must not cost what the tables hold.
 const DETACH_FULL: Metric = Metric { name: "detach, full table", unit: "ms", higher_is_better: false };
-const DETACH_KEPT: Metric = Metric { name: "detach, full ÷ empty", unit: "×", higher_is_better: false };
+const DETACH_KEPT: Metric = Metric { name: "detach ratio", unit: "× before the flood", higher_is_better: false };
 /// The metrics that need a datapath that attaches endpoints.
 pub const DETACH_METRICS: [&str; 2] = [DETACH_FULL.name, DETACH_KEPT.name];
 const ATTACH_P50: Metric = Metric { name: "p50", unit: "ms", higher_is_better: false };
