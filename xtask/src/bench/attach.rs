@@ -122,7 +122,7 @@ fn concurrent(ctx: &Ctx, datapath: &str, attacher: &dyn Attacher, count: u32) ->
 }
 
 /// The value below which a fraction `q` of the sorted `values` lie (nearest rank).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
     sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
 }

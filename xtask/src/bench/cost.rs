@@ -80,14 +80,20 @@ pub struct PinnedProgram {
     pub name: &'static str,
 }
 
-impl ProgramStats for PinnedProgram {
-    fn runs(&self) -> Result<ProgramRuns> {
+impl PinnedProgram {
+    /// Where it is pinned.
+    pub fn pin(&self) -> Result<PathBuf> {
         let dirs = std::fs::read_dir(&self.pin_root).with_context(|| format!("listing {}", self.pin_root.display()))?;
-        let pin = dirs
-            .flatten()
+        dirs.flatten()
             .map(|d| d.path().join(self.name))
             .find(|p| p.exists())
-            .with_context(|| format!("no program {} pinned under {}", self.name, self.pin_root.display()))?;
+            .with_context(|| format!("no program {} pinned under {}", self.name, self.pin_root.display()))
+    }
+}
+
+impl ProgramStats for PinnedProgram {
+    fn runs(&self) -> Result<ProgramRuns> {
+        let pin = self.pin()?;
         let info = ProgramInfo::from_pin(&pin).with_context(|| format!("reading {}", pin.display()))?;
         Ok(info.into())
     }

@@ -21,6 +21,7 @@ mod report;
 mod results;
 mod runner;
 mod sandbox;
+mod scale;
 mod scenario;
 mod topology;
 mod traffic;
@@ -72,14 +73,30 @@ pub struct Config {
     pub seconds: u32,
     pub port_counts: Vec<u32>,
     pub endpoint_counts: Vec<u32>,
+    /// The points of the scale sweep, ascending: endpoints on one network.
+    pub scale_counts: Vec<u32>,
 }
 
 impl Config {
     fn new(quick: bool, runs: Option<u32>) -> Self {
         let cfg = if quick {
-            Self { quick, runs: 1, seconds: 1, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![100, 500] }
+            Self {
+                quick,
+                runs: 1,
+                seconds: 1,
+                port_counts: vec![10, 1000, 10000],
+                endpoint_counts: vec![100, 500],
+                scale_counts: vec![10, 200, 400],
+            }
         } else {
-            Self { quick, runs: 3, seconds: 3, port_counts: vec![10, 1000, 10000], endpoint_counts: vec![10, 100, 500] }
+            Self {
+                quick,
+                runs: 3,
+                seconds: 3,
+                port_counts: vec![10, 1000, 10000],
+                endpoint_counts: vec![10, 100, 500],
+                scale_counts: vec![10, 1000, 2000],
+            }
         };
         Self { runs: runs.map_or(cfg.runs, |n| n as usize), ..cfg }
     }
@@ -95,12 +112,13 @@ impl Config {
             "CPU cost: the whole machine's busy time (all CPUs in /proc/stat: user, nice, system, irq and softirq, i.e. all but idle, iowait and steal) read just before and just after the load generator runs, divided by the work it reports: bytes the iperf3 receiver got (CPU-s/GB, 1 GB = 10⁹ bytes), datagrams that arrived (CPU-s/Mpkt), connections np-connrate completed (CPU-s/kconn); it counts both ends, the tools' start and whatever else the machine ran meanwhile (other users' builds on a shared machine show up as spread)".into(),
             "program cost (ns/packet): on the container → container scenarios, a second pass of the same traffic right after the first, with the kernel's BPF run-time statistics on for that pass only (BPF_ENABLE_STATS, off again when its descriptor closes; the first pass's figures do not pay for them): run time over runs of the program every packet leaving a container passes, netpath's from_container and, in `redirect-ref`, the reference program that only calls bpf_redirect_peer (netpath-ebpf/src/reference.rs); for TCP a packet is an skb as the program sees it".into(),
             "flood: np-connrate to the published port while np-flood (xtask/src/bin/np-flood.rs) sends unsolicited 64-byte UDP datagrams from the outside to the server container's own address (ports 20000-29999, sendmmsg, at most 20 M packets and the run's length); reported as conn/s under the flood and as its ratio to a run without flood measured just before; each run records the datagrams np-flood sent, how long before the measurement it began and after it ended (np-flood's and the bench's wall clock), the packets the uplink received while it ran and, on netpath, the unsolicited drops; a run whose flood began after the measurement or ended before it gives no figure".into(),
-            "conntrack-pressure: np-blindack (xtask/src/bin/np-blindack.rs) opens a connection to the published np-connrate port, leaves it idle 3 s, then sends from the outside 150,000 spoofed tuples (at most 30 s; sources .100-.107 of the outside's /24, nobody's), each a SYN and, once a burst of 2048 SYNs has been answered, an ACK that acknowledges nothing the server sent, then makes its request on the idle connection: reported as the flood's tuples per second and tuples sent; a run whose idle connection got no response gives no figure; where the bench attaches endpoints itself (netpath's CLI and daemon, the CNI bridge plugin, netavark), one endpoint is attached (untimed) and detached (timed) right before the flood and another right after it, with the tables as full as the flood left them: the second detach in ms, and its ratio to the first".into(),
+            "conntrack-pressure: np-blindack (xtask/src/bin/np-blindack.rs) opens a connection to the published np-connrate port, leaves it idle 3 s, then sends from the outside 150,000 spoofed tuples (at most 30 s; sources .100-.107 of the outside's /24, nobody's), each a SYN and, once a burst of 2048 SYNs has been answered, an ACK that acknowledges nothing the server sent, then makes its request on the idle connection: reported as the flood's tuples per second and tuples sent; a run whose idle connection got no response gives no figure; where the bench attaches endpoints itself (netpath's CLI and daemon, the CNI bridge plugin, netavark), one endpoint is attached (untimed) and detached (timed) right before the flood and another right after it, with the tables as full as the flood left them (only the first run starts from empty tables: the unanswered opens of one flood are still there at the next run's first detach)".into(),
             "netpath's own account on the inbound paths: before and after every run, `netpath network inspect` (xdp_mode) and `netpath stats` (xdp_redirected, unsolicited drops), recorded with the run; a run of netpath-xdp or netpath-xdp-redirect whose XDP is not in native mode, or of netpath-xdp-redirect that redirected nothing, gives no figure".into(),
             "the outside end of the uplink sends as a NIC delivers: tx checksum offload and TSO off, for every datapath (XDP rewrites checksums by hand and needs whole ones; the TC paths get the same frames)".into(),
             "published-port sweep: N ports published in total, the measured two among N-2 filler ports (Docker: its own DNAT/ACCEPT/MASQUERADE rules for each filler, loaded with iptables-restore ahead of the measured container's; netpath: a filler endpoint publishing a port range)".into(),
             format!("attach sweep: N namespaces made beforehand, then one attach command per endpoint, one after another, each timed end to end: p50 and p99 per attach and the whole series as their sum (N = {:?}); netpath is its release build", self.endpoint_counts),
             "netpath-daemon and netpath-daemon-engine attach as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), then the engine's part as dockerd does it, in-process netlink from the bench (the handed veth end moved into the namespace, renamed eth0, addressed, up, default route through the gateway); netpath-daemon-engine times all of it, like for like with the CLI, netavark and CNI, netpath-daemon only the three driver calls, the engine's part done after the clock stopped (after each attach, or after the whole concurrent batch); detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
+            format!("scale sweep (netpath's CLI): one network on a /20 of its own grows, one timed attach after another, to N = {:?} endpoints; at each point: attach p50 of the last ten attaches, detach p50 of five (an extra endpoint attached untimed before each), both also as ratios to the first point of the same run; `netpath gc` with nothing to collect (it must say so), `netpath endpoint ls --format json` (it must list N), `netpath restore` with everything intact, and the kernel's bytes_memlock of the datapath's pinned maps; the network is removed with `network rm --force` afterwards", self.scale_counts),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
             "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, with PATH and LD_LIBRARY_PATH pointing there for them alone".into(),
             format!("the machine's packet filter, checked before the run: {}", filter[0].describe()),
@@ -188,6 +206,7 @@ pub fn run(opts: &Options) -> Result<()> {
         seconds_per_measurement: ctx.cfg.seconds,
         port_counts: ctx.cfg.port_counts.clone(),
         endpoint_counts: ctx.cfg.endpoint_counts.clone(),
+        scale_counts: ctx.cfg.scale_counts.clone(),
         reference: datapath::REFERENCE,
         machine: machine::Machine::describe(),
         versions: machine::versions(&ctx),

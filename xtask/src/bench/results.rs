@@ -303,6 +303,7 @@ pub struct Report {
     pub seconds_per_measurement: u32,
     pub port_counts: Vec<u32>,
     pub endpoint_counts: Vec<u32>,
+    pub scale_counts: Vec<u32>,
     pub reference: &'static str,
     pub machine: Machine,
     pub versions: BTreeMap<String, String>,

@@ -13,6 +13,7 @@ use super::{
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
+    scale,
     scenario::{DETACH_METRICS, Kind, Measured, NO_ATTACHER, NO_PROGRAM, PROGRAM, Scenario},
     traffic,
 };
@@ -28,12 +29,14 @@ pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario]
     let ports = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::PortSweep));
     let attaches: Vec<&'static Scenario> =
         scenarios.iter().copied().filter(|s| matches!(s.kind, Kind::AttachSweep | Kind::AttachConcurrent)).collect();
+    let scales = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::Scale));
     let n = datapaths.len();
     let total = n
         * runs
         * (paths.len()
             + ports.map_or(0, |_| ctx.cfg.port_counts.len())
-            + attaches.iter().map(|s| attach::counts(&ctx.cfg, s.kind).len()).sum::<usize>());
+            + attaches.iter().map(|s| attach::counts(&ctx.cfg, s.kind).len()).sum::<usize>()
+            + scales.map_or(0, |_| ctx.cfg.scale_counts.len()));
     let mut cells =
         Runner { ctx, results, progress: Progress::new(total), tried: HashSet::new(), failed_up: Vec::new() };
 
@@ -58,6 +61,9 @@ pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario]
     }
     for scenario in attaches {
         cells.attach_sweep(datapaths, scenario)?;
+    }
+    if let Some(scenario) = scales {
+        cells.scale_sweep(datapaths, scenario)?;
     }
     Ok(())
 }
@@ -244,6 +250,50 @@ impl Runner<'_> {
             let name = dp.name();
             if let Some(Err(e)) = dp.port_table().map(|table| table.remove_fillers(self.ctx)) {
                 eprintln!("    removing the filler ports of {name}: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One network grown through every N once per run (see `scale`); a failure settles the
+    /// points not reached yet as missing.
+    fn scale_sweep(&mut self, datapaths: &mut Datapaths, scenario: &'static Scenario) -> Result<()> {
+        let counts = self.ctx.cfg.scale_counts.clone();
+        for run in 0..self.ctx.cfg.runs {
+            for i in rotation(datapaths.len(), run) {
+                let dp = &datapaths[i];
+                let name = dp.name();
+                let open: Vec<u32> = counts.iter().copied().filter(|&n| self.open(scenario, Some(n), name)).collect();
+                let Some(scaler) = dp.scaler().filter(|_| !open.is_empty()) else {
+                    for &count in &counts {
+                        let label = self.label(run, scenario, Some(count), name);
+                        let outcome = if open.is_empty() {
+                            "skipped (settled)".to_string()
+                        } else {
+                            let why = Unavailable::NotApplicable("the scale sweep measures netpath's CLI".into());
+                            self.results.mark(scenario, Some(count), name, &why);
+                            describe(&why)
+                        };
+                        self.progress.step(&label, &outcome);
+                    }
+                    continue;
+                };
+                let mut reached = Vec::new();
+                let ctx = self.ctx;
+                let swept = scale::sweep(ctx, name, scaler, &counts, |count, outcomes| {
+                    let first = self.tried.insert((scenario.name, Some(count), name));
+                    let outcome = self.settle(scenario, Some(count), name, run, first, outcomes.into());
+                    self.progress.step(&self.label(run, scenario, Some(count), name), &outcome);
+                    reached.push(count);
+                });
+                if let Err(e) = swept {
+                    for &count in counts.iter().filter(|n| !reached.contains(n)) {
+                        let why = Unavailable::Missing(format!("growing the network failed: {e:#}"));
+                        self.results.mark(scenario, Some(count), name, &why);
+                        self.progress.step(&self.label(run, scenario, Some(count), name), &describe(&why));
+                    }
+                }
+                check_interrupt()?;
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ mod netpath_daemon;
 mod redirect_ref;
 mod veth;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Result;
 
@@ -113,6 +113,10 @@ pub trait Datapath {
     fn attacher(&self) -> Option<&dyn Attacher> {
         None
     }
+    /// For the scale sweep: netpath's own commands, where this is netpath's CLI.
+    fn scaler(&self) -> Option<&dyn Scaler> {
+        None
+    }
     /// For the program-cost metric: the eBPF program container-to-container traffic runs
     /// through on its way out of the sending container, where there is one.
     fn c2c_program(&self) -> Option<&dyn ProgramStats> {
@@ -152,6 +156,15 @@ pub trait PortTable {
     fn publish_fillers(&mut self, ctx: &Ctx, fillers: u32) -> Result<()>;
     /// Back to the two measured ports.
     fn remove_fillers(&mut self, ctx: &Ctx) -> Result<()>;
+}
+
+/// What the scale sweep runs: netpath commands with this datapath's state, pins and host
+/// namespace.
+pub trait Scaler {
+    /// `netpath args…`; its standard output.
+    fn netpath(&self, ctx: &Ctx, args: &[&str]) -> Result<String>;
+    /// The pinned datapath's directory (`<pin root>/<version>`), for the maps' memory.
+    fn datapath_dir(&self) -> Result<PathBuf>;
 }
 
 /// Attaches and detaches endpoint `index` in namespace `ns`, one command per endpoint, from

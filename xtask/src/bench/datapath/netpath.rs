@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::{Attacher, Datapath, Monitor, PortTable, Reading, Route, Routes, Unavailable};
+use super::{Attacher, Datapath, Monitor, PortTable, Reading, Route, Routes, Scaler, Unavailable};
 use crate::bench::{
     Ctx,
     cost::{PinnedProgram, ProgramStats},
@@ -207,6 +207,11 @@ impl Datapath for Netpath {
         if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
     }
 
+    fn scaler(&self) -> Option<&dyn Scaler> {
+        // Like attaching: measured once, with TC.
+        if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
+    }
+
     fn c2c_program(&self) -> Option<&dyn ProgramStats> {
         self.from_container.as_ref().map(|p| p as &dyn ProgramStats)
     }
@@ -294,6 +299,17 @@ impl Attacher for Netpath {
 
     fn detach(&self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
         self.run(ctx, &["detach", "--id", &format!("e{index}")]).map(drop)
+    }
+}
+
+impl Scaler for Netpath {
+    fn netpath(&self, ctx: &Ctx, args: &[&str]) -> Result<String> {
+        self.run(ctx, args)
+    }
+
+    fn datapath_dir(&self) -> Result<PathBuf> {
+        let pin = self.from_container.as_ref().context("netpath is not up")?.pin()?;
+        pin.parent().map(Path::to_path_buf).context("a pinned program in no directory")
     }
 }
 
