@@ -248,6 +248,28 @@ impl Topology {
         dir
     }
 
+    /// The host namespace's interfaces whose `clsact` ingress is bound to a tc block, with the
+    /// block's index, read independently of netpath with `tc`.
+    pub fn tc_blocks(&self) -> std::collections::BTreeMap<String, String> {
+        let qdiscs = self.exec("host", &["tc", "qdisc", "show"]);
+        let after = |line: &str, word: &str| Some(line.split(word).nth(1)?.split_whitespace().next()?.to_string());
+        qdiscs
+            .lines()
+            .filter(|l| l.starts_with("qdisc clsact"))
+            .filter_map(|l| Some((after(l, " dev ")?, after(l, " ingress_block ")?)))
+            .collect()
+    }
+
+    /// The id of the program the one filter of tc block `block` runs (direct action, named
+    /// `from_container`). Panics unless the block has exactly that one filter.
+    pub fn block_program(&self, block: &str) -> String {
+        let filters = self.exec("host", &["tc", "filter", "show", "block", block]);
+        let filter: Vec<&str> = filters.lines().filter(|l| l.contains(" handle ")).collect();
+        assert!(filter.len() == 1 && filter[0].contains("name from_container"), "one filter: {filters}");
+        assert!(filter[0].contains("direct-action"), "{filters}");
+        filter[0].split(" id ").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+    }
+
     /// Entries of a pinned map of the datapath, read independently of netpath with bpftool.
     /// Panics when the datapath or the map is not pinned.
     pub fn map_entries(&self, map: &str) -> Vec<Value> {

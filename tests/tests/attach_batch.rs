@@ -64,12 +64,11 @@ fn assert_listed_matches_kernel(t: &Topology) -> BTreeMap<String, Value> {
     assert_eq!(addresses.len(), listed.len(), "duplicate addresses");
     assert_eq!(t.map_entries("ENDPOINTS").len(), listed.len());
     assert_eq!(t.map_entries("VETHS").len(), listed.len());
-    let pins: BTreeSet<String> = std::fs::read_dir(t.datapath_dir().join("links"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("npv"))
-        .collect();
-    assert_eq!(pins, expected, "pinned links of host veths");
+    let blocks = t.tc_blocks();
+    let bound: BTreeSet<String> = blocks.keys().filter(|dev| dev.starts_with("npv")).cloned().collect();
+    assert_eq!(bound, expected, "host veths bound to a tc block");
+    let distinct: BTreeSet<&String> = bound.iter().map(|dev| &blocks[dev]).collect();
+    assert_eq!(distinct.len(), 1, "one block for the network: {blocks:?}");
     listed
 }
 

@@ -141,21 +141,36 @@ fn networks_are_isolated_and_the_drop_is_counted() {
     t.teardown();
 }
 
+/// The tc blocks the host namespace's `clsact` qdiscs are bound to, one per qdisc.
+fn bound_blocks(t: &Topology) -> Vec<String> {
+    t.tc_blocks().into_values().collect()
+}
+
+/// The id of the pinned `from_container`.
+fn pinned_prog(t: &Topology) -> String {
+    let pin = t.datapath_dir().join("from_container");
+    let out = t.exec("host", &["bpftool", "-j", "prog", "show", "pinned", pin.to_str().unwrap()]);
+    serde_json::from_str::<Value>(&out).unwrap()["id"].to_string()
+}
+
 #[test]
 fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
     let mut t = Topology::new("maps");
     t.network("web", &["--subnet", "10.54.0.0/24"]);
     t.container("a", "web", &[]);
     let b = t.container("b", "web", &[]);
-    // Every attach ran in its own process: one ENDPOINTS map holds both, one link each.
+    // Every attach ran in its own process: one ENDPOINTS map holds both, both veths are bound
+    // to the network's tc block, which carries from_container once.
     assert_eq!(t.map_entries("ENDPOINTS").len(), 2);
     assert_eq!(t.map_entries("NETWORKS").len(), 1);
     let version = t.datapath_dir();
     for reference in ["redirect_peer_ref", "REFERENCE_PEERS"] {
         assert!(!version.join(reference).exists(), "the bench's reference {reference} is not part of the datapath");
     }
-    let links = || std::fs::read_dir(version.join("links")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(links(), 2);
+    let bound = bound_blocks(&t);
+    assert!(bound.len() == 2 && bound[0] == bound[1], "two veths on one block: {bound:?}");
+    let block = bound[0].clone();
+    assert_eq!(t.block_program(&block), pinned_prog(&t));
 
     // Traffic after the attaching processes exited is still forwarded and counted, and a
     // later process reads the counters.
@@ -166,13 +181,16 @@ fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
 
     t.np(&["detach", "--id", "a"]);
     assert_eq!(t.map_entries("ENDPOINTS").len(), 1);
-    assert_eq!(links(), 1, "the TCX link pin of a is gone");
+    assert_eq!(bound_blocks(&t), vec![block.clone()], "a's veth went, and its binding with it");
     assert!(t.np(&["status"]).contains("1 endpoint(s) in the database and in ENDPOINTS"));
 
     // Reloading rebuilds the datapath from the database and forwarding keeps working.
     t.container("c", "web", &[]);
+    let before = t.block_program(&block);
     t.np(&["datapath", "reload"]);
     assert_eq!(t.map_entries("ENDPOINTS").len(), 2);
+    assert_ne!(t.block_program(&block), before, "the reload left the block on the old program");
+    assert_eq!(t.block_program(&block), pinned_prog(&t), "the block runs the reloaded program");
     assert!(t.ping("c", &ip_of(&b).to_string(), 2));
     let stats = t.np_json(&["stats"]);
     assert!(endpoint_stats(&stats, "c")["tx_packets"].as_u64().unwrap() >= 2, "{stats}");

@@ -126,8 +126,7 @@ fn docker_run(t: &mut Topology, socket: &Path, name: &str) -> (String, Ipv4Addr)
     let src = joined["InterfaceName"]["SrcName"].as_str().unwrap();
     // The host end carries the datapath before the container end is up.
     let host_veth = format!("npv{}", &src[3..]);
-    let link = t.datapath_dir().join("links").join(&host_veth);
-    assert!(link.exists(), "no TCX link pinned for {host_veth}");
+    assert!(t.tc_blocks().contains_key(&host_veth), "{host_veth} is bound to no tc block");
     let state = t.exec("host", &["ip", "-o", "link", "show", src]);
     assert!(state.contains("state DOWN"), "the container end is not up yet: {state}");
     t.exec("host", &["ip", "link", "set", src, "netns", &format!("{}-{name}", t.prefix)]);

@@ -374,13 +374,6 @@ fn a_pin_root_another_user_could_write_is_refused() {
     t.teardown();
 }
 
-/// The program a pinned link runs, as bpftool sees it.
-fn link_prog_id(pin: &std::path::Path) -> u64 {
-    let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(pin).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["prog_id"].as_u64().unwrap()
-}
-
 /// Directories under the pin root (a bpffs mount root also has `maps.debug`, `progs.debug`).
 fn datapath_dirs(t: &Topology) -> usize {
     std::fs::read_dir(t.pin_root()).unwrap().flatten().filter(|e| e.file_type().unwrap().is_dir()).count()
@@ -391,8 +384,8 @@ fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
     let mut t = Topology::with_outside("rld");
     t.network("web", &["--subnet", "10.89.0.0/24"]);
     let a = t.container("a", "web", &["-p", "8089:80"]);
-    let link = t.datapath_dir().join("links").join(a["host_veth"].as_str().unwrap());
-    let prog_before = link_prog_id(&link);
+    let block = t.tc_blocks()[a["host_veth"].as_str().unwrap()].clone();
+    let prog_before = t.block_program(&block);
 
     // A masqueraded connection opened before the reload.
     let to: SocketAddr = format!("{OUTSIDE_ADDR}:7100").parse().unwrap();
@@ -474,7 +467,7 @@ fn reload_swaps_programs_without_a_gap_and_keeps_conntrack() {
     // Every map but the tail-call table, which holds the programs of its own build.
     assert_eq!(report["new_maps"], serde_json::json!(["TAIL_CALLS"]), "the same build keeps the rest: {report}");
     assert_eq!(report["updated_links"].as_array().unwrap().len(), 6, "a's veth, the uplink, 4 cgroup links: {report}");
-    assert_ne!(link_prog_id(&link), prog_before, "the link runs the new program");
+    assert_ne!(t.block_program(&block), prog_before, "the endpoint's block runs the new program");
     // The connection goes on (its conntrack entry survived) and the counters were kept.
     conn.write_all(b"again").unwrap();
     conn.read_exact(&mut buf).unwrap();

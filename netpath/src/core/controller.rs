@@ -131,7 +131,8 @@ impl Controller {
         let _all = self.locks.global(Mode::Exclusive)?;
         self.may_load = true;
         self.datapath = None;
-        let report = reload::reload(&self.paths.pin_root, &self.paths.state_dir)?;
+        let networks: Vec<u32> = self.store.networks()?.iter().map(|n| n.id).collect();
+        let report = reload::reload(&self.paths.pin_root, &self.paths.state_dir, &networks)?;
         self.restore_locked().await?.into_result()?;
         Ok(report)
     }

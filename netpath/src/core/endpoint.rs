@@ -180,7 +180,7 @@ impl Controller {
         let host_ifindex = self.nl.create_veth(&ep.host_veth, net.mtu, &peer).await?;
         fault::step("attach:veth");
         self.attach_datapath(ep, host_ifindex)?;
-        self.nl.join_bridge(host_ifindex, bridge, &link::veth_mark(&ep.id)).await?;
+        self.nl.join_bridge(host_ifindex, (bridge, &net.bridge), &link::veth_mark(&ep.id)).await?;
         fault::step("attach:datapath");
         Ok(())
     }

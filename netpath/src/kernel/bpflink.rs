@@ -147,6 +147,21 @@ pub fn link_prog_id(link: &OwnedFd) -> Result<u32> {
     Ok(info.prog_id)
 }
 
+/// `struct bpf_prog_info`: type and id, then what we do not read.
+#[repr(C, align(8))]
+struct ProgInfo {
+    kind: u32,
+    id: u32,
+    _rest: [u64; 29],
+}
+
+/// A program's id.
+pub fn prog_id(prog: &OwnedFd) -> Result<u32> {
+    let mut info = ProgInfo { kind: 0, id: 0, _rest: [0; 29] };
+    info_by_fd(prog, &mut info)?;
+    Ok(info.id)
+}
+
 /// The shape of a map: type, key size, value size, entries, flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapShape {

@@ -8,3 +8,4 @@ pub mod ports;
 pub mod probe;
 pub mod reload;
 pub mod sysctl;
+pub mod tcblock;

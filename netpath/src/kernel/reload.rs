@@ -1,7 +1,8 @@
 //! `datapath reload` without a gap: load this build's object next to the running datapath,
 //! keep every map whose shape did not change (so conntrack, counters and settings survive an
-//! upgrade), switch each pinned link to the new program with `BPF_LINK_UPDATE` (a packet sees
-//! either the old program or the new, never none), then retire the old pins.
+//! upgrade), switch each pinned link to the new program with `BPF_LINK_UPDATE` and each
+//! network's tc block filter with a replace (a packet sees either the old program or the new,
+//! never none), then retire the old pins.
 //!
 //! Tail-call tables and maps of maps are never kept: they hold the old build's objects.
 //!
@@ -19,7 +20,7 @@ use serde::Serialize;
 use crate::{
     error::Context, error::Error, error::Result, fault, kernel::bpflink, kernel::bpflink::MapShape, kernel::datapath,
     kernel::datapath::OBJECT, kernel::datapath::PROBE_PREFIX, kernel::datapath::RETIRED_PREFIX,
-    kernel::datapath::STAGING_PREFIX, kernel::link::HOST_VETH_PREFIX,
+    kernel::datapath::STAGING_PREFIX, kernel::link::HOST_VETH_PREFIX, kernel::tcblock,
 };
 
 #[derive(Debug, Default, Serialize)]
@@ -29,7 +30,7 @@ pub struct ReloadReport {
     /// Maps made anew (their shape changed, or there was no datapath); the database refills
     /// the ones it owns.
     pub new_maps: Vec<String>,
-    /// Links switched to the new programs.
+    /// Links (and tc blocks, as `block-<index>`) switched to the new programs.
     pub updated_links: Vec<String>,
 }
 
@@ -61,7 +62,8 @@ pub fn leftovers(pin_root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Replaces the pinned datapath under `pin_root` with this build's; see the module comment.
-pub fn reload(pin_root: &Path, lock_dir: &Path) -> Result<ReloadReport> {
+/// `networks`: the ids of the networks, whose tc blocks switch programs too.
+pub fn reload(pin_root: &Path, lock_dir: &Path, networks: &[u32]) -> Result<ReloadReport> {
     let _lock = datapath::lock(lock_dir)?;
     datapath::ensure_bpffs(pin_root)?;
     for leftover in leftovers(pin_root)? {
@@ -85,7 +87,9 @@ pub fn reload(pin_root: &Path, lock_dir: &Path) -> Result<ReloadReport> {
 
     let staged = stage(&staging, current.as_deref(), &mut report);
     fault::step("reload:staged");
-    let switched = staged.and_then(|()| switch_links(&staging, current.as_deref(), &mut report));
+    let switched = staged
+        .and_then(|()| switch_links(&staging, current.as_deref(), &mut report))
+        .and_then(|()| switch_blocks(&staging, current.as_deref(), networks, &mut report));
     if let Err(e) = switched {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -156,6 +160,58 @@ fn holds_objects(map_type: u32) -> bool {
     const ARRAY_OF_MAPS: u32 = 12;
     const HASH_OF_MAPS: u32 = 13;
     matches!(map_type, PROG_ARRAY | ARRAY_OF_MAPS | HASH_OF_MAPS)
+}
+
+/// Switches the filter of every network's tc block that has one to the staged
+/// `from_container`; on failure, switches back the ones it switched (and the links, which
+/// `switch_links` switched before).
+fn switch_blocks(staging: &Path, current: Option<&Path>, networks: &[u32], report: &mut ReloadReport) -> Result<()> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    // What the blocks go back to on failure; a datapath of another build may pin none.
+    let old = bpflink::open_pinned(&current.join(names::FROM_CONTAINER)).ok();
+    let new = bpflink::open_pinned(&staging.join(names::FROM_CONTAINER))?;
+    let mut switched = Vec::new();
+    let mut result = Ok(());
+    for &network in networks {
+        let step = (|| {
+            let block = tcblock::block_of(network)?;
+            if tcblock::filter_program(block)?.is_some() {
+                tcblock::set_filter(block, &new, names::FROM_CONTAINER, true)?;
+                switched.push(block);
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        if let Err(e) = step {
+            result = Err(Error::system(format!("cannot switch the tc block of network {network}"), e));
+            break;
+        }
+    }
+    if result.is_err() {
+        if let Some(old) = &old {
+            for &block in &switched {
+                let _ = tcblock::set_filter(block, old, names::FROM_CONTAINER, true);
+            }
+        }
+        restore_links(staging, current);
+        report.updated_links.clear();
+        return result;
+    }
+    report.updated_links.extend(switched.iter().map(|b| format!("block-{b:#x}")));
+    Ok(())
+}
+
+/// Switches every link pinned in `staging` back to `current`'s program, best effort.
+fn restore_links(staging: &Path, current: &Path) {
+    for entry in datapath::read_dir(&staging.join("links")).unwrap_or_default() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let (Ok(link), Ok(old)) =
+            (bpflink::open_pinned(&entry.path()), bpflink::open_pinned(&current.join(program_for(&name))))
+        {
+            let _ = bpflink::update_link(&link, &old);
+        }
+    }
 }
 
 /// Switches every live link of `current` to the staged program and pins it in `staging`;

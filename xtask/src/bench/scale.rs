@@ -64,9 +64,8 @@ fn grow(
         super::step(&format!("growing the {NETWORK} network of {datapath} to {count} endpoints"));
         while grown.0.len() < count as usize {
             let i = grown.0.len();
-            let ns = Netns::create(&format!("{datapath}-s{i}"))?;
-            attaches.push(timed(|| attach(ctx, scaler, &format!("s{i}"), &ns))?);
-            grown.0.push(ns);
+            grown.0.push(Netns::create(&format!("{datapath}-s{i}"))?);
+            attaches.push(timed(|| attach(ctx, scaler, &format!("s{i}"), &grown.0[i]))?);
             check_interrupt()?;
         }
         let attach_p50 = median(&attaches[attaches.len().saturating_sub(LAST_ATTACHES)..]);

@@ -1,5 +1,6 @@
-//! Programs attached to devices and cgroups through pinned links: an endpoint's TCX program,
-//! the uplink's TCX and XDP programs, the socket programs.
+//! Programs attached to devices and cgroups: an endpoint's host veth bound to its network's tc
+//! block (see `tcblock`), and through pinned links the uplink's TCX and XDP programs and the
+//! socket programs.
 use std::{fs::File, net::Ipv4Addr, path::PathBuf};
 
 use aya::{
@@ -14,7 +15,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{EndpointCounters, EndpointInfo, VethInfo, names};
 
-use crate::{error, error::Context, error::Error, error::Result, kernel::bpflink};
+use crate::{error, error::Context, error::Error, error::Result, kernel::bpflink, kernel::tcblock};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 use super::{
@@ -25,7 +26,7 @@ use super::{
 };
 
 impl Datapath {
-    /// Attaches `from_container` to the endpoint's host veth (TCX ingress, pinned link) and
+    /// Puts the endpoint's host veth behind `from_container` (its network's tc block) and
     /// publishes the endpoint in the maps; an `xdp_target` also in `XDP_TARGETS`.
     pub fn attach_endpoint(
         &mut self,
@@ -43,8 +44,8 @@ impl Datapath {
     }
 
     /// Makes a wired endpoint's datapath side whole again without resetting its counters:
-    /// its map entries, and its TCX link if the pin is gone or points at an interface that no
-    /// longer exists. `attach_endpoint` ends here too: every entry an endpoint needs is
+    /// its map entries, and its veth's binding to the network's block and the block's filter
+    /// if either is gone. `attach_endpoint` ends here too: every entry an endpoint needs is
     /// written in this one place.
     pub fn refresh_endpoint(
         &mut self,
@@ -70,7 +71,38 @@ impl Datapath {
             ignore_missing(self.xdp_targets.remove(info.host_ifindex))
                 .context(|| format!("cannot remove {host_veth} from XDP_TARGETS"))?;
         }
-        self.ensure_tcx(names::FROM_CONTAINER, host_veth, info.host_ifindex)
+        self.ensure_block(host_veth, info.host_ifindex, info.network_id)
+    }
+
+    /// Binds the host veth's ingress to its network's block, then makes sure the block runs
+    /// this build's `from_container`: the first endpoint of a network creates the block, and
+    /// its filter is put there before the veth can carry a frame (it is still down). A TCX
+    /// link an earlier build pinned for the veth goes last, once the block serves it.
+    fn ensure_block(&mut self, host_veth: &str, ifindex: u32, network_id: u32) -> Result<()> {
+        let block = tcblock::block_of(network_id).map_err(|e| Error::system("no tc block", e))?;
+        tcblock::bind(ifindex, block)
+            .map_err(|e| Error::system(format!("cannot bind {host_veth} to tc block {block:#x}"), e))?;
+        self.ensure_filter(block)?;
+        self.detach(host_veth)
+    }
+
+    /// Puts this build's `from_container` on `block` unless it is there already; another
+    /// build's is swapped in place. Two attaches may race to add it: the loser finds it there.
+    pub(crate) fn ensure_filter(&self, block: u32) -> Result<()> {
+        let prog = bpflink::open_pinned(&self.dir.join(names::FROM_CONTAINER))?;
+        let wanted = bpflink::prog_id(&prog)?;
+        let failed = |e| Error::system(format!("cannot put from_container on tc block {block:#x}"), e);
+        let current = tcblock::filter_program(block).map_err(failed)?;
+        if current == Some(wanted) {
+            return Ok(());
+        }
+        match tcblock::set_filter(block, &prog, names::FROM_CONTAINER, current.is_some()) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match tcblock::filter_program(block).map_err(failed)? {
+                Some(id) if id == wanted => Ok(()),
+                _ => tcblock::set_filter(block, &prog, names::FROM_CONTAINER, true).map_err(failed),
+            },
+            other => other.map_err(failed),
+        }
     }
 
     /// Attaches `program` to `ifname` unless a pinned link already serves that very

@@ -156,13 +156,21 @@ impl Netlink {
     /// the last step of wiring an endpoint, once its datapath is attached.
     /// Puts a host veth on its bridge, brings it up and marks it netpath's (`mark`), in one
     /// request: the mark costs an attach no round trip of its own.
-    pub async fn join_bridge(&self, index: u32, bridge: u32, mark: &str) -> Result<()> {
-        self.handle
+    pub async fn join_bridge(&self, index: u32, bridge: (u32, &str), mark: &str) -> Result<()> {
+        let (bridge, name) = bridge;
+        let joined = self
+            .handle
             .link()
             .set(LinkUnspec::new_with_index(index).controller(bridge).up().alias(mark).build())
             .execute()
-            .await
-            .context(|| format!("cannot put interface {index} on bridge {bridge} and bring it up"))
+            .await;
+        joined.map_err(|e| match errno(&e) {
+            // Port numbers are 10 bits: the kernel refuses the 1024th port.
+            Some(libc::EXFULL) => Error::conflict(format!(
+                "bridge {name} is full: a Linux bridge takes at most 1023 interfaces; attach to another network"
+            )),
+            _ => Error::system(format!("cannot put interface {index} on bridge {name} and bring it up"), e),
+        })
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
