@@ -20,6 +20,10 @@ pub enum Field {
     Ifname,
     Publish,
     Force,
+    /// The name a container answers to on its network.
+    Name,
+    /// One of the other names it answers to.
+    Alias,
 }
 
 impl Field {
@@ -38,6 +42,8 @@ impl Field {
             Field::Ifname => "interface name",
             Field::Publish => "published port",
             Field::Force => "force",
+            Field::Name => "name",
+            Field::Alias => "alias",
         }
     }
 }

@@ -30,6 +30,8 @@ pub fn flag(field: Field) -> Cow<'static, str> {
         Field::Ifname => "--ifname",
         Field::Publish => "-p",
         Field::Force => "--force",
+        Field::Name => "--name",
+        Field::Alias => "--alias",
     })
 }
 

@@ -88,6 +88,8 @@ pub fn key(field: Field) -> Cow<'static, str> {
         Field::Ifname => "CNI_IFNAME",
         Field::Publish => "portMappings",
         Field::Force => "force",
+        Field::Name => "K8S_POD_NAME",
+        Field::Alias => "the aliases capability",
     })
 }
 
