@@ -1,11 +1,13 @@
 //! Endpoints: attached (the veth pair, the datapath entries, the container's side), attached
 //! again, detached.
 
+use std::collections::BTreeSet;
+
 use crate::core::request::ipv4_addr;
 use crate::error::{Field, Message};
 use crate::kernel::sysctl;
 use crate::types::mac;
-use crate::types::name::{check_name, ifname_problem};
+use crate::types::name::{Hostname, check_name, ifname_problem};
 use crate::{
     core::{controller::Controller, names::*, request::*},
     error::Error,
@@ -32,6 +34,7 @@ impl Controller {
         }
         let ip = spec.ip.map(|ip| ipv4_addr(Field::Ip, ip)).transpose()?;
         let (mac, ports) = (spec.mac, spec.ports.clone());
+        let aliases = distinct_aliases(spec.name.as_ref(), &spec.aliases)?;
         let id = match &spec.id {
             Some(id) => {
                 check_name("endpoint id", id)?;
@@ -81,6 +84,8 @@ impl Controller {
             netns_path: ns.path.clone(),
             netns_id: ns.identity()?,
             ports,
+            name: spec.name.clone(),
+            aliases,
             handed: false,
             creator: spec.creator,
         };
@@ -281,6 +286,25 @@ impl Controller {
     }
 }
 
+/// Whether a repeated attach names the endpoint differently: its name, or its set of aliases
+/// (names compare without case).
+fn names_difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
+    fn set<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+        names.into_iter().map(str::to_ascii_lowercase).collect()
+    }
+    let shown = |names: &BTreeSet<String>| match names.is_empty() {
+        true => "none".to_string(),
+        false => names.iter().cloned().collect::<Vec<_>>().join(","),
+    };
+    let differ = |field: Field, had: BTreeSet<String>, asked: BTreeSet<String>| {
+        (had != asked).then(|| Message::field(field).and(format!(" {}, not {}", shown(&had), shown(&asked))))
+    };
+    let name = differ(Field::Name, set(ep.name.as_deref()), set(req.name.as_ref().map(Hostname::as_str)));
+    name.or_else(|| {
+        differ(Field::Alias, set(ep.aliases.iter().map(String::as_str)), set(req.aliases.iter().map(Hostname::as_str)))
+    })
+}
+
 /// What a repeated attach of an id asks for differently from the endpoint it has, if anything.
 fn difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
     let field = |field: Field, had: &dyn std::fmt::Display, asked: &dyn std::fmt::Display| {
@@ -297,6 +321,9 @@ fn difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
     }
     if ep.ifname != req.ifname {
         return field(Field::Ifname, &ep.ifname, &req.ifname);
+    }
+    if let Some(names) = names_difference(ep, req) {
+        return Some(names);
     }
     let sorted = |ports: &[Port]| {
         let mut ports = ports.to_vec();
