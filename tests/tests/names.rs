@@ -176,6 +176,12 @@ fn cni_takes_the_pod_name_and_the_aliases_capability() {
     assert!(added.ok, "{}", added.stdout);
     let ep = endpoint(&t, "a-eth0");
     assert_eq!((&ep["name"], &ep["aliases"]), (&json!("web"), &json!(["api", "v1.api"])), "{ep}");
+    // The result lists the bridge first and the gateway as the nameserver.
+    let result = &added.json;
+    assert_eq!(result["interfaces"][0]["name"], "np-cninames", "{result}");
+    assert_eq!(result["interfaces"][2]["sandbox"], a.as_str(), "{result}");
+    assert_eq!(result["ips"][0]["interface"], 2, "{result}");
+    assert_eq!(result["dns"]["nameservers"], json!(["10.76.0.1"]), "{result}");
 
     // Another pod of the same name: refused as a conflict that names the variable.
     let b = t.netns("b");

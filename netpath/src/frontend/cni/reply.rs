@@ -1,6 +1,6 @@
 //! What the plugin answers: results, and errors as the spec's error JSON with its codes
 //! (and netpath's own, from 100, one per class of `crate::Error`).
-use std::borrow::Cow;
+use std::{borrow::Cow, net::Ipv4Addr};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -102,12 +102,31 @@ fn is_busy(e: &(dyn std::error::Error + 'static)) -> bool {
     )
 }
 
+/// The host's side of an endpoint, as a result lists it: the network's bridge and the host
+/// end of the veth, with their MACs when the kernel gave them.
+pub struct HostSide {
+    pub bridge: String,
+    pub bridge_mac: Option<String>,
+    pub veth_mac: Option<String>,
+}
+
+/// A host interface of the result; it has no `sandbox`.
+fn host_interface(name: &str, mac: Option<&String>) -> Value {
+    let mut interface = json!({ "name": name });
+    if let Some(mac) = mac {
+        interface["mac"] = json!(mac);
+    }
+    interface
+}
+
 /// The ADD result for an endpoint, appended to a previous plugin's result when there is one
-/// (netpath first in a chain has none).
+/// (netpath first in a chain has none). The bridge comes first of netpath's interfaces, as
+/// the reference `bridge` plugin lists it: plugins chained after it (`dnsname`) take the
+/// first interface for the network's bridge.
 pub fn add_result(
     version: &str,
     ep: &EndpointRecord,
-    host_mac: Option<String>,
+    host: &HostSide,
     dns: Option<&Value>,
     prev: Option<&Value>,
 ) -> Value {
@@ -115,17 +134,14 @@ pub fn add_result(
     let mut interfaces = list("interfaces");
     let mut ips = list("ips");
     let mut routes = list("routes");
-    let host = interfaces.len();
-    let mut host_if = json!({ "name": ep.host_veth });
-    if let Some(mac) = host_mac {
-        host_if["mac"] = json!(mac);
-    }
-    interfaces.push(host_if);
+    interfaces.push(host_interface(&host.bridge, host.bridge_mac.as_ref()));
+    interfaces.push(host_interface(&ep.host_veth, host.veth_mac.as_ref()));
+    let container = interfaces.len();
     interfaces.push(json!({ "name": ep.ifname, "mac": ep.mac, "sandbox": ep.netns }));
     let mut ip = json!({
         "address": format!("{}/{}", ep.ip, ep.prefix),
         "gateway": ep.gateway.to_string(),
-        "interface": host + 1,
+        "interface": container,
     });
     // 0.4.0 results name the IP version of each address; 1.0.0 dropped the field.
     if version == "0.4.0" {
@@ -139,8 +155,19 @@ pub fn add_result(
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
-        "dns": dns.cloned().unwrap_or_else(|| json!({})),
+        "dns": with_resolver(dns, ep.gateway),
     })
+}
+
+/// The result's DNS: the chain's or the configuration's, with the network's gateway first of
+/// its nameservers, where netpath's resolver answers for the network's names.
+fn with_resolver(dns: Option<&Value>, gateway: Ipv4Addr) -> Value {
+    let mut dns = dns.filter(|d| d.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let gateway = gateway.to_string();
+    let others = dns.get("nameservers").and_then(Value::as_array).into_iter().flatten();
+    let others: Vec<Value> = others.filter(|ns| ns.as_str() != Some(gateway.as_str())).cloned().collect();
+    dns["nameservers"] = std::iter::once(json!(gateway)).chain(others).collect();
+    dns
 }
 
 /// Whether a chain's result (CHECK's prevResult) lists the endpoint's address.
