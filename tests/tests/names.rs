@@ -183,16 +183,18 @@ fn cni_takes_the_pod_name_and_the_aliases_capability() {
     assert_eq!(result["ips"][0]["interface"], 2, "{result}");
     assert_eq!(result["dns"]["nameservers"], json!(["10.76.0.1"]), "{result}");
 
-    // Another pod of the same name: refused as a conflict that names the variable.
+    // The pod's name is derived, not chosen: another pod of the same name (of another
+    // Kubernetes namespace) and one whose name cannot be a host name (Podman's generated
+    // ones) get no name rather than failing to start. An alias that cannot be one was asked
+    // for and is refused.
     let b = t.netns("b");
-    let refused = cni_add(&t, "b", &b, "K8S_POD_NAME=web", &config_without_aliases(&config));
-    assert_eq!(refused.code(), 103, "{}", refused.stdout);
-    assert!(refused.msg().starts_with("K8S_POD_NAME 'web' is the name of endpoint 'a-eth0'"), "{}", refused.msg());
-    // A name that cannot be a host name (Podman's generated ones) is left out, not refused;
-    // an alias that cannot be one was asked for and is refused.
-    let added = cni_add(&t, "b", &b, "K8S_POD_NAME=eager_tesla", &config_without_aliases(&config));
+    let added = cni_add(&t, "b", &b, "K8S_POD_NAME=web", &config_without_aliases(&config));
     assert!(added.ok, "{}", added.stdout);
     assert_eq!(endpoint(&t, "b-eth0")["name"], Value::Null);
+    let x = t.netns("x");
+    let added = cni_add(&t, "x", &x, "K8S_POD_NAME=eager_tesla", &config_without_aliases(&config));
+    assert!(added.ok, "{}", added.stdout);
+    assert_eq!(endpoint(&t, "x-eth0")["name"], Value::Null);
     let c = t.netns("c");
     config["runtimeConfig"]["aliases"]["cninames"] = json!(["bad_alias"]);
     let refused = cni_add(&t, "c", &c, "K8S_POD_NAME=c", &config);
@@ -255,6 +257,7 @@ fn the_oci_hook_takes_the_annotation_or_else_the_hostname() {
         .unwrap();
     let (mut a, a_pid) = sleeper(&mut t, "a");
     let (mut b, b_pid) = sleeper(&mut t, "b");
+    let (mut c, c_pid) = sleeper(&mut t, "c");
     let state = |id: &str, pid: u32, annotations: Value| json!({ "ociVersion": "1.0.2", "id": id, "pid": pid, "bundle": bundle, "annotations": annotations });
 
     // A bad annotation is refused, naming the annotation; nothing is attached.
@@ -270,8 +273,23 @@ fn the_oci_hook_takes_the_annotation_or_else_the_hostname() {
     assert_eq!((&ep["name"], &ep["aliases"]), (&json!("db"), &json!(["primary", "pg"])), "{ep}");
     assert_eq!(oci_attach(&t, &state("b", b_pid, json!({}))).0, 0);
     assert_eq!(endpoint(&t, "b")["name"], "box", "the bundle's hostname");
+    // A name taken is refused in the hook's words, not by `attach`'s flags.
+    let (code, err) = oci_attach(&t, &state("c", c_pid, json!({ "io.netpath.name": "DB" })));
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.starts_with("netpath: the container's name 'DB' is the name of endpoint 'a' on network 'web'"),
+        "{err}"
+    );
+    let (code, err) = oci_attach(&t, &state("c", c_pid, json!({ "io.netpath.aliases": "box" })));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.starts_with("netpath: annotation io.netpath.aliases 'box' is the name of endpoint 'b'"), "{err}");
+    assert_eq!(t.netpath(&["endpoint", "inspect", "c"]).status.code(), Some(3), "c was attached");
+    // The hostname is derived, not chosen: taken, it is left out (`runc spec` gives every
+    // container the hostname "runc").
+    assert_eq!(oci_attach(&t, &state("c", c_pid, json!({}))).0, 0);
+    assert_eq!(endpoint(&t, "c")["name"], Value::Null);
 
-    let _ = (a.kill(), b.kill());
-    let _ = (a.wait(), b.wait());
+    let _ = (a.kill(), b.kill(), c.kill());
+    let _ = (a.wait(), b.wait(), c.wait());
     t.teardown();
 }

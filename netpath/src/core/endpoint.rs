@@ -7,7 +7,7 @@ use crate::core::request::ipv4_addr;
 use crate::error::{Field, Message};
 use crate::kernel::sysctl;
 use crate::types::mac;
-use crate::types::name::{Hostname, check_name, ifname_problem};
+use crate::types::name::{Hostname, Naming, check_name, ifname_problem};
 use crate::{
     core::{controller::Controller, names::*, request::*},
     error::Error,
@@ -34,7 +34,7 @@ impl Controller {
         }
         let ip = spec.ip.map(|ip| ipv4_addr(Field::Ip, ip)).transpose()?;
         let (mac, ports) = (spec.mac, spec.ports.clone());
-        let aliases = distinct_aliases(spec.name.as_ref(), &spec.aliases)?;
+        let aliases = distinct_aliases(&spec.aliases)?;
         let id = match &spec.id {
             Some(id) => {
                 check_name("endpoint id", id)?;
@@ -286,8 +286,9 @@ impl Controller {
     }
 }
 
-/// Whether a repeated attach names the endpoint differently: its name, or its set of aliases
-/// (names compare without case).
+/// Whether a repeated attach names the endpoint differently: its chosen name (a derived one
+/// may have been left out), or its set of aliases, less its name, which the store does not
+/// keep as an alias too (names compare without case).
 fn names_difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
     fn set<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
         names.into_iter().map(str::to_ascii_lowercase).collect()
@@ -299,10 +300,13 @@ fn names_difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
     let differ = |field: Field, had: BTreeSet<String>, asked: BTreeSet<String>| {
         (had != asked).then(|| Message::field(field).and(format!(" {}, not {}", shown(&had), shown(&asked))))
     };
-    let name = differ(Field::Name, set(ep.name.as_deref()), set(req.name.as_ref().map(Hostname::as_str)));
-    name.or_else(|| {
-        differ(Field::Alias, set(ep.aliases.iter().map(String::as_str)), set(req.aliases.iter().map(Hostname::as_str)))
-    })
+    let name = match &req.name {
+        Some(Naming::Derived(_)) => None,
+        chosen => differ(Field::Name, set(ep.name.as_deref()), set(chosen.as_ref().map(|n| n.hostname().as_str()))),
+    };
+    let mut asked = set(req.aliases.iter().map(Hostname::as_str));
+    asked.retain(|alias| !ep.name.as_ref().is_some_and(|name| name.eq_ignore_ascii_case(alias)));
+    name.or_else(|| differ(Field::Alias, set(ep.aliases.iter().map(String::as_str)), asked))
 }
 
 /// What a repeated attach of an id asks for differently from the endpoint it has, if anything.

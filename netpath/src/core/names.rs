@@ -9,12 +9,11 @@ use crate::{
 /// The most aliases one endpoint may have: each is a row the resolver will search.
 pub const ALIASES_MAX: usize = 64;
 
-/// An endpoint's aliases as the store keeps them: each once (whatever its case) and not its
-/// name again, in the order given.
-pub(crate) fn distinct_aliases(name: Option<&Hostname>, aliases: &[Hostname]) -> Result<Vec<Hostname>> {
+/// An endpoint's aliases, each once (whatever its case), in the order given.
+pub(crate) fn distinct_aliases(aliases: &[Hostname]) -> Result<Vec<Hostname>> {
     let mut kept: Vec<Hostname> = Vec::new();
     for alias in aliases {
-        if !name.is_some_and(|n| n.is(alias.as_str())) && !kept.iter().any(|k| k.is(alias.as_str())) {
+        if !kept.iter().any(|k| k.is(alias.as_str())) {
             kept.push(alias.clone());
         }
     }

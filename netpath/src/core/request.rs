@@ -7,7 +7,7 @@ use crate::{
     state::store::Xdp,
     types::{
         creator::Creator,
-        name::Hostname,
+        name::{Hostname, Naming},
         net::{IpNet, Ipv4Net},
         port::Port,
     },
@@ -49,7 +49,7 @@ pub struct AttachSpec {
     pub ports: Vec<Port>,
     /// The name the container answers to on the network (unique there), and its other
     /// names (which other containers may share).
-    pub name: Option<Hostname>,
+    pub name: Option<Naming>,
     pub aliases: Vec<Hostname>,
     pub creator: Creator,
 }

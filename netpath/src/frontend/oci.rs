@@ -9,7 +9,11 @@ use serde::Deserialize;
 use crate::{
     core::{AttachSpec, Controller, DetachSpec, EndpointRecord, Target},
     error::{Error, Field, Result},
-    types::{creator::Creator, name::Hostname, net, port},
+    types::{
+        creator::Creator,
+        name::{Hostname, Naming},
+        net, port,
+    },
 };
 
 /// The annotation that names the container on its network (`podman run --annotation`, or a
@@ -84,25 +88,30 @@ pub async fn attach(ctl: &mut Controller, state: &State, hook: &HookAttach) -> R
         aliases: aliases_of(state)?,
         creator: Creator::Oci,
     };
-    ctl.attach(&spec).await
+    // The CLI's renderer would name them by `attach`'s flags, which the hook has not.
+    let own_words = |e: Error| {
+        e.naming(Field::Name, "the container's name").naming(Field::Alias, &format!("annotation {ALIASES_ANNOTATION}"))
+    };
+    ctl.attach(&spec).await.map_err(own_words)
 }
 
 /// A name from an annotation, which someone chose for it: refused, naming the annotation,
 /// when it is no host name.
 fn annotated(key: &str, field: Field, name: &str) -> Result<Hostname> {
-    Hostname::parse(field, name).map_err(|e| Error::invalid(e.render(&|_| format!("annotation {key}").into())))
+    Hostname::parse(field, name).map_err(|e| e.naming(field, &format!("annotation {key}")))
 }
 
-/// The name the container answers to: its annotation, or else the hostname of its config
-/// when that is a host name. A hostname was not chosen as a name on the network (runtimes
-/// default it to the container's id, an image may set anything), so one that cannot be is
-/// left out rather than refused, as is a bundle whose config cannot be read.
-fn name_of(state: &State) -> Result<Option<Hostname>> {
+/// The name the container answers to: its annotation, chosen, or else the hostname of its
+/// config when that is a host name, derived. A hostname was not chosen as a name on the
+/// network (`runc spec` writes "runc" for every container, an image may set anything), so
+/// one that cannot be, or is taken, is left out rather than refused, as is a bundle whose
+/// config cannot be read.
+fn name_of(state: &State) -> Result<Option<Naming>> {
     if let Some(name) = state.annotations.get(NAME_ANNOTATION) {
-        return annotated(NAME_ANNOTATION, Field::Name, name).map(Some);
+        return annotated(NAME_ANNOTATION, Field::Name, name).map(|name| Some(Naming::Chosen(name)));
     }
     let hostname = state.bundle.as_deref().and_then(|bundle| bundle_hostname(Path::new(bundle)));
-    Ok(hostname.and_then(|name| Hostname::parse(Field::Name, &name).ok()))
+    Ok(hostname.and_then(|name| Hostname::parse(Field::Name, &name).ok()).map(Naming::Derived))
 }
 
 fn bundle_hostname(bundle: &Path) -> Option<String> {

@@ -98,6 +98,25 @@ impl Hostname {
     }
 }
 
+/// The name an attach asks for, and how firmly.
+#[derive(Clone, Debug)]
+pub enum Naming {
+    /// Chosen by the user (`--name`, an annotation): refused when another endpoint has it.
+    Chosen(Hostname),
+    /// Derived by a frontend from something chosen for another purpose (a pod's name, a
+    /// hostname): left out when another endpoint has it, as a container must not fail to
+    /// start for a name it did not choose.
+    Derived(Hostname),
+}
+
+impl Naming {
+    pub fn hostname(&self) -> &Hostname {
+        match self {
+            Naming::Chosen(name) | Naming::Derived(name) => name,
+        }
+    }
+}
+
 impl std::fmt::Display for Hostname {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

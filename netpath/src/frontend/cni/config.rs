@@ -14,7 +14,7 @@ use crate::{
     error::Field,
     types::{
         creator::Creator,
-        name::{Hostname, ifname_problem},
+        name::{Hostname, Naming, ifname_problem},
         net::{IpNet, Ipv4Net},
         port::{Port, Proto},
     },
@@ -92,11 +92,13 @@ impl Attachment {
         Ok(Self { container_id, ifname, netns, pod_name })
     }
 
-    /// The name the container answers to on its network: the pod's, when it is a host name.
-    /// One that is not is left out, not refused: Podman's generated names (`eager_tesla`)
-    /// have underscores, and a container must not fail to start for a name it did not choose.
-    pub fn name(&self) -> Option<Hostname> {
-        self.pod_name.as_deref().and_then(|name| Hostname::parse(Field::Name, name).ok())
+    /// The name the container answers to on its network: the pod's, when it is a host name,
+    /// derived (left out when taken: pods of one name in two Kubernetes namespaces may share
+    /// a network). One that is no host name is left out, not refused: Podman's generated
+    /// names (`eager_tesla`) have underscores, and a container must not fail to start for a
+    /// name it did not choose.
+    pub fn name(&self) -> Option<Naming> {
+        self.pod_name.as_deref().and_then(|name| Hostname::parse(Field::Name, name).ok()).map(Naming::Derived)
     }
 
     /// netpath's endpoint id for this attachment: one container may have several interfaces.
@@ -449,7 +451,7 @@ mod tests {
                 _ => None,
             }
         };
-        let name = |args| Attachment::from_env(env(args), false).unwrap().name().map(|n| n.to_string());
+        let name = |args| Attachment::from_env(env(args), false).unwrap().name().map(|n| n.hostname().to_string());
         assert_eq!(name("IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=web"), Some("web".into()));
         assert_eq!(name("K8S_POD_NAME=Web.front"), Some("Web.front".into()));
         assert_eq!(name("K8S_POD_NAME="), None);

@@ -11,7 +11,10 @@ use super::{
     sql::{now, parse_ip},
 };
 use crate::error::{Field, Message};
-use crate::types::{mac, name::Hostname};
+use crate::types::{
+    mac,
+    name::{Hostname, Naming},
+};
 use crate::{error::Error, error::Result, state::ipam, types::identity::NsIdentity, types::port::Port};
 
 fn ports_of(conn: &Connection, endpoint: &str) -> rusqlite::Result<Vec<Port>> {
@@ -62,11 +65,12 @@ fn alias_holder(conn: &Connection, network_id: u32, name: &Hostname) -> rusqlite
     .optional()
 }
 
-/// Refuses names another endpoint of the network answers to in a way that would make a
-/// name ambiguous: a name resolves to its one endpoint, so it may be neither another's name
-/// nor another's alias, and an alias may not be another's name. Aliases may be shared: the
-/// resolver answers with every endpoint that has it (Docker's `--network-alias` rule).
-fn check_names(conn: &Connection, req: &NewEndpoint) -> Result<()> {
+/// The name the endpoint gets, refusing names another endpoint of the network answers to in
+/// a way that would make a name ambiguous: a name resolves to its one endpoint, so it may be
+/// neither another's name nor another's alias, and an alias may not be another's name.
+/// Aliases may be shared: the resolver answers with every endpoint that has it (Docker's
+/// `--network-alias` rule). A derived name that is taken is left out instead of refused.
+fn check_names<'a>(conn: &Connection, req: &'a NewEndpoint) -> Result<Option<&'a Hostname>> {
     let net = &req.network;
     let taken = |field: Field, name: &Hostname, holder: String, as_what: &str| {
         Error::conflict(Message::field(field).and(format!(
@@ -74,24 +78,29 @@ fn check_names(conn: &Connection, req: &NewEndpoint) -> Result<()> {
             net.name
         )))
     };
-    if let Some(name) = &req.name {
-        if let Some(holder) = name_holder(conn, net.id, name)? {
-            return Err(taken(Field::Name, name, holder, "the name of"));
-        }
-        if let Some(holder) = alias_holder(conn, net.id, name)? {
-            return Err(taken(Field::Name, name, holder, "an alias of"));
-        }
-    }
     for alias in &req.aliases {
         if let Some(holder) = name_holder(conn, net.id, alias)? {
             return Err(taken(Field::Alias, alias, holder, "the name of"));
         }
     }
-    Ok(())
+    let Some(naming) = &req.name else {
+        return Ok(None);
+    };
+    let name = naming.hostname();
+    let holder = match name_holder(conn, net.id, name)? {
+        Some(holder) => Some((holder, "the name of")),
+        None => alias_holder(conn, net.id, name)?.map(|holder| (holder, "an alias of")),
+    };
+    match (holder, naming) {
+        (None, _) => Ok(Some(name)),
+        (Some(_), Naming::Derived(_)) => Ok(None),
+        (Some((holder, as_what)), Naming::Chosen(_)) => Err(taken(Field::Name, name, holder, as_what)),
+    }
 }
 
-fn insert_aliases(conn: &Connection, endpoint: &str, aliases: &[Hostname]) -> Result<()> {
-    for alias in aliases {
+/// Records the aliases, but not the endpoint's own name again.
+fn insert_aliases(conn: &Connection, endpoint: &str, name: Option<&Hostname>, aliases: &[Hostname]) -> Result<()> {
+    for alias in aliases.iter().filter(|alias| !name.is_some_and(|name| name.is(alias.as_str()))) {
         conn.execute(
             "INSERT INTO endpoint_aliases (endpoint_id, alias) VALUES (?1, ?2)",
             params![endpoint, alias.as_str()],
@@ -179,7 +188,7 @@ impl Store {
             rows.map(|ip| parse_ip(&ip?)).collect::<Result<_>>()?
         };
         check_ports(&tx, &req.ports)?;
-        check_names(&tx, req)?;
+        let name = check_names(&tx, req)?;
         let net = &req.network;
         let ip = match req.ip {
             Some(ip) => {
@@ -231,7 +240,7 @@ impl Store {
                 req.handed,
                 slot,
                 req.creator,
-                req.name.as_ref().map(Hostname::as_str)
+                name.map(Hostname::as_str)
             ],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
@@ -247,7 +256,7 @@ impl Store {
         }
         inserted?;
         insert_ports(&tx, &req.id, &req.ports)?;
-        insert_aliases(&tx, &req.id, &req.aliases)?;
+        insert_aliases(&tx, &req.id, name, &req.aliases)?;
         let mut record = tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)?;
         fill(&tx, &mut record)?;
         tx.commit()?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::sql::{optional_col, parse_col};
 use crate::types::creator::Creator;
 use crate::types::mac;
-use crate::types::name::Hostname;
+use crate::types::name::{Hostname, Naming};
 use crate::{
     error::Result,
     types::identity::NsIdentity,
@@ -247,9 +247,9 @@ pub struct NewEndpoint {
     pub netns_path: String,
     pub netns_id: NsIdentity,
     pub ports: Vec<Port>,
-    /// See [`EndpointRecord::name`] and [`EndpointRecord::aliases`]; the aliases are distinct
-    /// and none is the name.
-    pub name: Option<Hostname>,
+    /// See [`EndpointRecord::name`] and [`EndpointRecord::aliases`]; the aliases are distinct.
+    /// One that is the name the endpoint gets is not kept as an alias too.
+    pub name: Option<Naming>,
     pub aliases: Vec<Hostname>,
     /// See [`EndpointRecord::handed`].
     pub handed: bool,

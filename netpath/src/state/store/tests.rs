@@ -5,7 +5,12 @@ use rusqlite::Connection;
 use super::{schema::*, *};
 use crate::{
     error::Field,
-    types::{creator::Creator, identity::NsIdentity, name::Hostname, net::Ipv4Net},
+    types::{
+        creator::Creator,
+        identity::NsIdentity,
+        name::{Hostname, Naming},
+        net::Ipv4Net,
+    },
 };
 
 fn tempdir() -> std::path::PathBuf {
@@ -241,7 +246,7 @@ fn a_version_5_database_is_migrated_and_its_endpoints_have_no_creator() {
 fn named(id: &str, network: &NetworkRecord, name: Option<&str>, aliases: &[&str]) -> NewEndpoint {
     let hostname = |field, text: &str| Hostname::parse(field, text).unwrap();
     NewEndpoint {
-        name: name.map(|n| hostname(Field::Name, n)),
+        name: name.map(|n| Naming::Chosen(hostname(Field::Name, n))),
         aliases: aliases.iter().map(|a| hostname(Field::Alias, a)).collect(),
         ..endpoint(id, network, None)
     }
@@ -291,6 +296,21 @@ fn names_are_unique_per_network_and_aliases_are_shared() {
     assert!(matches!(store.reserve_endpoint(&named("w5", &a, Some("web"), &[])), Ok(Reservation::New(_))));
     let left: i64 = store.conn.query_row("SELECT COUNT(*) FROM endpoint_aliases", [], |r| r.get(0)).unwrap();
     assert_eq!(left, 2, "w3's and w4's aliases");
+
+    // A derived name that is taken is left out; a derived name that is free is kept.
+    let derived = |id: &str, name: &str| NewEndpoint {
+        name: Some(Naming::Derived(Hostname::parse(Field::Name, name).unwrap())),
+        ..endpoint(id, &a, None)
+    };
+    let Reservation::New(unnamed) = store.reserve_endpoint(&derived("d1", "web")).unwrap() else { panic!() };
+    assert_eq!(unnamed.name, None);
+    let Reservation::New(free) = store.reserve_endpoint(&derived("d2", "free")).unwrap() else { panic!() };
+    assert_eq!(free.name.as_deref(), Some("free"));
+    // An alias that is the endpoint's own name is not kept twice.
+    let Reservation::New(solo) = store.reserve_endpoint(&named("s1", &b, Some("solo"), &["SOLO", "x"])).unwrap() else {
+        panic!()
+    };
+    assert_eq!((solo.name.as_deref(), solo.aliases.as_slice()), (Some("solo"), &["x".to_string()][..]));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
