@@ -258,6 +258,7 @@ fn the_oci_hook_takes_the_annotation_or_else_the_hostname() {
     let (mut a, a_pid) = sleeper(&mut t, "a");
     let (mut b, b_pid) = sleeper(&mut t, "b");
     let (mut c, c_pid) = sleeper(&mut t, "c");
+    let (mut d, d_pid) = sleeper(&mut t, "d");
     let state = |id: &str, pid: u32, annotations: Value| json!({ "ociVersion": "1.0.2", "id": id, "pid": pid, "bundle": bundle, "annotations": annotations });
 
     // A bad annotation is refused, naming the annotation; nothing is attached.
@@ -288,8 +289,15 @@ fn the_oci_hook_takes_the_annotation_or_else_the_hostname() {
     // container the hostname "runc").
     assert_eq!(oci_attach(&t, &state("c", c_pid, json!({}))).0, 0);
     assert_eq!(endpoint(&t, "c")["name"], Value::Null);
+    // A FIFO in place of config.json is not read (it would hold the hook forever).
+    let fifo_bundle = t.run_dir.join("fifo-bundle");
+    std::fs::create_dir_all(&fifo_bundle).unwrap();
+    netpath_tests::run(Command::new("mkfifo").arg(fifo_bundle.join("config.json")));
+    let fifo_state = json!({ "ociVersion": "1.0.2", "id": "d", "pid": d_pid, "bundle": fifo_bundle });
+    assert_eq!(oci_attach(&t, &fifo_state).0, 0);
+    assert_eq!(endpoint(&t, "d")["name"], Value::Null);
 
-    let _ = (a.kill(), b.kill(), c.kill());
-    let _ = (a.wait(), b.wait(), c.wait());
+    let _ = (a.kill(), b.kill(), c.kill(), d.kill());
+    let _ = (a.wait(), b.wait(), c.wait(), d.wait());
     t.teardown();
 }

@@ -2,7 +2,7 @@
 //! `netpath oci-hook detach` (`poststop`). The runtime writes the container's state JSON on
 //! stdin; `id`, `pid`, the annotations and the bundle's config are read, never `status`,
 //! which differs between runc and crun.
-use std::{collections::BTreeMap, io::Read, path::Path};
+use std::{collections::BTreeMap, io::Read, os::unix::fs::OpenOptionsExt, path::Path};
 
 use serde::Deserialize;
 
@@ -114,8 +114,14 @@ fn name_of(state: &State) -> Result<Option<Naming>> {
     Ok(hostname.and_then(|name| Hostname::parse(Field::Name, &name).ok()).map(Naming::Derived))
 }
 
+/// The bundle's hostname. A config.json that is no regular file is not read: a FIFO put in
+/// its place would hold the hook, and the container's creation with it, forever.
 fn bundle_hostname(bundle: &Path) -> Option<String> {
-    let file = std::fs::File::open(bundle.join("config.json")).ok()?;
+    let mut open = std::fs::OpenOptions::new();
+    let file = open.read(true).custom_flags(libc::O_NONBLOCK).open(bundle.join("config.json")).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let mut text = Vec::new();
     file.take(MAX_STATE_BYTES).read_to_end(&mut text).ok()?;
     serde_json::from_slice::<BundleConfig>(&text).ok()?.hostname
