@@ -20,6 +20,10 @@ pub enum Field {
     Ifname,
     Publish,
     Force,
+    /// The name a container answers to on its network.
+    Name,
+    /// One of the other names it answers to.
+    Alias,
 }
 
 impl Field {
@@ -38,6 +42,8 @@ impl Field {
             Field::Ifname => "interface name",
             Field::Publish => "published port",
             Field::Force => "force",
+            Field::Name => "name",
+            Field::Alias => "alias",
         }
     }
 }
@@ -81,6 +87,16 @@ impl Message {
 
     pub fn and_message(mut self, more: Message) -> Self {
         self.0.extend(more.0);
+        self
+    }
+
+    /// The message with `field` named `text`; its other fields stay for the renderer.
+    fn naming(mut self, field: Field, text: &str) -> Self {
+        for part in &mut self.0 {
+            if *part == Part::Field(field) {
+                *part = Part::Text(text.to_string());
+            }
+        }
         self
     }
 }
@@ -163,6 +179,19 @@ impl Error {
         match self {
             Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Stale(m) => m.render(name),
             Error::System { .. } => self.to_string(),
+        }
+    }
+
+    /// The error with `field` named `text` already: for a frontend that took that part of the
+    /// request from elsewhere than the flags of the renderer its errors go through (the OCI
+    /// hook's names come from annotations, its other fields from the command line's flags).
+    pub fn naming(self, field: Field, text: &str) -> Self {
+        match self {
+            Error::Invalid(m) => Error::Invalid(m.naming(field, text)),
+            Error::NotFound(m) => Error::NotFound(m.naming(field, text)),
+            Error::Conflict(m) => Error::Conflict(m.naming(field, text)),
+            Error::Stale(m) => Error::Stale(m.naming(field, text)),
+            system @ Error::System { .. } => system,
         }
     }
 
@@ -252,5 +281,13 @@ mod tests {
         assert_eq!(all.exit_code(), 2, "the class is the first error's");
         assert_eq!(all.render(&flag), "--MTU 9 is out of range; pick another --subnet; deleting np-web: EBUSY");
         assert!(Error::all(Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn a_field_named_early_keeps_the_others_for_the_renderer() {
+        let e = Error::conflict(Message::field(Field::Name).and(" is taken; pick another ").and_field(Field::Ip));
+        let e = e.naming(Field::Name, "annotation io.netpath.name");
+        assert_eq!(e.render(&flag), "annotation io.netpath.name is taken; pick another --address");
+        assert_eq!(e.exit_code(), 4);
     }
 }

@@ -47,30 +47,37 @@ fn add_check_del_del() {
     let a = add(&mut t, "a", &config);
     let a_ns = t.ns_path("a");
 
-    // The result names both ends of the veth, the address and its route.
+    // The result names the bridge first, then both ends of the veth, the address, its route
+    // and the gateway as the nameserver.
     assert_eq!(a["cniVersion"], "1.1.0");
     let interfaces = a["interfaces"].as_array().unwrap();
-    assert_eq!(interfaces.len(), 2, "{a}");
-    assert!(interfaces[0]["name"].as_str().unwrap().starts_with("npv"), "{a}");
-    assert_eq!(interfaces[0]["mac"].as_str().unwrap().len(), 17, "{a}");
-    assert!(interfaces[0].get("sandbox").is_none(), "{a}");
-    assert_eq!(interfaces[1]["name"], "eth0");
-    assert_eq!(interfaces[1]["sandbox"], a_ns.as_str());
+    assert_eq!(interfaces.len(), 3, "{a}");
+    for host_side in &interfaces[..2] {
+        assert_eq!(host_side["mac"].as_str().unwrap().len(), 17, "{a}");
+        assert!(host_side.get("sandbox").is_none(), "{a}");
+    }
+    assert!(interfaces[1]["name"].as_str().unwrap().starts_with("npv"), "{a}");
+    assert_eq!(interfaces[2]["name"], "eth0");
+    assert_eq!(interfaces[2]["sandbox"], a_ns.as_str());
     assert_eq!(address(&a), "10.91.0.2/24");
     assert_eq!(a["ips"][0]["gateway"], "10.91.0.1");
-    assert_eq!(a["ips"][0]["interface"], 1);
+    assert_eq!(a["ips"][0]["interface"], 2);
     assert_eq!(a["routes"], json!([{ "dst": "0.0.0.0/0", "gw": "10.91.0.1" }]));
-    assert!(a["dns"].is_object());
+    assert_eq!(a["dns"], json!({}), "no nameserver netpath does not run");
     // …and they are what the kernel has.
     let eth0 = t.link("a", "eth0").expect("eth0 in a");
-    assert_eq!(eth0["address"], interfaces[1]["mac"]);
+    assert_eq!(eth0["address"], interfaces[2]["mac"]);
     assert!(t.exec("a", &["ip", "-4", "addr", "show", "eth0"]).contains("10.91.0.2/24"));
-    let host = t.link("host", interfaces[0]["name"].as_str().unwrap()).expect("host veth");
-    assert_eq!(host["address"], interfaces[0]["mac"]);
+    let host = t.link("host", interfaces[1]["name"].as_str().unwrap()).expect("host veth");
+    assert_eq!(host["address"], interfaces[1]["mac"]);
 
-    // The network was created on the first ADD, with the configuration's settings.
+    // The network was created on the first ADD, with the configuration's settings; the
+    // result's first interface is its bridge.
     let net = t.np_json(&["network", "inspect", "cninet"]);
     assert_eq!(net["subnet"], "10.91.0.0/24", "{net}");
+    assert_eq!(interfaces[0]["name"], net["bridge"], "{a}");
+    let bridge = t.link("host", net["bridge"].as_str().unwrap()).expect("bridge");
+    assert_eq!(bridge["address"], interfaces[0]["mac"]);
 
     // A second container talks to the first; the outside reaches the published port.
     let b = add(&mut t, "b", &config_without_ports(&config));
@@ -111,7 +118,7 @@ fn add_check_del_del() {
     // container whose namespace is gone.
     let del = t.cni(&call("DEL", "a", &a_ns), &config);
     assert!(del.ok && del.json == Value::Null, "DEL: {}", del.stdout);
-    assert!(t.link("host", interfaces[0]["name"].as_str().unwrap()).is_none(), "host veth left");
+    assert!(t.link("host", interfaces[1]["name"].as_str().unwrap()).is_none(), "host veth left");
     assert!(t.np_json(&["port", "ls"]).as_array().unwrap().is_empty(), "published port left");
     assert!(t.cni(&call("DEL", "a", &a_ns), &config).ok, "second DEL");
     assert!(t.cni(&call("DEL", "nosuch", ""), &config).ok, "DEL of an unknown id");
@@ -253,12 +260,13 @@ fn static_address_and_chaining() {
     let mut chained = conf("chain", "10.96.0.0/24");
     chained["prevResult"] = prev;
     let b = add(&mut t, "b", &chained);
-    assert_eq!(b["interfaces"].as_array().unwrap().len(), 3, "{b}");
+    assert_eq!(b["interfaces"].as_array().unwrap().len(), 4, "{b}");
     assert_eq!(b["interfaces"][0]["name"], "dummy0");
+    assert_eq!(b["interfaces"][1]["name"], "np-chain", "netpath's bridge comes first of its interfaces");
     assert_eq!(b["ips"][0]["address"], "192.0.2.7/24");
     assert_eq!(b["ips"][1]["address"], "10.96.0.2/24");
-    assert_eq!(b["ips"][1]["interface"], 2, "{b}");
-    assert_eq!(b["dns"]["nameservers"], json!(["192.0.2.53"]));
+    assert_eq!(b["ips"][1]["interface"], 3, "{b}");
+    assert_eq!(b["dns"]["nameservers"], json!(["192.0.2.53"]), "the chain's");
     // CHECK of the chain's result, as the runtime passes it.
     let check = t.cni(&call("CHECK", "b", &t.ns_path("b")), &with_prev(&conf("chain", "10.96.0.0/24"), &b));
     assert!(check.ok, "{}", check.stdout);

@@ -188,6 +188,7 @@ fn podman_run_publishes_and_rm_leaves_nothing() {
     let endpoints = t.np_json(&["endpoint", "ls"]);
     assert_eq!(endpoints.as_array().unwrap().len(), 1, "{endpoints}");
     assert_eq!(endpoints[0]["id"], endpoint.as_str());
+    assert_eq!(endpoints[0]["name"], "web", "Podman passes the container's name as K8S_POD_NAME");
     let ports = t.np_json(&["port", "ls"]);
     assert_eq!(ports[0]["host_port"], 8080, "{ports}");
     // libcni's cache of this container's result, when /var/lib/cni was there before.

@@ -1,11 +1,13 @@
 //! Endpoints: attached (the veth pair, the datapath entries, the container's side), attached
 //! again, detached.
 
+use std::collections::BTreeSet;
+
 use crate::core::request::ipv4_addr;
 use crate::error::{Field, Message};
 use crate::kernel::sysctl;
 use crate::types::mac;
-use crate::types::name::{check_name, ifname_problem};
+use crate::types::name::{Hostname, Naming, check_name, ifname_problem};
 use crate::{
     core::{controller::Controller, names::*, request::*},
     error::Error,
@@ -31,6 +33,7 @@ impl Controller {
         }
         let ip = spec.ip.map(|ip| ipv4_addr(Field::Ip, ip)).transpose()?;
         let (mac, ports) = (spec.mac, spec.ports.clone());
+        let aliases = distinct_aliases(&spec.aliases)?;
         let id = match &spec.id {
             Some(id) => {
                 check_name("endpoint id", id)?;
@@ -80,6 +83,8 @@ impl Controller {
             netns_path: ns.path.clone(),
             netns_id: ns.identity()?,
             ports,
+            name: spec.name.clone(),
+            aliases,
             handed: false,
             creator: spec.creator,
         };
@@ -275,6 +280,29 @@ impl Controller {
     }
 }
 
+/// Whether a repeated attach names the endpoint differently: its chosen name (a derived one
+/// may have been left out), or its set of aliases, less its name, which the store does not
+/// keep as an alias too (names compare without case).
+fn names_difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
+    fn set<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+        names.into_iter().map(str::to_ascii_lowercase).collect()
+    }
+    let shown = |names: &BTreeSet<String>| match names.is_empty() {
+        true => "none".to_string(),
+        false => names.iter().cloned().collect::<Vec<_>>().join(","),
+    };
+    let differ = |field: Field, had: BTreeSet<String>, asked: BTreeSet<String>| {
+        (had != asked).then(|| Message::field(field).and(format!(" {}, not {}", shown(&had), shown(&asked))))
+    };
+    let name = match &req.name {
+        Some(Naming::Derived(_)) => None,
+        chosen => differ(Field::Name, set(ep.name.as_deref()), set(chosen.as_ref().map(|n| n.hostname().as_str()))),
+    };
+    let mut asked = set(req.aliases.iter().map(Hostname::as_str));
+    asked.retain(|alias| !ep.name.as_ref().is_some_and(|name| name.eq_ignore_ascii_case(alias)));
+    name.or_else(|| differ(Field::Alias, set(ep.aliases.iter().map(String::as_str)), asked))
+}
+
 /// What a repeated attach of an id asks for differently from the endpoint it has, if anything.
 fn difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
     let field = |field: Field, had: &dyn std::fmt::Display, asked: &dyn std::fmt::Display| {
@@ -291,6 +319,9 @@ fn difference(ep: &EndpointRecord, req: &NewEndpoint) -> Option<Message> {
     }
     if ep.ifname != req.ifname {
         return field(Field::Ifname, &ep.ifname, &req.ifname);
+    }
+    if let Some(names) = names_difference(ep, req) {
+        return Some(names);
     }
     let sorted = |ports: &[Port]| {
         let mut ports = ports.to_vec();

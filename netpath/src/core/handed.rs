@@ -113,6 +113,10 @@ impl Controller {
             netns_path: sandbox.to_string(),
             netns_id: NsIdentity::default(),
             ports: Vec::new(),
+            // Docker serves its containers' names itself (its embedded resolver) and passes
+            // none to a driver.
+            name: None,
+            aliases: Vec::new(),
             handed: true,
             creator: Creator::Engine,
         };

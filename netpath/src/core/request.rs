@@ -7,6 +7,7 @@ use crate::{
     state::store::Xdp,
     types::{
         creator::Creator,
+        name::{Hostname, Naming},
         net::{IpNet, Ipv4Net},
         port::Port,
     },
@@ -46,6 +47,10 @@ pub struct AttachSpec {
     pub mac: Option<[u8; 6]>,
     pub ifname: String,
     pub ports: Vec<Port>,
+    /// The name the container answers to on the network (unique there), and its other
+    /// names (which other containers may share).
+    pub name: Option<Naming>,
+    pub aliases: Vec<Hostname>,
     pub creator: Creator,
 }
 

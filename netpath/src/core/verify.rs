@@ -74,9 +74,9 @@ impl Controller {
         Ok(None)
     }
 
-    /// The MAC address of an endpoint's host veth, if the veth exists.
-    pub async fn host_veth_mac(&self, ep: &EndpointRecord) -> Result<Option<String>> {
-        let Some(index) = self.nl.index_of(&ep.host_veth).await? else {
+    /// The MAC address of a link of the host (a bridge, a host veth), if the link exists.
+    pub async fn link_mac(&self, name: &str) -> Result<Option<String>> {
+        let Some(index) = self.nl.index_of(name).await? else {
             return Ok(None);
         };
         Ok(self.nl.mac_of(index).await?.map(|mac| mac::format_mac(&mac)))

@@ -149,9 +149,20 @@ pub fn ifname_of(e: &EndpointRecord) -> String {
     if e.handed { "(by docker)".to_string() } else { e.ifname.clone() }
 }
 
+/// The name it answers to, with how many aliases besides, for a table's one column.
+fn name_of(e: &EndpointRecord) -> String {
+    let name = e.name.clone().unwrap_or_else(|| "-".to_string());
+    match e.aliases.len() {
+        0 => name,
+        n => format!("{name} (+{n})"),
+    }
+}
+
 pub fn endpoint_text(e: &EndpointRecord) -> String {
     let rows = [
         ("id", e.id.clone()),
+        ("name", e.name.clone().unwrap_or_default()),
+        ("aliases", e.aliases.join(", ")),
         ("network", e.network.clone()),
         ("ip", format!("{}/{}", e.ip, e.prefix)),
         ("mac", e.mac.clone()),
@@ -170,6 +181,7 @@ pub fn endpoints_table(eps: &[EndpointRecord]) -> String {
         .map(|e| {
             vec![
                 e.id.clone(),
+                name_of(e),
                 e.network.clone(),
                 format!("{}/{}", e.ip, e.prefix),
                 e.mac.clone(),
@@ -179,7 +191,7 @@ pub fn endpoints_table(eps: &[EndpointRecord]) -> String {
             ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "NETWORK", "IP", "MAC", "IFNAME", "HOST-VETH", "NETNS"], &rows)
+    table(&["ID", "NAME", "NETWORK", "IP", "MAC", "IFNAME", "HOST-VETH", "NETNS"], &rows)
 }
 
 pub fn program_stats_text(r: &stats::ProgramReport) -> String {

@@ -241,6 +241,14 @@ pub struct AttachArgs {
     /// Publish a port: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp] (repeatable).
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// The name the container answers to on the network, unique there: a DNS host name
+    /// (letters, digits, '-', dots between parts).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Another name it answers to, which other containers of the network may share
+    /// (repeatable).
+    #[arg(long = "alias", value_name = "ALIAS")]
+    pub aliases: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

@@ -6,7 +6,12 @@ use crate::{
     core::{AttachSpec, Controller, DetachSpec, NetworkSpec, Paths, Target, Xdp, session, settings::Changes},
     error::{Error, Field, Result},
     frontend::{cni, oci},
-    types::{creator::Creator, mac, net, port},
+    types::{
+        creator::Creator,
+        mac,
+        name::{Hostname, Naming},
+        net, port,
+    },
     view::{conntrack, monitor, output::table, stats},
 };
 
@@ -30,6 +35,8 @@ pub fn flag(field: Field) -> Cow<'static, str> {
         Field::Ifname => "--ifname",
         Field::Publish => "-p",
         Field::Force => "--force",
+        Field::Name => "--name",
+        Field::Alias => "--alias",
     })
 }
 
@@ -63,6 +70,16 @@ async fn execute(cli: Cli) -> Result<()> {
                 mac: args.mac.as_deref().map(mac::parse_mac).transpose()?,
                 ifname: args.ifname,
                 ports: port::parse_publish_all(&args.publish)?,
+                name: args
+                    .name
+                    .as_deref()
+                    .map(|name| Hostname::parse(Field::Name, name).map(Naming::Chosen))
+                    .transpose()?,
+                aliases: args
+                    .aliases
+                    .iter()
+                    .map(|alias| Hostname::parse(Field::Alias, alias))
+                    .collect::<Result<_>>()?,
                 creator: Creator::Cli,
             };
             let ep = ctl.attach(&spec).await?;

@@ -1,19 +1,20 @@
 //! What a CNI runtime hands the plugin, parsed at the edge into typed requests: the
 //! `CNI_*` environment variables and the network configuration on stdin.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr},
 };
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::reply::{CniError, SUPPORTED_VERSIONS, code};
+use super::reply::{CniError, SUPPORTED_VERSIONS, code, key};
 use crate::{
     core::{AttachSpec, NetworkSpec, Target, Xdp},
+    error::Field,
     types::{
         creator::Creator,
-        name::ifname_problem,
+        name::{Hostname, Naming, ifname_problem},
         net::{IpNet, Ipv4Net},
         port::{Port, Proto},
     },
@@ -51,13 +52,16 @@ impl Command {
     }
 }
 
-/// The container a command is about: `CNI_CONTAINERID`, `CNI_IFNAME` and `CNI_NETNS`.
+/// The container a command is about: `CNI_CONTAINERID`, `CNI_IFNAME` and `CNI_NETNS`, and
+/// the name `CNI_ARGS` gives it.
 #[derive(Clone, Debug)]
 pub struct Attachment {
     pub container_id: String,
     pub ifname: String,
     /// Absent for DEL of a container whose namespace is gone.
     pub netns: Option<String>,
+    /// `K8S_POD_NAME`: Kubernetes runtimes pass the pod's name, Podman the container's.
+    pub pod_name: Option<String>,
 }
 
 impl Attachment {
@@ -84,7 +88,17 @@ impl Attachment {
             return Err(CniError::new(code::INVALID_ENV, format!("CNI_IFNAME {problem}")));
         }
         let netns = if need_netns { Some(required("CNI_NETNS")?) } else { var("CNI_NETNS").filter(|v| !v.is_empty()) };
-        Ok(Self { container_id, ifname, netns })
+        let pod_name = var("CNI_ARGS").and_then(|args| cni_arg(&args, "K8S_POD_NAME"));
+        Ok(Self { container_id, ifname, netns, pod_name })
+    }
+
+    /// The name the container answers to on its network: the pod's, when it is a host name,
+    /// derived (left out when taken: pods of one name in two Kubernetes namespaces may share
+    /// a network). One that is no host name is left out, not refused: Podman's generated
+    /// names (`eager_tesla`) have underscores, and a container must not fail to start for a
+    /// name it did not choose.
+    pub fn name(&self) -> Option<Naming> {
+        self.pod_name.as_deref().and_then(|name| Hostname::parse(Field::Name, name).ok()).map(Naming::Derived)
     }
 
     /// netpath's endpoint id for this attachment: one container may have several interfaces.
@@ -95,6 +109,15 @@ impl Attachment {
 
 pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
     format!("{container_id}-{ifname}")
+}
+
+/// One value of `CNI_ARGS` (`K1=V1;K2=V2`), when set and not empty.
+fn cni_arg(args: &str, name: &str) -> Option<String> {
+    args.split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// The network configuration (one plugin's entry of a conflist, as the runtime passes it).
@@ -130,6 +153,10 @@ pub struct RuntimeConfig {
     pub port_mappings: Vec<PortMapping>,
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The `aliases` capability: each network's aliases for the container, by the network
+    /// configuration's `name` (as Podman's CNI backend passes them).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -165,6 +192,9 @@ pub struct Config {
     /// these only (defaults are not a request).
     pub stated: StatedFlags,
     pub dns: Option<Value>,
+    /// The configuration's `name`, under which runtimes pass per-network capability
+    /// arguments (`aliases`).
+    pub name: String,
     pub runtime: RuntimeConfig,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<ValidAttachment>>,
@@ -225,6 +255,7 @@ pub fn parse(input: &[u8]) -> Result<Config, CniError> {
         network,
         stated,
         dns: conf.dns,
+        name,
         runtime: conf.runtime_config,
         prev_result: conf.prev_result,
         valid_attachments: conf.valid_attachments,
@@ -277,6 +308,13 @@ fn check_runtime(runtime: &RuntimeConfig) -> Result<(), CniError> {
     Ok(())
 }
 
+/// The aliases the runtime gives the container on network `name`; one that is no host name
+/// was asked for and is refused. Read for ADD alone: a DEL must not fail on them.
+fn aliases_of(runtime: &RuntimeConfig, name: &str) -> Result<Vec<Hostname>, CniError> {
+    let listed = runtime.aliases.get(name).map(Vec::as_slice).unwrap_or_default();
+    listed.iter().map(|alias| Hostname::parse(Field::Alias, alias).map_err(|e| invalid(e.render(&key)))).collect()
+}
+
 /// The port a mapping publishes.
 fn port_of(m: &PortMapping) -> Result<Port, CniError> {
     let proto = m.protocol.as_deref().filter(|p| !p.is_empty()).unwrap_or("tcp").to_ascii_lowercase();
@@ -324,6 +362,8 @@ impl Config {
             mac: None,
             ifname: at.ifname.clone(),
             ports,
+            name: at.name(),
+            aliases: aliases_of(&self.runtime, &self.name)?,
             creator: Creator::Cni,
         })
     }
@@ -378,8 +418,10 @@ mod tests {
 
     #[test]
     fn one_static_address_with_or_without_a_prefix() {
-        let ips =
-            |ips: &[&str]| RuntimeConfig { port_mappings: vec![], ips: ips.iter().map(|s| s.to_string()).collect() };
+        let ips = |ips: &[&str]| RuntimeConfig {
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            ..RuntimeConfig::default()
+        };
         assert_eq!(static_ip(&ips(&[])).unwrap(), None);
         assert_eq!(static_ip(&ips(&["10.1.2.3/24"])).unwrap(), Some(Ipv4Addr::new(10, 1, 2, 3)));
         assert_eq!(static_ip(&ips(&["10.1.2.3", "10.1.2.3/24"])).unwrap(), Some(Ipv4Addr::new(10, 1, 2, 3)));
@@ -388,7 +430,7 @@ mod tests {
 
     #[test]
     fn endpoint_ids_name_the_container_and_its_interface() {
-        let at = Attachment { container_id: "abc".into(), ifname: "eth1".into(), netns: None };
+        let at = Attachment { container_id: "abc".into(), ifname: "eth1".into(), netns: None, pod_name: None };
         assert_eq!(at.endpoint_id(), "abc-eth1");
         let env = |name: &str| match name {
             "CNI_CONTAINERID" => Some("abc".to_string()),
@@ -397,5 +439,37 @@ mod tests {
         };
         assert!(Attachment::from_env(env, false).is_ok());
         assert_eq!(Attachment::from_env(env, true).unwrap_err().code, code::INVALID_ENV);
+    }
+
+    #[test]
+    fn the_name_comes_from_cni_args_when_it_is_a_host_name() {
+        let env = |args: &'static str| {
+            move |name: &str| match name {
+                "CNI_CONTAINERID" => Some("abc".to_string()),
+                "CNI_IFNAME" => Some("eth0".to_string()),
+                "CNI_ARGS" => Some(args.to_string()),
+                _ => None,
+            }
+        };
+        let name = |args| Attachment::from_env(env(args), false).unwrap().name().map(|n| n.hostname().to_string());
+        assert_eq!(name("IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=web"), Some("web".into()));
+        assert_eq!(name("K8S_POD_NAME=Web.front"), Some("Web.front".into()));
+        assert_eq!(name("K8S_POD_NAME="), None);
+        assert_eq!(name("IgnoreUnknown=1"), None);
+        assert_eq!(name("K8S_POD_NAME=eager_tesla"), None, "Podman's generated names are left out");
+    }
+
+    #[test]
+    fn aliases_are_this_networks_and_must_be_host_names() {
+        let runtime = |aliases: Value| RuntimeConfig {
+            aliases: serde_json::from_value(aliases).unwrap(),
+            ..RuntimeConfig::default()
+        };
+        let listed = aliases_of(&runtime(json!({ "n": ["web", "www"], "other": ["db"] })), "n").unwrap();
+        assert_eq!(listed.iter().map(ToString::to_string).collect::<Vec<_>>(), ["web", "www"]);
+        assert!(aliases_of(&runtime(json!({ "other": ["db"] })), "n").unwrap().is_empty());
+        let e = aliases_of(&runtime(json!({ "n": ["web_1"] })), "n").unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.starts_with("the aliases capability 'web_1': a container name is"), "{}", e.msg);
     }
 }

@@ -131,8 +131,13 @@ async fn add(ctl: &mut Controller, config: &Config, at: &Attachment) -> Result<V
     ensure_network(ctl, config).await?;
     let netns = at.netns.as_deref().unwrap_or_default();
     let ep = ctl.attach(&config.attach_spec(at, netns)?).await?;
-    let host_mac = ctl.host_veth_mac(&ep).await?;
-    Ok(reply::add_result(&config.version, &ep, host_mac, config.dns.as_ref(), config.prev_result.as_ref()))
+    let bridge = ctl.network(&ep.network)?.bridge;
+    let host = reply::HostSide {
+        bridge_mac: ctl.link_mac(&bridge).await?,
+        bridge,
+        veth_mac: ctl.link_mac(&ep.host_veth).await?,
+    };
+    Ok(reply::add_result(&config.version, &ep, &host, config.dns.as_ref(), config.prev_result.as_ref()))
 }
 
 /// Idempotent: an unknown id, a namespace that is gone and a second DEL all succeed.

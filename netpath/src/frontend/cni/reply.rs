@@ -1,6 +1,6 @@
 //! What the plugin answers: results, and errors as the spec's error JSON with its codes
 //! (and netpath's own, from 100, one per class of `crate::Error`).
-use std::borrow::Cow;
+use std::{borrow::Cow, net::Ipv4Addr};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -88,6 +88,8 @@ pub fn key(field: Field) -> Cow<'static, str> {
         Field::Ifname => "CNI_IFNAME",
         Field::Publish => "portMappings",
         Field::Force => "force",
+        Field::Name => "K8S_POD_NAME",
+        Field::Alias => "the aliases capability",
     })
 }
 
@@ -100,12 +102,31 @@ fn is_busy(e: &(dyn std::error::Error + 'static)) -> bool {
     )
 }
 
+/// The host's side of an endpoint, as a result lists it: the network's bridge and the host
+/// end of the veth, with their MACs when the kernel gave them.
+pub struct HostSide {
+    pub bridge: String,
+    pub bridge_mac: Option<String>,
+    pub veth_mac: Option<String>,
+}
+
+/// A host interface of the result; it has no `sandbox`.
+fn host_interface(name: &str, mac: Option<&String>) -> Value {
+    let mut interface = json!({ "name": name });
+    if let Some(mac) = mac {
+        interface["mac"] = json!(mac);
+    }
+    interface
+}
+
 /// The ADD result for an endpoint, appended to a previous plugin's result when there is one
-/// (netpath first in a chain has none).
+/// (netpath first in a chain has none). The bridge comes first of netpath's interfaces, as
+/// the reference `bridge` plugin lists it: plugins chained after it (`dnsname`) take the
+/// first interface for the network's bridge.
 pub fn add_result(
     version: &str,
     ep: &EndpointRecord,
-    host_mac: Option<String>,
+    host: &HostSide,
     dns: Option<&Value>,
     prev: Option<&Value>,
 ) -> Value {
@@ -113,17 +134,14 @@ pub fn add_result(
     let mut interfaces = list("interfaces");
     let mut ips = list("ips");
     let mut routes = list("routes");
-    let host = interfaces.len();
-    let mut host_if = json!({ "name": ep.host_veth });
-    if let Some(mac) = host_mac {
-        host_if["mac"] = json!(mac);
-    }
-    interfaces.push(host_if);
+    interfaces.push(host_interface(&host.bridge, host.bridge_mac.as_ref()));
+    interfaces.push(host_interface(&ep.host_veth, host.veth_mac.as_ref()));
+    let container = interfaces.len();
     interfaces.push(json!({ "name": ep.ifname, "mac": ep.mac, "sandbox": ep.netns }));
     let mut ip = json!({
         "address": format!("{}/{}", ep.ip, ep.prefix),
         "gateway": ep.gateway.to_string(),
-        "interface": host + 1,
+        "interface": container,
     });
     // 0.4.0 results name the IP version of each address; 1.0.0 dropped the field.
     if version == "0.4.0" {
@@ -137,6 +155,9 @@ pub fn add_result(
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
+        // The chain's or the configuration's. The gateway joins the nameservers only with the
+        // resolver that answers there: a runtime that writes them into resolv.conf would send
+        // every lookup to it first.
         "dns": dns.cloned().unwrap_or_else(|| json!({})),
     })
 }

@@ -20,5 +20,8 @@ pub fn option(field: Field) -> Cow<'static, str> {
         Field::Ifname => "the interface name",
         Field::Publish => "-p",
         Field::Force => "--force",
+        // Docker serves its containers' names itself and passes none to the driver.
+        Field::Name => "the container name",
+        Field::Alias => "--network-alias",
     })
 }

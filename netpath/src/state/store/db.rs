@@ -7,7 +7,9 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::schema::{MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, MIGRATE_TO_5, MIGRATE_TO_6, SCHEMA, SCHEMA_VERSION};
+use super::schema::{
+    MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, MIGRATE_TO_5, MIGRATE_TO_6, MIGRATE_TO_7, SCHEMA, SCHEMA_VERSION,
+};
 use crate::{
     error::{Context, Error, Result},
     state::dir::{open_private, private_dir, private_files},
@@ -70,7 +72,7 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         match version {
-            0..=5 => {
+            0..=6 => {
                 if version == 0 {
                     tx.execute_batch(SCHEMA)?;
                 }
@@ -86,7 +88,10 @@ impl Store {
                 if version < 5 {
                     tx.execute_batch(MIGRATE_TO_5)?;
                 }
-                tx.execute_batch(MIGRATE_TO_6)?;
+                if version < 6 {
+                    tx.execute_batch(MIGRATE_TO_6)?;
+                }
+                tx.execute_batch(MIGRATE_TO_7)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}

@@ -1,4 +1,5 @@
-//! Endpoints and their published ports: addresses reserved in one transaction.
+//! Endpoints, their published ports and the names they answer to: addresses and names
+//! reserved in one transaction.
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -10,25 +11,102 @@ use super::{
     sql::{now, parse_ip},
 };
 use crate::error::{Field, Message};
-use crate::types::mac;
+use crate::types::{
+    mac,
+    name::{Hostname, Naming},
+};
 use crate::{error::Error, error::Result, state::ipam, types::identity::NsIdentity, types::port::Port};
 
-pub(super) fn ports_of(conn: &Connection, endpoint: &str) -> rusqlite::Result<Vec<Port>> {
+fn ports_of(conn: &Connection, endpoint: &str) -> rusqlite::Result<Vec<Port>> {
     let mut stmt = conn.prepare(
         "SELECT proto, host_ip, host_port, container_port FROM ports WHERE endpoint_id = ?1 ORDER BY proto, host_port",
     )?;
     stmt.query_map([endpoint], port_row)?.collect()
 }
 
-/// Fills in each endpoint's published ports.
-pub(super) fn with_ports(
-    conn: &Connection,
-    mut endpoints: Vec<EndpointRecord>,
-) -> rusqlite::Result<Vec<EndpointRecord>> {
+fn aliases_of(conn: &Connection, endpoint: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT alias FROM endpoint_aliases WHERE endpoint_id = ?1 ORDER BY rowid")?;
+    stmt.query_map([endpoint], |r| r.get(0))?.collect()
+}
+
+/// Fills in an endpoint's published ports and aliases, which rows of their own hold.
+fn fill(conn: &Connection, ep: &mut EndpointRecord) -> rusqlite::Result<()> {
+    ep.ports = ports_of(conn, &ep.id)?;
+    ep.aliases = aliases_of(conn, &ep.id)?;
+    Ok(())
+}
+
+pub(super) fn filled(conn: &Connection, mut endpoints: Vec<EndpointRecord>) -> rusqlite::Result<Vec<EndpointRecord>> {
     for ep in &mut endpoints {
-        ep.ports = ports_of(conn, &ep.id)?;
+        fill(conn, ep)?;
     }
     Ok(endpoints)
+}
+
+/// The endpoint of the network whose name `name` is (names compare without case: the
+/// column's collation).
+fn name_holder(conn: &Connection, network_id: u32, name: &Hostname) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT id FROM endpoints WHERE network_id = ?1 AND name = ?2",
+        params![network_id, name.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// An endpoint of the network that has `name` as an alias.
+fn alias_holder(conn: &Connection, network_id: u32, name: &Hostname) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT a.endpoint_id FROM endpoint_aliases a JOIN endpoints e ON e.id = a.endpoint_id
+         WHERE e.network_id = ?1 AND a.alias = ?2 ORDER BY a.rowid LIMIT 1",
+        params![network_id, name.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The name the endpoint gets, refusing names another endpoint of the network answers to in
+/// a way that would make a name ambiguous: a name resolves to its one endpoint, so it may be
+/// neither another's name nor another's alias, and an alias may not be another's name.
+/// Aliases may be shared: the resolver answers with every endpoint that has it (Docker's
+/// `--network-alias` rule). A derived name that is taken is left out instead of refused.
+fn check_names<'a>(conn: &Connection, req: &'a NewEndpoint) -> Result<Option<&'a Hostname>> {
+    let net = &req.network;
+    let taken = |field: Field, name: &Hostname, holder: String, as_what: &str| {
+        Error::conflict(Message::field(field).and(format!(
+            " '{name}' is {as_what} endpoint '{holder}' on network '{}'; pick another, or detach '{holder}' first",
+            net.name
+        )))
+    };
+    for alias in &req.aliases {
+        if let Some(holder) = name_holder(conn, net.id, alias)? {
+            return Err(taken(Field::Alias, alias, holder, "the name of"));
+        }
+    }
+    let Some(naming) = &req.name else {
+        return Ok(None);
+    };
+    let name = naming.hostname();
+    let holder = match name_holder(conn, net.id, name)? {
+        Some(holder) => Some((holder, "the name of")),
+        None => alias_holder(conn, net.id, name)?.map(|holder| (holder, "an alias of")),
+    };
+    match (holder, naming) {
+        (None, _) => Ok(Some(name)),
+        (Some(_), Naming::Derived(_)) => Ok(None),
+        (Some((holder, as_what)), Naming::Chosen(_)) => Err(taken(Field::Name, name, holder, as_what)),
+    }
+}
+
+/// Records the aliases, but not the endpoint's own name again.
+fn insert_aliases(conn: &Connection, endpoint: &str, name: Option<&Hostname>, aliases: &[Hostname]) -> Result<()> {
+    for alias in aliases.iter().filter(|alias| !name.is_some_and(|name| name.is(alias.as_str()))) {
+        conn.execute(
+            "INSERT INTO endpoint_aliases (endpoint_id, alias) VALUES (?1, ?2)",
+            params![endpoint, alias.as_str()],
+        )?;
+    }
+    Ok(())
 }
 
 /// Refuses ports that another endpoint, or the request itself, publishes already.
@@ -88,7 +166,7 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing =
             tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row).optional()?;
-        if let Some(existing) = existing {
+        if let Some(mut existing) = existing {
             if existing.network_id != req.network.id {
                 return Err(Error::conflict(format!(
                     "endpoint '{}' is attached to network '{}'; detach it first",
@@ -101,8 +179,8 @@ impl Store {
                     req.id
                 )));
             }
-            let ports = ports_of(&tx, &existing.id)?;
-            return Ok(Reservation::Existing(EndpointRecord { ports, ..existing }));
+            fill(&tx, &mut existing)?;
+            return Ok(Reservation::Existing(existing));
         }
         let used: BTreeSet<Ipv4Addr> = {
             let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
@@ -110,6 +188,7 @@ impl Store {
             rows.map(|ip| parse_ip(&ip?)).collect::<Result<_>>()?
         };
         check_ports(&tx, &req.ports)?;
+        let name = check_names(&tx, req)?;
         let net = &req.network;
         let ip = match req.ip {
             Some(ip) => {
@@ -141,8 +220,8 @@ impl Store {
         }
         let inserted = tx.execute(
             "INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
-                netns_cookie, netns_boot, state, owner_pid, created_at, handed, slot, creator)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                netns_cookie, netns_boot, state, owner_pid, created_at, handed, slot, creator, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 req.id,
                 net.id,
@@ -160,7 +239,8 @@ impl Store {
                 now(),
                 req.handed,
                 slot,
-                req.creator
+                req.creator,
+                name.map(Hostname::as_str)
             ],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
@@ -176,8 +256,9 @@ impl Store {
         }
         inserted?;
         insert_ports(&tx, &req.id, &req.ports)?;
+        insert_aliases(&tx, &req.id, name, &req.aliases)?;
         let mut record = tx.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [&req.id], endpoint_row)?;
-        record.ports = ports_of(&tx, &req.id)?;
+        fill(&tx, &mut record)?;
         tx.commit()?;
         Ok(Reservation::New(record))
     }
@@ -195,7 +276,7 @@ impl Store {
     pub fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>> {
         let found =
             self.conn.query_row(&format!("{ENDPOINT_SELECT} WHERE e.id = ?1"), [id], endpoint_row).optional()?;
-        Ok(with_ports(&self.conn, found.into_iter().collect())?.pop())
+        Ok(filled(&self.conn, found.into_iter().collect())?.pop())
     }
 
     /// Endpoints, of one network or of all, ordered by network and address.
@@ -203,7 +284,7 @@ impl Store {
         let mut stmt = self.conn.prepare(&format!(
             "{ENDPOINT_SELECT} WHERE ?1 IS NULL OR e.network_id = ?1 ORDER BY n.name, e.created_at, e.id"
         ))?;
-        Ok(with_ports(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
+        Ok(filled(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
     }
 
     /// Every endpoint without its ports: for checks that run at every attach and must stay

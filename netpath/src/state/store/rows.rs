@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::sql::{optional_col, parse_col};
 use crate::types::creator::Creator;
 use crate::types::mac;
+use crate::types::name::{Hostname, Naming};
 use crate::{
     error::Result,
     types::identity::NsIdentity,
@@ -187,6 +188,10 @@ pub struct EndpointRecord {
     pub netns: String,
     #[serde(skip)]
     pub netns_id: NsIdentity,
+    /// The name it answers to on its network, unique there; `None` when nothing named it.
+    pub name: Option<String>,
+    /// Other names it answers to, which other endpoints of the network may share.
+    pub aliases: Vec<String>,
     /// The container end was handed to an engine, which moved, named and addressed it:
     /// `ifname` is the name netpath created it under, not its name inside.
     pub handed: bool,
@@ -242,6 +247,10 @@ pub struct NewEndpoint {
     pub netns_path: String,
     pub netns_id: NsIdentity,
     pub ports: Vec<Port>,
+    /// See [`EndpointRecord::name`] and [`EndpointRecord::aliases`]; the aliases are distinct.
+    /// One that is the name the endpoint gets is not kept as an alias too.
+    pub name: Option<Naming>,
+    pub aliases: Vec<Hostname>,
     /// See [`EndpointRecord::handed`].
     pub handed: bool,
     pub creator: Creator,
@@ -279,7 +288,8 @@ pub(super) fn network_row(row: &Row) -> rusqlite::Result<NetworkRecord> {
 
 pub(super) const ENDPOINT_SELECT: &str =
     "SELECT e.id, n.name AS network, e.network_id, e.ip, e.ip6, n.subnet, n.gateway, e.mac,
-    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.handed, e.creator,
+    e.ifname, e.host_veth, e.netns_path, e.netns_dev, e.netns_ino, e.netns_cookie, e.netns_boot, e.name,
+    e.handed, e.creator,
     e.state, e.owner_pid, e.created_at, e.slot, n.xdp
     FROM endpoints e JOIN networks n ON n.id = e.network_id";
 
@@ -303,6 +313,8 @@ pub(super) fn endpoint_row(row: &Row) -> rusqlite::Result<EndpointRecord> {
             cookie: row.get("netns_cookie")?,
             boot: row.get("netns_boot")?,
         },
+        name: row.get("name")?,
+        aliases: Vec::new(),
         handed: row.get("handed")?,
         creator: row.get("creator")?,
         state: row.get("state")?,

@@ -1,6 +1,6 @@
 //! The database schema and the migrations from older versions.
 
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE networks (
@@ -106,4 +106,20 @@ ALTER TABLE endpoint_claims ADD COLUMN ip6 TEXT;
 /// dies).
 pub(super) const MIGRATE_TO_6: &str = "
 ALTER TABLE endpoints ADD COLUMN creator TEXT;
+";
+
+/// Version 7: the names a container answers to on its network, for the resolver to serve.
+/// An endpoint may have one name, unique on its network (whatever its case, as in DNS), and
+/// aliases, which several endpoints may share (the resolver answers with all of them). The
+/// index backs up the check `reserve_endpoint` makes in its transaction. Existing endpoints
+/// keep NULL and no aliases: nothing named them.
+pub(super) const MIGRATE_TO_7: &str = "
+ALTER TABLE endpoints ADD COLUMN name TEXT COLLATE NOCASE;
+CREATE UNIQUE INDEX endpoints_name ON endpoints(network_id, name);
+CREATE TABLE endpoint_aliases (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    alias       TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (endpoint_id, alias)
+);
+CREATE INDEX endpoint_aliases_alias ON endpoint_aliases(alias);
 ";

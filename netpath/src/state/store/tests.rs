@@ -3,7 +3,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 use super::{schema::*, *};
-use crate::types::{creator::Creator, identity::NsIdentity, net::Ipv4Net};
+use crate::{
+    error::Field,
+    types::{
+        creator::Creator,
+        identity::NsIdentity,
+        name::{Hostname, Naming},
+        net::Ipv4Net,
+    },
+};
 
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("netpath-store-{}-{}", std::process::id(), now_nanos()));
@@ -41,6 +49,8 @@ fn endpoint(id: &str, network: &NetworkRecord, ip: Option<&str>) -> NewEndpoint 
         netns_path: "/run/netns/x".into(),
         netns_id: NsIdentity { dev: 1, ino: 2, cookie: 3, boot: "b".into() },
         ports: Vec::new(),
+        name: None,
+        aliases: Vec::new(),
         handed: false,
         creator: Creator::Cli,
     }
@@ -176,7 +186,7 @@ fn a_database_of_the_previous_release_is_migrated_and_keeps_its_rows() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, SCHEMA_VERSION);
     let web = store.network("web").unwrap();
     assert_eq!((web.subnet.to_string(), web.gateway.to_string()), ("10.61.0.0/24".into(), "10.61.0.1".into()));
     assert_eq!((web.subnet6, web.gateway6, web.state), (None, None, State::Ready));
@@ -223,12 +233,116 @@ fn a_version_5_database_is_migrated_and_its_endpoints_have_no_creator() {
     }
     let mut store = Store::open(&dir).unwrap();
     let version: i64 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(store.endpoint("old-eth0").unwrap().unwrap().creator, None);
     let web = store.network("web").unwrap();
     let cni = NewEndpoint { creator: Creator::Cni, ..endpoint("new-eth0", &web, None) };
     let Reservation::New(new) = store.reserve_endpoint(&cni).unwrap() else { panic!("new-eth0 was not new") };
     assert_eq!(new.creator, Some(Creator::Cni));
     assert_eq!(store.endpoint("new-eth0").unwrap().unwrap().creator, Some(Creator::Cni));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn named(id: &str, network: &NetworkRecord, name: Option<&str>, aliases: &[&str]) -> NewEndpoint {
+    let hostname = |field, text: &str| Hostname::parse(field, text).unwrap();
+    NewEndpoint {
+        name: name.map(|n| Naming::Chosen(hostname(Field::Name, n))),
+        aliases: aliases.iter().map(|a| hostname(Field::Alias, a)).collect(),
+        ..endpoint(id, network, None)
+    }
+}
+
+/// A name resolves to one endpoint of its network; an alias may be shared, but never with a
+/// name. A refused reservation leaves no row and takes no address.
+#[test]
+fn names_are_unique_per_network_and_aliases_are_shared() {
+    let dir = tempdir();
+    let mut store = Store::open(&dir).unwrap();
+    let a = store.create_network(&net("a", Some("10.9.0.0/24")), &[]).unwrap();
+    let b = store.create_network(&net("b", Some("10.10.0.0/24")), &[]).unwrap();
+    let Reservation::New(web) = store.reserve_endpoint(&named("w1", &a, Some("web"), &["www", "front"])).unwrap()
+    else {
+        panic!("w1 was not new")
+    };
+    assert_eq!((web.name.as_deref(), web.aliases.as_slice()), (Some("web"), &["www".to_string(), "front".into()][..]));
+    let refused = |store: &mut Store, req: NewEndpoint| store.reserve_endpoint(&req).err().expect("refused");
+    let flag = |f: Field| format!("--{}", f.noun()).into();
+
+    let e = refused(&mut store, named("w2", &a, Some("WEB"), &[]));
+    assert_eq!(e.exit_code(), 4);
+    assert_eq!(
+        e.render(&flag),
+        "--name 'WEB' is the name of endpoint 'w1' on network 'a'; pick another, or detach 'w1' first"
+    );
+    let e = refused(&mut store, named("w2", &a, Some("www"), &[]));
+    assert!(e.render(&flag).starts_with("--name 'www' is an alias of endpoint 'w1'"), "{e}");
+    let e = refused(&mut store, named("w2", &a, None, &["Web"]));
+    assert!(e.render(&flag).starts_with("--alias 'Web' is the name of endpoint 'w1'"), "{e}");
+    assert!(store.endpoint("w2").unwrap().is_none(), "a refused name left a row");
+
+    // The same name on another network; a shared alias; an unnamed endpoint.
+    assert!(matches!(store.reserve_endpoint(&named("w3", &b, Some("web"), &["www"])), Ok(Reservation::New(_))));
+    let Reservation::New(w4) = store.reserve_endpoint(&named("w4", &a, Some("web2"), &["www"])).unwrap() else {
+        panic!("w4 was not new")
+    };
+    assert_eq!(w4.ip.to_string(), "10.9.0.3", "the refused attaches took no address");
+    assert!(matches!(store.reserve_endpoint(&endpoint("u1", &a, None)), Ok(Reservation::New(_))));
+    let listed = store.endpoints(Some(a.id)).unwrap();
+    let names: Vec<_> = listed.iter().map(|e| (e.id.as_str(), e.name.as_deref(), e.aliases.len())).collect();
+    assert_eq!(names, [("u1", None, 0), ("w1", Some("web"), 2), ("w4", Some("web2"), 1)]);
+
+    // Removing an endpoint frees its name and its aliases' rows.
+    store.remove_endpoint("w1").unwrap();
+    assert!(matches!(store.reserve_endpoint(&named("w5", &a, Some("web"), &[])), Ok(Reservation::New(_))));
+    let left: i64 = store.conn.query_row("SELECT COUNT(*) FROM endpoint_aliases", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 2, "w3's and w4's aliases");
+
+    // A derived name that is taken is left out; a derived name that is free is kept.
+    let derived = |id: &str, name: &str| NewEndpoint {
+        name: Some(Naming::Derived(Hostname::parse(Field::Name, name).unwrap())),
+        ..endpoint(id, &a, None)
+    };
+    let Reservation::New(unnamed) = store.reserve_endpoint(&derived("d1", "web")).unwrap() else { panic!() };
+    assert_eq!(unnamed.name, None);
+    let Reservation::New(free) = store.reserve_endpoint(&derived("d2", "free")).unwrap() else { panic!() };
+    assert_eq!(free.name.as_deref(), Some("free"));
+    // An alias that is the endpoint's own name is not kept twice.
+    let Reservation::New(solo) = store.reserve_endpoint(&named("s1", &b, Some("solo"), &["SOLO", "x"])).unwrap() else {
+        panic!()
+    };
+    assert_eq!((solo.name.as_deref(), solo.aliases.as_slice()), (Some("solo"), &["x".to_string()][..]));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Schema 6 had no names: its endpoints come out unnamed, and new ones record theirs.
+#[test]
+fn a_version_6_database_is_migrated_and_its_endpoints_have_no_name() {
+    let dir = tempdir();
+    {
+        let conn = Connection::open(dir.join("netpath.db")).unwrap();
+        for step in [SCHEMA, MIGRATE_TO_2, MIGRATE_TO_3, MIGRATE_TO_4, MIGRATE_TO_5, MIGRATE_TO_6] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO networks (id, name, bridge, subnet, gateway, mtu, internal, masquerade, uplink, xdp, state,
+                 owner_pid, created_at) VALUES (1, 'web', 'np-web', '10.9.0.0/24', '10.9.0.1', 1500, 0, 1, NULL, 0,
+                 'ready', 1, 0);
+             INSERT INTO endpoints (id, network_id, ip, mac, ifname, host_veth, netns_path, netns_dev, netns_ino,
+                 state, owner_pid, created_at, slot, creator) VALUES ('old', 1, '10.9.0.2', '02:4e:0a:09:00:02',
+                 'eth0', 'npvold', '/run/netns/a', 7, 8, 'ready', 1, 0, 0, 'cli');",
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&dir).unwrap();
+    let version: i64 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let old = store.endpoint("old").unwrap().unwrap();
+    assert_eq!((old.name, old.aliases.len(), old.creator), (None, 0, Some(Creator::Cli)));
+    let web = store.network("web").unwrap();
+    let Reservation::New(new) = store.reserve_endpoint(&named("new", &web, Some("api"), &["v1"])).unwrap() else {
+        panic!("new was not new")
+    };
+    assert_eq!((new.name.as_deref(), new.aliases.as_slice()), (Some("api"), &["v1".to_string()][..]));
     std::fs::remove_dir_all(dir).unwrap();
 }
