@@ -4,7 +4,12 @@
 //! label that breaks the format's syntax, a bad escape, a repeated series, a counter not named
 //! `_total`, and a histogram whose buckets are not cumulative or do not end in `+Inf` equal
 //! to its `_count`.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 /// Label names and values, sorted by name.
 pub type Labels = Vec<(String, String)>;
@@ -29,6 +34,33 @@ impl Page {
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels).unwrap_or_else(|| panic!("no series {name}{labels:?} on the page"))
     }
+}
+
+/// Prometheus's own checker, which `cargo xtask test` unpacks next to the netpath binary's
+/// profile directory.
+fn promtool() -> PathBuf {
+    let target = crate::netpath_bin().parent().and_then(std::path::Path::parent).unwrap().to_path_buf();
+    let promtool = target.join("prometheus-root/usr/bin/promtool");
+    assert!(promtool.exists(), "{} is missing: run `cargo xtask test`", promtool.display());
+    promtool
+}
+
+/// `promtool check metrics` on a page: its parser and its linter of names, units and HELP.
+/// `Err` holds what it says.
+pub fn promtool_check(page: &str) -> Result<(), String> {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child.stdin.take().unwrap().write_all(page.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Parses a whole page; `Err` names the first line at fault and why.

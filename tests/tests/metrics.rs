@@ -1,6 +1,6 @@
 //! `netpath daemon --metrics`: Prometheus scrapes `/metrics` over TCP on the loopback of the
 //! topology's host namespace. Every page is read with a strict parser of the text format
-//! (`netpath_tests::prometheus`); the counters must follow traffic, drops, conntrack and the
+//! (`netpath_tests::prometheus`) and checked by `promtool check metrics`; the counters must follow traffic, drops, conntrack and the
 //! daemon's own operations, and bad requests must be refused without stopping the service.
 use std::{
     io::{Read, Write},
@@ -36,11 +36,14 @@ fn exchange(t: &Topology, request: &[u8]) -> (u16, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
-/// `GET /metrics`, which must succeed and parse.
+/// `GET /metrics`, which must succeed, parse, and pass promtool's checks.
 fn scrape(t: &Topology) -> Page {
     let (status, head, body) = exchange(t, b"GET /metrics HTTP/1.1\r\nHost: netpath\r\nAccept: */*\r\n\r\n");
     assert_eq!(status, 200, "{head}\n{body}");
     assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4"), "{head}");
+    if let Err(e) = prometheus::promtool_check(&body) {
+        panic!("promtool check metrics: {e}\n{body}");
+    }
     prometheus::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))
 }
 
