@@ -97,6 +97,8 @@ fn drops(page: &mut Exposition, report: Option<&Report>) {
 }
 
 /// Entries in the established (`CT`) and unanswered (`CT_NEW`) tables and what each holds.
+/// `conntrack_usage` walks keys only, which leaves the LRU's recency alone: a scrape never
+/// changes which connection a full table evicts.
 fn conntrack(page: &mut Exposition, usage: Option<(usize, usize)>) {
     page.family("netpath_conntrack_entries", Kind::Gauge, "Entries in each conntrack table (two per connection).");
     if let Some((ct, ct_new)) = usage {
