@@ -170,6 +170,17 @@ impl Error {
         }
     }
 
+    /// The class of each error in one word, as metrics label it (the exit codes' classes).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::System { .. } => "system",
+            Error::Invalid(_) => "invalid",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Stale(_) => "stale",
+        }
+    }
+
     pub fn stale(msg: impl Into<Message>) -> Self {
         Self::Stale(msg.into())
     }

@@ -18,8 +18,10 @@ use serde_json::Value;
 
 pub mod clients;
 pub mod cni;
+pub mod daemon;
 pub mod frames;
 pub mod netfilter;
+pub mod prometheus;
 pub mod users;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -7,98 +7,19 @@ use std::{
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use netpath_tests::{OUTSIDE_ADDR, Topology, UPLINK_ADDR, clients::GlobalLock, in_netns, tcp_request};
-use serde_json::{Value, json};
+use netpath_tests::{
+    OUTSIDE_ADDR, Topology, UPLINK_ADDR,
+    clients::GlobalLock,
+    daemon::{Daemon, call, ok, parse_response, raw},
+    in_netns, tcp_request,
+};
+use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A running `netpath daemon`, stopped by its PID.
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(t: &Topology, socket: &Path) -> Self {
-        let mut cmd = t.netpath_cmd(&["daemon", "--docker-socket", socket.to_str().unwrap(), "--gc-interval", "2"]);
-        Self::spawn(cmd.stderr(Stdio::inherit()), socket)
-    }
-
-    fn spawn(cmd: &mut Command, socket: &Path) -> Self {
-        let child = cmd.stdout(Stdio::null()).spawn().expect("spawn daemon");
-        let daemon = Self { child: Some(child), socket: socket.to_path_buf() };
-        daemon.wait_ready();
-        daemon
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not listen on {}", self.socket.display());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .unwrap();
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Sends raw bytes, half-closes, and returns whatever came back.
-fn raw(socket: &Path, bytes: &[u8]) -> String {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(bytes).unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-/// One plugin call: the HTTP status and the JSON answer.
-fn call(socket: &Path, method: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    let req = format!(
-        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    parse_response(&raw(socket, req.as_bytes()))
-}
-
-fn parse_response(text: &str) -> (u16, Value) {
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("answer {body:?}: {e}")))
-}
-
-/// A call that must succeed.
-fn ok(socket: &Path, method: &str, body: Value) -> Value {
-    let (status, answer) = call(socket, method, &body);
-    assert_eq!(status, 200, "{method} {body}: {answer}");
-    assert!(answer.get("Err").is_none(), "{method}: {answer}");
-    answer
-}
 
 const NET_ID: &str = "5f1e7d0c3b2a19087766554433221100ffeeddccbbaa99887766554433221100";
 

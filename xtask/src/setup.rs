@@ -21,6 +21,9 @@ const PACKAGES: &[(&str, &str)] = &[
 /// Podman pulls iptables in, which the machine must not get (netpath needs none): the Podman
 /// test runs it from this private prefix under the target directory instead.
 pub const PODMAN_ROOT: &str = "podman-root";
+/// Prometheus's `promtool`, which checks the daemon's metrics page. Unpacked, not installed:
+/// the package would start a Prometheus server, which the tests do not want.
+pub const PROMETHEUS_ROOT: &str = "prometheus-root";
 
 pub fn run() -> Result<()> {
     rust_src()?;
@@ -28,10 +31,11 @@ pub fn run() -> Result<()> {
     debian_packages()
 }
 
-/// What the tests need besides `run`'s: Podman in its private prefix.
+/// What the tests need besides `run`'s: Podman and promtool in their private prefixes.
 pub fn for_tests() -> Result<()> {
-    let root = crate::bench::install::target_dir().join(PODMAN_ROOT);
-    crate::bench::install::private_prefix(&root, &["podman"]).map(drop)
+    let target = crate::bench::install::target_dir();
+    crate::bench::install::private_prefix(&target.join(PODMAN_ROOT), &["podman"])?;
+    crate::bench::install::private_prefix(&target.join(PROMETHEUS_ROOT), &["prometheus"]).map(drop)
 }
 
 fn rust_src() -> Result<()> {

@@ -4,4 +4,5 @@ pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod docker;
+pub mod http;
 pub mod oci;

@@ -128,7 +128,7 @@ pub(crate) fn private_prefix(root: &Path, wanted: &[&str]) -> Result<BTreeMap<St
         return serde_json::from_str(&text)
             .with_context(|| format!("{} is corrupt; remove {}", record.display(), root.display()));
     }
-    step(&format!("unpacking {} into {} (not system-wide: they need iptables)", wanted.join(", "), root.display()));
+    step(&format!("unpacking {} into {} (not system-wide)", wanted.join(", "), root.display()));
     let debs = root.join("debs");
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;

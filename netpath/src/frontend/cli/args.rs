@@ -99,6 +99,10 @@ pub enum Command {
         /// Seconds between two runs of gc and conntrack gc.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         gc_interval: u64,
+        /// Serve Prometheus metrics at http://ADDRESS:PORT/metrics (off unless given), e.g.
+        /// 127.0.0.1:9464. Anyone who can connect may read them.
+        #[arg(long, value_name = "ADDRESS:PORT")]
+        metrics: Option<String>,
     },
 }
 

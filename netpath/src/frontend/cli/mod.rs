@@ -135,9 +135,12 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Gc { format } => print(format, &ctl.gc().await?, gc_text),
         Command::OciHook(cmd) => oci_hook(&mut ctl, cmd).await,
         Command::Cni(CniCmd::Install { .. }) => Err(Error::invalid("`netpath cni install` runs without a controller")),
-        Command::Daemon { docker_socket, gc_interval } => {
-            let opts =
-                crate::frontend::daemon::DaemonOptions { docker_socket, gc_interval: Duration::from_secs(gc_interval) };
+        Command::Daemon { docker_socket, gc_interval, metrics } => {
+            let opts = crate::frontend::daemon::DaemonOptions {
+                docker_socket,
+                gc_interval: Duration::from_secs(gc_interval),
+                metrics: metrics.as_deref().map(metrics_address).transpose()?,
+            };
             crate::frontend::daemon::run(ctl, opts).await
         }
         Command::Conntrack(cmd) => conntrack_cmd(&mut ctl, cmd),
@@ -150,6 +153,13 @@ async fn execute(cli: Cli) -> Result<()> {
             print(format, ports.as_slice(), ports_text)
         }
     }
+}
+
+/// `--metrics`' address: an IP address and a port, no host name (a daemon that resolved one
+/// could listen somewhere else than meant).
+fn metrics_address(text: &str) -> Result<std::net::SocketAddr> {
+    text.parse()
+        .map_err(|_| Error::invalid(format!("--metrics '{text}': expected ADDRESS:PORT such as 127.0.0.1:9464")))
 }
 
 /// The hooks' stdout is not shown by runtimes; what was done goes to stderr, which runc

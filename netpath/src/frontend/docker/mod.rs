@@ -4,7 +4,6 @@
 //! [`parse`] turns a method path and a JSON body into a [`Request`] with netpath's own types
 //! (addresses, subnets, MACs, ports) or refuses it; [`handle`] runs one on the controller.
 //! Neither touches the store, netlink or the maps.
-pub mod http;
 mod names;
 mod parse;
 
@@ -15,6 +14,9 @@ use crate::{core::Controller, error::Result, types::mac};
 pub use names::option;
 use parse::{GLOBAL_SPACE, LOCAL_SPACE, PORTMAP, PortBinding, binding};
 pub use parse::{NewNetwork, Refusal, Request, parse};
+
+/// The media type of the plugin API's answers.
+pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
 /// Runs one request on the controller and answers in the protocol's JSON.
 pub async fn handle(ctl: &mut Controller, req: Request) -> Result<Value> {

@@ -84,6 +84,33 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// What the request does, as the daemon's metrics label it: one name per kind of
+    /// request, however many of them arrive.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Request::Activate => "activate",
+            Request::Capabilities => "capabilities",
+            Request::CreateNetwork(_) => "create_network",
+            Request::DeleteNetwork(_) => "delete_network",
+            Request::CreateEndpoint { .. } => "create_endpoint",
+            Request::DeleteEndpoint { .. } => "delete_endpoint",
+            Request::EndpointOperInfo { .. } => "endpoint_oper_info",
+            Request::Join { .. } => "join",
+            Request::Leave { .. } => "leave",
+            Request::ProgramExternalConnectivity { .. } => "program_external_connectivity",
+            Request::RevokeExternalConnectivity { .. } => "revoke_external_connectivity",
+            Request::Nothing => "nothing",
+            Request::IpamCapabilities => "ipam_capabilities",
+            Request::AddressSpaces => "address_spaces",
+            Request::RequestPool { .. } => "request_pool",
+            Request::ReleasePool { .. } => "release_pool",
+            Request::RequestAddress { .. } => "request_address",
+            Request::ReleaseAddress { .. } => "release_address",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct NewNetwork {
     pub docker_id: String,

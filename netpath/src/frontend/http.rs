@@ -1,13 +1,12 @@
-//! Just enough HTTP/1.1 for Docker's plugin client: one POST with a `Content-Length` body per
-//! connection, answered with `Connection: close`. Everything else is refused with a status,
-//! never a panic: the peer may send garbage, stop half-way or never finish.
+//! Just enough HTTP/1.1 for the daemon's two servers, Docker's plugin client (one POST with a
+//! `Content-Length` body) and a Prometheus scraper (one GET): one request per connection,
+//! answered with `Connection: close`. Everything else is refused with a status, never a panic:
+//! the peer may send garbage, stop half-way or never finish.
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Requests are small JSON documents; anything larger is refused.
+/// Requests are small JSON documents or bodiless GETs; anything larger is refused.
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
-
-pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
 #[derive(Debug)]
 pub struct Request {
@@ -81,7 +80,12 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Request, Re
     Ok(Request { method, path, body })
 }
 
-pub async fn write_response<W: AsyncWrite + Unpin>(w: &mut W, status: u16, body: &[u8]) -> std::io::Result<()> {
+pub async fn write_response<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -95,7 +99,7 @@ pub async fn write_response<W: AsyncWrite + Unpin>(w: &mut W, status: u16, body:
         _ => "Internal Server Error",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     w.write_all(head.as_bytes()).await?;
