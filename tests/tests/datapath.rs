@@ -354,3 +354,41 @@ fn program_costs_are_measured_over_a_window() {
     assert!(row.contains("not measured"), "{text}");
     t.teardown();
 }
+
+/// `--endpoint-hook tcx` gives endpoints TCX links of their own instead of their network's tc
+/// block; a restore moves the endpoints attached before to the hook configured now; traffic
+/// passes through either, and one of each on the same network.
+#[test]
+fn the_endpoint_hook_is_a_setting_and_restore_moves_endpoints_to_it() {
+    let mut t = Topology::new("hook");
+    t.network("web", &["--subnet", "10.57.0.0/24"]);
+    let a = t.container("a", "web", &[]);
+    t.np(&["datapath", "configure", "--endpoint-hook", "tcx"]);
+    assert!(t.np(&["datapath", "show"]).contains("endpoint hook            tcx"));
+    let b = t.container("b", "web", &[]);
+    let (va, vb) = (a["host_veth"].as_str().unwrap(), b["host_veth"].as_str().unwrap());
+    let links = t.datapath_dir().join("links");
+    let on_tcx = |veth: &str| links.join(veth).exists();
+    assert!(on_tcx(vb) && !t.tc_blocks().contains_key(vb), "b has a TCX link and no block binding");
+    assert!(!on_tcx(va) && t.tc_blocks().contains_key(va), "a keeps its block until a restore");
+    let reach = |t: &Topology| {
+        assert!(t.ping("a", &ip_of(&b).to_string(), 2), "a cannot reach b");
+        assert!(t.ping("b", &ip_of(&a).to_string(), 2), "b cannot reach a");
+    };
+    reach(&t);
+
+    t.np(&["restore"]);
+    assert!(on_tcx(va) && !t.tc_blocks().contains_key(va), "restore moved a to TCX");
+    reach(&t);
+
+    t.np(&["datapath", "configure", "--endpoint-hook", "tc-block"]);
+    t.np(&["restore"]);
+    assert!(!on_tcx(va) && !on_tcx(vb), "TCX links left after moving back to the block");
+    let blocks = t.tc_blocks();
+    assert!(blocks.get(va).is_some() && blocks.get(va) == blocks.get(vb), "{blocks:?}");
+    reach(&t);
+
+    let err = t.np_err(&["datapath", "configure", "--endpoint-hook", "xdp"]);
+    assert!(err.contains("pick tc-block or tcx"), "{err}");
+    t.teardown();
+}

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use crate::core::request::ipv4_addr;
 use crate::error::{Field, Message};
 use crate::kernel::sysctl;
+use crate::state::settings::Settings;
 use crate::types::mac;
 use crate::types::name::{Hostname, Naming, check_name, ifname_problem};
 use crate::{
@@ -144,13 +145,15 @@ impl Controller {
     /// Publishes a new endpoint in the datapath, on its new host veth, from a zeroed counter slot.
     pub(crate) fn attach_datapath(&mut self, ep: &EndpointRecord, host_ifindex: u32) -> Result<()> {
         let info = ep.datapath_info(host_ifindex)?;
-        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects())
+        let hook = Settings::endpoint_hook(&self.store)?;
+        self.datapath()?.attach_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects(), hook)
     }
 
     /// Writes an intact endpoint's datapath entries again, keeping its counters.
     pub(crate) fn refresh_datapath(&mut self, ep: &EndpointRecord, host_ifindex: u32) -> Result<()> {
         let info = ep.datapath_info(host_ifindex)?;
-        self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects())
+        let hook = Settings::endpoint_hook(&self.store)?;
+        self.datapath()?.refresh_endpoint(&ep.host_veth, ep.ip, &info, ep.network_xdp.redirects(), hook)
     }
 
     /// The datapath is attached before the container's side comes up, so not one packet of

@@ -72,6 +72,14 @@ pub fn bind(ifindex: u32, block: u32) -> io::Result<()> {
     }
 }
 
+/// Removes the `clsact` qdisc of `ifindex`, and with it any block binding; none is fine.
+pub fn unbind(ifindex: u32) -> io::Result<()> {
+    match Socket::open()?.ack(clsact(RTM_DELQDISC, 0, ifindex, None)) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
+        other => other,
+    }
+}
+
 /// The id of the program the filter of `block` runs; `None` when the block has no filter or
 /// does not exist (no device is bound to it).
 pub fn filter_program(block: u32) -> io::Result<Option<u32>> {

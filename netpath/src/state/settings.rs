@@ -1,12 +1,12 @@
 //! Datapath-wide settings (`netpath datapath configure`): the SNAT port range, how many of its
-//! ports one endpoint may hold, and the conntrack timeouts. Kept in the database, written to
-//! the `CONFIG` map.
+//! ports one endpoint may hold, the conntrack timeouts (kept in the database, written to the
+//! `CONFIG` map), and how endpoints get their program (kept in the database, read by attach).
 use std::ops::RangeInclusive;
 
 use netpath_common::{Config, limits::MAX_SNAT_QUOTA};
 use serde::Serialize;
 
-use crate::{error::Error, error::Result, state::store::Store};
+use crate::{error::Error, error::Result, state::store::Store, types::hook::EndpointHook};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Settings {
@@ -18,6 +18,7 @@ pub struct Settings {
     pub icmp_timeout: u32,
     /// SNAT ports (connections masqueraded or hairpinned) one endpoint may hold at once.
     pub snat_quota: u32,
+    pub endpoint_hook: EndpointHook,
 }
 
 /// What `netpath datapath configure` changes; `None` keeps the current value.
@@ -29,9 +30,10 @@ pub struct Changes {
     pub udp_timeout: Option<u32>,
     pub icmp_timeout: Option<u32>,
     pub snat_quota: Option<u32>,
+    pub endpoint_hook: Option<String>,
 }
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "snat_port_min",
     "snat_port_max",
     "tcp_established_timeout",
@@ -39,6 +41,7 @@ const KEYS: [&str; 7] = [
     "udp_timeout",
     "icmp_timeout",
     "snat_quota",
+    "endpoint_hook",
 ];
 
 /// The fewest SNAT ports a default range may have.
@@ -67,6 +70,7 @@ impl Settings {
             udp_timeout: 60,
             icmp_timeout: 30,
             snat_quota: DEFAULT_SNAT_QUOTA,
+            endpoint_hook: EndpointHook::default(),
         }
     }
 
@@ -83,7 +87,13 @@ impl Settings {
             udp_timeout: get(KEYS[4], d.udp_timeout.into())? as u32,
             icmp_timeout: get(KEYS[5], d.icmp_timeout.into())? as u32,
             snat_quota: get(KEYS[6], d.snat_quota.into())? as u32,
+            endpoint_hook: EndpointHook::from_code(get(KEYS[7], d.endpoint_hook.code())?),
         })
+    }
+
+    /// The endpoint hook alone: what every attach reads.
+    pub fn endpoint_hook(store: &Store) -> Result<EndpointHook> {
+        Ok(store.setting(KEYS[7])?.map_or_else(EndpointHook::default, EndpointHook::from_code))
     }
 
     pub fn save(&self, store: &Store) -> Result<()> {
@@ -95,6 +105,7 @@ impl Settings {
             i64::from(self.udp_timeout),
             i64::from(self.icmp_timeout),
             i64::from(self.snat_quota),
+            self.endpoint_hook.code(),
         ];
         KEYS.iter().zip(values).try_for_each(|(k, v)| store.set_setting(k, v))
     }
@@ -130,6 +141,9 @@ impl Settings {
                 )));
             }
             self.snat_quota = quota;
+        }
+        if let Some(hook) = &changes.endpoint_hook {
+            self.endpoint_hook = EndpointHook::parse(hook)?;
         }
         Ok(self)
     }

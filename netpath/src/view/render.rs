@@ -42,6 +42,7 @@ pub fn settings_text(s: &Settings) -> String {
         ("tcp transient timeout", format!("{}s", s.tcp_transient_timeout)),
         ("udp timeout", format!("{}s", s.udp_timeout)),
         ("icmp timeout", format!("{}s", s.icmp_timeout)),
+        ("endpoint hook", s.endpoint_hook.as_str().to_string()),
     ];
     key_values(&rows, 24)
 }

@@ -55,7 +55,8 @@ pub struct Options {
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
-    /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), netpath-daemon
+    /// ports on TC), netpath-xdp-redirect (XDP also redirects published ports), netpath-tcx
+    /// (`--endpoint-hook tcx`: a TCX link per endpoint instead of the tc block), netpath-daemon
     /// (attaches through `netpath daemon`, the Docker driver; the driver calls timed),
     /// netpath-daemon-engine (the same, the engine's namespace work timed too), veth, bridge,
     /// docker, netavark, cni, redirect-ref.

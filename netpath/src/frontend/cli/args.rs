@@ -297,7 +297,8 @@ pub enum DatapathCmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Change the SNAT port range, the SNAT quota and the conntrack timeouts (seconds).
+    /// Change the SNAT port range, the SNAT quota, the conntrack timeouts (seconds) and how
+    /// endpoints get their program.
     Configure {
         /// Source ports for masqueraded flows, FIRST-LAST, outside net.ipv4.ip_local_port_range.
         #[arg(long)]
@@ -315,5 +316,10 @@ pub enum DatapathCmd {
         udp_timeout: Option<u32>,
         #[arg(long)]
         icmp_timeout: Option<u32>,
+        /// tc-block (default: the network's shared tc block, no RCU grace period per attach) or
+        /// tcx (a TCX link per endpoint); for endpoints attached from now on, and for the
+        /// others at the next `netpath restore`.
+        #[arg(long, value_name = "HOOK")]
+        endpoint_hook: Option<String>,
     },
 }

@@ -198,6 +198,7 @@ async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
             tcp_transient_timeout,
             udp_timeout,
             icmp_timeout,
+            endpoint_hook,
         } => {
             let changes = Changes {
                 snat_ports,
@@ -206,6 +207,7 @@ async fn datapath(ctl: &mut Controller, cmd: DatapathCmd) -> Result<()> {
                 tcp_transient_timeout,
                 udp_timeout,
                 icmp_timeout,
+                endpoint_hook,
             };
             let settings = ctl.configure(&changes)?;
             println!("{}", settings_text(&settings));

@@ -1,6 +1,6 @@
 //! What the plugin answers: results, and errors as the spec's error JSON with its codes
 //! (and netpath's own, from 100, one per class of `crate::Error`).
-use std::{borrow::Cow, net::Ipv4Addr};
+use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::{Value, json};

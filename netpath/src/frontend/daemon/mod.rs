@@ -23,11 +23,7 @@ use tokio::{
 };
 
 use crate::{
-    core::controller::Controller,
-    error::Error,
-    error::Result,
-    frontend::docker,
-    frontend::docker::Request,
+    core::controller::Controller, error::Error, error::Result, frontend::docker, frontend::docker::Request,
     view::metrics::Operations,
 };
 

@@ -15,7 +15,9 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{EndpointCounters, EndpointInfo, VethInfo, names};
 
-use crate::{error, error::Context, error::Error, error::Result, kernel::bpflink, kernel::tcblock};
+use crate::{
+    error, error::Context, error::Error, error::Result, kernel::bpflink, kernel::tcblock, types::hook::EndpointHook,
+};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 use super::{
@@ -26,33 +28,36 @@ use super::{
 };
 
 impl Datapath {
-    /// Puts the endpoint's host veth behind `from_container` (its network's tc block) and
-    /// publishes the endpoint in the maps; an `xdp_target` also in `XDP_TARGETS`.
+    /// Puts the endpoint's host veth behind `from_container` (through `hook`) and publishes
+    /// the endpoint in the maps; an `xdp_target` also in `XDP_TARGETS`.
     pub fn attach_endpoint(
         &mut self,
         host_veth: &str,
         ip: Ipv4Addr,
         info: &EndpointInfo,
         xdp_target: bool,
+        hook: EndpointHook,
     ) -> Result<()> {
         let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); possible_cpus()?])
             .context(|| "cannot size per-CPU counters")?;
         self.endpoint_counters
             .set(u32::from(info.slot), zero, 0)
             .context(|| format!("cannot reset counter slot {} for {host_veth}", info.slot))?;
-        self.refresh_endpoint(host_veth, ip, info, xdp_target)
+        self.refresh_endpoint(host_veth, ip, info, xdp_target, hook)
     }
 
     /// Makes a wired endpoint's datapath side whole again without resetting its counters:
-    /// its map entries, and its veth's binding to the network's block and the block's filter
-    /// if either is gone. `attach_endpoint` ends here too: every entry an endpoint needs is
-    /// written in this one place.
+    /// its map entries, and its program through `hook` (the veth's binding to the network's
+    /// block and the block's filter, or its TCX link) if gone or through the other hook.
+    /// `attach_endpoint` ends here too: every entry an endpoint needs is written in this one
+    /// place.
     pub fn refresh_endpoint(
         &mut self,
         host_veth: &str,
         ip: Ipv4Addr,
         info: &EndpointInfo,
         xdp_target: bool,
+        hook: EndpointHook,
     ) -> Result<()> {
         self.endpoints.insert(map_key(ip), info, 0).context(|| format!("cannot write {ip} to the ENDPOINTS map"))?;
         let veth = VethInfo { addr: map_key(ip), network_id: info.network_id, mac: info.mac, slot: info.slot };
@@ -71,7 +76,17 @@ impl Datapath {
             ignore_missing(self.xdp_targets.remove(info.host_ifindex))
                 .context(|| format!("cannot remove {host_veth} from XDP_TARGETS"))?;
         }
-        self.ensure_block(host_veth, info.host_ifindex, info.network_id)
+        match hook {
+            EndpointHook::TcBlock => self.ensure_block(host_veth, info.host_ifindex, info.network_id),
+            EndpointHook::Tcx => self.ensure_own_tcx(host_veth, info.host_ifindex),
+        }
+    }
+
+    /// A TCX link of the veth's own; a block binding of the other hook goes once the link
+    /// serves the veth (TCX runs first: no frame passes unchecked in between).
+    fn ensure_own_tcx(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+        self.ensure_tcx(names::FROM_CONTAINER, host_veth, ifindex)?;
+        tcblock::unbind(ifindex).map_err(|e| Error::system(format!("cannot unbind {host_veth} from its tc block"), e))
     }
 
     /// Binds the host veth's ingress to its network's block, then makes sure the block runs

@@ -187,6 +187,7 @@ pub fn all() -> Vec<Box<dyn Datapath>> {
         Box::new(netpath::Netpath::tc()),
         Box::new(netpath::Netpath::xdp_filter()),
         Box::new(netpath::Netpath::xdp_redirect()),
+        Box::new(netpath::Netpath::tcx()),
         Box::new(netpath_daemon::NetpathDaemon::driver_calls()),
         Box::new(netpath_daemon::NetpathDaemon::with_engine()),
         Box::new(veth::Veth::default()),

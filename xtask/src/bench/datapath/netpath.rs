@@ -1,8 +1,10 @@
 //! Datapath 6: netpath, through its CLI as a user runs it, with its own state directory and
-//! a bpffs pin root under the run directory. Three flavours: TC programs everywhere (the
-//! reference of every ratio), and XDP on the uplink as `--xdp` (filter: drops before the
-//! stack, published ports on TC) and `--xdp redirect` (published ports redirected by XDP too),
-//! which only change inbound traffic and so are measured on the inbound paths only.
+//! a bpffs pin root under the run directory. Four flavours: TC programs everywhere, endpoints
+//! on their network's tc block (the reference of every ratio); the same with a TCX link per
+//! endpoint (`--endpoint-hook tcx`), which changes only what containers send and how they
+//! attach, and so is measured on those paths; and XDP on the uplink as `--xdp` (filter: drops
+//! before the stack, published ports on TC) and `--xdp redirect` (published ports redirected
+//! by XDP too), which only change inbound traffic and so are measured on the inbound paths.
 //!
 //! Features still being built (egress masquerade, published ports, the XDP variant) are
 //! detected when the bench runs: a refused command or traffic that does not pass makes the
@@ -35,6 +37,7 @@ const FILLER_BASE_PORT: u32 = 10000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Tc,
+    Tcx,
     XdpFilter,
     XdpRedirect,
 }
@@ -54,6 +57,10 @@ pub struct Netpath {
 impl Netpath {
     pub fn tc() -> Self {
         Self::new(Mode::Tc)
+    }
+
+    pub fn tcx() -> Self {
+        Self::new(Mode::Tcx)
     }
 
     pub fn xdp_filter() -> Self {
@@ -115,6 +122,7 @@ impl Datapath for Netpath {
     fn name(&self) -> &'static str {
         match self.mode {
             Mode::Tc => "netpath",
+            Mode::Tcx => "netpath-tcx",
             Mode::XdpFilter => "netpath-xdp",
             Mode::XdpRedirect => "netpath-xdp-redirect",
         }
@@ -122,7 +130,14 @@ impl Datapath for Netpath {
 
     fn description(&self) -> String {
         match self.mode {
-            Mode::Tc => "netpath: bridge and veths, TCX programs and shared pinned maps, no iptables".into(),
+            Mode::Tc => {
+                "netpath: bridge and veths, endpoints on their network's tc block, shared pinned maps, no iptables"
+                    .into()
+            }
+            Mode::Tcx => {
+                "netpath with a TCX link per endpoint (`--endpoint-hook tcx`; container-sent paths and attach only)"
+                    .into()
+            }
             Mode::XdpFilter => {
                 "netpath with XDP on the uplink, native mode, filtering; published ports on TC (inbound paths only)"
                     .into()
@@ -135,7 +150,7 @@ impl Datapath for Netpath {
 
     fn up(&mut self, ctx: &Ctx) -> Result<()> {
         let xdp_args: &[&str] = match self.mode {
-            Mode::Tc => &[],
+            Mode::Tc | Mode::Tcx => &[],
             Mode::XdpFilter => &["--xdp"],
             Mode::XdpRedirect => &["--xdp", "redirect"],
         };
@@ -147,6 +162,10 @@ impl Datapath for Netpath {
         let mut create = vec!["network", "create", NETWORK, "--subnet", SUBNET];
         create.extend(xdp_args);
         self.run(ctx, &create).context("netpath network create")?;
+        if self.mode == Mode::Tcx {
+            self.run(ctx, &["datapath", "configure", "--endpoint-hook", "tcx"])
+                .context("netpath datapath configure")?;
+        }
         self.attach_endpoint(ctx, "c1", &c1, &[]).context("netpath attach c1")?;
         // iperf3's UDP test sends its datagrams to the port of its TCP control connection.
         let published = [
@@ -166,13 +185,22 @@ impl Datapath for Netpath {
                 self.routes.set(route, Err(Unavailable::Missing(format!("publishing ports failed: {reason}"))));
             }
         }
-        if self.mode != Mode::Tc {
-            for route in [Route::C2c, Route::Egress, Route::HostLocal] {
-                self.routes.set(route, Err(Self::not_applicable()));
+        match self.mode {
+            Mode::Tc | Mode::Tcx => {
+                self.from_container =
+                    Some(PinnedProgram { pin_root: self.dir.join("bpffs/netpath"), name: "from_container" });
             }
-        } else {
-            self.from_container =
-                Some(PinnedProgram { pin_root: self.dir.join("bpffs/netpath"), name: "from_container" });
+            Mode::XdpFilter | Mode::XdpRedirect => {
+                for route in [Route::C2c, Route::Egress, Route::HostLocal] {
+                    self.routes.set(route, Err(Self::not_applicable()));
+                }
+            }
+        }
+        if self.mode == Mode::Tcx {
+            for route in [Route::Ingress, Route::HostLocal] {
+                let why = "the endpoint hook changes only what containers send";
+                self.routes.set(route, Err(Unavailable::NotApplicable(why.into())));
+            }
         }
         Ok(())
     }
@@ -203,8 +231,8 @@ impl Datapath for Netpath {
     }
 
     fn attacher(&self) -> Option<&dyn Attacher> {
-        // Attaching does not depend on the uplink program: measured once, with TC.
-        if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
+        // Attaching does not depend on the uplink program: measured once per endpoint hook.
+        if matches!(self.mode, Mode::Tc | Mode::Tcx) && self.topo.is_some() { Some(self) } else { None }
     }
 
     fn scaler(&self) -> Option<&dyn Scaler> {
@@ -256,7 +284,7 @@ impl Monitor for Netpath {
 /// that redirected nothing left the published ports to TC.
 fn refusal(mode: Mode, xdp_mode: Option<&str>, redirected: u64) -> Option<String> {
     match (mode, xdp_mode) {
-        (Mode::Tc, _) => None,
+        (Mode::Tc | Mode::Tcx, _) => None,
         (_, Some("native")) if mode == Mode::XdpRedirect && redirected == 0 => Some(
             "XDP redirected nothing during the run (xdp_redirected +0): the published ports went through TC".into(),
         ),
