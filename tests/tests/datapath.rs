@@ -385,7 +385,7 @@ fn the_endpoint_hook_is_a_setting_and_restore_moves_endpoints_to_it() {
     t.np(&["restore"]);
     assert!(!on_tcx(va) && !on_tcx(vb), "TCX links left after moving back to the block");
     let blocks = t.tc_blocks();
-    assert!(blocks.get(va).is_some() && blocks.get(va) == blocks.get(vb), "{blocks:?}");
+    assert!(blocks.contains_key(va) && blocks.get(va) == blocks.get(vb), "{blocks:?}");
     reach(&t);
 
     let err = t.np_err(&["datapath", "configure", "--endpoint-hook", "xdp"]);
