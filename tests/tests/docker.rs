@@ -150,6 +150,22 @@ fn the_plugin_api_wires_containers_and_survives_abuse_and_restarts() {
     let nets = t.np_json(&["network", "ls"]);
     assert_eq!(nets[0]["external_id"], NET_ID, "{nets}");
     assert_eq!(nets[0]["subnet"], "10.71.0.0/24");
+    // dockerd's embedded DNS needs iptables or nft: `status` warns when neither is on PATH.
+    let bin = t.run_dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker_dns = |t: &Topology| {
+        let out = t.netpath_cmd(&["status", "--format", "json"]).env("PATH", &bin).output().unwrap();
+        let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        checks.as_array().unwrap().iter().find(|c| c["name"] == "docker-dns").cloned().expect("a docker-dns check")
+    };
+    let without = docker_dns(&t);
+    assert_eq!((&without["ok"], &without["warning"]), (&json!(true), &json!(true)), "{without}");
+    assert!(without["detail"].as_str().unwrap().contains("neither iptables nor nft"), "{without}");
+    std::fs::write(bin.join("nft"), "#!/bin/sh\n").unwrap();
+    assert_eq!(docker_dns(&t)["warning"], json!(true), "a file dockerd cannot run counts for nothing");
+    std::fs::set_permissions(bin.join("nft"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let with = docker_dns(&t);
+    assert_eq!((&with["ok"], &with["warning"]), (&json!(true), &json!(false)), "{with}");
 
     let (a, a_ip) = docker_run(&mut t, &socket, "a");
     let (b, b_ip) = docker_run(&mut t, &socket, "b");

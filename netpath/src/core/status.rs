@@ -14,6 +14,9 @@ impl Controller {
         let mut checks = probe::kernel(&self.paths.pin_root);
         checks.push(probe::check("datapath-sync", self.sync().await));
         checks.push(probe::check("conntrack", self.conntrack_usage()));
+        if self.store.networks()?.iter().any(|n| n.external_id.is_some()) {
+            checks.push(docker_dns());
+        }
         Ok(checks)
     }
 
@@ -57,5 +60,32 @@ impl Controller {
         } else {
             Err(problems.join("; "))
         }
+    }
+}
+
+/// dockerd's embedded resolver (127.0.0.11) answers containers of a remote driver's network
+/// only through the redirect it installs in each container's namespace with `iptables` or
+/// `nft`; without either it fails silently and containers resolve no names. Looked up on this
+/// command's `PATH`, the best stand-in for dockerd's.
+fn docker_dns() -> Check {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = ["iptables", "nft"]
+        .iter()
+        .flat_map(|tool| std::env::split_paths(&path).map(move |dir| dir.join(tool)))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    match found {
+        Some(tool) => probe::check(
+            "docker-dns",
+            Ok(format!("dockerd finds {}: its embedded DNS serves Docker networks on netpath", tool.display())),
+        ),
+        None => probe::warning(
+            "docker-dns",
+            "a Docker network uses netpath but neither iptables nor nft is on PATH: dockerd's embedded DNS \
+             (127.0.0.11) cannot install its redirect, so containers resolve no names; install iptables or nftables"
+                .into(),
+        ),
     }
 }

@@ -15,14 +15,20 @@ use crate::kernel::datapath::{self, PROBE_PREFIX};
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
+    /// Something works less well than it could; not a failure.
+    pub warning: bool,
     pub detail: String,
 }
 
 pub fn check(name: &'static str, outcome: std::result::Result<String, String>) -> Check {
     match outcome {
-        Ok(detail) => Check { name, ok: true, detail },
-        Err(detail) => Check { name, ok: false, detail },
+        Ok(detail) => Check { name, ok: true, warning: false, detail },
+        Err(detail) => Check { name, ok: false, warning: false, detail },
     }
+}
+
+pub fn warning(name: &'static str, detail: String) -> Check {
+    Check { name, ok: true, warning: true, detail }
 }
 
 /// What the kernel offers the datapath, and whether the embedded object verifies; `pin_root`

@@ -117,7 +117,14 @@ async fn execute(cli: Cli) -> Result<()> {
             print(format, &checks, |checks| {
                 let rows = checks
                     .iter()
-                    .map(|c| vec![c.name.to_string(), if c.ok { "ok" } else { "FAIL" }.to_string(), c.detail.clone()])
+                    .map(|c| {
+                        let status = match (c.ok, c.warning) {
+                            (false, _) => "FAIL",
+                            (true, true) => "WARN",
+                            (true, false) => "ok",
+                        };
+                        vec![c.name.to_string(), status.to_string(), c.detail.clone()]
+                    })
                     .collect::<Vec<_>>();
                 table(&["CHECK", "STATUS", "DETAIL"], &rows)
             })?;
