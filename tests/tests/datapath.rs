@@ -146,6 +146,24 @@ fn bound_blocks(t: &Topology) -> Vec<String> {
     t.tc_blocks().into_values().collect()
 }
 
+/// What `tc monitor` in the host namespace reports while `f` runs.
+fn tc_events_during(t: &Topology, f: impl FnOnce()) -> String {
+    let mut monitor = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", t.ns_path("host")))
+        .args(["tc", "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    f();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let mut events = String::new();
+    monitor.stdout.take().unwrap().read_to_string(&mut events).unwrap();
+    monitor.wait().unwrap();
+    events
+}
+
 /// The id of the pinned `from_container`.
 fn pinned_prog(t: &Topology) -> String {
     let pin = t.datapath_dir().join("from_container");
@@ -171,6 +189,14 @@ fn maps_are_shared_by_processes_and_follow_attach_and_detach() {
     assert!(bound.len() == 2 && bound[0] == bound[1], "two veths on one block: {bound:?}");
     let block = bound[0].clone();
     assert_eq!(t.block_program(&block), pinned_prog(&t));
+    // A restore finds the veths bound and the block serving them: it unbinds nothing and makes
+    // no block or filter anew (each would leave the veths a moment without their program).
+    // Asking for a qdisc shows in `tc monitor` too, as the qdisc: only deletions and filters
+    // are changes.
+    let events = tc_events_during(&t, || {
+        t.np(&["restore"]);
+    });
+    assert!(!events.contains("deleted") && !events.contains("filter"), "restore changed tc objects: {events}");
 
     // Traffic after the attaching processes exited is still forwarded and counted, and a
     // later process reads the counters.

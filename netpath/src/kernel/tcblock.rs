@@ -21,6 +21,7 @@ const RTM_NEWTFILTER: u16 = 44;
 const RTM_GETTFILTER: u16 = 46;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_ECHO: u16 = 0x8;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
@@ -126,9 +127,11 @@ fn clsact(kind: u16, flags: u16, ifindex: u32, block: Option<u32>) -> Request {
 }
 
 /// Asks for the one qdisc at the ingress of `ifindex` (not a dump of every device's: a
-/// restore asks for each endpoint).
+/// restore asks for each endpoint). The kernel sends a qdisc it was asked for to the asker
+/// only with `NLM_F_ECHO` (`qdisc_notify`); without it the answer is a bare acknowledgement,
+/// and a bound veth would look unbound and be bound again, its block and filter made anew.
 fn ingress_block(socket: &Socket, ifindex: u32) -> io::Result<Option<u32>> {
-    let req = Request::new(RTM_GETQDISC, 0, ifindex, 0, TC_H_CLSACT, 0);
+    let req = Request::new(RTM_GETQDISC, NLM_F_ECHO, ifindex, 0, TC_H_CLSACT, 0);
     let mut block = None;
     let asked = socket.request(req, |tcm, attrs| {
         let clsact = attrs.iter().any(|(ty, v)| *ty == TCA_KIND && v.as_slice() == b"clsact\0");
