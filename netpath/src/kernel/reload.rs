@@ -8,7 +8,8 @@
 //!
 //! Until the links are switched nothing the running datapath uses has changed: a failure
 //! before that (or a kill at any instant) leaves it running, and the staging directory is
-//! removed by the next reload. A failure while switching puts the switched links back.
+//! removed by the next reload. A failure while switching puts back the links and blocks
+//! switched so far (`Switched`).
 use std::{
     os::fd::OwnedFd,
     path::{Path, PathBuf},
@@ -87,10 +88,12 @@ pub fn reload(pin_root: &Path, lock_dir: &Path, networks: &[u32]) -> Result<Relo
 
     let staged = stage(&staging, current.as_deref(), &mut report);
     fault::step("reload:staged");
-    let switched = staged
-        .and_then(|()| switch_links(&staging, current.as_deref(), &mut report))
-        .and_then(|()| switch_blocks(&staging, current.as_deref(), networks, &mut report));
-    if let Err(e) = switched {
+    let mut switched = Switched::default();
+    let result = staged
+        .and_then(|()| switch_links(&staging, current.as_deref(), &mut switched, &mut report))
+        .and_then(|()| switch_blocks(&staging, current.as_deref(), networks, &mut switched, &mut report));
+    if let Err(e) = result {
+        switched.undo();
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
@@ -162,68 +165,77 @@ fn holds_objects(map_type: u32) -> bool {
     matches!(map_type, PROG_ARRAY | ARRAY_OF_MAPS | HASH_OF_MAPS)
 }
 
-/// Switches the filter of every network's tc block that has one to the staged
-/// `from_container`; on failure, switches back the ones it switched (and the links, which
-/// `switch_links` switched before).
-fn switch_blocks(staging: &Path, current: Option<&Path>, networks: &[u32], report: &mut ReloadReport) -> Result<()> {
-    let Some(current) = current else {
-        return Ok(());
-    };
-    // What the blocks go back to on failure; a datapath of another build may pin none.
-    let old = bpflink::open_pinned(&current.join(names::FROM_CONTAINER)).ok();
-    let new = bpflink::open_pinned(&staging.join(names::FROM_CONTAINER))?;
-    let mut switched = Vec::new();
-    let mut result = Ok(());
-    for &network in networks {
-        let step = (|| {
-            let block = tcblock::block_of(network)?;
-            if tcblock::filter_program(block)?.is_some() {
-                tcblock::set_filter(block, &new, names::FROM_CONTAINER, true)?;
-                switched.push(block);
-            }
-            Ok::<_, std::io::Error>(())
-        })();
-        if let Err(e) = step {
-            result = Err(Error::system(format!("cannot switch the tc block of network {network}"), e));
-            break;
+/// What the switching steps changed, with what ran before: all of it is switched back when a
+/// later step fails, so the running datapath is left as it was.
+#[derive(Default)]
+struct Switched {
+    /// Each link, with the program it ran.
+    links: Vec<(OwnedFd, OwnedFd)>,
+    /// The blocks switched, and the `from_container` they ran (a datapath of another build may
+    /// pin none).
+    blocks: Vec<u32>,
+    block_program: Option<OwnedFd>,
+}
+
+impl Switched {
+    fn undo(&self) {
+        for (link, old) in &self.links {
+            let _ = bpflink::update_link(link, old);
         }
-    }
-    if result.is_err() {
-        if let Some(old) = &old {
-            for &block in &switched {
+        if let Some(old) = &self.block_program {
+            for &block in &self.blocks {
                 let _ = tcblock::set_filter(block, old, names::FROM_CONTAINER, true);
             }
         }
-        restore_links(staging, current);
-        report.updated_links.clear();
-        return result;
     }
-    report.updated_links.extend(switched.iter().map(|b| format!("block-{b:#x}")));
+}
+
+/// Switches the filter of every network's tc block that has one to the staged
+/// `from_container`.
+fn switch_blocks(
+    staging: &Path,
+    current: Option<&Path>,
+    networks: &[u32],
+    switched: &mut Switched,
+    report: &mut ReloadReport,
+) -> Result<()> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    switched.block_program = bpflink::open_pinned(&current.join(names::FROM_CONTAINER)).ok();
+    let new = bpflink::open_pinned(&staging.join(names::FROM_CONTAINER))?;
+    for &network in networks {
+        let switch = || {
+            let block = tcblock::block_of(network)?;
+            if tcblock::filter_program(block)?.is_none() {
+                return Ok(None);
+            }
+            tcblock::set_filter(block, &new, names::FROM_CONTAINER, true).map(|()| Some(block))
+        };
+        match switch() {
+            Ok(Some(block)) => {
+                switched.blocks.push(block);
+                report.updated_links.push(format!("block-{block:#x}"));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Error::system(format!("cannot switch the tc block of network {network}"), e)),
+        }
+    }
     Ok(())
 }
 
-/// Switches every link pinned in `staging` back to `current`'s program, best effort.
-fn restore_links(staging: &Path, current: &Path) {
-    for entry in datapath::read_dir(&staging.join("links")).unwrap_or_default() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let (Ok(link), Ok(old)) =
-            (bpflink::open_pinned(&entry.path()), bpflink::open_pinned(&current.join(program_for(&name))))
-        {
-            let _ = bpflink::update_link(&link, &old);
-        }
-    }
-}
-
-/// Switches every live link of `current` to the staged program and pins it in `staging`;
-/// on failure, switches back the ones it switched.
-fn switch_links(staging: &Path, current: Option<&Path>, report: &mut ReloadReport) -> Result<()> {
+/// Switches every live link of `current` to the staged program and pins it in `staging`.
+fn switch_links(
+    staging: &Path,
+    current: Option<&Path>,
+    switched: &mut Switched,
+    report: &mut ReloadReport,
+) -> Result<()> {
     let Some(current) = current else {
         return Ok(());
     };
     let links_dir = staging.join("links");
     std::fs::create_dir_all(&links_dir).context(|| format!("cannot create {}", links_dir.display()))?;
-    let mut switched: Vec<(OwnedFd, OwnedFd)> = Vec::new();
-    let mut result = Ok(());
     for entry in datapath::read_dir(&current.join("links"))? {
         let name = entry.file_name().to_string_lossy().into_owned();
         let program = program_for(&name);
@@ -231,26 +243,14 @@ fn switch_links(staging: &Path, current: Option<&Path>, report: &mut ReloadRepor
         if !name.starts_with("cgroup-") && bpflink::pinned_ifindex(&entry.path())? == Some(0) {
             continue;
         }
-        let step = (|| {
-            let link = bpflink::open_pinned(&entry.path())?;
-            let old = bpflink::open_pinned(&current.join(program))?;
-            let new = bpflink::open_pinned(&staging.join(program))?;
-            bpflink::update_link(&link, &new).context(|| format!("cannot switch link {name} to the new {program}"))?;
-            let pinned = bpflink::pin(&link, &links_dir.join(&name));
-            switched.push((link, old));
-            pinned
-        })();
-        if let Err(e) = step {
-            result = Err(e);
-            break;
-        }
+        let link = bpflink::open_pinned(&entry.path())?;
+        let old = bpflink::open_pinned(&current.join(program))?;
+        let new = bpflink::open_pinned(&staging.join(program))?;
+        bpflink::update_link(&link, &new).context(|| format!("cannot switch link {name} to the new {program}"))?;
+        let pinned = bpflink::pin(&link, &links_dir.join(&name));
+        switched.links.push((link, old));
+        pinned?;
         report.updated_links.push(name);
     }
-    if result.is_err() {
-        for (link, old) in &switched {
-            let _ = bpflink::update_link(link, old);
-        }
-        report.updated_links.clear();
-    }
-    result
+    Ok(())
 }
