@@ -41,41 +41,43 @@ impl Netlink {
         Ok(out)
     }
 
-    pub async fn name_of(&self, index: u32) -> Result<Option<String>> {
+    /// The first attribute of interface `index` that `pick` takes; `None` when the interface
+    /// or such an attribute is missing.
+    async fn attribute<T>(&self, index: u32, pick: impl FnMut(LinkAttribute) -> Option<T>) -> Result<Option<T>> {
         let link = self.handle.link().get().match_index(index).execute().try_next().await;
         let link = link.context(|| format!("cannot look up interface {index}"))?;
-        Ok(link.and_then(|l| {
-            l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(name) => Some(name),
-                _ => None,
-            })
-        }))
+        Ok(link.into_iter().flat_map(|l| l.attributes).find_map(pick))
+    }
+
+    pub async fn name_of(&self, index: u32) -> Result<Option<String>> {
+        self.attribute(index, |a| match a {
+            LinkAttribute::IfName(name) => Some(name),
+            _ => None,
+        })
+        .await
     }
 
     /// The MTU of an interface.
     pub async fn mtu_of(&self, index: u32) -> Result<Option<u32>> {
-        let link = self.handle.link().get().match_index(index).execute().try_next().await;
-        let link = link.context(|| format!("cannot look up interface {index}"))?;
-        Ok(link.and_then(|l| {
-            l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::Mtu(mtu) => Some(mtu),
-                _ => None,
-            })
-        }))
+        self.attribute(index, |a| match a {
+            LinkAttribute::Mtu(mtu) => Some(mtu),
+            _ => None,
+        })
+        .await
     }
 
     /// How an XDP program is attached to an interface, as the kernel reports it (`IFLA_XDP`);
     /// `None` when none is.
     pub async fn xdp_mode(&self, index: u32) -> Result<Option<XdpMode>> {
-        let link = self.handle.link().get().match_index(index).execute().try_next().await;
-        let link = link.context(|| format!("cannot look up interface {index}"))?;
-        let attached = link.into_iter().flat_map(|l| l.attributes).find_map(|a| match a {
-            LinkAttribute::Xdp(xdp) => xdp.into_iter().find_map(|x| match x {
-                LinkXdp::Attached(attached) => Some(attached),
+        let attached = self
+            .attribute(index, |a| match a {
+                LinkAttribute::Xdp(xdp) => xdp.into_iter().find_map(|x| match x {
+                    LinkXdp::Attached(attached) => Some(attached),
+                    _ => None,
+                }),
                 _ => None,
-            }),
-            _ => None,
-        });
+            })
+            .await?;
         Ok(match attached {
             Some(XdpAttached::Driver) => Some(XdpMode::Native),
             Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
@@ -88,14 +90,11 @@ impl Netlink {
 
     /// The MAC address of an interface.
     pub async fn mac_of(&self, index: u32) -> Result<Option<[u8; 6]>> {
-        let link = self.handle.link().get().match_index(index).execute().try_next().await;
-        let link = link.context(|| format!("cannot look up interface {index}"))?;
-        Ok(link.and_then(|l| {
-            l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::Address(mac) if mac.len() == 6 => mac.try_into().ok(),
-                _ => None,
-            })
-        }))
+        self.attribute(index, |a| match a {
+            LinkAttribute::Address(mac) if mac.len() == 6 => mac.try_into().ok(),
+            _ => None,
+        })
+        .await
     }
 }
 
