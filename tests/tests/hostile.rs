@@ -93,6 +93,15 @@ impl Verdict {
         }
     }
 
+    /// Checks that the port `sock` is connected to is refused (ECONNREFUSED, see `refused`):
+    /// `flow` names the socket's flow, `meaning` what it means when it is not.
+    fn refused(&mut self, sock: &UdpSocket, flow: &str, meaning: &str) {
+        let outcome = refused(sock);
+        self.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
+            format!("{flow} got {outcome:?}, not ECONNREFUSED: {meaning}")
+        });
+    }
+
     /// Checks that drops for `reason` rose by at least `by` from `before` (waiting up to
     /// `SETTLE` for them to be counted).
     fn dropped(&mut self, t: &Topology, reason: &str, before: u64, by: u64, attack: &str) {
@@ -982,10 +991,11 @@ fn an_endpoints_port_unreachable_reaches_the_outside_client() {
     assert_eq!(next_datagram(&client, "the answer from the published UDP port"), b"answer");
 
     let mut v = Verdict::default();
-    let outcome = refused(&connected(5353));
-    v.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
-        format!("a connected UDP client of a published port with no listener got {outcome:?}, not ECONNREFUSED: the endpoint's port unreachable was not translated back (no drop reason: it must pass)")
-    });
+    v.refused(
+        &connected(5353),
+        "a connected UDP client of a published port with no listener",
+        "the endpoint's port unreachable was not translated back (no drop reason: it must pass)",
+    );
     v.finish(t);
 }
 
@@ -1655,10 +1665,7 @@ fn a_container_cannot_send_errors_about_another_endpoints_connection() {
     flow.send(b"still there").unwrap();
     assert_eq!(next_datagram(&server, "b's flow after the forged errors"), b"still there");
     drop(server);
-    let outcome = refused(&flow);
-    v.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
-        format!("b's flow to a closed port got {outcome:?}, not ECONNREFUSED: the outside's real port unreachable did not reach it")
-    });
+    v.refused(&flow, "b's flow to a closed port", "the outside's real port unreachable did not reach it");
     v.finish(t);
 }
 
@@ -1740,10 +1747,11 @@ fn an_error_from_the_outside_reaches_only_the_connection_it_quotes() {
     assert_eq!(next_datagram(&backend, "c's hairpin after the forged errors"), b"hairpin again");
 
     drop(client);
-    let outcome = refused(&srv);
-    v.check(outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused), || {
-        format!("the published container's flow to a closed client port got {outcome:?}, not ECONNREFUSED: the outside's real port unreachable did not reach it")
-    });
+    v.refused(
+        &srv,
+        "the published container's flow to a closed client port",
+        "the outside's real port unreachable did not reach it",
+    );
     v.finish(t);
 }
 
