@@ -2,14 +2,17 @@
 //! protocol. This module only translates: the environment and stdin into typed requests
 //! (`config`), the controller's answers and errors into CNI JSON (`reply`).
 mod config;
+mod env;
 mod reply;
 
 use std::{io::Read, net::IpAddr, process::ExitCode};
 
 use serde_json::Value;
 
-use config::{Attachment, MAX_CONFIG_BYTES};
-pub use config::{Command, Config, endpoint_id, parse as parse_config};
+use config::MAX_CONFIG_BYTES;
+pub use config::{Config, parse as parse_config};
+use env::Attachment;
+pub use env::{Command, endpoint_id};
 pub use reply::{CniError, LATEST_VERSION, SUPPORTED_VERSIONS, code};
 
 use crate::{
