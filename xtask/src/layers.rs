@@ -328,6 +328,11 @@ fn inline_paths(text: &str) -> Vec<Vec<String>> {
             let end = text[start..]
                 .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                 .map_or(text.len(), |e| start + e);
+            // `super::{a::X, b::Y}` is a use tree, read whole by `paths`: its head alone names
+            // no item, and would point at the parent module.
+            if text[end..].starts_with('{') {
+                continue;
+            }
             out.push(text[start..end].trim_end_matches(':').split("::").map(String::from).collect());
         }
     }
@@ -354,6 +359,9 @@ mod tests {
         let want = |p: &str| got.contains(&p.split("::").map(String::from).collect());
         assert!(want("crate::core::Controller") && want("crate::core::request::Spec") && want("crate::core::request"));
         assert!(want("crate::error::Result") && want("crate::kernel::link::x") && want("super::y::z"), "{got:?}");
+        let tree = paths("use super::{\n    env::{Attachment, endpoint_id},\n    reply::CniError,\n};", &[]);
+        let tree: Vec<String> = tree.iter().map(|p| p.join("::")).collect();
+        assert_eq!(tree, ["super::env::Attachment", "super::env::endpoint_id", "super::reply::CniError"]);
     }
 
     #[test]
