@@ -132,20 +132,39 @@ impl Topology {
             .expect("ip netns exec")
     }
 
-    /// Whether `count` pings from `ns` to `ip` all come back.
+    /// Whether `count` pings from `ns` to `ip` come back within a few seconds, as a client
+    /// that retries sees a path: ping sends another every 0.2 s until `count` are answered.
+    /// One packet lost to a busy machine is not a broken path (a first ARP request lost is
+    /// sent again only after a second, past a one-second wait); what each lost one meets
+    /// is printed, so a path that drops first packets shows in the test's output.
     pub fn ping(&self, ns: &str, ip: &str, count: u32) -> bool {
-        self.ping_counts(ns, ip, count) == Some((count, count))
+        let wait = PING_PATIENCE.as_secs().to_string();
+        let answered = self.ping_counts(ns, ip, &["-c", &count.to_string(), "-i", "0.2", "-w", &wait, ip]);
+        match answered {
+            Some((sent, got)) if got == count && sent == count => true,
+            Some((sent, got)) if got == count => {
+                eprintln!("ping {ip} in {ns}: {got} answered of {sent} sent");
+                true
+            }
+            _ => {
+                eprintln!(
+                    "ping {ip} in {ns}: {answered:?} (sent, answered); neighbours: {}",
+                    self.exec(ns, &["ip", "neigh"]).trim()
+                );
+                false
+            }
+        }
     }
 
     /// Whether `count` pings from `ns` to `ip` all went out and none came back.
     pub fn no_reply(&self, ns: &str, ip: &str, count: u32) -> bool {
-        self.ping_counts(ns, ip, count) == Some((count, 0))
+        self.ping_counts(ns, ip, &["-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]) == Some((count, 0))
     }
 
     /// Pings sent and answered, read from ping's summary (its exit status says only whether
     /// any answer came); `None`, with ping's complaint printed, when it could send none.
-    fn ping_counts(&self, ns: &str, ip: &str, count: u32) -> Option<(u32, u32)> {
-        let out = self.exec_output(ns, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]);
+    fn ping_counts(&self, ns: &str, ip: &str, args: &[&str]) -> Option<(u32, u32)> {
+        let out = self.exec_output(ns, &[&["ping"], args].concat());
         let counts = ping_summary(&String::from_utf8_lossy(&out.stdout));
         if counts.is_none() {
             eprintln!("ping {ip} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -475,6 +494,8 @@ pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
 
 /// How long a test's TCP exchange may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `Topology::ping` waits for its answers.
+const PING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A TCP exchange from namespace `ns` to `to`; returns the reply and the peer address the
 /// client's socket reports.

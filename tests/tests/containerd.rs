@@ -150,7 +150,7 @@ fn ip_of(t: &Topology, id: &str) -> String {
 fn ping_from(pid: u32, to: &str) -> bool {
     Command::new("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["ping", "-c", "1", "-W", "2", to])
+        .args(["ping", "-c", "1", "-w", "5", to])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())

@@ -152,7 +152,7 @@ fn runc_containers_are_wired_by_the_hooks_and_released_at_delete() {
     let (a_pid, b_pid) = (runc.pid(&a), runc.pid(&b));
     let addr = in_pid_netns(a_pid, &["ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&addr.stdout).contains(&format!("{a_ip}/24")), "{addr:?}");
-    let ping = |pid: u32, to: &str| in_pid_netns(pid, &["ping", "-c", "1", "-W", "2", to]).status.success();
+    let ping = |pid: u32, to: &str| in_pid_netns(pid, &["ping", "-c", "1", "-w", "5", to]).status.success();
     assert!(ping(a_pid, &b_ip), "a cannot reach b");
     assert!(ping(b_pid, &a_ip), "b cannot reach a");
     assert!(ping(a_pid, OUTSIDE_ADDR), "a cannot reach the outside");

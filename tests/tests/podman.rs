@@ -277,7 +277,7 @@ fn podman_hooks_attach_by_annotation() {
     let pid = podman.ok(&["inspect", "--format", "{{.State.Pid}}", "hooked"]);
     let ping = Command::new("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["ping", "-c", "1", "-W", "2", OUTSIDE_ADDR])
+        .args(["ping", "-c", "1", "-w", "5", OUTSIDE_ADDR])
         .stdout(Stdio::null())
         .status()
         .unwrap();
