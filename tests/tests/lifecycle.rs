@@ -559,3 +559,31 @@ fn restore_turns_bridge_forwarding_back_on_after_ip_forward_is_written() {
     assert!(t.ping("a", OUTSIDE_ADDR, 1), "egress after restore");
     t.teardown();
 }
+
+/// A bridge whose MAC nobody set takes the lowest of its ports' and changes it when that port
+/// comes or goes; the containers would keep sending to the old one, which the bridge no longer
+/// takes as its own. netpath's bridges keep theirs: after each detach the bridge has the MAC
+/// it was made with, and every container left still reaches the gateway.
+#[test]
+fn the_gateway_keeps_its_mac_while_containers_come_and_go() {
+    let mut t = Topology::new("gwmac");
+    t.network("web", &["--subnet", "10.93.9.0/24"]);
+    let mac = |t: &Topology| t.link("host", "np-web").expect("bridge")["address"].clone();
+    let made_with = mac(&t);
+    let names = ["a", "b", "c", "d"];
+    for name in names {
+        t.container(name, "web", &[]);
+        assert_eq!(mac(&t), made_with, "the bridge's MAC after {name} joined");
+    }
+    for name in names {
+        assert!(t.ping(name, "10.93.9.1", 1), "{name} reaches the gateway");
+    }
+    for (i, gone) in names.iter().enumerate() {
+        t.np(&["detach", "--id", gone]);
+        assert_eq!(mac(&t), made_with, "the bridge's MAC after {gone} left");
+        for left in &names[i + 1..] {
+            assert!(t.ping(left, "10.93.9.1", 1), "{left} reaches the gateway after {gone} left");
+        }
+    }
+    t.teardown();
+}

@@ -32,6 +32,7 @@ impl Controller {
                 if self.nl.ensure_mark(&bridge, &mark).await? {
                     done.push(format!("marked bridge {} as netpath's", net.bridge));
                 }
+                self.nl.pin_mac(bridge.index).await?;
                 bridge.index
             }
             None => {

@@ -22,6 +22,17 @@ pub const BRIDGE_PREFIX: &str = "np-";
 
 /// The alias (`IFLA_IFALIAS`) of a bridge netpath made for a network: a name proves nothing,
 /// so gc deletes only links that carry netpath's mark for their kind.
+/// A random, locally administered unicast MAC.
+fn random_mac() -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if n != 6 {
+        return Err(Error::system("cannot draw a MAC for a bridge", std::io::Error::last_os_error()));
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
+}
+
 pub fn bridge_mark(network: &str) -> String {
     format!("netpath:network:{network}")
 }
@@ -85,19 +96,32 @@ impl Netlink {
         self.index_of(name).await?.ok_or_else(|| Error::not_found(format!("interface '{name}' does not exist")))
     }
 
-    /// Creates a bridge that carries `mark`.
+    /// Creates a bridge that carries `mark`, with a MAC of its own (see `pin_mac`).
     pub async fn create_bridge(&self, name: &str, mtu: u32, mark: &str) -> Result<u32> {
-        self.handle.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await.map_err(|e| {
-            match errno(&e) {
-                Some(libc::EEXIST) => Error::conflict(
-                    Message::from(format!("interface '{name}' already exists; pass another ")).and_field(Field::Bridge),
-                ),
-                _ => Error::system(format!("cannot create bridge '{name}'"), e),
-            }
+        let bridge = LinkBridge::new(name).mtu(mtu).address(random_mac()?.to_vec()).build();
+        self.handle.link().add(bridge).execute().await.map_err(|e| match errno(&e) {
+            Some(libc::EEXIST) => Error::conflict(
+                Message::from(format!("interface '{name}' already exists; pass another ")).and_field(Field::Bridge),
+            ),
+            _ => Error::system(format!("cannot create bridge '{name}'"), e),
         })?;
         let index = self.require_index(name).await?;
         self.set_alias(index, mark).await?;
         Ok(index)
+    }
+
+    /// Sets a bridge's MAC to the one it has. A bridge whose MAC nobody set takes the lowest
+    /// of its ports' and changes it when that port leaves: every container would keep sending
+    /// to the gateway's old MAC, which the bridge no longer takes as its own, until its
+    /// neighbour entry expired. A MAC that was set stays (for bridges an older netpath made).
+    pub async fn pin_mac(&self, index: u32) -> Result<()> {
+        let Some(mac) = self.mac_of(index).await? else { return Ok(()) };
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
+            .execute()
+            .await
+            .context(|| format!("cannot set the MAC of interface {index}"))
     }
 
     /// The kernel ignores `IFLA_IFALIAS` in a request that creates a link: a mark is set by a
