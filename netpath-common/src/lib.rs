@@ -22,6 +22,7 @@ pub mod names {
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const XDP_TARGETS: &str = "XDP_TARGETS";
     pub const STAGE_RUNS: &str = "STAGE_RUNS";
+    pub const DNS_SOCKETS: &str = "DNS_SOCKETS";
     pub const FROM_CONTAINER: &str = "from_container";
     /// Stages reached by tail call (`TAIL_CALLS`), never attached themselves.
     pub const FROM_CONTAINER_NAT: &str = "from_container_nat";
@@ -37,10 +38,12 @@ pub mod names {
     pub const SENDMSG4: &str = "sendmsg4";
     pub const RECVMSG4: &str = "recvmsg4";
     pub const GETPEERNAME4: &str = "getpeername4";
+    /// The `sk_lookup` program the daemon attaches to the host namespace while it resolves.
+    pub const DNS_STEER: &str = "dns_steer";
     /// The cgroup socket programs for host-local access to published ports.
     pub const SOCK_PROGRAMS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
     /// Every program of the object, each pinned under its name.
-    pub const PROGRAMS: [&str; 11] = [
+    pub const PROGRAMS: [&str; 12] = [
         FROM_CONTAINER,
         FROM_CONTAINER_NAT,
         FROM_CONTAINER_OPEN,
@@ -52,7 +55,15 @@ pub mod names {
         SENDMSG4,
         RECVMSG4,
         GETPEERNAME4,
+        DNS_STEER,
     ];
+}
+
+/// `DNS_SOCKETS` slots: the daemon's resolver socket for each transport.
+pub mod dns_socket {
+    pub const UDP: u32 = 0;
+    pub const TCP: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// The stages reached by tail call: each one's slot in `TAIL_CALLS` (where the calling program

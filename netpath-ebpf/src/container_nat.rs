@@ -14,6 +14,7 @@ use netpath_common::{CtEntry, EndpointInfo, NetworkInfo, PortTarget, drop_reason
 use crate::{
     conntrack::{self, Tracked},
     counters::{count_stage, drop_frame, drop_ip},
+    dns,
     forward::{Route, route, to_endpoint, to_next_hop},
     icmp_error::{self, Origin, Translated},
     maps::{ENDPOINTS, NETWORKS, TAIL_CALLS, VETHS},
@@ -63,8 +64,11 @@ pub fn from_container_open(ctx: TcContext) -> i32 {
     let net = from.net;
     let l4 = parse_l4(&ctx, &ip);
     if let Some(l4) = &l4 {
-        if let Some(target) = published(&ip, l4) {
-            return hairpin(&ctx, &ip, l4, target, &from);
+        // The gateway's port 53 is the resolver's, whatever a container publishes there.
+        if !dns::asks_gateway(ip.daddr, l4.dport, net) {
+            if let Some(target) = published(&ip, l4) {
+                return hairpin(&ctx, &ip, l4, target, &from);
+            }
         }
     }
     if ip.daddr & net.mask == net.subnet {

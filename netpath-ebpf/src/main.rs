@@ -6,6 +6,7 @@
 mod conntrack;
 mod container_nat;
 mod counters;
+mod dns;
 mod forward;
 mod frame;
 mod from_container;

@@ -2,11 +2,11 @@
 //! every later load (and every other netpath process) reuses the same maps.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf, SockMap},
 };
 use netpath_common::{
     Config, Counter, CtEntry, CtKey, EndpointCounters, EndpointInfo, NetworkInfo, PortKey, PortTarget, SockRevNatKey,
-    StatKey, VethInfo, limits, names, stage,
+    StatKey, VethInfo, dns_socket, limits, names, stage,
 };
 
 #[map]
@@ -75,3 +75,9 @@ pub static XDP_TARGETS: DevMapHash = DevMapHash::pinned(limits::MAX_ENDPOINTS, 0
 /// without bookkeeping. LRU: records of gone endpoints age out.
 #[map]
 pub static SNAT_CLAIMS: LruHashMap<u32, CtKey> = LruHashMap::pinned(limits::MAX_SNAT_CLAIMS, 0);
+
+/// The daemon's resolver sockets, by `dns_socket` slot, where `dns_steer` sends containers'
+/// queries to their gateway. The kernel removes a socket when it closes: a daemon that dies
+/// leaves no steering behind.
+#[map]
+pub static DNS_SOCKETS: SockMap = SockMap::pinned(dns_socket::COUNT, 0);

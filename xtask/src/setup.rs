@@ -17,6 +17,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The tests with real engines: runc (OCI hooks), containerd and ctr (CNI).
     ("runc", "runc"),
     ("containerd", "ctr"),
+    // The upstream resolver of the DNS tests (the binary alone, no service).
+    ("dnsmasq-base", "dnsmasq"),
 ];
 /// Podman pulls iptables in, which the machine must not get (netpath needs none): the Podman
 /// test runs it from this private prefix under the target directory instead.

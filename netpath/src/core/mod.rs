@@ -9,6 +9,7 @@ pub mod names;
 pub mod network;
 pub mod publish;
 pub mod request;
+pub mod resolver;
 pub mod restore;
 pub mod session;
 pub mod status;

@@ -103,6 +103,14 @@ pub enum Command {
         /// 127.0.0.1:9464. Anyone who can connect may read them.
         #[arg(long, value_name = "ADDRESS:PORT")]
         metrics: Option<String>,
+        /// Do not answer containers' DNS queries to their gateway (on by default: names and
+        /// aliases of the asker's networks, everything else forwarded upstream).
+        #[arg(long)]
+        no_dns: bool,
+        /// Where names that are not containers' are asked (at most three; default: the
+        /// nameservers of /etc/resolv.conf).
+        #[arg(long, value_name = "ADDRESS")]
+        dns_upstream: Vec<String>,
     },
 }
 
@@ -253,6 +261,11 @@ pub struct AttachArgs {
     /// (repeatable).
     #[arg(long = "alias", value_name = "ALIAS")]
     pub aliases: Vec<String>,
+    /// Write a resolv.conf here naming the network's gateway as the nameserver, for the
+    /// container to mount (answered while `netpath daemon` runs), e.g.
+    /// /etc/netns/NAME/resolv.conf for `ip netns exec NAME`.
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod args;
+mod resolv_conf;
 
 use crate::view::render::*;
 pub use args::*;
@@ -82,7 +83,16 @@ async fn execute(cli: Cli) -> Result<()> {
                     .collect::<Result<_>>()?,
                 creator: Creator::Cli,
             };
+            if let Some(path) = &args.resolv_conf {
+                resolv_conf::check(path)?;
+            }
             let ep = ctl.attach(&spec).await?;
+            if let Some(path) = &args.resolv_conf {
+                if let Err(e) = resolv_conf::write(path, ep.gateway) {
+                    ctl.detach(&DetachSpec::Id(ep.id.clone())).await?;
+                    return Err(e);
+                }
+            }
             print(args.format, &ep, endpoint_text)
         }
         Command::Detach(args) => {
@@ -142,11 +152,12 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Gc { format } => print(format, &ctl.gc().await?, gc_text),
         Command::OciHook(cmd) => oci_hook(&mut ctl, cmd).await,
         Command::Cni(CniCmd::Install { .. }) => Err(Error::invalid("`netpath cni install` runs without a controller")),
-        Command::Daemon { docker_socket, gc_interval, metrics } => {
+        Command::Daemon { docker_socket, gc_interval, metrics, no_dns, dns_upstream } => {
             let opts = crate::frontend::daemon::DaemonOptions {
                 docker_socket,
                 gc_interval: Duration::from_secs(gc_interval),
                 metrics: metrics.as_deref().map(metrics_address).transpose()?,
+                dns: (!no_dns).then(|| upstreams(&dns_upstream)).transpose()?,
             };
             crate::frontend::daemon::run(ctl, opts).await
         }
@@ -167,6 +178,26 @@ async fn execute(cli: Cli) -> Result<()> {
 fn metrics_address(text: &str) -> Result<std::net::SocketAddr> {
     text.parse()
         .map_err(|_| Error::invalid(format!("--metrics '{text}': expected ADDRESS:PORT such as 127.0.0.1:9464")))
+}
+
+/// `--dns-upstream`'s addresses, port 53 unless given; `None` (the host's) when there are none.
+fn upstreams(given: &[String]) -> Result<Option<Vec<std::net::SocketAddr>>> {
+    use crate::frontend::daemon::dns::MAX_UPSTREAMS;
+    if given.len() > MAX_UPSTREAMS {
+        return Err(Error::invalid(format!(
+            "--dns-upstream given {} times; at most {MAX_UPSTREAMS} upstreams are asked",
+            given.len()
+        )));
+    }
+    let parse = |text: &String| {
+        text.parse::<std::net::SocketAddr>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+            .map_err(|_| {
+                Error::invalid(format!("--dns-upstream '{text}': expected an IP address, with :PORT if not 53"))
+            })
+    };
+    let upstreams: Vec<_> = given.iter().map(parse).collect::<Result<_>>()?;
+    Ok((!upstreams.is_empty()).then_some(upstreams))
 }
 
 /// The hooks' stdout is not shown by runtimes; what was done goes to stderr, which runc

@@ -10,6 +10,7 @@
 //! networks in its store, and the operation metrics are kept where the operations run. A
 //! scrape waits for the operation in progress, and an operation for the scrape in progress;
 //! reading the counters costs a few milliseconds, walking full conntrack tables under a second.
+pub mod dns;
 mod metrics;
 mod plugin;
 
@@ -36,6 +37,9 @@ pub struct DaemonOptions {
     pub gc_interval: Duration,
     /// Where to serve Prometheus metrics; `None`: not at all.
     pub metrics: Option<SocketAddr>,
+    /// Whether to resolve containers' names (`Some`), and through which upstreams (`None`
+    /// inside: the host's).
+    pub dns: Option<Option<Vec<SocketAddr>>>,
 }
 
 /// What a connection's task asks of the controller's task, and where the answer goes.
@@ -48,6 +52,21 @@ pub async fn run(mut ctl: Controller, opts: DaemonOptions) -> Result<()> {
     // Bound before the plugin socket, so that a metrics address in use leaves nothing behind.
     let scrapes = match opts.metrics {
         Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    // Serving before the plugin socket is bound, so that a client that finds the socket finds
+    // the names too. Without names the daemon still serves Docker: one line says why.
+    let _resolver = match opts.dns {
+        Some(upstreams) => match dns::start(&mut ctl, upstreams).await {
+            Ok(resolver) => {
+                eprintln!("netpath daemon: answering containers' DNS queries to their gateway");
+                Some(resolver)
+            }
+            Err(e) => {
+                eprintln!("netpath daemon: not resolving containers' names: {e}");
+                None
+            }
+        },
         None => None,
     };
     let (listener, bound) = match plugin::activated_listener()? {

@@ -9,6 +9,7 @@
 //! <pin root>/<version>/from_container, from_uplink                     TC programs
 //! <pin root>/<version>/connect4, sendmsg4, recvmsg4, getpeername4      cgroup programs
 //! <pin root>/<version>/xdp_uplink                                      XDP program
+//! <pin root>/<version>/dns_steer, DNS_SOCKETS          sk_lookup program (the daemon attaches it)
 //! <pin root>/<version>/links/<interface>                               TCX links
 //! <pin root>/<version>/links/cgroup-<program>                          cgroup links
 //! <pin root>/<version>/links/xdp-<uplink>                              XDP links
@@ -33,10 +34,12 @@ use crate::{error::Context, error::Error, error::Result};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 mod attach;
+mod dns;
 mod keys;
 mod maps;
 mod pins;
 
+pub use dns::DnsSteering;
 pub use keys::{map_key, port_key};
 pub use pins::*;
 

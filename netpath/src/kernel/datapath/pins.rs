@@ -17,7 +17,6 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::{error::Context, error::Error, error::Result};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
-/// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJECT"));
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Directories `netpath status` loads a throwaway copy into; never a datapath version.
@@ -165,6 +164,7 @@ pub fn load_program(prog: &mut Program) -> Result<(), ProgramError> {
         Program::SchedClassifier(p) => p.load(),
         Program::CgroupSockAddr(p) => p.load(),
         Program::Xdp(p) => p.load(),
+        Program::SkLookup(p) => p.load(),
         _ => Err(ProgramError::UnexpectedProgramType),
     }
 }

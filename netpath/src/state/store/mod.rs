@@ -14,6 +14,7 @@ mod db;
 mod endpoints;
 mod engine;
 mod networks;
+mod resolve;
 mod rows;
 mod schema;
 mod sql;
