@@ -87,7 +87,7 @@ fn containers_resolve_the_names_of_their_own_networks_and_other_names_upstream()
     let a = t.container("a", "web", &["--name", "web", "--alias", "www", "--resolv-conf", &confs.dir(&t, "a")]);
     let b = t.container("b", "web", &["--name", "db", "--resolv-conf", &confs.dir(&t, "b")]);
     t.container("c", "other", &["--name", "cache", "--resolv-conf", &confs.dir(&t, "c")]);
-    let conf = std::fs::read_to_string(&confs.0[1].join("resolv.conf")).unwrap();
+    let conf = std::fs::read_to_string(confs.0[1].join("resolv.conf")).unwrap();
     assert!(conf.contains("nameserver 10.81.40.1"), "{conf}");
     let _upstream = dnsmasq(&t, "outside", Some(OUTSIDE_ADDR), EXTERNAL, EXTERNAL_ADDR);
     let daemon = daemon(&t);
