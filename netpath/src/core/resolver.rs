@@ -7,9 +7,11 @@ use std::{net::Ipv4Addr, os::fd::AsRawFd};
 use crate::{
     core::{controller::Controller, session::Paths},
     error::Result,
-    kernel::datapath::DnsSteering,
     state::store::Store,
 };
+
+/// Containers' queries steered to the resolver, for as long as this value lives.
+pub use crate::kernel::datapath::dns::DnsSteering;
 
 /// The names, through a connection of the resolver's own: a question never waits behind an
 /// attach on the controller's task.

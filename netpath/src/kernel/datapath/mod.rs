@@ -34,12 +34,11 @@ use crate::{error::Context, error::Error, error::Result};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 mod attach;
-mod dns;
+pub mod dns;
 mod keys;
 mod maps;
 mod pins;
 
-pub use dns::DnsSteering;
 pub use keys::{map_key, port_key};
 pub use pins::*;
 

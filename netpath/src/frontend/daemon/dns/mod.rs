@@ -31,9 +31,11 @@ use tokio::{
 pub use upstream::MAX_UPSTREAMS;
 
 use crate::{
-    core::{Controller, resolver::Directory},
+    core::{
+        Controller,
+        resolver::{Directory, DnsSteering},
+    },
     error::{Context, Error, Result},
-    kernel::datapath::DnsSteering,
 };
 use answer::Outcome;
 
