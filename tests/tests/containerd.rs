@@ -11,6 +11,7 @@ use std::{
 use netpath_tests::{
     OUTSIDE_ADDR, Topology,
     clients::{GlobalLock, Placed, image_tar, remove_cgroups, unmount_under},
+    daemon::Daemon,
     netpath_bin,
 };
 use serde_json::Value;
@@ -175,12 +176,17 @@ fn ctr_run_cni_containers_talk_and_are_released() {
     let cached: Vec<String> =
         ["c1", "c2", "c3"].iter().map(|c| format!("results/netpath-{NAMESPACE}-{c}-eth0")).collect();
     placed.will_create(&PathBuf::from("/var/lib/cni"), &cached.iter().map(String::as_str).collect::<Vec<_>>());
+    // Its resolver answering, the daemon makes the gateway the result's nameserver.
+    let _daemon = Daemon::start_with(&t, &t.run_dir.join("plugin.sock"), &["--dns-upstream", OUTSIDE_ADDR]);
     let mut ctd = Containerd::start(&t);
     ctd.ctr_ok(&["image", "import", image_tar(&t.run_dir, "nptest").to_str().unwrap()]);
 
     // Two detached containers on the conflist's network talk to each other and out.
     ctd.run_detached("c1");
     ctd.run_detached("c2");
+    let cache = std::fs::read_to_string(PathBuf::from("/var/lib/cni").join(&cached[0])).unwrap();
+    let cache: Value = serde_json::from_str(&cache).unwrap();
+    assert_eq!(cache["result"]["dns"]["nameservers"], serde_json::json!(["10.77.0.1"]), "containerd's result: {cache}");
     let id = |c: &str| format!("{NAMESPACE}-{c}-eth0");
     let (c1_ip, c2_ip) = (ip_of(&t, &id("c1")), ip_of(&t, &id("c2")));
     assert!(c1_ip.starts_with("10.77.0."), "the conflist's subnet: {c1_ip}");

@@ -59,7 +59,7 @@ fn metrics_follow_traffic_drops_conntrack_and_docker_calls() {
     t.network("dark", &["--subnet", "10.83.1.0/24", "--internal"]);
     let a = t.container("a", "web", &[]);
     let b = t.container("b", "web", &[]);
-    t.container("c", "dark", &[]);
+    let c = t.container("c", "dark", &["--name", "cache"]);
     let ep = |e: &serde_json::Value| e["id"].as_str().unwrap().to_string();
     let (a_id, b_id) = (ep(&a), ep(&b));
     let before = scrape(&t);
@@ -85,6 +85,8 @@ fn metrics_follow_traffic_drops_conntrack_and_docker_calls() {
         let (was, is) = (sent(&before, id, metric), sent(&after, id, metric));
         assert!(is >= was + at_least, "{metric} of {id} went from {was} to {is}, not up by {at_least}");
     }
+    let named = [("network", "dark"), ("endpoint", c["id"].as_str().unwrap()), ("name", "cache")];
+    assert!(after.value("netpath_endpoint_transmit_packets_total", &named) >= 2.0, "c's pings, under its name");
     let denied = |page: &Page| page.value("netpath_dropped_packets_total", &[("reason", "egress-denied")]);
     assert!(denied(&after) >= denied(&before) + 2.0, "{} -> {}", denied(&before), denied(&after));
     assert_eq!(
@@ -115,6 +117,22 @@ fn metrics_follow_traffic_drops_conntrack_and_docker_calls() {
     let errors = "netpath_daemon_operation_errors_total";
     assert_eq!(ops.value(errors, &[("operation", "join"), ("class", "not_found")]), 1.0);
     assert_eq!(ops.get(errors, &[("operation", "activate"), ("class", "not_found")]), None);
+
+    // The resolver's queries: a name nobody has, asked from a.
+    let query = [&[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0][..], b"\x06nobody\x00\x00\x01\x00\x01"].concat();
+    let reply = netpath_tests::in_netns(&t.ns_path("a"), || {
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        sock.send_to(&query, ("10.83.0.1", 53)).unwrap();
+        let mut buf = [0u8; 512];
+        sock.recv(&mut buf).map(|n| buf[..n].to_vec())
+    });
+    assert_eq!(reply.expect("the resolver's answer")[3] & 0x0f, 3, "NXDOMAIN");
+    let queries = scrape(&t);
+    let dns = "netpath_dns_queries_total";
+    assert_eq!(queries.types[dns], "counter");
+    assert_eq!(queries.value(dns, &[("result", "nxdomain")]), 1.0);
+    assert_eq!(queries.value(dns, &[("result", "answered")]), 0.0);
 
     assert!(daemon.stop().success());
     t.teardown();

@@ -17,6 +17,7 @@ use std::{
 use netpath_tests::{
     OUTSIDE_ADDR, Topology, UPLINK_ADDR,
     clients::{GlobalLock, Placed, cgroup_exists, remove_cgroups, rootfs_tar, unmount_under},
+    daemon::Daemon,
     netpath_bin,
 };
 
@@ -43,12 +44,21 @@ struct Podman<'a> {
     dir: PathBuf,
     /// Whether Podman's cgroup parent will be this test's to remove.
     cgroups_ours: bool,
+    /// Whether the plugins find the prefix's iptables (`dnsname` opens port 53 with it).
+    iptables: bool,
 }
 
 impl<'a> Podman<'a> {
-    /// Writes the configuration the issue's notes found Podman 4.3 needs, with every
-    /// directory under the test's run directory.
+    /// Podman with the README's conflist and the reference `tuning` plugin chained after
+    /// netpath: tuning refuses to run without netpath's result as its prevResult.
     fn new(t: &'a Topology) -> Self {
+        Self::chained(t, &[serde_json::json!({ "type": "tuning", "sysctl": { "net.core.somaxconn": "321" } })])
+    }
+
+    /// Writes the configuration the issue's notes found Podman 4.3 needs, with every
+    /// directory under the test's run directory, and the README's conflist with `after`
+    /// chained after netpath.
+    fn chained(t: &'a Topology, after: &[serde_json::Value]) -> Self {
         let root = podman_root();
         let dir = t.run_dir.join("podman");
         let plugins = dir.join("cni-bin");
@@ -56,13 +66,8 @@ impl<'a> Podman<'a> {
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::create_dir_all(&conflists).unwrap();
         std::fs::copy(netpath_bin(), plugins.join("netpath")).unwrap();
-        // The README's conflist with the reference `tuning` plugin chained after netpath:
-        // tuning refuses to run without netpath's result as its prevResult.
         let mut conflist: serde_json::Value = serde_json::from_str(CONFLIST).unwrap();
-        conflist["plugins"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({ "type": "tuning", "sysctl": { "net.core.somaxconn": "321" } }));
+        conflist["plugins"].as_array_mut().unwrap().extend_from_slice(after);
         std::fs::write(conflists.join("netpath.conflist"), conflist.to_string()).unwrap();
         let conf = format!(
             r#"[containers]
@@ -95,13 +100,17 @@ network_config_dir = "{conflists}"
         let policy = dir.join("home/.config/containers");
         std::fs::create_dir_all(&policy).unwrap();
         std::fs::write(policy.join("policy.json"), r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-        Self { t, root, dir, cgroups_ours: !cgroup_exists(CGROUP_PARENT) }
+        Self { t, root, dir, cgroups_ours: !cgroup_exists(CGROUP_PARENT), iptables: false }
     }
 
     /// Podman in the test's host namespace, so the plugin runs there.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
-        let path = format!("{}:{}", self.root.join("usr/bin").display(), std::env::var("PATH").unwrap_or_default());
+        let mut path = format!("{}:{}", self.root.join("usr/bin").display(), std::env::var("PATH").unwrap_or_default());
+        if self.iptables {
+            path = format!("{}:{path}", self.root.join("usr/sbin").display());
+            cmd.env("XTABLES_LIBDIR", self.root.join("usr/lib/x86_64-linux-gnu/xtables"));
+        }
         cmd.arg(format!("--net={}", self.t.ns_path("host")))
             .arg(self.root.join("usr/bin/podman"))
             .args(args)
@@ -286,6 +295,94 @@ fn podman_hooks_attach_by_annotation() {
     podman.ok(&[&hooks, "rm", "--force", "--time", "0", "hooked"]);
     assert!(t.np_json(&["endpoint", "ls"]).as_array().unwrap().is_empty(), "poststop released it");
     podman.ok(&[&hooks, "rm", "--force", "--time", "0", &other]);
+    drop(podman);
+    drop(placed);
+    t.teardown();
+}
+
+/// What Podman's container `name` resolves `asked` to, with glibc (`getent`).
+fn resolve_in(podman: &Podman, name: &str, asked: &str) -> String {
+    let out = podman
+        .cmd(&["run", "--rm", "--name", name, "--network", "netpath", "-v", "/usr:/usr:ro"])
+        .args(["localhost/nptest", "/usr/bin/getent", "ahostsv4", asked])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// A container that stays up until removed.
+fn sleeper(podman: &Podman, name: &str) -> String {
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "netpath",
+        "-v",
+        "/usr:/usr:ro",
+        "localhost/nptest",
+        "/usr/bin/sleep",
+        "120",
+    ])
+}
+
+/// With the daemon running, netpath's result names the gateway as the nameserver, Podman
+/// writes it into the container's resolv.conf, and containers find each other by name.
+#[test]
+fn podman_containers_resolve_each_other_through_the_daemon() {
+    let _global = GlobalLock::take();
+    let t = Topology::with_outside("pdns");
+    let mut placed = Placed::default();
+    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
+    placed.will_create(Path::new("/var/lib/containers"), &[]);
+    placed.will_create(Path::new("/var/lib/cni"), &[]);
+    let _daemon = Daemon::start_with(&t, &t.run_dir.join("plugin.sock"), &["--dns-upstream", OUTSIDE_ADDR]);
+    let podman = Podman::chained(&t, &[]);
+    podman.ok(&["import", rootfs_tar(&t.run_dir).to_str().unwrap(), "nptest"]);
+    sleeper(&podman, "db");
+    let db = t.np_json(&["endpoint", "ls"])[0].clone();
+    assert_eq!(db["name"], "db", "{db}");
+    let conf = podman.ok(&["exec", "db", "/usr/bin/cat", "/etc/resolv.conf"]);
+    assert!(conf.contains(&format!("nameserver {}", db["gateway"].as_str().unwrap())), "{conf}");
+    assert_eq!(resolve_in(&podman, "web", "db"), db["ip"].as_str().unwrap(), "web finds db by name");
+    drop(podman);
+    drop(placed);
+    t.teardown();
+}
+
+/// A daemon that outlives the containers (dnsname's dnsmasq), stopped by the PID it wrote.
+struct Pidfile(PathBuf);
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+/// The `dnsname` plugin chained after netpath (no netpath daemon): it takes the bridge from
+/// netpath's result, the first interface, and its dnsmasq answers for the containers.
+#[test]
+fn podman_with_dnsname_chained_after_netpath_resolves_names() {
+    let _global = GlobalLock::take();
+    let t = Topology::with_outside("pdnn");
+    let mut placed = Placed::default();
+    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
+    placed.will_create(Path::new("/var/lib/containers"), &[]);
+    placed.will_create(Path::new("/var/lib/cni"), &[]);
+    placed.will_create(Path::new("/run/containers/cni"), &["dnsname"]);
+    let dnsname_dir = Path::new("/run/containers/cni/dnsname");
+    let dnsname =
+        serde_json::json!({ "type": "dnsname", "domainName": "dns.podman", "capabilities": { "aliases": true } });
+    let mut podman = Podman::chained(&t, &[dnsname]);
+    podman.iptables = true;
+    podman.ok(&["import", rootfs_tar(&t.run_dir).to_str().unwrap(), "nptest"]);
+    sleeper(&podman, "db");
+    let db = t.np_json(&["endpoint", "ls"])[0].clone();
+    let _dnsmasq = Pidfile(dnsname_dir.join("netpath/pidfile"));
+    assert_eq!(resolve_in(&podman, "web", "db"), db["ip"].as_str().unwrap(), "web finds db through dnsname");
     drop(podman);
     drop(placed);
     t.teardown();

@@ -23,6 +23,8 @@ const PACKAGES: &[(&str, &str)] = &[
 /// Podman pulls iptables in, which the machine must not get (netpath needs none): the Podman
 /// test runs it from this private prefix under the target directory instead.
 pub const PODMAN_ROOT: &str = "podman-root";
+/// The `dnsname` CNI plugin, which the Podman tests chain after netpath (in Podman's prefix).
+const DNSNAME: &str = "golang-github-containernetworking-plugin-dnsname";
 /// Prometheus's `promtool`, which checks the daemon's metrics page. Unpacked, not installed:
 /// the package would start a Prometheus server, which the tests do not want.
 pub const PROMETHEUS_ROOT: &str = "prometheus-root";
@@ -36,7 +38,7 @@ pub fn run() -> Result<()> {
 /// What the tests need besides `run`'s: Podman and promtool in their private prefixes.
 pub fn for_tests() -> Result<()> {
     let target = crate::bench::install::target_dir();
-    crate::bench::install::private_prefix(&target.join(PODMAN_ROOT), &["podman"])?;
+    crate::bench::install::private_prefix(&target.join(PODMAN_ROOT), &["podman", DNSNAME])?;
     crate::bench::install::private_prefix(&target.join(PROMETHEUS_ROOT), &["prometheus"]).map(drop)
 }
 

@@ -6,12 +6,10 @@ use std::{net::Ipv4Addr, os::fd::AsRawFd};
 
 use crate::{
     core::{controller::Controller, session::Paths},
-    error::Result,
-    state::store::Store,
+    error::{Error, Result},
+    kernel::datapath::dns::DnsSteering,
+    state::{lock::Held, store::Store},
 };
-
-/// Containers' queries steered to the resolver, for as long as this value lives.
-pub use crate::kernel::datapath::dns::DnsSteering;
 
 /// The names, through a connection of the resolver's own: a question never waits behind an
 /// attach on the controller's task.
@@ -58,10 +56,26 @@ impl Directory {
     }
 }
 
+/// The resolver at work: containers' queries steered to its sockets, and its lock held, for
+/// as long as this value lives.
+pub struct Answering {
+    _steering: DnsSteering,
+    _lock: Held,
+}
+
 impl Controller {
-    /// Sends containers' queries to their gateway's port 53 to the resolver's sockets, for as
-    /// long as the returned value lives.
-    pub fn steer_dns(&mut self, udp: &impl AsRawFd, tcp: &impl AsRawFd) -> Result<DnsSteering> {
-        self.datapath()?.steer_dns(udp, tcp)
+    /// Sends containers' queries to their gateway's port 53 to the resolver's sockets, and
+    /// says so to other processes (`resolver_answers`). One resolver per state directory.
+    pub fn steer_dns(&mut self, udp: &impl AsRawFd, tcp: &impl AsRawFd) -> Result<Answering> {
+        let lock = self.locks.try_resolver()?.ok_or_else(|| {
+            Error::conflict("another netpath daemon already answers containers' DNS queries; stop it or pass --no-dns")
+        })?;
+        Ok(Answering { _steering: self.datapath()?.steer_dns(udp, tcp)?, _lock: lock })
+    }
+
+    /// Whether a daemon's resolver answers on the gateways now: only then is the gateway a
+    /// nameserver worth writing into a container's resolv.conf.
+    pub fn resolver_answers(&self) -> Result<bool> {
+        self.locks.resolver_answers()
     }
 }

@@ -91,6 +91,17 @@ impl Locks {
         self.acquire(&format!("endpoint-{id}"), Mode::Exclusive, false)
     }
 
+    /// Held by the daemon while its resolver answers on the gateways; `None` when another
+    /// process holds it.
+    pub fn try_resolver(&self) -> Result<Option<Held>> {
+        self.acquire("resolver", Mode::Exclusive, false)
+    }
+
+    /// Whether a daemon's resolver answers now: its lock is held.
+    pub fn resolver_answers(&self) -> Result<bool> {
+        Ok(self.acquire("resolver", Mode::Shared, false)?.is_none())
+    }
+
     fn acquire(&self, name: &str, mode: Mode, wait: bool) -> Result<Option<Held>> {
         dir::private_dir(&self.dir)?;
         let path = self.dir.join(format!("{name}.lock"));

@@ -14,6 +14,8 @@ use crate::{
 #[derive(Debug, Default, Serialize)]
 pub struct EndpointStats {
     pub id: String,
+    /// The name it answers to on its network, if it has one.
+    pub name: Option<String>,
     pub network: String,
     pub ip: String,
     pub host_veth: String,
@@ -58,6 +60,7 @@ pub async fn collect(ctl: &mut Controller, network: Option<&str>) -> Result<Repo
         };
         out.push(EndpointStats {
             id: ep.id,
+            name: ep.name,
             network: ep.network,
             ip: ep.ip.to_string(),
             host_veth: ep.host_veth,

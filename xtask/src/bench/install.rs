@@ -125,8 +125,12 @@ fn installed_version(package: &str) -> Result<String> {
 pub(crate) fn private_prefix(root: &Path, wanted: &[&str]) -> Result<BTreeMap<String, String>> {
     let record = root.join("installed.json");
     if let Ok(text) = std::fs::read_to_string(&record) {
-        return serde_json::from_str(&text)
-            .with_context(|| format!("{} is corrupt; remove {}", record.display(), root.display()));
+        let installed: BTreeMap<String, String> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt; remove {}", record.display(), root.display()))?;
+        // A prefix unpacked before a package joined the list is unpacked again.
+        if wanted.iter().all(|p| installed.contains_key(*p)) {
+            return Ok(installed);
+        }
     }
     step(&format!("unpacking {} into {} (not system-wide)", wanted.join(", "), root.display()));
     let debs = root.join("debs");

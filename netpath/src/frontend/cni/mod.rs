@@ -140,7 +140,8 @@ async fn add(ctl: &mut Controller, config: &Config, at: &Attachment) -> Result<V
         bridge,
         veth_mac: ctl.link_mac(&ep.host_veth).await?,
     };
-    Ok(reply::add_result(&config.version, &ep, &host, config.dns.as_ref(), config.prev_result.as_ref()))
+    let resolver = ctl.resolver_answers()?.then_some(ep.gateway);
+    Ok(reply::add_result(&config.version, &ep, &host, config.dns.as_ref(), config.prev_result.as_ref(), resolver))
 }
 
 /// Idempotent: an unknown id, a namespace that is gone and a second DEL all succeed.

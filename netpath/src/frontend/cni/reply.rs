@@ -129,6 +129,7 @@ pub fn add_result(
     host: &HostSide,
     dns: Option<&Value>,
     prev: Option<&Value>,
+    resolver: Option<std::net::Ipv4Addr>,
 ) -> Value {
     let list = |key: &str| prev.and_then(|p| p.get(key)).and_then(Value::as_array).cloned().unwrap_or_default();
     let mut interfaces = list("interfaces");
@@ -150,16 +151,29 @@ pub fn add_result(
     ips.push(ip);
     routes.push(json!({ "dst": "0.0.0.0/0", "gw": ep.gateway.to_string() }));
     let dns = prev.and_then(|p| p.get("dns")).filter(|d| d.as_object().is_some_and(|o| !o.is_empty())).or(dns);
+    let dns = with_resolver(dns.cloned().unwrap_or_else(|| json!({})), resolver);
     json!({
         "cniVersion": version,
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
-        // The chain's or the configuration's. The gateway joins the nameservers only with the
-        // resolver that answers there: a runtime that writes them into resolv.conf would send
-        // every lookup to it first.
-        "dns": dns.cloned().unwrap_or_else(|| json!({})),
+        "dns": dns,
     })
+}
+
+/// The chain's or the configuration's DNS, with the gateway first among the nameservers when
+/// the daemon's resolver answers there (`resolver`). Only then: a runtime writes them into
+/// resolv.conf, and a gateway nobody answers on would leave the container without names.
+fn with_resolver(mut dns: Value, resolver: Option<std::net::Ipv4Addr>) -> Value {
+    let (Some(gateway), Some(fields)) = (resolver, dns.as_object_mut()) else {
+        return dns;
+    };
+    let gateway = json!(gateway.to_string());
+    let mut nameservers = vec![gateway.clone()];
+    let given = fields.get("nameservers").and_then(Value::as_array).cloned().unwrap_or_default();
+    nameservers.extend(given.into_iter().filter(|n| *n != gateway));
+    fields.insert("nameservers".into(), Value::Array(nameservers));
+    dns
 }
 
 /// Whether a chain's result (CHECK's prevResult) lists the endpoint's address.
@@ -173,4 +187,21 @@ pub fn lists_address(result: &Value, ep: &EndpointRecord) -> bool {
 
 pub fn version_result(version: &str) -> Value {
     json!({ "cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_leads_the_nameservers_only_while_the_resolver_answers() {
+        let given = json!({ "nameservers": ["10.0.0.53", "10.88.0.1"], "search": ["example.com"] });
+        assert_eq!(with_resolver(given.clone(), None), given);
+        let with = with_resolver(given, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(with, json!({ "nameservers": ["10.88.0.1", "10.0.0.53"], "search": ["example.com"] }));
+        assert_eq!(
+            with_resolver(json!({}), Some("10.88.0.1".parse().unwrap())),
+            json!({ "nameservers": ["10.88.0.1"] })
+        );
+    }
 }

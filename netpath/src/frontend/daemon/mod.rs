@@ -14,7 +14,7 @@ pub mod dns;
 mod metrics;
 mod plugin;
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration, time::Instant};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration, time::Instant};
 
 use serde_json::{Value, json};
 use tokio::{
@@ -24,8 +24,12 @@ use tokio::{
 };
 
 use crate::{
-    core::controller::Controller, error::Error, error::Result, frontend::docker, frontend::docker::Request,
-    view::metrics::Operations,
+    core::controller::Controller,
+    error::Error,
+    error::Result,
+    frontend::docker,
+    frontend::docker::Request,
+    view::metrics::{DnsQueries, Operations},
 };
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/run/docker/plugins/netpath.sock";
@@ -54,10 +58,11 @@ pub async fn run(mut ctl: Controller, opts: DaemonOptions) -> Result<()> {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
+    let queries = Arc::new(DnsQueries::default());
     // Serving before the plugin socket is bound, so that a client that finds the socket finds
     // the names too. Without names the daemon still serves Docker: one line says why.
     let _resolver = match opts.dns {
-        Some(upstreams) => match dns::start(&mut ctl, upstreams).await {
+        Some(upstreams) => match dns::start(&mut ctl, upstreams, queries.clone()).await {
             Ok(resolver) => {
                 eprintln!("netpath daemon: answering containers' DNS queries to their gateway");
                 Some(resolver)
@@ -89,7 +94,7 @@ pub async fn run(mut ctl: Controller, opts: DaemonOptions) -> Result<()> {
     }
     loop {
         tokio::select! {
-            Some(job) = rx.recv() => run_job(&mut ctl, &mut operations, job).await,
+            Some(job) = rx.recv() => run_job(&mut ctl, &mut operations, &queries, job).await,
             _ = gc.tick() => periodic_gc(&mut ctl, &mut operations).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -105,7 +110,7 @@ pub async fn run(mut ctl: Controller, opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-async fn run_job(ctl: &mut Controller, operations: &mut Operations, job: Job) {
+async fn run_job(ctl: &mut Controller, operations: &mut Operations, queries: &DnsQueries, job: Job) {
     // The client may have gone; its request was carried out all the same.
     match job {
         Job::Plugin(req, reply) => {
@@ -116,7 +121,7 @@ async fn run_job(ctl: &mut Controller, operations: &mut Operations, job: Job) {
             let _ = reply.send(answer);
         }
         Job::Metrics(reply) => {
-            let _ = reply.send(crate::view::metrics::render(ctl, operations).await);
+            let _ = reply.send(crate::view::metrics::render(ctl, operations, queries).await);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the numbers of networks and endpoints and the daemon's own operations, as a Prometheus
 //! scrape page. Everything is read from user space (per-CPU maps summed, hash maps walked),
 //! which costs the datapath nothing.
+mod dns;
 mod operations;
 mod text;
 
@@ -14,6 +15,7 @@ use crate::{
     error::Result,
     view::stats::{self, DropStats, EndpointStats, Report},
 };
+pub use dns::{DnsQueries, QueryResult};
 pub use operations::Operations;
 pub use text::CONTENT_TYPE;
 use text::{Exposition, Kind};
@@ -37,7 +39,7 @@ const DROP_COUNTERS: [Counters<DropStats>; 2] = [
 
 /// The whole page. A datapath that is not loaded is not loaded for a scrape: its families
 /// are left without samples and `netpath_datapath_loaded` says why.
-pub async fn render(ctl: &mut Controller, operations: &Operations) -> Result<String> {
+pub async fn render(ctl: &mut Controller, operations: &Operations, queries: &DnsQueries) -> Result<String> {
     let mut page = Exposition::default();
     inventory(ctl, &mut page)?;
     let loaded = ctl.datapath_pinned();
@@ -49,6 +51,7 @@ pub async fn render(ctl: &mut Controller, operations: &Operations) -> Result<Str
     let usage = if loaded { Some(ctl.datapath()?.conntrack_usage()) } else { None };
     conntrack(&mut page, usage);
     operations.write(&mut page);
+    queries.write(&mut page);
     Ok(page.finish())
 }
 
@@ -75,7 +78,9 @@ fn endpoint_counters(page: &mut Exposition, report: Option<&Report>) {
     for (name, help, value) in ENDPOINT_COUNTERS {
         page.family(name, Kind::Counter, help);
         for ep in endpoints {
-            page.sample(name, &[("network", &ep.network), ("endpoint", &ep.id)], value(ep));
+            let mut labels = vec![("network", ep.network.as_str()), ("endpoint", &ep.id)];
+            labels.extend(ep.name.as_deref().map(|n| ("name", n)));
+            page.sample(name, &labels, value(ep));
         }
     }
 }

@@ -33,9 +33,10 @@ pub use upstream::MAX_UPSTREAMS;
 use crate::{
     core::{
         Controller,
-        resolver::{Directory, DnsSteering},
+        resolver::{Answering, Directory},
     },
     error::{Context, Error, Result},
+    view::metrics::{DnsQueries, QueryResult},
 };
 use answer::Outcome;
 
@@ -52,7 +53,7 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The resolver, serving for as long as it lives.
 pub struct Resolver {
-    _steering: DnsSteering,
+    _answering: Answering,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,11 +63,12 @@ impl Drop for Resolver {
     }
 }
 
-/// What every query needs: the names, the upstreams, and room to forward.
+/// What every query needs: the names, the upstreams, room to forward, and the counts.
 struct Service {
     directory: Mutex<Directory>,
     upstreams: Vec<SocketAddr>,
     forwards: Semaphore,
+    queries: Arc<DnsQueries>,
 }
 
 impl Service {
@@ -74,24 +76,50 @@ impl Service {
         let directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
         answer::answer(&directory, from, query).unwrap_or_else(|e| {
             eprintln!("netpath daemon: dns: {e}");
-            Outcome::Reply(answer::error(id_of(query), hickory_proto::op::OpCode::Query, ServFail))
+            Outcome::Reply(answer::error(id_of(query), OpCode::Query, ServFail))
         })
     }
 
     /// The reply to `query`: the directory's, or the upstreams' when there is room to ask.
     async fn reply(&self, from: Ipv4Addr, query: &[u8]) -> Option<Vec<u8>> {
-        match self.outcome(from, query) {
-            Outcome::Reply(reply) => Some(reply),
-            Outcome::Ignore => None,
-            Outcome::Forward => Some(match self.forwards.try_acquire() {
-                Ok(_permit) => upstream::forward(&self.upstreams, query).await,
-                Err(_) => answer::error(id_of(query), hickory_proto::op::OpCode::Query, ServFail),
-            }),
-        }
+        let (reply, result) = match self.outcome(from, query) {
+            Outcome::Reply(reply) => {
+                let result = local_result(&reply);
+                (Some(reply), result)
+            }
+            Outcome::Ignore => (None, QueryResult::Malformed),
+            Outcome::Forward => match self.forwards.try_acquire() {
+                Ok(_permit) => {
+                    let reply = upstream::forward(&self.upstreams, query).await;
+                    let failed = rcode(&reply) == Some(ServFail);
+                    (Some(reply), if failed { QueryResult::UpstreamFailed } else { QueryResult::Forwarded })
+                }
+                Err(_) => (Some(answer::error(id_of(query), OpCode::Query, ServFail)), QueryResult::Busy),
+            },
+        };
+        self.queries.record(result);
+        reply
     }
 }
 
-use hickory_proto::op::ResponseCode::ServFail;
+/// The response code of a reply, from its header.
+fn rcode(reply: &[u8]) -> Option<ResponseCode> {
+    reply.get(3).map(|b| ResponseCode::from_low(b & 0x0f))
+}
+
+/// What a reply of the directory's says about the query.
+fn local_result(reply: &[u8]) -> QueryResult {
+    let answers = reply.get(6..8).map_or(0, |n| u16::from_be_bytes([n[0], n[1]]));
+    match rcode(reply) {
+        Some(ResponseCode::NoError) if answers > 0 => QueryResult::Answered,
+        Some(ResponseCode::NoError) => QueryResult::NoData,
+        Some(ResponseCode::NXDomain) => QueryResult::NxDomain,
+        Some(ResponseCode::Refused) => QueryResult::Refused,
+        _ => QueryResult::Malformed,
+    }
+}
+
+use hickory_proto::op::{OpCode, ResponseCode, ResponseCode::ServFail};
 
 fn id_of(query: &[u8]) -> u16 {
     match query {
@@ -102,23 +130,28 @@ fn id_of(query: &[u8]) -> u16 {
 
 /// Opens the resolver's sockets, steers containers' queries to them and serves them.
 /// `upstreams`: where other names are asked; `None`: the host's `resolv.conf`.
-pub async fn start(ctl: &mut Controller, upstreams: Option<Vec<SocketAddr>>) -> Result<Resolver> {
+pub async fn start(
+    ctl: &mut Controller,
+    upstreams: Option<Vec<SocketAddr>>,
+    queries: Arc<DnsQueries>,
+) -> Result<Resolver> {
     let upstreams = match upstreams {
         Some(given) => given,
         None => upstream::from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
     };
     let udp = udp_socket()?;
     let tcp = tcp_listener()?;
-    let steering = ctl.steer_dns(&udp, &tcp)?;
+    let answering = ctl.steer_dns(&udp, &tcp)?;
     let service = Arc::new(Service {
         directory: Mutex::new(Directory::open(ctl.paths())?),
         upstreams,
         forwards: Semaphore::new(MAX_FORWARDS),
+        queries,
     });
     let udp = UdpSocket::from_std(std::net::UdpSocket::from(udp)).context(|| "cannot serve DNS over UDP")?;
     let tcp = TcpListener::from_std(std::net::TcpListener::from(tcp)).context(|| "cannot serve DNS over TCP")?;
     let tasks = vec![tokio::spawn(serve_udp(Arc::new(udp), service.clone())), tokio::spawn(serve_tcp(tcp, service))];
-    Ok(Resolver { _steering: steering, tasks })
+    Ok(Resolver { _answering: answering, tasks })
 }
 
 /// Bound with `SO_REUSEADDR` (a host dnsmasq on `*:53` sets it too) and `IP_FREEBIND` (the
