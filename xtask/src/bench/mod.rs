@@ -9,6 +9,7 @@ mod attach;
 mod charts;
 mod cost;
 mod datapath;
+mod dns;
 mod goals;
 pub(crate) mod install;
 mod leftovers;
@@ -51,7 +52,7 @@ pub struct Options {
     runs: Option<u32>,
     /// Only these scenarios (repeatable): c2c-tcp-1, c2c-tcp-4, egress-tcp, ingress-tcp,
     /// host-tcp, latency, connrate, udp-rate, udp-in, flood, conntrack-pressure, ports, attach,
-    /// attach-concurrent.
+    /// attach-concurrent, scale, dns.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Only these datapaths besides netpath (repeatable): netpath-xdp (XDP filters, published
@@ -121,6 +122,7 @@ impl Config {
             "netpath-daemon and netpath-daemon-engine attach as dockerd does through `netpath daemon` (the Docker network and IPAM driver, started once, keeping the datapath open): IpamDriver.RequestAddress, NetworkDriver.CreateEndpoint and NetworkDriver.Join over its unix socket, a connection per call (the daemon answers `Connection: close`), then the engine's part as dockerd does it, in-process netlink from the bench (the handed veth end moved into the namespace, renamed eth0, addressed, up, default route through the gateway); netpath-daemon-engine times all of it, like for like with the CLI, netavark and CNI, netpath-daemon only the three driver calls, the engine's part done after the clock stopped (after each attach, or after the whole concurrent batch); detach is Leave, DeleteEndpoint, ReleaseAddress".into(),
             format!("scale sweep (netpath's CLI): one network on a /20 of its own grows, one timed attach after another, to N = {:?} endpoints (not 2,000: a Linux bridge takes at most 1023 ports, and the kernel refuses the 1024th with EXFULL); at each point: attach p50 of the last ten attaches, detach p50 of five (an extra endpoint attached untimed before each), both also as ratios to the first point of the same run; `netpath gc` with nothing to collect (it must say so), `netpath endpoint ls --format json` (it must list N), `netpath restore` with everything intact, and the kernel's bytes_memlock of the datapath's pinned maps; the network is removed with `network rm --force` afterwards", self.scale_counts),
             format!("concurrent attach: {} namespaces made beforehand, then {} attach commands launched at once from as many threads, timed until the last returned; fails unless every endpoint got its own address", attach::CONCURRENT, attach::CONCURRENT),
+            dns::method(self),
             "every peer runs in its own host namespace with its own state; Docker, netavark and the CNI plugins use iptables-nft from a private prefix, with PATH and LD_LIBRARY_PATH pointing there for them alone".into(),
             format!("the machine's packet filter, checked before the run: {}", filter[0].describe()),
             format!("and after the teardown: {}", filter[1].describe()),

@@ -4,11 +4,13 @@
 //! /sys, which dockerd and bpffs users cannot live with.
 use std::{
     ffi::OsStr,
+    fs::File,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::process::{SETUP_LIMIT, stdout_within};
 
@@ -86,6 +88,16 @@ impl Netns {
             delete_named(name);
         }
     }
+}
+
+/// Moves the calling thread (only) into the network namespace at `path`.
+pub fn enter(path: &Path) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns on a descriptor this function holds open; it changes only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("entering {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub fn delete_named(name: &str) {

@@ -10,6 +10,7 @@ use super::{
     Ctx, attach,
     cost::ProgramStats,
     datapath::{Datapath, Monitor, Reading, Route, Target, Unavailable},
+    dns::{self, Lookup},
     process::check_interrupt,
     progress::Progress,
     results::{Results, figure},
@@ -25,7 +26,8 @@ type Datapaths = [Box<dyn Datapath>];
 
 pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario], results: &mut Results) -> Result<()> {
     let runs = ctx.cfg.runs;
-    let paths: Vec<&'static Scenario> = scenarios.iter().copied().filter(|s| !s.is_sweep()).collect();
+    let paths: Vec<&'static Scenario> = scenarios.iter().copied().filter(|s| s.on_routes()).collect();
+    let dns = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::Dns));
     let ports = scenarios.iter().copied().find(|s| matches!(s.kind, Kind::PortSweep));
     let attaches: Vec<&'static Scenario> =
         scenarios.iter().copied().filter(|s| matches!(s.kind, Kind::AttachSweep | Kind::AttachConcurrent)).collect();
@@ -36,7 +38,8 @@ pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario]
         * (paths.len()
             + ports.map_or(0, |_| ctx.cfg.port_counts.len())
             + attaches.iter().map(|s| attach::counts(&ctx.cfg, s.kind).len()).sum::<usize>()
-            + scales.map_or(0, |_| ctx.cfg.scale_counts.len()));
+            + scales.map_or(0, |_| ctx.cfg.scale_counts.len())
+            + usize::from(dns.is_some()));
     let mut cells =
         Runner { ctx, results, progress: Progress::new(total), tried: HashSet::new(), failed_up: Vec::new() };
 
@@ -55,6 +58,9 @@ pub fn run(ctx: &Ctx, datapaths: &mut Datapaths, scenarios: &[&'static Scenario]
                 cells.measure(&*datapaths[i], scenario, None, run)?;
             }
         }
+    }
+    if let Some(scenario) = dns {
+        cells.dns(datapaths, scenario)?;
     }
     if let Some(scenario) = ports {
         cells.port_sweep(datapaths, scenario)?;
@@ -327,6 +333,70 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Every resolver started once, asked run after run (rotated), then stopped, whatever
+    /// happened: a datapath without one is not applicable, one whose resolver does not start
+    /// or does not answer the name right is missing, with the reason.
+    fn dns(&mut self, datapaths: &mut Datapaths, scenario: &'static Scenario) -> Result<()> {
+        let mut lookups: Vec<Option<Lookup>> = Vec::new();
+        for dp in datapaths.iter_mut() {
+            let name = dp.name();
+            let lookup = if self.open(scenario, None, name) { self.start_resolver(&mut **dp, scenario) } else { None };
+            lookups.push(lookup);
+        }
+        let measured = (|| {
+            for run in 0..self.ctx.cfg.runs {
+                for i in rotation(datapaths.len(), run) {
+                    let name = datapaths[i].name();
+                    let label = self.label(run, scenario, None, name);
+                    let outcome = match &lookups[i] {
+                        Some(lookup) if self.open(scenario, None, name) => {
+                            let first = self.tried.insert((scenario.name, None, name));
+                            let measured = dns::measure(&self.ctx.cfg, lookup);
+                            self.settle(scenario, None, name, run, first, measured)
+                        }
+                        _ => "skipped (settled)".into(),
+                    };
+                    self.progress.step(&label, &outcome);
+                    check_interrupt()?;
+                }
+            }
+            Ok(())
+        })();
+        for dp in datapaths.iter_mut() {
+            if let Some(resolver) = dp.resolver() {
+                resolver.stop(self.ctx);
+            }
+        }
+        measured
+    }
+
+    /// Starts `dp`'s resolver and checks it answers; `None`, with the cell settled, when
+    /// there is none or it does not work.
+    fn start_resolver(&mut self, dp: &mut dyn Datapath, scenario: &'static Scenario) -> Option<Lookup> {
+        let name = dp.name();
+        let Some(resolver) = dp.resolver() else {
+            let why = Unavailable::NotApplicable(
+                "the dns scenario compares netpath's resolver (netpath daemon) with Docker's embedded one".into(),
+            );
+            self.results.mark(scenario, None, name, &why);
+            return None;
+        };
+        super::step(&format!("starting the resolver of {name}"));
+        let started = resolver.start(self.ctx).and_then(|lookup| {
+            lookup.wait_answered()?;
+            Ok(lookup)
+        });
+        match started {
+            Ok(lookup) => Some(lookup),
+            Err(e) => {
+                eprintln!("    the resolver of {name} does not answer: {e:#}");
+                let why = Unavailable::Missing(format!("the resolver does not answer: {e:#}"));
+                self.results.mark(scenario, None, name, &why);
+                None
+            }
+        }
     }
 }
 

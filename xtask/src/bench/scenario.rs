@@ -22,6 +22,7 @@ const CONNECTIONS: Metric = Metric { name: "connections", unit: "conn/s", higher
 const PACKETS: Metric = Metric { name: "packets", unit: "kpps", higher_is_better: true };
 const P50: Metric = Metric { name: "p50", unit: "µs", higher_is_better: false };
 const P99: Metric = Metric { name: "p99", unit: "µs", higher_is_better: false };
+const QUERIES: Metric = Metric { name: "queries", unit: "queries/s", higher_is_better: true };
 const TIME: Metric = Metric { name: "time", unit: "s", higher_is_better: false };
 /// The whole machine's CPU time per unit of work: what transfers to a bigger machine.
 const CPU_PER_GB: Metric = Metric { name: "cpu", unit: "CPU-s/GB", higher_is_better: false };
@@ -87,6 +88,9 @@ pub enum Kind {
     /// One network grows to N endpoints (a sweep over N, built up once per run): what one
     /// more attach, a detach, gc, a listing and a restore then cost, and the maps' memory.
     Scale,
+    /// A container asks its resolver for another container's name: latency one query after
+    /// another, and the rate with a bounded number in flight (see `dns`).
+    Dns,
 }
 
 #[derive(Debug)]
@@ -197,6 +201,12 @@ pub const ALL: &[Scenario] = &[
             SCALE_MAPS,
         ],
     },
+    Scenario {
+        name: "dns",
+        title: "container → its resolver, an A query for another container's name (UDP)",
+        kind: Kind::Dns,
+        metrics: &[P50, P99, QUERIES],
+    },
 ];
 
 impl Scenario {
@@ -218,8 +228,16 @@ impl Scenario {
         match self.kind {
             Kind::Tcp { route, .. } | Kind::UdpRate { route } => route,
             Kind::PortSweep | Kind::Flood | Kind::BlindAck => Route::Ingress,
-            Kind::Latency | Kind::ConnRate | Kind::AttachSweep | Kind::AttachConcurrent | Kind::Scale => Route::C2c,
+            Kind::Latency | Kind::ConnRate | Kind::AttachSweep | Kind::AttachConcurrent | Kind::Scale | Kind::Dns => {
+                Route::C2c
+            }
         }
+    }
+
+    /// Whether the runner measures it on every datapath's routes (not a sweep, not dns, which
+    /// asks a resolver the datapath starts for it).
+    pub fn on_routes(&self) -> bool {
+        !self.is_sweep() && !matches!(self.kind, Kind::Dns)
     }
 
     /// Whether one of the metrics is the cost of the eBPF program on the path.
@@ -273,8 +291,8 @@ impl Scenario {
                 figure(traffic::tcp_throughput(target, 1, seconds)),
                 figure(traffic::conn_rate(ctx, target, seconds)),
             ],
-            Kind::AttachSweep | Kind::AttachConcurrent | Kind::Scale => {
-                vec![Err("the attach and scale sweeps are timed by the runner, not measured on a path".into())]
+            Kind::AttachSweep | Kind::AttachConcurrent | Kind::Scale | Kind::Dns => {
+                vec![Err("the attach and scale sweeps and dns are run by the runner, not measured on a path".into())]
             }
         };
         outcomes.into()

@@ -11,9 +11,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{Datapath, PortTable, Routes};
+use super::{Datapath, PortTable, Resolver, Routes};
 use crate::bench::{
-    Ctx, leftovers,
+    Ctx,
+    dns::Lookup,
+    leftovers,
     netns::Netns,
     process::{Daemon, SETUP_LIMIT, check_interrupt, feed_within, output_within, stdout_within},
     topology::{CONNRATE_PORT, IPERF_PORT, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
@@ -23,6 +25,13 @@ const IMAGE: &str = "npbench/busybox";
 /// Container names; Docker's own state lives under the run directory, so they cannot clash.
 const CONTAINERS: [&str; 2] = ["c1", "c2"];
 const FILLER: &str = "filler";
+/// The dns scenario's user-defined network (the default bridge has no embedded resolver) and
+/// its containers: the first asks for the second's name.
+const DNS_NETWORK: &str = "npbench-dns";
+const NAMED: [&str; 2] = ["web", "db"];
+/// The address every container of a user-defined network asks, which dockerd's embedded
+/// resolver answers from inside the container's namespace (an iptables redirect there).
+const EMBEDDED_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// Host ports of the sweep's filler rules: clear of the measured ones and of the ephemeral range.
 const FILLER_BASE_PORT: u32 = 10000;
 /// The cgroup under which dockerd puts containers (cgroupfs driver), removed afterwards.
@@ -53,7 +62,7 @@ impl Datapath for Docker {
     }
 
     fn description(&self) -> String {
-        "Docker engine (dockerd, docker.io package) in the host namespace: default bridge docker0, iptables-nft rules, docker-proxy, `docker run -p`".into()
+        "Docker engine (dockerd, docker.io package) in the host namespace: default bridge docker0, iptables-nft rules, docker-proxy, `docker run -p`; for dns, a user-defined network and dockerd's embedded resolver (127.0.0.11)".into()
     }
 
     fn up(&mut self, ctx: &Ctx) -> Result<()> {
@@ -86,14 +95,14 @@ impl Datapath for Docker {
         );
         output_within(Command::new("sh").args(["-c", &import]), SETUP_LIMIT)
             .context("docker import of the busybox rootfs")?;
-        let c1 = self.run_container(ctx, CONTAINERS[0], &[])?;
+        let c1 = self.run_container(ctx, CONTAINERS[0], None, &[])?;
         // iperf3's UDP test sends its datagrams to the port of its TCP control connection.
         let published = [
             format!("{PUBLISHED_IPERF}:{IPERF_PORT}"),
             format!("{PUBLISHED_IPERF}:{IPERF_PORT}/udp"),
             format!("{PUBLISHED_CONNRATE}:{CONNRATE_PORT}"),
         ];
-        let c2 = self.run_container(ctx, CONTAINERS[1], &published)?;
+        let c2 = self.run_container(ctx, CONTAINERS[1], None, &published)?;
         let topo = self.topo.as_mut().expect("set above");
         topo.serve(ctx, &c2.0, "c2")?;
         self.routes = Routes::translated(&topo.host, &topo.outside, &c1.0, c2.1);
@@ -112,6 +121,7 @@ impl Datapath for Docker {
         if self.dockerd.is_some() {
             let names: Vec<&str> = CONTAINERS.iter().copied().chain([FILLER]).collect();
             let _ = output_within(self.docker(ctx).args(["rm", "-f"]).args(&names), SETUP_LIMIT);
+            self.stop(ctx);
         }
         self.dockerd = None;
         // The shims and containerd outlive dockerd by a moment; their socket directories with them.
@@ -135,6 +145,27 @@ impl Datapath for Docker {
     fn port_table(&mut self) -> Option<&mut dyn PortTable> {
         Some(self)
     }
+
+    fn resolver(&mut self) -> Option<&mut dyn Resolver> {
+        if self.dockerd.is_some() { Some(self) } else { None }
+    }
+}
+
+impl Resolver for Docker {
+    /// A user-defined network and two containers on it, as `docker network create` and
+    /// `docker run --network` make them.
+    fn start(&mut self, ctx: &Ctx) -> Result<Lookup> {
+        output_within(self.docker(ctx).args(["network", "create", DNS_NETWORK]), SETUP_LIMIT)
+            .with_context(|| format!("docker network create {DNS_NETWORK}"))?;
+        let (client, _) = self.run_container(ctx, NAMED[0], Some(DNS_NETWORK), &[])?;
+        let (_, expected) = self.run_container(ctx, NAMED[1], Some(DNS_NETWORK), &[])?;
+        Ok(Lookup { client, server: EMBEDDED_DNS, name: NAMED[1].into(), expected })
+    }
+
+    fn stop(&mut self, ctx: &Ctx) {
+        let _ = output_within(self.docker(ctx).args(["rm", "-f"]).args(NAMED), SETUP_LIMIT);
+        let _ = output_within(self.docker(ctx).args(["network", "rm", DNS_NETWORK]), SETUP_LIMIT);
+    }
 }
 
 impl Docker {
@@ -149,11 +180,21 @@ impl Docker {
         cmd
     }
 
-    /// `docker run -d` a sleeping busybox, as a user would, and returns its namespace (the
-    /// SandboxKey, under the exec root) and address.
-    fn run_container(&self, ctx: &Ctx, name: &str, publish: &[String]) -> Result<(Netns, Ipv4Addr)> {
+    /// `docker run -d` a sleeping busybox, as a user would, on `network` (the default bridge
+    /// when `None`), and returns its namespace (the SandboxKey, under the exec root) and
+    /// address.
+    fn run_container(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        network: Option<&str>,
+        publish: &[String],
+    ) -> Result<(Netns, Ipv4Addr)> {
         let mut cmd = self.docker(ctx);
         cmd.args(["run", "-d", "--name", name]);
+        if let Some(network) = network {
+            cmd.args(["--network", network]);
+        }
         for p in publish {
             cmd.args(["-p", p]);
         }
@@ -163,7 +204,8 @@ impl Docker {
             self.docker(ctx).args([
                 "inspect",
                 "-f",
-                "{{.NetworkSettings.SandboxKey}} {{.NetworkSettings.IPAddress}}",
+                // The address on its one network, whichever: IPAddress is the default bridge's only.
+                "{{.NetworkSettings.SandboxKey}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                 name,
             ]),
             SETUP_LIMIT,
@@ -194,7 +236,7 @@ impl PortTable for Docker {
         }
         let filler_ip = match self.filler_ip {
             Some(ip) => ip,
-            None => *self.filler_ip.insert(self.run_container(ctx, FILLER, &[])?.1),
+            None => *self.filler_ip.insert(self.run_container(ctx, FILLER, None, &[])?.1),
         };
         let ports = (FILLER_BASE_PORT + self.fillers)..(FILLER_BASE_PORT + fillers);
         let (mut nat, mut filter) = (String::from("*nat\n"), String::from("*filter\n"));

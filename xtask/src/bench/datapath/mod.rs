@@ -17,6 +17,7 @@ use anyhow::Result;
 use super::{
     Ctx,
     cost::ProgramStats,
+    dns::Lookup,
     netns::Netns,
     scenario::Measured,
     topology::{
@@ -117,6 +118,11 @@ pub trait Datapath {
     fn scaler(&self) -> Option<&dyn Scaler> {
         None
     }
+    /// For the dns scenario: the datapaths whose containers have a resolver for each other's
+    /// names.
+    fn resolver(&mut self) -> Option<&mut dyn Resolver> {
+        None
+    }
     /// For the program-cost metric: the eBPF program container-to-container traffic runs
     /// through on its way out of the sending container, where there is one.
     fn c2c_program(&self) -> Option<&dyn ProgramStats> {
@@ -165,6 +171,14 @@ pub trait Scaler {
     fn netpath(&self, ctx: &Ctx, args: &[&str]) -> Result<String>;
     /// The pinned datapath's directory (`<pin root>/<version>`), for the maps' memory.
     fn datapath_dir(&self) -> Result<PathBuf>;
+}
+
+/// What answers containers' names: two containers of one network, one asking for the other.
+pub trait Resolver {
+    /// Starts the resolver and the two containers; what the asking one asks whom.
+    fn start(&mut self, ctx: &Ctx) -> Result<Lookup>;
+    /// Removes what `start` made; best effort, and safe after a failed `start`.
+    fn stop(&mut self, ctx: &Ctx);
 }
 
 /// Attaches and detaches endpoint `index` in namespace `ns`, one command per endpoint, from

@@ -18,18 +18,23 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::{Attacher, Datapath, Monitor, PortTable, Reading, Route, Routes, Scaler, Unavailable};
+use super::{
+    Attacher, Datapath, Monitor, PortTable, Reading, Resolver, Route, Routes, Scaler, Unavailable, netpath_daemon,
+};
 use crate::bench::{
     Ctx,
     cost::{PinnedProgram, ProgramStats},
+    dns::Lookup,
     netns::Netns,
-    process::{SETUP_LIMIT, output_within, root_cause, stdout_within},
+    process::{Daemon, SETUP_LIMIT, output_within, root_cause, stdout_within},
     scenario::Measured,
-    topology::{CONNRATE_PORT, IPERF_PORT, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
+    topology::{CONNRATE_PORT, IPERF_PORT, OUTSIDE_IP, PUBLISHED_CONNRATE, PUBLISHED_IPERF, Topology},
 };
 
 const NETWORK: &str = "bench";
 const SUBNET: &str = "10.201.0.0/16";
+/// The dns scenario's containers: the first asks for the second's name.
+const NAMED: [&str; 2] = ["web", "db"];
 /// Host ports of the sweep's filler endpoint: clear of the measured ones and of the
 /// ephemeral range.
 const FILLER_BASE_PORT: u32 = 10000;
@@ -52,6 +57,10 @@ pub struct Netpath {
     filler_ports: u32,
     /// `from_container` as pinned, once up (TC flavour: the one on the c2c path).
     from_container: Option<PinnedProgram>,
+    /// `netpath daemon`, whose resolver answers the dns scenario's names, while it runs.
+    daemon: Option<Daemon>,
+    /// The named endpoints attached for the dns scenario.
+    named: Vec<&'static str>,
 }
 
 impl Netpath {
@@ -80,6 +89,8 @@ impl Netpath {
             fillers: Vec::new(),
             filler_ports: 0,
             from_container: None,
+            daemon: None,
+            named: Vec::new(),
         }
     }
 
@@ -131,7 +142,7 @@ impl Datapath for Netpath {
     fn description(&self) -> String {
         match self.mode {
             Mode::Tc => {
-                "netpath: bridge and veths, endpoints on their network's tc block, shared pinned maps, no iptables"
+                "netpath: bridge and veths, endpoints on their network's tc block, shared pinned maps, no iptables; for dns, `netpath daemon`'s resolver on the gateway"
                     .into()
             }
             Mode::Tcx => {
@@ -210,6 +221,8 @@ impl Datapath for Netpath {
     }
 
     fn down(&mut self, ctx: &Ctx) {
+        // The daemon and the named endpoints first, while the network is there to detach from.
+        self.stop(ctx);
         if let Some(topo) = &mut self.topo {
             topo.stop_servers();
             if self.dir.join("state").exists() {
@@ -237,6 +250,11 @@ impl Datapath for Netpath {
 
     fn scaler(&self) -> Option<&dyn Scaler> {
         // Like attaching: measured once, with TC.
+        if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
+    }
+
+    fn resolver(&mut self) -> Option<&mut dyn Resolver> {
+        // The resolver does not depend on how endpoints hook or what the uplink runs.
         if self.mode == Mode::Tc && self.topo.is_some() { Some(self) } else { None }
     }
 
@@ -327,6 +345,51 @@ impl Attacher for Netpath {
 
     fn detach(&self, ctx: &Ctx, index: u32, _ns: &Netns) -> Result<()> {
         self.run(ctx, &["detach", "--id", &format!("e{index}")]).map(drop)
+    }
+}
+
+impl Resolver for Netpath {
+    /// Two endpoints with names on the bench's network and the daemon, whose resolver answers
+    /// them on the gateway; other names would go to the outside namespace, where nothing
+    /// answers DNS (the scenario asks none), never to the machine's own resolver.
+    fn start(&mut self, ctx: &Ctx) -> Result<Lookup> {
+        let topo = self.topo.as_mut().context("netpath is not up")?;
+        let (asker, named) = (topo.container(NAMED[0])?, topo.container(NAMED[1])?);
+        let host = topo.host.clone();
+        let mut addresses = Vec::new();
+        for (name, ns) in NAMED.iter().zip([&asker, &named]) {
+            let netns = ns.path().to_string_lossy();
+            let args =
+                ["attach", "--network", NETWORK, "--netns", &netns, "--id", name, "--name", name, "--format", "json"];
+            let endpoint = self.json(ctx, &args)?;
+            self.named.push(name);
+            let ip = endpoint["ip"].as_str().with_context(|| format!("no ip in {endpoint}"))?;
+            addresses.push(ip.parse::<Ipv4Addr>().with_context(|| format!("endpoint address {ip:?}"))?);
+        }
+        let upstream = OUTSIDE_IP.to_string();
+        self.daemon = Some(netpath_daemon::start(
+            ctx,
+            &self.dir,
+            &host,
+            &format!("{}-dns", self.name()),
+            &["--dns-upstream", &upstream],
+        )?);
+        let inspect = self.json(ctx, &["network", "inspect", NETWORK, "--format", "json"])?;
+        let gateway = inspect["gateway"].as_str().with_context(|| format!("no gateway in {inspect}"))?;
+        Ok(Lookup {
+            client: asker,
+            server: gateway.parse().with_context(|| format!("gateway {gateway:?}"))?,
+            name: NAMED[1].into(),
+            expected: addresses[1],
+        })
+    }
+
+    fn stop(&mut self, ctx: &Ctx) {
+        // SIGTERM by PID, then wait (`Daemon`'s drop).
+        self.daemon = None;
+        for id in std::mem::take(&mut self.named) {
+            let _ = self.run(ctx, &["detach", "--id", id]);
+        }
     }
 }
 

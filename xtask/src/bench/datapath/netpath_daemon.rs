@@ -21,7 +21,7 @@ use std::{
     io::{Read, Write},
     net::Ipv4Addr,
     os::unix::net::UnixStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Mutex,
     thread,
     time::{Duration, Instant},
@@ -88,7 +88,7 @@ impl NetpathDaemon {
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.join("netpath.sock")
+        socket(&self.dir)
     }
 
     /// One plugin API call; an error names the method and the daemon's words.
@@ -99,24 +99,7 @@ impl NetpathDaemon {
     /// Starts the daemon and waits until its socket answers.
     fn start(&mut self, ctx: &Ctx) -> Result<()> {
         let topo = self.topo.as_ref().context("netpath-daemon is not up")?;
-        let socket = self.socket();
-        let log = ctx.log(&format!("{}-daemon", self.name()));
-        let args = ["daemon", "--docker-socket", socket.to_str().context("run directory is not UTF-8")?];
-        let daemon =
-            self.daemon.insert(Daemon::spawn("netpath daemon", &mut command(ctx, &self.dir, &topo.host, &args), &log)?);
-        let deadline = Instant::now() + START_LIMIT;
-        while UnixStream::connect(&socket).is_err() {
-            daemon.check_alive(&log)?;
-            if Instant::now() > deadline {
-                bail!(
-                    "netpath daemon did not listen on {} within {}s; see {}",
-                    socket.display(),
-                    START_LIMIT.as_secs(),
-                    log.display()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon = Some(start(ctx, &self.dir, &topo.host, self.name(), &[])?);
         Ok(())
     }
 
@@ -202,6 +185,35 @@ impl NetpathDaemon {
         let handed = handed.with_context(|| format!("endpoint {index} was not joined"))?;
         sandbox::join(host, ns, &handed, "eth0").map_err(|e| anyhow!("after Join: {}", root_cause(&e)))
     }
+}
+
+/// The daemon's plugin socket, with the state and pins under `dir`.
+fn socket(dir: &Path) -> PathBuf {
+    dir.join("netpath.sock")
+}
+
+/// Starts `netpath daemon` (with `args` after its socket) for the state and pins under `dir`,
+/// its log named after `datapath`, and waits until its socket answers.
+pub(super) fn start(ctx: &Ctx, dir: &Path, host: &Netns, datapath: &str, args: &[&str]) -> Result<Daemon> {
+    let socket = socket(dir);
+    let log = ctx.log(&format!("{datapath}-daemon"));
+    let mut all = vec!["daemon", "--docker-socket", socket.to_str().context("run directory is not UTF-8")?];
+    all.extend(args);
+    let mut daemon = Daemon::spawn("netpath daemon", &mut command(ctx, dir, host, &all), &log)?;
+    let deadline = Instant::now() + START_LIMIT;
+    while UnixStream::connect(&socket).is_err() {
+        daemon.check_alive(&log)?;
+        if Instant::now() > deadline {
+            bail!(
+                "netpath daemon did not listen on {} within {}s; see {}",
+                socket.display(),
+                START_LIMIT.as_secs(),
+                log.display()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(daemon)
 }
 
 /// Endpoint `index`'s id: 64 hex digits, as Docker's.

@@ -9,9 +9,7 @@
 //! under the run directory, unmounted (and so freed) when it goes down.
 use std::{
     ffi::CString,
-    fs::File,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::Command,
     thread,
@@ -29,7 +27,7 @@ use crate::bench::{
     Ctx,
     cost::{ProgramRuns, ProgramStats},
     install,
-    netns::Netns,
+    netns::{Netns, enter},
     process::{SETUP_LIMIT, stdout_within},
     topology::Topology,
 };
@@ -151,16 +149,6 @@ fn load_between(object: &Path, bpffs: &Path, host: &Netns, veths: [&str; 2]) -> 
     })
     .join()
     .map_err(|_| anyhow!("the thread loading {PROGRAM} panicked"))?
-}
-
-/// Moves the calling thread (only) into the network namespace at `path`.
-fn enter(path: &Path) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: setns on a descriptor this function holds open; it changes only this thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("entering {}: {}", path.display(), std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The index of an interface of the calling thread's namespace.
