@@ -2,7 +2,7 @@
 //! endpoints of its own networks, read from the state at every question (a name answers the
 //! moment its endpoint is ready and not a moment after its detach), and the steering of
 //! containers' queries to the resolver's sockets.
-use std::{net::Ipv4Addr, os::fd::AsRawFd};
+use std::{collections::HashMap, net::Ipv4Addr, os::fd::AsRawFd};
 
 use crate::{
     core::{controller::Controller, session::Paths},
@@ -12,13 +12,22 @@ use crate::{
 };
 
 /// The names, through a connection of the resolver's own: a question never waits behind an
-/// attach on the controller's task.
+/// attach on the controller's task. Answers are kept until the database changes (SQLite's
+/// `data_version`, one read per question), so a container that asks the same name again
+/// costs a lookup in memory, and an attach or detach is seen at the next question.
 pub struct Directory {
     store: Store,
+    seen: i64,
+    addresses: HashMap<(Ipv4Addr, String), Found<Vec<Ipv4Addr>>>,
+    names: HashMap<(Ipv4Addr, Ipv4Addr), Found<String>>,
 }
 
+/// Answers kept at most, of each kind: a container asking random names empties the cache
+/// rather than growing it.
+const KEPT: usize = 4096;
+
 /// What a requester's question about a name finds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found<T> {
     /// The requester is no endpoint: it gets no answer about anyone.
     Stranger,
@@ -29,24 +38,52 @@ pub enum Found<T> {
 
 impl Directory {
     pub fn open(paths: &Paths) -> Result<Self> {
-        Ok(Self { store: Store::open(&paths.state_dir)? })
+        let store = Store::open(&paths.state_dir)?;
+        let seen = store.data_version()?;
+        Ok(Self { store, seen, addresses: HashMap::new(), names: HashMap::new() })
+    }
+
+    /// Forgets every answer when the database changed since the last question.
+    fn refresh(&mut self) -> Result<()> {
+        let now = self.store.data_version()?;
+        if now != self.seen || self.addresses.len() >= KEPT || self.names.len() >= KEPT {
+            self.addresses.clear();
+            self.names.clear();
+            self.seen = now;
+        }
+        Ok(())
     }
 
     /// The addresses `name` (a single label, or a dotted alias) has for the endpoint at `from`.
-    pub fn addresses(&self, from: Ipv4Addr, name: &str) -> Result<Found<Vec<Ipv4Addr>>> {
-        if !self.store.is_requester(from)? {
-            return Ok(Found::Stranger);
+    pub fn addresses(&mut self, from: Ipv4Addr, name: &str) -> Result<Found<Vec<Ipv4Addr>>> {
+        self.refresh()?;
+        let key = (from, name.trim_end_matches('.').to_string());
+        if let Some(found) = self.addresses.get(&key) {
+            return Ok(found.clone());
         }
-        let addresses = self.store.addresses_of(from, name.trim_end_matches('.'))?;
-        Ok(if addresses.is_empty() { Found::Nothing } else { Found::Answer(addresses) })
+        let found = if !self.store.is_requester(from)? {
+            Found::Stranger
+        } else {
+            let addresses = self.store.addresses_of(from, &key.1)?;
+            if addresses.is_empty() { Found::Nothing } else { Found::Answer(addresses) }
+        };
+        self.addresses.insert(key, found.clone());
+        Ok(found)
     }
 
     /// The name of the endpoint at `ip`, for the endpoint at `from`.
-    pub fn name_at(&self, from: Ipv4Addr, ip: Ipv4Addr) -> Result<Found<String>> {
-        if !self.store.is_requester(from)? {
-            return Ok(Found::Stranger);
+    pub fn name_at(&mut self, from: Ipv4Addr, ip: Ipv4Addr) -> Result<Found<String>> {
+        self.refresh()?;
+        if let Some(found) = self.names.get(&(from, ip)) {
+            return Ok(found.clone());
         }
-        Ok(self.store.name_at(from, ip)?.map_or(Found::Nothing, Found::Answer))
+        let found = if !self.store.is_requester(from)? {
+            Found::Stranger
+        } else {
+            self.store.name_at(from, ip)?.map_or(Found::Nothing, Found::Answer)
+        };
+        self.names.insert((from, ip), found.clone());
+        Ok(found)
     }
 
     /// Whether `ip` lies in a subnet of one of netpath's networks: a reverse question about

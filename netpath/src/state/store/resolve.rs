@@ -18,6 +18,12 @@ mine(network_id) AS (
     WHERE o.state = 'ready')";
 
 impl Store {
+    /// A number that changes whenever another connection commits a change (SQLite's
+    /// `data_version`): what the resolver's answers are kept against.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// Whether an endpoint has address `from`: only endpoints are answered.
     pub fn is_requester(&self, from: Ipv4Addr) -> Result<bool> {
         let found: Option<i64> = self

@@ -29,7 +29,7 @@ pub enum Outcome {
 }
 
 /// Answers `query` from the endpoint at `from`.
-pub fn answer(directory: &Directory, from: Ipv4Addr, query: &[u8]) -> Result<Outcome> {
+pub fn answer(directory: &mut Directory, from: Ipv4Addr, query: &[u8]) -> Result<Outcome> {
     let Ok(request) = Message::from_vec(query) else {
         return Ok(match query {
             [a, b, ..] => Outcome::Reply(error(u16::from_be_bytes([*a, *b]), OpCode::Query, ResponseCode::FormErr)),
@@ -79,7 +79,7 @@ pub fn answer(directory: &Directory, from: Ipv4Addr, query: &[u8]) -> Result<Out
 /// A `PTR` question about `ip`: the name of an endpoint the requester sees, `NXDOMAIN` for
 /// another address of netpath's networks, the upstreams' answer for the rest.
 fn reverse(
-    directory: &Directory,
+    directory: &mut Directory,
     from: Ipv4Addr,
     request: &Message,
     question: &Query,

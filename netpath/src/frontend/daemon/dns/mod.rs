@@ -71,34 +71,56 @@ struct Service {
     queries: Arc<DnsQueries>,
 }
 
+/// What the directory made of a query.
+enum Local {
+    /// The reply, if the query deserves one.
+    Done(Option<Vec<u8>>),
+    /// For the upstreams.
+    Forward,
+}
+
 impl Service {
-    fn outcome(&self, from: Ipv4Addr, query: &[u8]) -> Outcome {
-        let directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
-        answer::answer(&directory, from, query).unwrap_or_else(|e| {
+    /// The directory's answer, counted; no waiting on anything but the directory.
+    fn answer_locally(&self, from: Ipv4Addr, query: &[u8]) -> Local {
+        let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = answer::answer(&mut directory, from, query).unwrap_or_else(|e| {
             eprintln!("netpath daemon: dns: {e}");
             Outcome::Reply(answer::error(id_of(query), OpCode::Query, ServFail))
-        })
+        });
+        drop(directory);
+        match outcome {
+            Outcome::Reply(reply) => {
+                self.queries.record(local_result(&reply));
+                Local::Done(Some(reply))
+            }
+            Outcome::Ignore => {
+                self.queries.record(QueryResult::Malformed);
+                Local::Done(None)
+            }
+            Outcome::Forward => Local::Forward,
+        }
     }
 
-    /// The reply to `query`: the directory's, or the upstreams' when there is room to ask.
-    async fn reply(&self, from: Ipv4Addr, query: &[u8]) -> Option<Vec<u8>> {
-        let (reply, result) = match self.outcome(from, query) {
-            Outcome::Reply(reply) => {
-                let result = local_result(&reply);
-                (Some(reply), result)
+    /// The upstreams' answer when there is room to ask, counted.
+    async fn forward(&self, query: &[u8]) -> Vec<u8> {
+        let (reply, result) = match self.forwards.try_acquire() {
+            Ok(_permit) => {
+                let reply = upstream::forward(&self.upstreams, query).await;
+                let failed = rcode(&reply) == Some(ServFail);
+                (reply, if failed { QueryResult::UpstreamFailed } else { QueryResult::Forwarded })
             }
-            Outcome::Ignore => (None, QueryResult::Malformed),
-            Outcome::Forward => match self.forwards.try_acquire() {
-                Ok(_permit) => {
-                    let reply = upstream::forward(&self.upstreams, query).await;
-                    let failed = rcode(&reply) == Some(ServFail);
-                    (Some(reply), if failed { QueryResult::UpstreamFailed } else { QueryResult::Forwarded })
-                }
-                Err(_) => (Some(answer::error(id_of(query), OpCode::Query, ServFail)), QueryResult::Busy),
-            },
+            Err(_) => (answer::error(id_of(query), OpCode::Query, ServFail), QueryResult::Busy),
         };
         self.queries.record(result);
         reply
+    }
+
+    /// The reply to `query`: the directory's, or the upstreams'.
+    async fn reply(&self, from: Ipv4Addr, query: &[u8]) -> Option<Vec<u8>> {
+        match self.answer_locally(from, query) {
+            Local::Done(reply) => reply,
+            Local::Forward => Some(self.forward(query).await),
+        }
     }
 }
 
@@ -185,15 +207,22 @@ async fn serve_udp(socket: Arc<UdpSocket>, service: Arc<Service>) {
     loop {
         let received = socket.async_io(Interest::READABLE, || receive(socket.as_raw_fd(), &mut buf)).await;
         let Ok((len, from, to)) = received else { continue };
-        let query = buf[..len].to_vec();
-        let (socket, service) = (socket.clone(), service.clone());
-        tokio::spawn(async move {
-            if let Some(reply) = service.reply(*from.ip(), &query).await {
-                let reply = answer::for_udp(reply);
-                let _ = socket.async_io(Interest::WRITABLE, || send(socket.as_raw_fd(), &reply, from, to)).await;
+        // Names of netpath's are answered on the spot; only a forward waits, on a task.
+        match service.answer_locally(*from.ip(), &buf[..len]) {
+            Local::Done(Some(reply)) => reply_udp(&socket, reply, from, to).await,
+            Local::Done(None) => {}
+            Local::Forward => {
+                let query = buf[..len].to_vec();
+                let (socket, service) = (socket.clone(), service.clone());
+                tokio::spawn(async move { reply_udp(&socket, service.forward(&query).await, from, to).await });
             }
-        });
+        }
     }
+}
+
+async fn reply_udp(socket: &UdpSocket, reply: Vec<u8>, to: SocketAddrV4, from: Ipv4Addr) {
+    let reply = answer::for_udp(reply);
+    let _ = socket.async_io(Interest::WRITABLE, || send(socket.as_raw_fd(), &reply, to, from)).await;
 }
 
 /// A datagram, who sent it and where to.
