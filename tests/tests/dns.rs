@@ -74,6 +74,26 @@ fn name_of(t: &Topology, ns: &str, ip: &str) -> Option<String> {
     String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).map(str::to_string)
 }
 
+/// The response code the resolver at `server` gives `ns` for an `A` question about `name`,
+/// asked with a datagram built here (glibc says "not found" alike for every failure).
+fn rcode(t: &Topology, ns: &str, server: Ipv4Addr, name: &str) -> Option<u8> {
+    let mut query = vec![0x4e, 0x50, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    in_netns(&t.ns_path(ns), || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock.send_to(&query, (server, 53)).unwrap();
+        let mut buf = [0u8; 512];
+        sock.recv(&mut buf).ok().map(|_| buf[3] & 0x0f)
+    })
+}
+
+const NXDOMAIN: Option<u8> = Some(3);
+
 fn daemon(t: &Topology) -> Daemon {
     Daemon::start_with(t, &t.run_dir.join("plugin.sock"), &["--dns-upstream", OUTSIDE_ADDR])
 }
@@ -99,13 +119,14 @@ fn containers_resolve_the_names_of_their_own_networks_and_other_names_upstream()
     assert_eq!(name_of(&t, "b", &a_ip).as_deref(), Some("web"), "b finds a's name from its address");
     assert_eq!(resolve(&t, "b", EXTERNAL).as_deref(), Some(EXTERNAL_ADDR), "other names through the upstream");
     assert_eq!(resolve(&t, "c", "web"), None, "another network's container does not see a");
+    assert_eq!(rcode(&t, "c", Ipv4Addr::new(10, 81, 41, 1), "web"), NXDOMAIN, "c is told a does not exist");
     assert_eq!(name_of(&t, "c", &a_ip), None, "nor a's name from its address");
     assert_eq!(resolve(&t, "c", "cache"), Some(ip_of(&t.np_json(&["endpoint", "inspect", "c"])).to_string()));
     assert_eq!(resolve(&t, "c", EXTERNAL).as_deref(), Some(EXTERNAL_ADDR));
 
     // A name goes with its endpoint, and comes with the next one, at once.
     t.np(&["detach", "--id", "a"]);
-    assert_eq!(resolve(&t, "b", "web"), None, "a's name after its detach");
+    assert_eq!(rcode(&t, "b", Ipv4Addr::new(10, 81, 40, 1), "web"), NXDOMAIN, "a's name after its detach");
     let a2 = t.container("a2", "web", &["--name", "web"]);
     assert_eq!(resolve(&t, "b", "web"), Some(ip_of(&a2).to_string()), "the name of the next container");
 
@@ -189,5 +210,34 @@ fn malformed_queries_leave_the_resolver_answering() {
         assert_ne!(reply[3] & 0x0f, 0, "an error code: {reply:?}");
     }
     assert_eq!(resolve(&t, "a", "web"), Some("10.81.43.2".to_string()), "still answering");
+    t.teardown();
+}
+
+/// An upstream answer too long for a datagram: the resolver asks the upstream again over TCP
+/// and, as its own answer is too long too, tells glibc so, which asks again over TCP and
+/// gets every address.
+#[test]
+fn a_long_upstream_answer_comes_through_over_tcp() {
+    let mut t = Topology::with_outside("dnst");
+    let mut confs = ResolvConfs(Vec::new());
+    t.network("web", &["--subnet", "10.81.44.0/24"]);
+    t.container("a", "web", &["--resolv-conf", &confs.dir(&t, "a")]);
+    // Sixty addresses for one name: over 900 bytes, where a datagram without EDNS holds 512.
+    let hosts = t.run_dir.join("many.hosts");
+    let lines: String = (1..=60).map(|i| format!("10.98.0.{i} many.{EXTERNAL}\n")).collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &format!("{}-outside", t.prefix), "dnsmasq", "--keep-in-foreground", "--no-resolv"])
+        .args(["--no-hosts", "--port=53", "--user=root", "--pid-file=", "--bind-interfaces"])
+        .args([&format!("--listen-address={OUTSIDE_ADDR}"), &format!("--addn-hosts={}", hosts.display())]);
+    let _upstream = Process(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn dnsmasq"));
+    std::thread::sleep(Duration::from_millis(300));
+    let _daemon = daemon(&t);
+    let out = t.exec_output("a", &["getent", "ahostsv4", &format!("many.{EXTERNAL}")]);
+    let addresses: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(addresses.len(), 60, "{addresses:?}");
     t.teardown();
 }
