@@ -31,9 +31,9 @@ pub enum Outcome {
 /// Answers `query` from the endpoint at `from`.
 pub fn answer(directory: &mut Directory, from: Ipv4Addr, query: &[u8]) -> Result<Outcome> {
     let Ok(request) = Message::from_vec(query) else {
-        return Ok(match query {
-            [a, b, ..] => Outcome::Reply(error(u16::from_be_bytes([*a, *b]), OpCode::Query, ResponseCode::FormErr)),
-            _ => Outcome::Ignore,
+        return Ok(match id_of(query) {
+            Some(id) => Outcome::Reply(error(id, OpCode::Query, ResponseCode::FormErr)),
+            None => Outcome::Ignore,
         });
     };
     if request.message_type() != MessageType::Query {
@@ -115,6 +115,19 @@ fn reply(request: &Message, code: ResponseCode, answers: Vec<Record>) -> Vec<u8>
         .add_queries(request.queries().to_vec())
         .add_answers(answers);
     encode(response)
+}
+
+/// A message's id, its first two bytes, whatever follows them.
+pub fn id_of(message: &[u8]) -> Option<u16> {
+    match message {
+        [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
+}
+
+/// `SERVFAIL` to `query`: what a client gets when netpath cannot find out the answer.
+pub fn servfail(query: &[u8]) -> Vec<u8> {
+    error(id_of(query).unwrap_or(0), OpCode::Query, ResponseCode::ServFail)
 }
 
 /// A response that carries no question: for a request that could not be read.

@@ -39,6 +39,7 @@ use crate::{
     view::metrics::{DnsQueries, QueryResult},
 };
 use answer::Outcome;
+use hickory_proto::op::{ResponseCode, ResponseCode::ServFail};
 
 /// Where the resolver's sockets are bound: a loopback address no host service uses, so the
 /// kernel's own lookup never hands them anything but what `dns_steer` sends.
@@ -85,7 +86,7 @@ impl Service {
         let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = answer::answer(&mut directory, from, query).unwrap_or_else(|e| {
             eprintln!("netpath daemon: dns: {e}");
-            Outcome::Reply(answer::error(id_of(query), OpCode::Query, ServFail))
+            Outcome::Reply(answer::servfail(query))
         });
         drop(directory);
         match outcome {
@@ -109,7 +110,7 @@ impl Service {
                 let failed = rcode(&reply) == Some(ServFail);
                 (reply, if failed { QueryResult::UpstreamFailed } else { QueryResult::Forwarded })
             }
-            Err(_) => (answer::error(id_of(query), OpCode::Query, ServFail), QueryResult::Busy),
+            Err(_) => (answer::servfail(query), QueryResult::Busy),
         };
         self.queries.record(result);
         reply
@@ -138,15 +139,6 @@ fn local_result(reply: &[u8]) -> QueryResult {
         Some(ResponseCode::NXDomain) => QueryResult::NxDomain,
         Some(ResponseCode::Refused) => QueryResult::Refused,
         _ => QueryResult::Malformed,
-    }
-}
-
-use hickory_proto::op::{OpCode, ResponseCode, ResponseCode::ServFail};
-
-fn id_of(query: &[u8]) -> u16 {
-    match query {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-        _ => 0,
     }
 }
 

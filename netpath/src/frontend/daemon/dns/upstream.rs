@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::op::Message;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -34,16 +34,13 @@ pub fn from_resolv_conf(text: &str) -> Vec<SocketAddr> {
 
 /// The upstreams' answer to `query`, or `SERVFAIL` when none gave one.
 pub async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Vec<u8> {
-    let id = match query {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-        _ => 0,
-    };
+    let id = answer::id_of(query).unwrap_or(0);
     for upstream in upstreams {
         if let Ok(Some(reply)) = timeout(PATIENCE, ask(*upstream, id, query)).await {
             return reply;
         }
     }
-    answer::error(id, OpCode::Query, ResponseCode::ServFail)
+    answer::servfail(query)
 }
 
 /// One upstream's answer: over UDP, then over TCP when it was truncated.
@@ -63,7 +60,7 @@ async fn over_udp(upstream: SocketAddr, id: u16, query: &[u8]) -> std::io::Resul
     loop {
         let n = socket.recv(&mut buf).await?;
         // Only the answer to this query: a stray or spoofed datagram is not it.
-        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+        if answer::id_of(&buf[..n]) == Some(id) {
             buf.truncate(n);
             return Ok(buf);
         }
