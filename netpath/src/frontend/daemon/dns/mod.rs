@@ -198,7 +198,10 @@ async fn serve_udp(socket: Arc<UdpSocket>, service: Arc<Service>) {
     let mut buf = vec![0u8; 65535];
     loop {
         let received = socket.async_io(Interest::READABLE, || receive(socket.as_raw_fd(), &mut buf)).await;
-        let Ok((len, from, to)) = received else { continue };
+        let Ok((len, from, to)) = received else {
+            pause_after_error().await;
+            continue;
+        };
         // Names of netpath's are answered on the spot; only a forward waits, on a task.
         match service.answer_locally(*from.ip(), &buf[..len]) {
             Local::Done(Some(reply)) => reply_udp(&socket, reply, from, to).await,
@@ -215,6 +218,12 @@ async fn serve_udp(socket: Arc<UdpSocket>, service: Arc<Service>) {
 async fn reply_udp(socket: &UdpSocket, reply: Vec<u8>, to: SocketAddrV4, from: Ipv4Addr) {
     let reply = answer::for_udp(reply);
     let _ = socket.async_io(Interest::WRITABLE, || send(socket.as_raw_fd(), &reply, to, from)).await;
+}
+
+/// A socket that fails again at once (out of file descriptors or memory) would otherwise
+/// spin the daemon's only thread.
+async fn pause_after_error() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 /// A datagram, who sent it and where to.
@@ -246,7 +255,10 @@ fn send(fd: RawFd, reply: &[u8], to: SocketAddrV4, from: Ipv4Addr) -> std::io::R
 async fn serve_tcp(listener: TcpListener, service: Arc<Service>) {
     let clients = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else {
+            pause_after_error().await;
+            continue;
+        };
         let SocketAddr::V4(peer) = peer else { continue };
         // A client over the limit is closed at once rather than queued.
         let Ok(permit) = clients.clone().try_acquire_owned() else { continue };
