@@ -389,13 +389,14 @@ fn a_client_reconnects_from_the_same_port_and_detach_ends_connections() {
     for i in 0..3 {
         // Under load the client may still wait for the final ACK of its FIN (LAST_ACK) when
         // the next connection starts: its port is busy for that moment (EADDRNOTAVAIL).
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        // A lost final ACK costs the client a FIN retransmission or two (200 ms, 400 ms, ...).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut conn = loop {
             match connect_from(&t, "outside", 40000, host(8080)) {
                 Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
-                other => break other.unwrap_or_else(|e| panic!("connection {i}: {e}")),
+                other => break other.unwrap_or_else(|e| panic!("connection {i}: {e}; {}", closing_evidence(&t))),
             }
         };
         conn.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -409,6 +410,19 @@ fn a_client_reconnects_from_the_same_port_and_detach_ends_connections() {
     t.np(&["detach", "--id", "srv"]);
     assert_eq!(t.np_json(&["conntrack", "ls"]), Value::Array(vec![]), "the endpoint's connections outlived it");
     t.teardown();
+}
+
+/// What keeps the client's port busy, for a failure to show: the client's sockets on it,
+/// the connection as netpath tracks it, and the drops that could have eaten the closing
+/// segments.
+fn closing_evidence(t: &Topology) -> String {
+    let sockets = t.exec("outside", &["ss", "-tanoi", "sport", "=", ":40000"]);
+    let tracked = t.np_json(&["conntrack", "ls"]);
+    let drops: Vec<String> = ["out-of-window", "not-syn", "unsolicited"]
+        .iter()
+        .map(|reason| format!("{reason} {}", t.drop_count(reason)))
+        .collect();
+    format!("client sockets: {sockets}; conntrack: {tracked}; drops: {}", drops.join(", "))
 }
 
 /// Receives one datagram within a second, or `None`.
