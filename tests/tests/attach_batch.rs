@@ -116,13 +116,25 @@ fn attaches_killed_in_a_concurrent_batch_leave_nothing_half_done() {
             }
         }
     }
-    // The next command cleans up what the killed ones left; a killed attach that got as far
-    // as marking its row ready is a whole endpoint and stays.
+    // A killed attach that got as far as marking its row ready is a whole endpoint and stays;
+    // one killed after reserving and before that left its row `creating`. The next attach
+    // collides with none of those rows and leaves them to gc, which removes them and what
+    // they made.
+    let step_of = |id: &String| fault(id[1..].parse().unwrap());
     let mut finished = survivors.clone();
-    finished.extend(killed.iter().filter(|id| fault(id[1..].parse().unwrap()) == Some("attach:ready")).cloned());
+    finished.extend(killed.iter().filter(|id| step_of(id) == Some("attach:ready")).cloned());
     let late = t.netns("late");
     t.np(&["attach", "--network", "web", "--netns", &late, "--id", "late"]);
     finished.insert("late".to_string());
+    let half_done: BTreeSet<String> =
+        killed.iter().filter(|id| !matches!(step_of(id), Some("attach:locked" | "attach:ready"))).cloned().collect();
+    let rows: BTreeSet<String> =
+        t.np_json(&["endpoint", "ls"]).as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    assert_eq!(rows, &finished | &half_done, "the late attach reaped though it collided with nothing");
+    let gc = t.np_json(&["gc"]);
+    let abandoned: BTreeSet<String> =
+        gc["abandoned_endpoints"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().into()).collect();
+    assert_eq!(abandoned, half_done, "{gc}");
     let listed = assert_listed_matches_kernel(&t);
     assert_eq!(listed.keys().cloned().collect::<BTreeSet<_>>(), finished);
     for id in killed.iter().filter(|id| !finished.contains(*id)) {

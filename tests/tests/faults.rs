@@ -241,8 +241,10 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     t.network("other", &["--subnet", "10.90.1.0/24"]);
     let path = t.netns("a");
     // An attach held half-way: its veth exists, its row is still `creating`.
-    let attach =
-        t.hold_at("attach:veth", &["attach", "--network", "web", "--netns", &path, "--id", "a", "--format", "json"]);
+    let attach = t.hold_at(
+        "attach:veth",
+        &["attach", "--network", "web", "--netns", &path, "--id", "a", "-p", "8098:80", "--format", "json"],
+    );
     let row = |t: &Topology| {
         let rows = t.np_json(&["endpoint", "ls"]);
         rows.as_array().unwrap().iter().find(|e| e["id"] == "a").cloned()
@@ -256,12 +258,15 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     let mut rm = t.netpath_cmd(&["network", "rm", "web"]).stderr(Stdio::piped()).spawn().unwrap();
     assert!(still_running(&mut detach, Duration::from_millis(500)), "detach acted on a row being created");
     assert!(still_running(&mut rm, Duration::from_millis(10)), "network rm acted while an attach ran");
-    // The cheap gc that every attach runs first, while the attach is still held: it must leave
-    // the row being created (its creator holds its lock) and its veth alone.
-    t.container("b", "other", &[]);
-    let after = row(&t).expect("the cheap gc of another attach removed a row being created");
+    // An attach that collides with the row being created (here on its published port, from
+    // another network) reaps before it gives up: the reap must leave that row (its creator
+    // holds its lock) and its veth alone, so the attach still finds the port taken.
+    let b_path = t.netns("b");
+    let err = t.np_err(&["attach", "--network", "other", "--netns", &b_path, "--id", "b", "-p", "8098:80"]);
+    assert!(err.contains("already published by endpoint 'a'"), "{err}");
+    let after = row(&t).expect("the reap of a colliding attach removed a row being created");
     assert_eq!(after["state"], "creating", "{after}");
-    assert!(t.link("host", &host_veth).is_some(), "the cheap gc of another attach removed a veth being wired");
+    assert!(t.link("host", &host_veth).is_some(), "the reap of a colliding attach removed a veth being wired");
     // `netpath gc` waits for the attach: it takes the global lock exclusively.
     let mut gc = t.netpath_cmd(&["gc", "--format", "json"]).stdout(Stdio::piped()).spawn().unwrap();
     assert!(still_running(&mut gc, Duration::from_millis(500)), "gc ran while an attach was half-way");
@@ -275,7 +280,7 @@ fn detach_and_network_rm_wait_for_an_attach_in_progress() {
     let report: Value = serde_json::from_slice(&gc.stdout).unwrap();
     assert_eq!(report["abandoned_endpoints"], serde_json::json!([]), "gc took a live attach for dead: {report}");
     // Then the detach runs on the finished endpoint, and the network rm sees it either attached
-    // (refused: no --force) or gone (removed); b is on another network.
+    // (refused: no --force) or gone (removed).
     assert!(detach.wait_with_output().unwrap().status.success());
     let rm = rm.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&rm.stderr);

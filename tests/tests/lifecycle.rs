@@ -213,19 +213,81 @@ fn dead_namespaces_and_orphans_are_collected() {
     let second = t.np(&["gc"]);
     assert_eq!(second.trim(), "nothing to collect");
 
-    // Without gc, the next attach does the cheap part itself. The kernel destroys a deleted
-    // namespace (and the veth with it) in the background: the attach comes once it has.
-    netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-again", t.prefix)]));
-    let again_veth = again["host_veth"].as_str().unwrap();
+    // Without gc, an attach that needs nothing the dead endpoint holds leaves it for gc; the
+    // one that asks for its port takes the port over (every kind of collision:
+    // `a_dead_endpoint_gives_up_what_the_next_attach_needs`).
+    kill_container(&t, "again", &again);
+    t.container("third", "web", &[]);
+    assert_eq!(endpoint_ids(&t), ["again", "live", "third"]);
+    t.container("fourth", "web", &["-p", "8095:80"]);
+    assert_eq!(endpoint_ids(&t), ["fourth", "live", "third"]);
+    t.teardown();
+}
+
+/// The ids of every endpoint row, sorted.
+fn endpoint_ids(t: &Topology) -> Vec<String> {
+    let rows = t.np_json(&["endpoint", "ls"]);
+    let ids: BTreeSet<String> = rows.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    ids.into_iter().collect()
+}
+
+/// Deletes container `name`'s namespace without a detach. The kernel destroys a deleted
+/// namespace (and the veth with it) in the background: this returns once it has.
+fn kill_container(t: &Topology, name: &str, ep: &Value) {
+    netpath_tests::run(Command::new("ip").args(["netns", "del", &format!("{}-{name}", t.prefix)]));
+    let veth = ep["host_veth"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while t.link("host", again_veth).is_some() && Instant::now() < deadline {
+    while t.link("host", veth).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(t.link("host", again_veth).is_none(), "the veth of a deleted namespace outlived it by 10 s");
-    t.container("third", "web", &[]);
-    let ids: Vec<String> =
-        t.np_json(&["endpoint", "ls"]).as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
-    assert_eq!(ids, ["live", "third"]);
+    assert!(t.link("host", veth).is_none(), "the veth of a deleted namespace outlived it by 10 s");
+}
+
+/// What an endpoint that died without a detach holds (its address, the last address of its
+/// network, its name, a name asked for as an alias, its published port) goes to the first
+/// attach that asks for it, without `gc`: no container fails for one that died. An attach
+/// that needs none of it leaves the dead endpoint for `gc`: attaches do not look for the dead,
+/// so that one costs the same whatever the number of endpoints.
+#[test]
+fn a_dead_endpoint_gives_up_what_the_next_attach_needs() {
+    let mut t = Topology::new("take");
+    t.network("web", &["--subnet", "10.38.0.0/24"]);
+    // One address: the gateway takes .1.
+    t.network("tiny", &["--subnet", "10.38.1.0/30"]);
+    t.container("live", "web", &[]);
+
+    let dead = t.container("dead", "web", &[]);
+    kill_container(&t, "dead", &dead);
+    t.container("bystander", "web", &[]);
+    assert!(endpoint_ids(&t).contains(&"dead".to_string()), "an attach that collided with nothing reaped");
+    let ip = dead["ip"].as_str().unwrap();
+    assert_eq!(t.container("byip", "web", &["--ip", ip])["ip"], ip);
+    assert!(!endpoint_ids(&t).contains(&"dead".to_string()));
+
+    // Each kind of collision, each with a dead endpoint of its own: a reap releases every
+    // dead endpoint at once.
+    let cases: [(&str, &str, &[&str], &[&str]); 6] = [
+        ("name", "web", &["--name", "db"], &["--name", "db"]),
+        ("alias", "web", &["--name", "cache"], &["--alias", "cache"]),
+        ("named", "web", &["--alias", "queue"], &["--name", "queue"]),
+        ("port", "web", &["-p", "8096:80"], &["-p", "8096:80"]),
+        ("mac", "web", &["--mac", "02:00:00:00:38:01"], &["--mac", "02:00:00:00:38:01"]),
+        ("pool", "tiny", &[], &[]),
+    ];
+    for (tag, network, held, asked) in cases {
+        let (dead_id, taker) = (format!("dead-{tag}"), format!("took-{tag}"));
+        let dead = t.container(&dead_id, network, held);
+        kill_container(&t, &dead_id, &dead);
+        let took = t.container(&taker, network, asked);
+        let ids = endpoint_ids(&t);
+        assert!(ids.contains(&taker) && !ids.contains(&dead_id), "{tag}: {ids:?}");
+        if network == "tiny" {
+            assert_eq!(took["ip"], dead["ip"], "the pool's one address");
+        }
+    }
+    let ports = t.np_json(&["port", "ls"]);
+    assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+    assert!(ports.to_string().contains("took-port"), "{ports}");
     t.teardown();
 }
 

@@ -72,7 +72,6 @@ impl Controller {
         self.require_bridge(&network).await?;
         let ep_lock = self.locks.endpoint(&id)?;
         fault::step("attach:locked");
-        self.reap().await?;
         let host_veth = host_veth_name(&id);
         let request = NewEndpoint {
             host_veth,
@@ -106,7 +105,7 @@ impl Controller {
             ));
         }
         self.check_host_ports(&request.ports).await?;
-        let record = match self.store.reserve_endpoint(&request)? {
+        let record = match self.reserve_reaping(|store| store.reserve_endpoint(&request)).await? {
             Reservation::Existing(record) => return self.reattach(record, &request, &ns).await,
             Reservation::New(record) => record,
         };

@@ -1,9 +1,10 @@
 //! Garbage collection: rows whose owner is gone, and kernel objects no row owns.
 //!
-//! Two parts. The cheap one, [`Controller::reap`], runs at every `attach`, `network create`
-//! and `restore`: it removes rows a killed command left `creating` (their lock is free) and
-//! releases endpoints whose namespace is gone (their veth died with it and no name or process
-//! holds a namespace with their device and inode). The full one, `netpath gc`, also removes
+//! Two parts. The cheap one, [`Controller::reap`], runs when a reservation collides with
+//! something (see [`Controller::reserve_reaping`]) and, in part, at `restore`: it removes rows
+//! a killed command left `creating` (their lock is free) and releases endpoints whose
+//! namespace is gone (their veth died with it and no name or process holds a namespace with
+//! their device and inode). The full one, `netpath gc`, also removes
 //! netpath-named links, pinned links and map entries that no row owns. Connections are not
 //! walked: those of an endpoint no row owns end when its `VETHS` entry goes, and the LRU
 //! reuses their room.
@@ -14,7 +15,7 @@ use serde::Serialize;
 use crate::{
     core::controller::Controller, error::Error, error::Result, kernel::datapath::map_key, kernel::link,
     kernel::link::BRIDGE_PREFIX, kernel::link::HOST_VETH_PREFIX, kernel::link::facts::LinkFacts, kernel::netns::Netns,
-    kernel::reload, state::lock::Mode, state::store::EndpointRecord, state::store::State,
+    kernel::reload, state::lock::Mode, state::store::EndpointRecord, state::store::State, state::store::Store,
 };
 
 /// What `reap` and `gc` removed.
@@ -66,6 +67,24 @@ impl Controller {
         }
         Error::all(errors)?;
         Ok(report)
+    }
+
+    /// Runs `reserve`, and once more after a reap when it collided with something the reap
+    /// then freed.
+    ///
+    /// Why not reap before every reservation: finding the dead costs one row and one interface
+    /// lookup per endpoint, so every attach grew with the endpoints already there. A dead
+    /// endpoint, or a row a killed command left, harms nobody until what it holds (an address,
+    /// the last free one of the pool, a name or alias, a published port, a MAC, a counter slot,
+    /// a subnet) is asked for; the reservation refuses each of those as a conflict, so that is
+    /// when it is released, and no request ever fails for what the dead hold ("address
+    /// already allocated"). Otherwise they wait for `gc`. A conflict no reap can resolve (an
+    /// id attached to another network) pays for one reap on its way to failing.
+    pub(crate) async fn reserve_reaping<T>(&mut self, reserve: impl Fn(&mut Store) -> Result<T>) -> Result<T> {
+        match reserve(&mut self.store) {
+            Err(Error::Conflict(_)) if !self.reap().await?.is_empty() => reserve(&mut self.store),
+            reserved => reserved,
+        }
     }
 
     /// Removes the rows (and kernel objects) that killed commands left `creating`.

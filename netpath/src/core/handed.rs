@@ -93,7 +93,6 @@ impl Controller {
         let _net_lock = self.locks.network(&network.name, Mode::Shared)?;
         self.require_bridge(&network).await?;
         let ep_lock = self.locks.endpoint(id)?;
-        self.reap().await?;
         if let Some(existing) = self.store.endpoint(id)? {
             self.teardown_endpoint(&existing).await?;
         }
@@ -120,7 +119,7 @@ impl Controller {
             handed: true,
             creator: Creator::Engine,
         };
-        let Reservation::New(record) = self.store.reserve_endpoint(&request)? else {
+        let Reservation::New(record) = self.reserve_reaping(|store| store.reserve_endpoint(&request)).await? else {
             return Err(Error::conflict(format!("endpoint '{id}' is being joined by another request; retry")));
         };
         match self.wire_veth(&record, &network, None).await {

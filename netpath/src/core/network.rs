@@ -72,7 +72,6 @@ impl Controller {
                 .and_field(Field::Bridge),
             ));
         }
-        self.reap().await?;
         let routes = self.nl.ipv4_routes().await?;
         let request = NewNetwork {
             name: spec.name.clone(),
@@ -86,7 +85,7 @@ impl Controller {
             xdp: spec.xdp,
             external_id: spec.external_id.clone(),
         };
-        let record = self.store.create_network(&request, &routes)?;
+        let record = self.reserve_reaping(|store| store.create_network(&request, &routes)).await?;
         fault::step("network:reserved");
         match self.ensure_network(&record).await {
             Ok(_) => {

@@ -287,8 +287,8 @@ impl Store {
         Ok(filled(&self.conn, stmt.query_map([network_id], endpoint_row)?.collect::<rusqlite::Result<_>>()?)?)
     }
 
-    /// Every endpoint without its ports: for checks that run at every attach and must stay
-    /// cheap with many endpoints.
+    /// Every endpoint without its ports: for the reap, which must stay cheap with many
+    /// endpoints.
     pub fn endpoints_bare(&self) -> Result<Vec<EndpointRecord>> {
         let mut stmt = self.conn.prepare(ENDPOINT_SELECT)?;
         Ok(stmt.query_map([], endpoint_row)?.collect::<rusqlite::Result<_>>()?)
@@ -300,8 +300,8 @@ impl Store {
 
     /// Rows still `creating`: being created by a live process, or left by one that died; the
     /// caller tells them apart by trying their locks, and re-reads a row (with its ports) under
-    /// its lock. Endpoints come without their ports: every attach asks, and while many attach
-    /// at once most of these rows belong to live processes.
+    /// its lock. Endpoints come without their ports: while many attach at once most of these
+    /// rows belong to live processes.
     pub fn creating(&self) -> Result<(Vec<NetworkRecord>, Vec<EndpointRecord>)> {
         let networks = {
             let mut stmt = self.conn.prepare(&format!("SELECT {NETWORK_COLS} FROM networks WHERE state = ?1"))?;
