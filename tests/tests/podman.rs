@@ -145,6 +145,16 @@ impl Drop for Podman<'_> {
     }
 }
 
+/// The global paths a Podman run with a CNI network writes: its lock, its blob cache and
+/// libcni's cache of results.
+fn podman_paths() -> Placed {
+    let mut placed = Placed::default();
+    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
+    placed.will_create(Path::new("/var/lib/containers"), &[]);
+    placed.will_create(Path::new("/var/lib/cni"), &[]);
+    placed
+}
+
 fn fetch(t: &Topology, to: SocketAddr) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -167,10 +177,7 @@ fn fetch(t: &Topology, to: SocketAddr) -> String {
 fn podman_run_publishes_and_rm_leaves_nothing() {
     let _global = GlobalLock::take();
     let t = Topology::with_outside("pod");
-    let mut placed = Placed::default();
-    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
-    placed.will_create(Path::new("/var/lib/containers"), &[]);
-    placed.will_create(Path::new("/var/lib/cni"), &[]);
+    let mut placed = podman_paths();
     let podman = Podman::new(&t);
     podman.ok(&["import", rootfs_tar(&t.run_dir).to_str().unwrap(), "nptest"]);
 
@@ -333,10 +340,7 @@ fn sleeper(podman: &Podman, name: &str) -> String {
 fn podman_containers_resolve_each_other_through_the_daemon() {
     let _global = GlobalLock::take();
     let t = Topology::with_outside("pdns");
-    let mut placed = Placed::default();
-    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
-    placed.will_create(Path::new("/var/lib/containers"), &[]);
-    placed.will_create(Path::new("/var/lib/cni"), &[]);
+    let placed = podman_paths();
     let _daemon = Daemon::start_with(&t, &t.run_dir.join("plugin.sock"), &["--dns-upstream", OUTSIDE_ADDR]);
     let podman = Podman::chained(&t, &[]);
     podman.ok(&["import", rootfs_tar(&t.run_dir).to_str().unwrap(), "nptest"]);
@@ -368,10 +372,7 @@ impl Drop for Pidfile {
 fn podman_with_dnsname_chained_after_netpath_resolves_names() {
     let _global = GlobalLock::take();
     let t = Topology::with_outside("pdnn");
-    let mut placed = Placed::default();
-    placed.will_create(Path::new("/dev/shm/libpod_lock"), &[]);
-    placed.will_create(Path::new("/var/lib/containers"), &[]);
-    placed.will_create(Path::new("/var/lib/cni"), &[]);
+    let mut placed = podman_paths();
     placed.will_create(Path::new("/run/containers/cni"), &["dnsname"]);
     let dnsname_dir = Path::new("/run/containers/cni/dnsname");
     let dnsname =
