@@ -2,7 +2,7 @@
 //! the names a container answers to.
 use crate::{
     error::{Error, Field, Message, Result},
-    kernel::link::HOST_VETH_PREFIX,
+    kernel::{link::HOST_VETH_PREFIX, random},
     types::name::Hostname,
 };
 
@@ -35,11 +35,6 @@ pub fn host_veth_name(id: &str) -> String {
 
 pub(crate) fn random_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom(&mut bytes)?;
+    random::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<()> {
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n as usize == buf.len() { Ok(()) } else { Err(Error::system("getrandom", std::io::Error::last_os_error())) }
 }

@@ -6,6 +6,7 @@ pub mod link;
 pub mod netns;
 pub mod ports;
 pub mod probe;
+pub mod random;
 pub mod reload;
 pub mod sysctl;
 pub mod tcblock;

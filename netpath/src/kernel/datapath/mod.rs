@@ -32,7 +32,6 @@ use nix::fcntl::Flock;
 
 use crate::{error::Context, error::Error, error::Result};
 
-/// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 mod attach;
 pub mod dns;
 mod keys;

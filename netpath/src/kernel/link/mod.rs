@@ -9,7 +9,7 @@ use rtnetlink::{
 };
 
 use crate::error::{Field, Message};
-use crate::kernel::sysctl;
+use crate::kernel::{random, sysctl};
 use crate::{error::Context, error::Error, error::Result, kernel::netns, kernel::netns::Netns};
 
 pub mod facts;
@@ -20,19 +20,16 @@ pub const HOST_VETH_PREFIX: &str = "npv";
 /// What every network's bridge is named with, unless its creator names it.
 pub const BRIDGE_PREFIX: &str = "np-";
 
-/// The alias (`IFLA_IFALIAS`) of a bridge netpath made for a network: a name proves nothing,
-/// so gc deletes only links that carry netpath's mark for their kind.
 /// A random, locally administered unicast MAC.
 fn random_mac() -> Result<[u8; 6]> {
     let mut mac = [0u8; 6];
-    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
-    if n != 6 {
-        return Err(Error::system("cannot draw a MAC for a bridge", std::io::Error::last_os_error()));
-    }
+    random::fill(&mut mac)?;
     mac[0] = (mac[0] & 0xfe) | 0x02;
     Ok(mac)
 }
 
+/// The alias (`IFLA_IFALIAS`) of a bridge netpath made for a network: a name proves nothing,
+/// so gc deletes only links that carry netpath's mark for their kind.
 pub fn bridge_mark(network: &str) -> String {
     format!("netpath:network:{network}")
 }
