@@ -2,7 +2,7 @@
 //! endpoints of its own networks, read from the state at every question (a name answers the
 //! moment its endpoint is ready and not a moment after its detach), and the steering of
 //! containers' queries to the resolver's sockets.
-use std::{collections::HashMap, net::Ipv4Addr, os::fd::AsRawFd};
+use std::{collections::HashMap, hash::Hash, net::Ipv4Addr, os::fd::AsRawFd};
 
 use crate::{
     core::{controller::Controller, session::Paths},
@@ -57,33 +57,17 @@ impl Directory {
     /// The addresses `name` (a single label, or a dotted alias) has for the endpoint at `from`.
     pub fn addresses(&mut self, from: Ipv4Addr, name: &str) -> Result<Found<Vec<Ipv4Addr>>> {
         self.refresh()?;
-        let key = (from, name.trim_end_matches('.').to_string());
-        if let Some(found) = self.addresses.get(&key) {
-            return Ok(found.clone());
-        }
-        let found = if !self.store.is_requester(from)? {
-            Found::Stranger
-        } else {
-            let addresses = self.store.addresses_of(from, &key.1)?;
-            if addresses.is_empty() { Found::Nothing } else { Found::Answer(addresses) }
-        };
-        self.addresses.insert(key, found.clone());
-        Ok(found)
+        let name = name.trim_end_matches('.').to_string();
+        remembered(&mut self.addresses, &self.store, (from, name), |store, name| {
+            let addresses = store.addresses_of(from, name)?;
+            Ok((!addresses.is_empty()).then_some(addresses))
+        })
     }
 
     /// The name of the endpoint at `ip`, for the endpoint at `from`.
     pub fn name_at(&mut self, from: Ipv4Addr, ip: Ipv4Addr) -> Result<Found<String>> {
         self.refresh()?;
-        if let Some(found) = self.names.get(&(from, ip)) {
-            return Ok(found.clone());
-        }
-        let found = if !self.store.is_requester(from)? {
-            Found::Stranger
-        } else {
-            self.store.name_at(from, ip)?.map_or(Found::Nothing, Found::Answer)
-        };
-        self.names.insert((from, ip), found.clone());
-        Ok(found)
+        remembered(&mut self.names, &self.store, (from, ip), |store, ip| store.name_at(from, *ip))
     }
 
     /// Whether `ip` lies in a subnet of one of netpath's networks: a reverse question about
@@ -91,6 +75,26 @@ impl Directory {
     pub fn is_netpath_address(&self, ip: Ipv4Addr) -> Result<bool> {
         Ok(self.store.networks()?.iter().any(|n| n.subnet.contains(ip)))
     }
+}
+
+/// The answer kept for `(from, key)`, else what `look` finds for the requester at `from` (none
+/// for a stranger), kept for the next question.
+fn remembered<K: Eq + Hash, T: Clone>(
+    kept: &mut HashMap<(Ipv4Addr, K), Found<T>>,
+    store: &Store,
+    key: (Ipv4Addr, K),
+    look: impl FnOnce(&Store, &K) -> Result<Option<T>>,
+) -> Result<Found<T>> {
+    if let Some(found) = kept.get(&key) {
+        return Ok(found.clone());
+    }
+    let found = if store.is_requester(key.0)? {
+        look(store, &key.1)?.map_or(Found::Nothing, Found::Answer)
+    } else {
+        Found::Stranger
+    };
+    kept.insert(key, found.clone());
+    Ok(found)
 }
 
 /// The resolver at work: containers' queries steered to its sockets, and its lock held, for
