@@ -47,12 +47,13 @@ impl Drop for Process {
     }
 }
 
-/// dnsmasq in `ns`, answering `address` for `domain` and nothing else, on `listen` (all
-/// addresses when `None`, as a host's dnsmasq does by default).
-fn dnsmasq(t: &Topology, ns: &str, listen: Option<&str>, domain: &str, address: &str) -> Process {
+/// dnsmasq in `ns`, answering what `answers` (one option: `--address=/DOMAIN/ADDRESS`,
+/// `--addn-hosts=FILE`) says and nothing else, on `listen` (all addresses when `None`, as a
+/// host's dnsmasq does by default).
+fn dnsmasq(t: &Topology, ns: &str, listen: Option<&str>, answers: &str) -> Process {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &format!("{}-{ns}", t.prefix), "dnsmasq", "--keep-in-foreground", "--no-resolv"])
-        .args(["--no-hosts", "--port=53", "--user=root", "--pid-file=", &format!("--address=/{domain}/{address}")]);
+        .args(["--no-hosts", "--port=53", "--user=root", "--pid-file=", answers]);
     if let Some(listen) = listen {
         cmd.args([&format!("--listen-address={listen}"), "--bind-interfaces"]);
     }
@@ -109,7 +110,7 @@ fn containers_resolve_the_names_of_their_own_networks_and_other_names_upstream()
     t.container("c", "other", &["--name", "cache", "--resolv-conf", &confs.dir(&t, "c")]);
     let conf = std::fs::read_to_string(confs.0[1].join("resolv.conf")).unwrap();
     assert!(conf.contains("nameserver 10.81.40.1"), "{conf}");
-    let _upstream = dnsmasq(&t, "outside", Some(OUTSIDE_ADDR), EXTERNAL, EXTERNAL_ADDR);
+    let _upstream = dnsmasq(&t, "outside", Some(OUTSIDE_ADDR), &format!("--address=/{EXTERNAL}/{EXTERNAL_ADDR}"));
     let daemon = daemon(&t);
     let (a_ip, b_ip) = (ip_of(&a).to_string(), ip_of(&b).to_string());
 
@@ -154,10 +155,10 @@ fn a_host_resolver_and_a_published_port_53_do_not_take_the_gateways_queries() {
     t.network("web", &["--subnet", "10.81.42.0/24"]);
     // Published first: netpath refuses to publish a port a host process listens on.
     let a = t.container("a", "web", &["--name", "web", "-p", "53:53/udp", "-p", "53:53/tcp"]);
-    let _host_resolver = dnsmasq(&t, "host", None, "web", "10.66.66.66");
+    let _host_resolver = dnsmasq(&t, "host", None, "--address=/web/10.66.66.66");
     t.container("b", "web", &["--name", "db", "--resolv-conf", &confs.dir(&t, "b")]);
     // What a publishes on 53 answers every query with its own address for everything.
-    let _fake = dnsmasq(&t, "a", None, "#", "10.77.77.77");
+    let _fake = dnsmasq(&t, "a", None, "--address=/#/10.77.77.77");
     for ns in ["host", "a"] {
         for proto in ["-u", "-t"] {
             let bound = t.exec(ns, &["ss", "-Hln", proto, "sport", "=", ":53"]);
@@ -226,12 +227,7 @@ fn a_long_upstream_answer_comes_through_over_tcp() {
     let hosts = t.run_dir.join("many.hosts");
     let lines: String = (1..=60).map(|i| format!("10.98.0.{i} many.{EXTERNAL}\n")).collect();
     std::fs::write(&hosts, lines).unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &format!("{}-outside", t.prefix), "dnsmasq", "--keep-in-foreground", "--no-resolv"])
-        .args(["--no-hosts", "--port=53", "--user=root", "--pid-file=", "--bind-interfaces"])
-        .args([&format!("--listen-address={OUTSIDE_ADDR}"), &format!("--addn-hosts={}", hosts.display())]);
-    let _upstream = Process(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn dnsmasq"));
-    std::thread::sleep(Duration::from_millis(300));
+    let _upstream = dnsmasq(&t, "outside", Some(OUTSIDE_ADDR), &format!("--addn-hosts={}", hosts.display()));
     let _daemon = daemon(&t);
     let out = t.exec_output("a", &["getent", "ahostsv4", &format!("many.{EXTERNAL}")]);
     let addresses: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
